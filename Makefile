@@ -1,0 +1,34 @@
+# One-command set-up: every target creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.recopt-installed
+DEMO_DIR ?= /tmp/tf_recopt_demo
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install ops test demo bench clean
+
+$(STAMP): setup.py requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-build-isolation -e .
+	touch $@
+
+install: $(STAMP)
+
+# Rebuilds the op library after a C++ change (objects are cached in build/).
+ops: $(STAMP)
+	$(PY) -m custom_ops.build
+
+test: ops
+	$(PY) -m pytest -q -ra tests
+
+demo: ops
+	$(PY) -m tf_recopt.demo --workdir $(DEMO_DIR)
+
+bench: ops
+	$(PY) -m bench.run_all
+
+clean:
+	rm -rf build $(VENV) tf_recopt/ops/_recopt_ops*.so

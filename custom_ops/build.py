@@ -1,0 +1,93 @@
+"""Compiles custom_ops/ into the one op library shipped inside tf_recopt.
+
+Plain g++ with TensorFlow's own compile and link flags (the custom-op
+convention), -O3, and one object per ISA for the dense kernels so the CPU
+path is chosen at load time. Objects are cached by mtime under build/ so a
+rebuild after a one-file change takes seconds. Used by setup.py and by
+`python -m custom_ops.build` (the Makefile's `ops` target).
+"""
+import concurrent.futures
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import sysconfig
+
+ROOT = pathlib.Path(__file__).resolve().parent
+LIB_STEM = "_recopt_ops"
+
+# Per-file flags for the ISA-specific kernels (see core/gemm_kernels.h).
+ISA_FLAGS = {
+    "gemm_avx2.cc": ["-mavx2", "-mfma", "-ffp-contract=fast"],
+    "gemm_avx512.cc": ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mfma",
+                       "-ffp-contract=fast"],
+}
+X86_ONLY = set(ISA_FLAGS)
+
+
+def library_name():
+    """Same name as a setuptools extension module, so `make ops` and pip agree."""
+    return LIB_STEM + sysconfig.get_config_var("EXT_SUFFIX")
+
+
+def _tf_flags():
+    import tensorflow as tf  # imported late: setup.py must parse without TF
+    return tf.__version__, tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
+
+
+def sources():
+    is_x86 = platform.machine() in ("x86_64", "AMD64")
+    found = []
+    for sub in ("core", "kernels", "ops"):
+        for path in sorted((ROOT / sub).glob("*.cc")):
+            if path.name.endswith(".cu.cc"):
+                continue  # GPU sources are built only with RECOPT_CUDA=1
+            if path.name in X86_ONLY and not is_x86:
+                continue
+            found.append(path)
+    return found, is_x86
+
+
+def _compile(cxx, src, obj, flags):
+    deps = [src] + list(ROOT.glob("core/*.h")) + list(ROOT.glob("core/*.inc"))
+    if obj.exists() and obj.stat().st_mtime >= max(p.stat().st_mtime for p in deps):
+        return obj
+    cmd = [cxx, "-c", str(src), "-o", str(obj)] + flags + ISA_FLAGS.get(src.name, [])
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"compiling {src.relative_to(ROOT.parent)} failed:\n{result.stderr}")
+    return obj
+
+
+def build(out_dir, build_dir=None, verbose=True):
+    """Builds the op library into out_dir; returns its path."""
+    out_dir = pathlib.Path(out_dir)
+    tf_version, cflags, lflags = _tf_flags()
+    # Objects depend on the TensorFlow headers: one cache per release.
+    build_dir = pathlib.Path(build_dir or ROOT.parent / "build" / "custom_ops") / f"tf-{tf_version}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    srcs, is_x86 = sources()
+    cxx = os.environ.get("CXX", "g++")
+    flags = cflags + ["-O3", "-fPIC", "-Wall", "-Wno-sign-compare", "-DNDEBUG",
+                      f'-DRECOPT_TF_VERSION="{tf_version}"']
+    if is_x86:
+        flags.append("-DRECOPT_HAVE_X86_ISAS")
+    jobs = os.cpu_count() or 2
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(_compile, cxx, s, build_dir / (s.parent.name + "_" + s.stem + ".o"), flags)
+                   for s in srcs]
+        objs = [f.result() for f in futures]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lib = out_dir / library_name()
+    tmp = lib.with_suffix(".so.tmp")
+    subprocess.run([cxx, "-shared", "-o", str(tmp)] + [str(o) for o in objs] + lflags + ["-O3"],
+                   check=True)
+    os.replace(tmp, lib)
+    if verbose:
+        print(f"built {lib} ({len(objs)} objects, TensorFlow {tf_version})", file=sys.stderr)
+    return lib
+
+
+if __name__ == "__main__":
+    build(ROOT.parent / "tf_recopt" / "ops")

@@ -1,0 +1,45 @@
+// Per-ISA dense-layer kernels: C = act(A * B + bias) on a pre-packed B.
+//
+// B is packed once (at kernel construction, not per call) into column
+// panels of `nr` floats: panel p holds columns [p*nr, p*nr + nr) for every k,
+// contiguous, zero padded past N. The ISA is picked once at load time from
+// CPUID (override with RECOPT_ISA=generic|avx2|avx512 to test every path).
+#ifndef RECOPT_CORE_GEMM_KERNELS_H_
+#define RECOPT_CORE_GEMM_KERNELS_H_
+
+#include <cstdint>
+
+namespace recopt {
+
+struct DenseArgs {
+  const float* a;       // [rows, k], row stride lda
+  int64_t lda;
+  int64_t rows;
+  const float* packed;  // k x n_pad, panel-major (see above)
+  const float* bias;    // [n_pad], zero padded
+  int k;
+  int n;
+  float* c;             // [rows, n], row stride ldc
+  int64_t ldc;
+  int activation;       // recopt::Activation
+  float alpha;          // leaky_relu slope
+};
+
+struct GemmKernels {
+  const char* isa;
+  int nr;  // panel width in floats
+  void (*dense)(const DenseArgs& args);
+};
+
+namespace generic { const GemmKernels& Kernels(); }
+namespace avx2 { const GemmKernels& Kernels(); }
+namespace avx512 { const GemmKernels& Kernels(); }
+
+// The best kernels this CPU supports, chosen on first use.
+const GemmKernels& SelectedGemmKernels();
+// Kernels for a named ISA, or nullptr when the CPU or the build lacks it.
+const GemmKernels* GemmKernelsForIsa(const char* isa);
+
+}  // namespace recopt
+
+#endif  // RECOPT_CORE_GEMM_KERNELS_H_

@@ -1,0 +1,82 @@
+#include "mlp.h"
+
+#include <algorithm>
+
+#include "activation.h"
+
+namespace recopt {
+
+std::string PackedMlp::Pack(const std::vector<DenseLayerSpec>& layers,
+                            const GemmKernels& kernels) {
+  kernels_ = &kernels;
+  layers_.clear();
+  max_hidden_pad_ = 0;
+  const int nr = kernels.nr;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const DenseLayerSpec& s = layers[l];
+    if (s.k <= 0 || s.n <= 0) return "layer " + std::to_string(l) + ": empty weight matrix";
+    if (l > 0 && s.k != layers[l - 1].n) {
+      return "layer " + std::to_string(l) + ": weight has " + std::to_string(s.k) +
+             " rows but the previous layer outputs " + std::to_string(layers[l - 1].n);
+    }
+    if (s.activation < 0 || s.activation >= kActCount) {
+      return "layer " + std::to_string(l) + ": unknown activation code";
+    }
+    Layer out;
+    out.k = s.k;
+    out.n = s.n;
+    out.n_pad = (s.n + nr - 1) / nr * nr;
+    out.activation = s.activation;
+    out.alpha = s.alpha;
+    out.packed.assign(static_cast<size_t>(out.k) * out.n_pad, 0.f);
+    out.bias.assign(out.n_pad, 0.f);
+    const int panels = out.n_pad / nr;
+    for (int p = 0; p < panels; ++p) {
+      float* dst = out.packed.data() + static_cast<size_t>(p) * out.k * nr;
+      const int cols = std::min(nr, s.n - p * nr);
+      for (int kk = 0; kk < s.k; ++kk) {
+        std::copy_n(s.weights + static_cast<size_t>(kk) * s.n + p * nr, cols, dst + kk * nr);
+      }
+    }
+    if (s.bias != nullptr) std::copy_n(s.bias, s.n, out.bias.data());
+    if (l + 1 < layers.size()) max_hidden_pad_ = std::max(max_hidden_pad_, out.n_pad);
+    layers_.push_back(std::move(out));
+  }
+  return layers_.empty() ? "no layers" : "";
+}
+
+int64_t PackedMlp::FlopsPerRow() const {
+  int64_t flops = 0;
+  for (const Layer& l : layers_) flops += 2 * static_cast<int64_t>(l.k) * l.n;
+  return flops;
+}
+
+int64_t PackedMlp::ScratchFloats(int64_t rows) const {
+  return 2 * std::min(rows, kMlpRowBlock) * static_cast<int64_t>(max_hidden_pad_);
+}
+
+void PackedMlp::RunBlock(const float* x, int64_t rows, float* y, float* scratch) const {
+  const float* in = x;
+  int64_t ld_in = input_dim();
+  float* bufs[2] = {scratch, scratch + kMlpRowBlock * max_hidden_pad_};
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& layer = layers_[l];
+    const bool last = l + 1 == layers_.size();
+    float* out = last ? y : bufs[l % 2];
+    const int64_t ld_out = last ? layer.n : layer.n_pad;
+    DenseArgs args{in, ld_in, rows, layer.packed.data(), layer.bias.data(), layer.k,
+                   layer.n, out, ld_out, layer.activation, layer.alpha};
+    kernels_->dense(args);
+    in = out;
+    ld_in = ld_out;
+  }
+}
+
+void PackedMlp::Forward(const float* x, int64_t rows, float* y, float* scratch) const {
+  for (int64_t r = 0; r < rows; r += kMlpRowBlock) {
+    const int64_t m = std::min(kMlpRowBlock, rows - r);
+    RunBlock(x + r * input_dim(), m, y + r * output_dim(), scratch);
+  }
+}
+
+}  // namespace recopt

@@ -1,0 +1,57 @@
+// A stack of dense layers packed once for the selected kernels, then run on
+// row blocks. Weights are immutable after Pack() and shared by all callers;
+// each call brings its own scratch, so concurrent calls never share activations.
+#ifndef RECOPT_CORE_MLP_H_
+#define RECOPT_CORE_MLP_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gemm_kernels.h"
+
+namespace recopt {
+
+struct DenseLayerSpec {
+  const float* weights;  // [k, n] row-major
+  const float* bias;     // [n] or nullptr
+  int k;
+  int n;
+  int activation;
+  float alpha;
+};
+
+class PackedMlp {
+ public:
+  // Returns an empty string on success, else what is wrong with which layer.
+  std::string Pack(const std::vector<DenseLayerSpec>& layers, const GemmKernels& kernels);
+
+  int input_dim() const { return layers_.empty() ? 0 : layers_.front().k; }
+  int output_dim() const { return layers_.empty() ? 0 : layers_.back().n; }
+  // Multiply-adds per input row, for work sharding.
+  int64_t FlopsPerRow() const;
+  // Floats of scratch Forward() needs for `rows` rows.
+  int64_t ScratchFloats(int64_t rows) const;
+  // y[rows, output_dim] = mlp(x[rows, input_dim]); rows may be 0.
+  void Forward(const float* x, int64_t rows, float* y, float* scratch) const;
+
+ private:
+  struct Layer {
+    int k, n, n_pad, activation;
+    float alpha;
+    std::vector<float> packed, bias;
+  };
+  void RunBlock(const float* x, int64_t rows, float* y, float* scratch) const;
+
+  const GemmKernels* kernels_ = nullptr;
+  std::vector<Layer> layers_;
+  int max_hidden_pad_ = 0;
+};
+
+// Rows per block: small enough that a block's activations stay in L2 between
+// layers, large enough to amortise the panel loads.
+constexpr int64_t kMlpRowBlock = 48;
+
+}  // namespace recopt
+
+#endif  // RECOPT_CORE_MLP_H_

@@ -1,0 +1,129 @@
+// Thin OpKernel over core/mlp: validates inputs, packs the weights once, and
+// shards row blocks over the intra-op pool (inline when it has one thread).
+#include <memory>
+#include <vector>
+
+#include "../core/activation.h"
+#include "../core/mlp.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/platform/mutex.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace tensorflow {
+namespace {
+
+class FusedMlpOp : public OpKernel {
+ public:
+  explicit FusedMlpOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_layers", &num_layers_));
+    std::vector<string> names;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("activations", &names));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("alphas", &alphas_));
+    OP_REQUIRES(ctx, names.size() == static_cast<size_t>(num_layers_) &&
+                         alphas_.size() == static_cast<size_t>(num_layers_),
+                errors::InvalidArgument(name(), ": activations and alphas need ",
+                                        num_layers_, " entries"));
+    for (const string& n : names) {
+      const recopt::Activation act = recopt::ActivationFromName(n.c_str());
+      OP_REQUIRES(ctx, act != recopt::kActCount,
+                  errors::InvalidArgument(name(), ": unknown activation '", n, "'"));
+      activations_.push_back(act);
+    }
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    OP_REQUIRES(ctx, x.dims() >= 2,
+                errors::InvalidArgument(name(), ": x must have rank >= 2, got ",
+                                        x.shape().DebugString()));
+    std::shared_ptr<const recopt::PackedMlp> mlp;
+    OP_REQUIRES_OK(ctx, GetPacked(ctx, &mlp));
+    const int64_t k = x.dim_size(x.dims() - 1);
+    OP_REQUIRES(ctx, k == mlp->input_dim(),
+                errors::InvalidArgument(name(), ": x has last dimension ", k,
+                                        " but the first weight has ", mlp->input_dim(), " rows"));
+    TensorShape out_shape = x.shape();
+    out_shape.set_dim(x.dims() - 1, mlp->output_dim());
+    Tensor* y = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &y));
+    const int64_t rows = k == 0 ? 0 : x.NumElements() / k;
+    if (rows == 0) return;
+    Run(ctx, *mlp, x.flat<float>().data(), rows, y->flat<float>().data());
+  }
+
+ private:
+  // Packs on the first call and whenever a weight buffer changes; holding the
+  // input tensors keeps their buffers alive, so an unchanged address means
+  // unchanged constant weights.
+  Status GetPacked(OpKernelContext* ctx, std::shared_ptr<const recopt::PackedMlp>* out) {
+    {
+      tf_shared_lock l(mu_);
+      if (packed_ != nullptr && SameWeights(ctx)) {
+        *out = packed_;
+        return OkStatus();
+      }
+    }
+    std::vector<recopt::DenseLayerSpec> specs;
+    std::vector<Tensor> held;
+    for (int l = 0; l < num_layers_; ++l) {
+      const Tensor& w = ctx->input(1 + l);
+      const Tensor& b = ctx->input(1 + num_layers_ + l);
+      if (w.dims() != 2 || b.dims() != 1 || b.dim_size(0) != w.dim_size(1)) {
+        return errors::InvalidArgument(name(), ": layer ", l, " needs weights [k, n] and bias [n], got ",
+                                       w.shape().DebugString(), " and ", b.shape().DebugString());
+      }
+      specs.push_back({w.flat<float>().data(), b.flat<float>().data(),
+                       static_cast<int>(w.dim_size(0)), static_cast<int>(w.dim_size(1)),
+                       activations_[l], alphas_[l]});
+      held.push_back(w);
+      held.push_back(b);
+    }
+    auto mlp = std::make_shared<recopt::PackedMlp>();
+    const std::string err = mlp->Pack(specs, recopt::SelectedGemmKernels());
+    if (!err.empty()) return errors::InvalidArgument(name(), ": ", err);
+    mutex_lock l(mu_);
+    packed_ = mlp;
+    held_ = std::move(held);
+    *out = packed_;
+    return OkStatus();
+  }
+
+  bool SameWeights(OpKernelContext* ctx) const {
+    for (int i = 0; i < 2 * num_layers_; ++i) {
+      const Tensor& t = ctx->input(1 + i);
+      if (t.tensor_data().data() != held_[i].tensor_data().data() ||
+          t.shape() != held_[i].shape()) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  static void Run(OpKernelContext* ctx, const recopt::PackedMlp& mlp, const float* x,
+                  int64_t rows, float* y) {
+    const int64_t blocks = (rows + recopt::kMlpRowBlock - 1) / recopt::kMlpRowBlock;
+    const int64_t in = mlp.input_dim();
+    auto work = [&](int64_t b0, int64_t b1) {
+      const int64_t r0 = b0 * recopt::kMlpRowBlock;
+      const int64_t r1 = std::min(rows, b1 * recopt::kMlpRowBlock);
+      std::vector<float> scratch(mlp.ScratchFloats(r1 - r0));
+      mlp.Forward(x + r0 * in, r1 - r0, y + r0 * mlp.output_dim(), scratch.data());
+    };
+    auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
+    Shard(threads->num_threads, threads->workers, blocks,
+          mlp.FlopsPerRow() * recopt::kMlpRowBlock, work);
+  }
+
+  int num_layers_ = 0;
+  std::vector<recopt::Activation> activations_;
+  std::vector<float> alphas_;
+  mutex mu_;
+  std::shared_ptr<const recopt::PackedMlp> packed_ TF_GUARDED_BY(mu_);
+  std::vector<Tensor> held_ TF_GUARDED_BY(mu_);
+};
+
+REGISTER_KERNEL_BUILDER(Name("Recopt>FusedMLP").Device(DEVICE_CPU), FusedMlpOp);
+
+}  // namespace
+}  // namespace tensorflow

@@ -1,0 +1,43 @@
+// Op registration and shape function only; the kernel is in kernels/.
+#include "tensorflow/core/framework/common_shape_fns.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace tensorflow {
+namespace {
+
+Status FusedMlpShape(shape_inference::InferenceContext* c) {
+  int num_layers;
+  TF_RETURN_IF_ERROR(c->GetAttr("num_layers", &num_layers));
+  shape_inference::ShapeHandle x;
+  TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 2, &x));
+  shape_inference::DimensionHandle prev = c->Dim(x, -1);
+  for (int l = 0; l < num_layers; ++l) {
+    shape_inference::ShapeHandle w, b;
+    TF_RETURN_IF_ERROR(c->WithRank(c->input(1 + l), 2, &w));
+    TF_RETURN_IF_ERROR(c->WithRank(c->input(1 + num_layers + l), 1, &b));
+    shape_inference::DimensionHandle unused;
+    TF_RETURN_IF_ERROR(c->Merge(prev, c->Dim(w, 0), &unused));
+    TF_RETURN_IF_ERROR(c->Merge(c->Dim(w, 1), c->Dim(b, 0), &prev));
+  }
+  shape_inference::ShapeHandle out;
+  TF_RETURN_IF_ERROR(c->ReplaceDim(x, -1, prev, &out));
+  c->set_output(0, out);
+  return OkStatus();
+}
+
+}  // namespace
+
+// y = act_L(... act_1(x @ W_1 + b_1) ... @ W_L + b_L) over the last axis of x.
+// Weights are packed once per kernel instance, so they must be constants.
+REGISTER_OP("Recopt>FusedMLP")
+    .Input("x: float")
+    .Input("weights: num_layers * float")
+    .Input("biases: num_layers * float")
+    .Output("y: float")
+    .Attr("num_layers: int >= 1")
+    .Attr("activations: list(string)")
+    .Attr("alphas: list(float)")
+    .SetShapeFn(FusedMlpShape);
+
+}  // namespace tensorflow

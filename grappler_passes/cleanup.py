@@ -1,0 +1,68 @@
+"""Identity/NoOp pruning and dead-node removal."""
+import collections
+
+from grappler_passes.graph_view import parse_input
+from grappler_passes.pass_base import GraphPass
+
+_FORWARDING = frozenset({"Identity", "Snapshot", "StopGradient", "PreventGradient"})
+
+
+class PruneIdentity(GraphPass):
+    """  x -> Identity -> y   ==>   x -> y
+
+    Skips Identity nodes that are signature outputs, carry control inputs,
+    or are control dependencies of others (they order side effects). NoOps
+    with no control dependents are dropped with them.
+    """
+
+    name = "prune_identity"
+    description = "remove Identity/Snapshot/StopGradient and unused NoOp nodes"
+
+    def run(self, ctx, result):
+        view = ctx.view
+        doomed = []
+        for node in view.nodes():
+            if node.op in _FORWARDING:
+                reason = self._keep_reason(node, view)
+                if reason:
+                    continue
+                view.replace_uses(node.name, node.input[0])
+                doomed.append(node.name)
+                result.apply()
+            elif node.op == "NoOp" and not view.control_consumers(node.name) and node.name not in view.protected:
+                doomed.append(node.name)
+                result.apply()
+        view.remove_nodes(doomed)
+
+    @staticmethod
+    def _keep_reason(node, view):
+        if node.name in view.protected:
+            return "signature node"
+        if view.has_control_inputs(node) or view.control_consumers(node.name):
+            return "control dependency"
+        if len(view.data_inputs(node)) != 1:
+            return "not a single-input forward"
+        return ""
+
+
+class PruneDeadNodes(GraphPass):
+    """Removes nodes from which no signature output is reachable (by data or
+    control edges). Function bodies are untouched."""
+
+    name = "prune_dead_nodes"
+    description = "remove nodes no signature output depends on"
+
+    def run(self, ctx, result):
+        view = ctx.view
+        live = set()
+        queue = collections.deque(p for p in view.protected if view.node(p) is not None)
+        while queue:
+            name = queue.popleft()
+            if name in live:
+                continue
+            live.add(name)
+            for inp in view.node(name).input:
+                queue.append(parse_input(inp)[0])
+        dead = [n.name for n in view.nodes() if n.name not in live]
+        result.matched = result.applied = len(dead)
+        view.remove_nodes(dead)

@@ -1,0 +1,46 @@
+"""The interface every pass implements, and the stats it reports."""
+import dataclasses
+from typing import List, Tuple
+
+
+@dataclasses.dataclass
+class PassContext:
+    view: object                 # GraphView over the signature's GraphDef
+    custom_ops: bool = True      # False: stock TensorFlow ops only
+    options: object = None       # tf_recopt.options.OptimizeOptions, or None in unit tests
+
+
+@dataclasses.dataclass
+class PassResult:
+    name: str
+    matched: int = 0
+    applied: int = 0
+    skipped: List[Tuple[str, str]] = dataclasses.field(default_factory=list)  # (node, reason)
+    error: str = ""
+    nodes_before: int = 0
+    nodes_after: int = 0
+    seconds: float = 0.0
+
+    def skip(self, node, reason):
+        self.matched += 1
+        self.skipped.append((node, reason))
+
+    def apply(self):
+        self.matched += 1
+        self.applied += 1
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["skipped"] = [{"node": n, "reason": r} for n, r in self.skipped]
+        return d
+
+
+class GraphPass:
+    """A rewrite. Subclasses set `name` and implement run(ctx, result)."""
+
+    name = ""
+    requires_custom_ops = False
+    description = ""
+
+    def run(self, ctx, result):
+        raise NotImplementedError

@@ -1,0 +1,65 @@
+"""The ordered pass registry and the loop that runs passes in isolation."""
+import copy
+import time
+
+from absl import logging
+
+from grappler_passes import cleanup, fold_constants, fuse_dense
+from grappler_passes.graph_view import GraphView
+from grappler_passes.pass_base import PassContext, PassResult
+
+_PASSES = {p.name: p for p in (
+    cleanup.PruneIdentity, cleanup.PruneDeadNodes, fold_constants.FoldConstants, fuse_dense.FuseDense)}
+
+# Why this order: pruning Identity first makes producers adjacent so patterns
+# see MatMul -> BiasAdd directly; folding weight-only subgraphs (transposes,
+# casts of frozen variables) turns weights into plain Consts that the fusers
+# can pack; fusion runs on that canonical graph; a final prune drops what the
+# fusers orphaned.
+DEFAULT_ORDER = ("prune_identity", "fold_constants", "fuse_dense", "prune_dead_nodes")
+
+
+class UnknownPassError(ValueError):
+    pass
+
+
+def available_passes():
+    return {name: p.description for name, p in _PASSES.items()}
+
+
+def resolve_passes(passes=None, custom_ops=True):
+    """Names -> pass classes, in DEFAULT_ORDER unless `passes` gives an order."""
+    names = list(DEFAULT_ORDER if passes is None else passes)
+    unknown = [n for n in names if n not in _PASSES]
+    if unknown:
+        raise UnknownPassError(f"unknown pass name(s) {unknown}; known: {sorted(_PASSES)}")
+    return [_PASSES[n] for n in names if custom_ops or not _PASSES[n].requires_custom_ops]
+
+
+def run_pipeline(graph_def, protected, passes=None, custom_ops=True, options=None):
+    """Runs the passes over a copy of graph_def; returns (graph_def, [PassResult]).
+
+    Each pass runs on its own copy: if it raises or leaves an invalid graph,
+    the copy is dropped, the error is recorded, and the next pass sees the
+    graph as it was before.
+    """
+    current = copy.deepcopy(graph_def)
+    results = []
+    for cls in resolve_passes(passes, custom_ops):
+        trial = copy.deepcopy(current)
+        view = GraphView(trial, protected)
+        result = PassResult(name=cls.name, nodes_before=len(trial.node))
+        start = time.perf_counter()
+        try:
+            cls().run(PassContext(view=view, custom_ops=custom_ops, options=options), result)
+            view.validate()
+            current = trial
+        except Exception as exc:  # a failing pass must never sink the whole optimization
+            result.error = f"{type(exc).__name__}: {exc}"
+            logging.warning("pass %s failed and was skipped: %s", cls.name, result.error)
+        result.seconds = time.perf_counter() - start
+        result.nodes_after = len(current.node)
+        logging.info("pass %-18s matched %d applied %d nodes %d -> %d", cls.name, result.matched,
+                     result.applied, result.nodes_before, result.nodes_after)
+        results.append(result)
+    return current, results

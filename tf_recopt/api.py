@@ -1,0 +1,133 @@
+"""optimize(): load -> passes -> write to a temp dir -> verify -> rename."""
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+
+import tensorflow as tf
+from absl import logging
+
+from grappler_passes import resolve_passes, run_pipeline
+from grappler_passes.graph_view import GraphView
+from tf_recopt import saved_model_io, verify
+from tf_recopt.errors import ParityError
+from tf_recopt.options import OptimizeOptions
+from tf_recopt.report import OptimizationReport, SignatureReport
+
+REPORT_PATH = os.path.join("assets.extra", "recopt_report.json")
+
+
+def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=True, passes=None,
+             validate=True, sample_inputs=None, rtol=1e-4, atol=1e-5, overwrite=False, **options):
+    """Optimizes a SavedModel and writes the result to `output_dir`.
+
+    Args:
+      saved_model_dir: the SavedModel to optimize; never modified.
+      output_dir: where to write; default `<saved_model_dir>_recopt`. Written
+        atomically (a temp dir renamed into place); nothing is left on failure.
+      signatures: names of the signatures to rewrite (default all); every
+        signature is kept in the output either way.
+      custom_ops: False keeps to stock TensorFlow ops (loads in unmodified TF Serving).
+      passes: pass names in run order (default grappler_passes.DEFAULT_ORDER).
+      validate: compare original and optimized outputs; raise ParityError and
+        write nothing when any differs beyond rtol/atol.
+      sample_inputs: parity inputs: {key: array}, {signature: {key: array}},
+        or a TFRecord path of tf.Examples for a parsing signature.
+      overwrite: replace an existing output_dir.
+      **options: further OptimizeOptions fields (freeze_max_bytes, ...).
+
+    Returns:
+      OptimizationReport (also written to assets.extra/recopt_report.json).
+    """
+    opts = OptimizeOptions(signatures=signatures, custom_ops=custom_ops, passes=passes, validate=validate,
+                           sample_inputs=sample_inputs, rtol=rtol, atol=atol, **options)
+    opts.validate_fields()
+    src = os.path.abspath(saved_model_dir)
+    out = os.path.abspath(output_dir) if output_dir else src.rstrip(os.sep) + "_recopt"
+    _check_paths(src, out, overwrite)
+    resolve_passes(opts.passes, opts.custom_ops)  # unknown names fail before any work
+    if opts.custom_ops:
+        from tf_recopt.ops import load_ops
+        load_ops()
+
+    report = OptimizationReport(input_dir=src, custom_ops=opts.custom_ops)
+    with _stage(report, "load"):
+        model = saved_model_io.load(src, opts)
+    report.frozen_variables, report.frozen_bytes = model.frozen_variables, model.frozen_bytes
+    report.kept_variables = model.kept_variables
+    with _stage(report, "passes"):
+        graphs = _run_passes(model, opts, report)
+    tmp = tempfile.mkdtemp(prefix=".recopt_tmp_", dir=os.path.dirname(out))
+    try:
+        with _stage(report, "write"):
+            saved_model_io.save(model, graphs, tmp)
+        if opts.validate:
+            with _stage(report, "verify"):
+                _verify(model, tmp, opts, report)
+        _finish(report, tmp, out, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logging.info("%s", report)
+    return report
+
+
+def _check_paths(src, out, overwrite):
+    saved_model_io.check_saved_model_dir(src)
+    if out == src or out.startswith(src + os.sep) or src.startswith(out + os.sep):
+        raise ValueError(f"output_dir {out} must not be the input or inside it (the input is never modified)")
+    if os.path.exists(out) and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+
+
+@contextlib.contextmanager
+def _stage(report, name):
+    start = time.perf_counter()
+    yield
+    report.stage_seconds[name] = round(time.perf_counter() - start, 4)
+
+
+def _run_passes(model, opts, report):
+    graphs = {}
+    for name, sig in model.signatures.items():
+        sreport = SignatureReport(name)
+        before = GraphView(sig.graph_def)
+        sreport.nodes_before, sreport.ops_before = len(sig.graph_def.node), before.op_histogram()
+        if opts.signatures and name not in opts.signatures:
+            graphs[name] = sig.graph_def
+        else:
+            graphs[name], sreport.passes = run_pipeline(sig.graph_def, sig.protected_nodes(), opts.passes,
+                                                        opts.custom_ops, opts)
+        sreport.nodes_after = len(graphs[name].node)
+        sreport.ops_after = GraphView(graphs[name]).op_histogram()
+        report.signatures[name] = sreport
+    return graphs
+
+
+def _verify(model, tmp, opts, report):
+    optimized = tf.saved_model.load(tmp)
+    failures = []
+    for name, sig in model.signatures.items():
+        feeds = verify.inputs_for(sig, model.path, opts)
+        expected = verify.run_signature(sig.function, feeds)
+        actual = verify.run_signature(optimized.signatures[name], feeds)
+        parity = verify.compare(name, expected, actual, opts.rtol, opts.atol)
+        report.signatures[name].parity = parity
+        failures += [p for p in parity if not p.ok]
+    if failures:
+        detail = "; ".join(f"{p.signature}/{p.output}: max_abs={p.max_abs:.3g} max_rel={p.max_rel:.3g} {p.detail}"
+                           for p in failures)
+        raise ParityError(f"optimized model differs from {model.path} beyond rtol={opts.rtol} "
+                          f"atol={opts.atol}: {detail}; nothing was written", report)
+
+
+def _finish(report, tmp, out, overwrite):
+    report.output_dir = out
+    report.written = True
+    os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+    with open(os.path.join(tmp, REPORT_PATH), "w") as f:
+        f.write(report.to_json())
+    if overwrite and os.path.exists(out):
+        shutil.rmtree(out)
+    os.rename(tmp, out)

@@ -1,0 +1,36 @@
+"""Options of optimize(), with their defaults in one place."""
+import dataclasses
+from typing import Any, Optional, Sequence
+
+PRECISIONS = ("fp32",)
+DEVICES = ("cpu",)
+
+
+@dataclasses.dataclass
+class OptimizeOptions:
+    signatures: Optional[Sequence[str]] = None   # None: every signature
+    custom_ops: bool = True                      # False: stock TF ops only (unmodified TF Serving)
+    passes: Optional[Sequence[str]] = None       # None: grappler_passes.DEFAULT_ORDER
+    validate: bool = True
+    sample_inputs: Any = None                    # dict of arrays (per signature or shared) or TFRecord path
+    rtol: float = 1e-4
+    atol: float = 1e-5
+    # Variables up to this size are frozen into constants so passes can fold
+    # and pre-pack them; larger ones (embedding tables) stay variables.
+    freeze_max_bytes: int = 64 << 20
+    # Cap on all frozen constants together, far below GraphDef's 2 GiB limit.
+    freeze_total_bytes: int = 512 << 20
+    parity_batch_size: int = 8
+    seed: int = 0
+    precision: str = "fp32"
+    device: str = "cpu"
+
+    def validate_fields(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}: supported {PRECISIONS}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device={self.device!r}: supported {DEVICES}")
+        if self.rtol < 0 or self.atol < 0:
+            raise ValueError("rtol and atol must be >= 0")
+        if self.freeze_max_bytes < 0 or self.freeze_total_bytes < 0:
+            raise ValueError("freeze_max_bytes and freeze_total_bytes must be >= 0")

@@ -1,0 +1,167 @@
+"""Parity inputs (generated from the graph, or given) and output comparison."""
+import dataclasses
+import os
+from typing import Dict
+
+import numpy as np
+import tensorflow as tf
+
+from grappler_passes.graph_view import GraphView
+
+# Ops through which an integer input keeps its meaning as an index.
+_PASS_THROUGH = frozenset({"Identity", "Cast", "Reshape", "ExpandDims", "Squeeze", "StridedSlice",
+                           "Slice", "ConcatV2", "Pack", "Unpack", "Split", "SplitV", "Less", "AddV2",
+                           "SelectV2", "Select", "Unique", "GatherV2", "Tile"})
+_GATHER_PARAMS = {"GatherV2": 0, "ResourceGather": 0, "Gather": 0}
+DEFAULT_ID_RANGE = 10
+
+
+@dataclasses.dataclass
+class OutputParity:
+    signature: str
+    output: str
+    max_abs: float
+    max_rel: float
+    ok: bool
+    detail: str = ""
+
+
+def id_upper_bounds(sig):
+    """input key -> exclusive upper bound for ids, from the tables they index."""
+    view = GraphView(sig.graph_def)
+    bounds = {}
+    for key, tensor in sig.input_tensors.items():
+        bound = _walk_bound(view, tensor.split(":")[0], sig)
+        if bound:
+            bounds[key] = bound
+    return bounds
+
+
+def _walk_bound(view, start, sig, limit=2000):
+    seen, stack, best = set(), [start], None
+    while stack and len(seen) < limit:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for consumer, index in view.consumers(name):
+            rows = _table_rows(view, consumer, index, sig)
+            if rows:
+                best = rows if best is None else min(best, rows)
+            elif consumer.op in _PASS_THROUGH:
+                stack.append(consumer.name)
+    return best
+
+
+def _table_rows(view, consumer, index, sig):
+    """Rows of the table `consumer` gathers from, if input `index` is its ids."""
+    if consumer.op not in _GATHER_PARAMS or index != 1:
+        return None
+    params = view.skip_identity(view.data_inputs(consumer)[0])
+    value = view.const_value(params)
+    if value is not None:
+        return value.shape[0]
+    for placeholder, owner in sig.captures:
+        if placeholder.split(":")[0] == params.split(":")[0] and isinstance(owner, tf.Variable):
+            return owner.shape[0]
+    return None
+
+
+def _vocabulary(model_dir):
+    assets = os.path.join(model_dir, "assets")
+    words = []
+    if os.path.isdir(assets):
+        for name in sorted(os.listdir(assets)):
+            with open(os.path.join(assets, name), "rb") as f:
+                words += [w.strip() for w in f.read().splitlines()[:1000] if w.strip()]
+    return words
+
+
+def generate_inputs(sig, model_dir, batch_size, seed=0):
+    """Random inputs for a signature: ids inside their tables, strings from vocabularies."""
+    rng = np.random.default_rng(seed)
+    bounds = id_upper_bounds(sig)
+    vocab = _vocabulary(model_dir)
+    feeds = {}
+    for key, spec in sig.input_specs.items():
+        shape = [batch_size if i == 0 and d is None else (d if d is not None else 4)
+                 for i, d in enumerate(spec.shape.as_list())] if spec.shape.rank is not None else [batch_size]
+        feeds[key] = _random_tensor(rng, spec.dtype, shape, bounds.get(key), vocab)
+    return feeds
+
+
+def _random_tensor(rng, dtype, shape, bound, vocab):
+    if dtype.is_floating:
+        return tf.constant(rng.standard_normal(shape), dtype=dtype)
+    if dtype.is_integer:
+        return tf.constant(rng.integers(0, bound or DEFAULT_ID_RANGE, size=shape), dtype=dtype)
+    if dtype == tf.bool:
+        return tf.constant(rng.random(shape) < 0.5)
+    if dtype == tf.string:
+        pool = vocab + [f"oov_{i}".encode() for i in range(8)]
+        picks = rng.integers(0, len(pool), size=shape)
+        return tf.constant(np.vectorize(lambda i: pool[i], otypes=[object])(picks) if picks.size else
+                           np.zeros(shape, dtype=object), dtype=tf.string)
+    raise ValueError(f"cannot generate inputs of dtype {dtype.name}")
+
+
+def inputs_for(sig, model_dir, options):
+    """The parity feeds for one signature: user-given or generated."""
+    given = options.sample_inputs
+    if given is None:
+        return generate_inputs(sig, model_dir, options.parity_batch_size, options.seed)
+    if isinstance(given, (str, os.PathLike)):
+        return _examples_from_tfrecord(sig, given, options.parity_batch_size)
+    if isinstance(given, dict) and sig.name in given and isinstance(given[sig.name], dict):
+        given = given[sig.name]
+    missing = [k for k in sig.input_specs if k not in given]
+    if missing:
+        raise ValueError(f"sample_inputs for signature '{sig.name}' lack input(s) {missing}")
+    return {k: tf.convert_to_tensor(given[k], dtype=sig.input_specs[k].dtype) for k in sig.input_specs}
+
+
+def _examples_from_tfrecord(sig, path, batch_size):
+    """Serialized tf.Examples for a parsing signature (one string input)."""
+    if len(sig.input_specs) != 1 or next(iter(sig.input_specs.values())).dtype != tf.string:
+        raise ValueError(f"signature '{sig.name}' is not a parsing signature (one string input); "
+                         f"it takes {list(sig.input_specs)}: pass sample_inputs as a dict")
+    records = [r.numpy() for r in tf.data.TFRecordDataset(path).take(batch_size)]
+    if not records:
+        raise ValueError(f"sample_inputs {path}: no records")
+    key, spec = next(iter(sig.input_specs.items()))
+    value = tf.constant(records)
+    return {key: value if spec.shape.rank == 1 else tf.reshape(value, [-1] + [1] * (spec.shape.rank - 1))}
+
+
+def compare(signature, expected: Dict, actual: Dict, rtol, atol):
+    """One OutputParity per output key of `expected`."""
+    results = []
+    for key, exp in expected.items():
+        exp = np.asarray(exp)
+        act = np.asarray(actual.get(key)) if key in actual else None
+        if act is None or act.shape != exp.shape or act.dtype != exp.dtype:
+            detail = "missing" if act is None else f"got {act.dtype}{list(act.shape)}, want {exp.dtype}{list(exp.shape)}"
+            results.append(OutputParity(signature, key, float("inf"), float("inf"), False, detail))
+            continue
+        results.append(_compare_arrays(signature, key, exp, act, rtol, atol))
+    return results
+
+
+def _compare_arrays(signature, key, exp, act, rtol, atol):
+    if exp.dtype.kind in "fc":
+        e64, a64 = exp.astype(np.float64), act.astype(np.float64)
+        nan_ok = np.array_equal(np.isnan(e64), np.isnan(a64))
+        finite = ~np.isnan(e64)
+        diff = np.abs(e64 - a64)[finite] if exp.size else np.zeros(0)
+        max_abs = float(diff.max()) if diff.size else 0.0
+        denom = np.maximum(np.abs(e64[finite]), 1e-12) if exp.size else np.ones(0)
+        max_rel = float((diff / denom).max()) if diff.size else 0.0
+        ok = nan_ok and bool(np.allclose(a64, e64, rtol=rtol, atol=atol, equal_nan=True))
+        return OutputParity(signature, key, max_abs, max_rel, ok, "" if nan_ok else "NaN positions differ")
+    equal = np.array_equal(exp, act)
+    return OutputParity(signature, key, 0.0 if equal else float("inf"), 0.0 if equal else float("inf"), equal,
+                        "" if equal else "non-float output differs")
+
+
+def run_signature(fn, feeds):
+    return {k: v.numpy() for k, v in fn(**feeds).items()}
