@@ -6,14 +6,30 @@
 
     tf_recopt.load_ops()              # before loading a custom-op model
     model = tf.saved_model.load("/models/ranker_opt/1")
+
+Attributes are imported lazily (PEP 562) so `tf-recopt --help` and the CLI's
+log settings take effect before TensorFlow is imported.
 """
-from tf_recopt.api import optimize
-from tf_recopt.errors import OpLibraryError, ParityError, RecoptError, SavedModelError
-from tf_recopt.ops import library_path, load_ops
-from tf_recopt.report import OptimizationReport
+import importlib
 
 __version__ = "0.1.0"
-register_all = load_ops
 
-__all__ = ["optimize", "load_ops", "register_all", "library_path", "OptimizationReport", "ParityError",
-           "SavedModelError", "OpLibraryError", "RecoptError", "__version__"]
+_EXPORTS = {
+    "optimize": "tf_recopt.api",
+    "load_ops": "tf_recopt.ops._loader",
+    "library_path": "tf_recopt.ops._loader",
+    "OptimizationReport": "tf_recopt.report",
+    "ParityError": "tf_recopt.errors",
+    "SavedModelError": "tf_recopt.errors",
+    "OpLibraryError": "tf_recopt.errors",
+    "RecoptError": "tf_recopt.errors",
+}
+__all__ = sorted(_EXPORTS) + ["register_all", "__version__"]
+
+
+def __getattr__(name):
+    if name == "register_all":
+        name = "load_ops"
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'tf_recopt' has no attribute {name!r}")

@@ -17,9 +17,9 @@ class OptimizeOptions:
     atol: float = 1e-5
     # Variables up to this size are frozen into constants so passes can fold
     # and pre-pack them; larger ones (embedding tables) stay variables.
-    freeze_max_bytes: int = 64 << 20
+    freeze_max_bytes: int = 16 << 20
     # Cap on all frozen constants together, far below GraphDef's 2 GiB limit.
-    freeze_total_bytes: int = 512 << 20
+    freeze_total_bytes: int = 256 << 20
     parity_batch_size: int = 8
     seed: int = 0
     precision: str = "fp32"

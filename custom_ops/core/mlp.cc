@@ -55,10 +55,11 @@ int64_t PackedMlp::ScratchFloats(int64_t rows) const {
   return 2 * std::min(rows, kMlpRowBlock) * static_cast<int64_t>(max_hidden_pad_);
 }
 
-void PackedMlp::RunBlock(const float* x, int64_t rows, float* y, float* scratch) const {
+void PackedMlp::RunBlock(const float* x, int64_t rows, float* y, float* scratch,
+                         int64_t half) const {
   const float* in = x;
   int64_t ld_in = input_dim();
-  float* bufs[2] = {scratch, scratch + kMlpRowBlock * max_hidden_pad_};
+  float* bufs[2] = {scratch, scratch + half};
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& layer = layers_[l];
     const bool last = l + 1 == layers_.size();
@@ -73,9 +74,11 @@ void PackedMlp::RunBlock(const float* x, int64_t rows, float* y, float* scratch)
 }
 
 void PackedMlp::Forward(const float* x, int64_t rows, float* y, float* scratch) const {
+  // Two ping-pong buffers, each sized for the largest block this call runs.
+  const int64_t half = ScratchFloats(rows) / 2;
   for (int64_t r = 0; r < rows; r += kMlpRowBlock) {
     const int64_t m = std::min(kMlpRowBlock, rows - r);
-    RunBlock(x + r * input_dim(), m, y + r * output_dim(), scratch);
+    RunBlock(x + r * input_dim(), m, y + r * output_dim(), scratch, half);
   }
 }
 

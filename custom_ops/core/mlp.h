@@ -30,7 +30,7 @@ class PackedMlp {
   int output_dim() const { return layers_.empty() ? 0 : layers_.back().n; }
   // Multiply-adds per input row, for work sharding.
   int64_t FlopsPerRow() const;
-  // Floats of scratch Forward() needs for `rows` rows.
+  // Floats of scratch Forward() needs for `rows` rows (uninitialised is fine).
   int64_t ScratchFloats(int64_t rows) const;
   // y[rows, output_dim] = mlp(x[rows, input_dim]); rows may be 0.
   void Forward(const float* x, int64_t rows, float* y, float* scratch) const;
@@ -41,7 +41,7 @@ class PackedMlp {
     float alpha;
     std::vector<float> packed, bias;
   };
-  void RunBlock(const float* x, int64_t rows, float* y, float* scratch) const;
+  void RunBlock(const float* x, int64_t rows, float* y, float* scratch, int64_t half) const;
 
   const GemmKernels* kernels_ = nullptr;
   std::vector<Layer> layers_;

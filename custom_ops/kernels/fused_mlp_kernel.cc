@@ -107,8 +107,9 @@ class FusedMlpOp : public OpKernel {
     auto work = [&](int64_t b0, int64_t b1) {
       const int64_t r0 = b0 * recopt::kMlpRowBlock;
       const int64_t r1 = std::min(rows, b1 * recopt::kMlpRowBlock);
-      std::vector<float> scratch(mlp.ScratchFloats(r1 - r0));
-      mlp.Forward(x + r0 * in, r1 - r0, y + r0 * mlp.output_dim(), scratch.data());
+      // Per-call activations, freed when the call ends (weights are shared).
+      std::unique_ptr<float[]> scratch(new float[mlp.ScratchFloats(r1 - r0)]);
+      mlp.Forward(x + r0 * in, r1 - r0, y + r0 * mlp.output_dim(), scratch.get());
     };
     auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
     Shard(threads->num_threads, threads->workers, blocks,

@@ -18,7 +18,7 @@ def build(size="full"):
     wide = [keras.layers.Embedding(c["buckets"], 1, name=f"wide_{i}")(h) for i, h in enumerate(hashed)]
     deep = [keras.layers.Embedding(c["buckets"], c["dim"], name=f"deep_{i}")(h) for i, h in enumerate(hashed)]
     wide_logit = keras.ops.sum(keras.ops.concatenate(wide, axis=1), axis=1, keepdims=True)
-    h = mlp(keras.ops.concatenate(deep + [dense], axis=1), c["deep"], name="deep")
+    h = mlp(keras.ops.concatenate(deep + [dense], axis=1), c["deep"], name="deep_mlp")
     deep_logit = keras.layers.Dense(1, name="deep_logit")(h)
     prob = keras.ops.sigmoid(wide_logit + deep_logit)
     return keras.Model({"dense_features": dense, **{f"c{i}": s for i, s in enumerate(cats)}},

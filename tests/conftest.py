@@ -1,0 +1,51 @@
+"""Shared fixtures: the op library, small zoo exports (built once per session)."""
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tf_recopt  # noqa: E402
+from tf_recopt import zoo  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def ops():
+    return tf_recopt.load_ops()
+
+
+@pytest.fixture(scope="session")
+def zoo_dir(tmp_path_factory):
+    """zoo_dir(name) -> path of a small exported zoo model (exported once)."""
+    root = tmp_path_factory.mktemp("zoo")
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = zoo.export(name, str(root / name), size="small")
+        return cache[name]
+    return get
+
+
+def run_cli(*args, env=None):
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "tf_recopt.cli", *args], capture_output=True, text=True,
+                          env=full_env, cwd=REPO)
+
+
+def run_signature(path, feeds, signature="serving_default"):
+    fn = tf.saved_model.load(path).signatures[signature]
+    return {k: v.numpy() for k, v in fn(**feeds).items()}
+
+
+def assert_outputs_close(a, b, rtol=1e-5, atol=1e-6):
+    assert set(a) == set(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype, k
+        np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)

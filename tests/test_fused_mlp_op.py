@@ -1,0 +1,101 @@
+"""Recopt>FusedMLP against its pure-TF reference, every activation and shape edge."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_recopt.ops import reference
+
+RNG = np.random.default_rng(7)
+
+
+def _layers(dims, acts):
+    ws = [(RNG.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32) for a, b in zip(dims, dims[1:])]
+    bs = [RNG.standard_normal(b).astype(np.float32) * 0.1 for b in dims[1:]]
+    alphas = [0.2 if a == "leaky_relu" else 0.0 for a in acts]
+    return ws, bs, list(acts), alphas
+
+
+def _run(ops, x, ws, bs, acts, alphas):
+    return ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=alphas).numpy()
+
+
+@pytest.mark.parametrize("act", reference.ACTIVATION_NAMES)
+def test_each_activation_matches_reference(ops, act):
+    ws, bs, acts, alphas = _layers([37, 45], [act])
+    x = RNG.standard_normal((19, 37)).astype(np.float32) * 3
+    got = _run(ops, x, ws, bs, acts, alphas)
+    want = reference.fused_mlp(x, ws, bs, acts, alphas).numpy()
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 5, 6, 7, 48, 49, 513])
+def test_batch_sizes_and_deep_chain(ops, rows):
+    ws, bs, acts, alphas = _layers([13, 64, 17, 33, 1], ["relu", "tanh", "relu6", "sigmoid"])
+    x = RNG.standard_normal((rows, 13)).astype(np.float32)
+    got = _run(ops, x, ws, bs, acts, alphas)
+    assert got.shape == (rows, 1)
+    np.testing.assert_allclose(got, reference.fused_mlp(x, ws, bs, acts, alphas).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_rank3_input_keeps_leading_dims(ops):
+    ws, bs, acts, alphas = _layers([8, 16, 4], ["relu", "linear"])
+    x = RNG.standard_normal((3, 5, 8)).astype(np.float32)
+    got = _run(ops, x, ws, bs, acts, alphas)
+    assert got.shape == (3, 5, 4)
+    np.testing.assert_allclose(got, reference.fused_mlp(x, ws, bs, acts, alphas).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_nan_and_inf_propagate_like_tensorflow(ops):
+    ws, bs, acts, alphas = _layers([4, 8], ["linear"])
+    x = np.ones((3, 4), np.float32)
+    x[0, 1], x[1, 2] = np.nan, np.inf
+    got = _run(ops, x, ws, bs, acts, alphas)
+    want = reference.fused_mlp(x, ws, bs, acts, alphas).numpy()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got[2], want[2], rtol=1e-5)
+
+
+def test_mismatched_dims_name_the_op(ops):
+    ws, bs, acts, alphas = _layers([4, 8], ["relu"])
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="(?i)(rows|dimension|shape)"):
+        _run(ops, np.ones((2, 5), np.float32), ws, bs, acts, alphas)
+
+
+def test_unknown_activation_is_rejected(ops):
+    ws, bs, _, alphas = _layers([4, 8], ["relu"])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="unknown activation 'mish'"):
+        _run(ops, np.ones((2, 4), np.float32), ws, bs, ["mish"], alphas)
+
+
+def test_multithreaded_large_batch_matches(ops):
+    ws, bs, acts, alphas = _layers([64, 256, 128, 1], ["relu", "relu", "sigmoid"])
+    x = RNG.standard_normal((4096, 64)).astype(np.float32)
+    np.testing.assert_allclose(_run(ops, x, ws, bs, acts, alphas),
+                               reference.fused_mlp(x, ws, bs, acts, alphas).numpy(), rtol=1e-5, atol=1e-5)
+
+
+_ISA_SCRIPT = """
+import numpy as np, tensorflow as tf, tf_recopt
+from tf_recopt.ops import reference
+ops = tf_recopt.load_ops()
+rng = np.random.default_rng(0)
+ws = [rng.standard_normal((33, 70)).astype(np.float32), rng.standard_normal((70, 3)).astype(np.float32)]
+bs = [rng.standard_normal(70).astype(np.float32), rng.standard_normal(3).astype(np.float32)]
+x = rng.standard_normal((101, 33)).astype(np.float32)
+got = ops.recopt_fused_mlp(x, ws, bs, activations=["gelu", "linear"], alphas=[0., 0.]).numpy()
+want = reference.fused_mlp(x, ws, bs, ["gelu", "linear"], [0., 0.]).numpy()
+np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_isa_path_the_cpu_supports(isa):
+    """RECOPT_ISA forces a path; one the CPU lacks falls back to the best one."""
+    result = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], capture_output=True, text=True,
+                            env={**__import__("os").environ, "RECOPT_ISA": isa})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")

@@ -1,0 +1,84 @@
+"""Latency/throughput of SavedModel signatures, measured side by side.
+
+Models are timed round-robin within each repetition so that machine noise
+(shared, 2-core CI boxes) falls on all of them alike; we report the median
+and p99 of per-call latency and the throughput at the median.
+"""
+import dataclasses
+import time
+from typing import Dict, List
+
+import numpy as np
+import tensorflow as tf
+
+from tf_recopt import saved_model_io, verify
+from tf_recopt.options import OptimizeOptions
+
+
+@dataclasses.dataclass
+class Timing:
+    model: str
+    batch_size: int
+    median_ms: float
+    p99_ms: float
+    throughput: float     # examples / s at the median latency
+    calls: int
+
+
+def configure_threads(mode):
+    """'default': TF's pools; 'inline': inter-op -1 (run in the caller) and
+    intra-op 1, the one-model-per-thread serving setting. Must run before
+    TensorFlow executes its first op."""
+    if mode == "inline":
+        tf.config.threading.set_inter_op_parallelism_threads(-1)
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+    elif mode != "default":
+        raise ValueError(f"threads must be 'default' or 'inline', got {mode!r}")
+
+
+def _feeds(path, signature, batch_size, seed):
+    model = saved_model_io.load(path, OptimizeOptions(freeze_max_bytes=0))
+    sig = model.signatures[signature]
+    return verify.generate_inputs(sig, path, batch_size, seed)
+
+
+def bench(models: Dict[str, str], batch_sizes=(1, 64, 512), signature="serving_default",
+          warmup=20, repeats=200, min_seconds=0.0, seed=0) -> List[Timing]:
+    """models: label -> SavedModel path. Feeds come from the first model and
+    are shared, so every model sees identical inputs."""
+    first = next(iter(models.values()))
+    fns = {label: tf.saved_model.load(path).signatures[signature] for label, path in models.items()}
+    results = []
+    for batch in batch_sizes:
+        feeds = _feeds(first, signature, batch, seed)
+        for fn in fns.values():
+            for _ in range(warmup):
+                fn(**feeds)
+        samples = {label: [] for label in fns}
+        start = time.perf_counter()
+        rep = 0
+        while rep < repeats or time.perf_counter() - start < min_seconds:
+            for label, fn in fns.items():
+                t0 = time.perf_counter()
+                out = fn(**feeds)
+                for v in out.values():
+                    v.numpy()
+                samples[label].append(time.perf_counter() - t0)
+            rep += 1
+        for label, s in samples.items():
+            s = np.asarray(s) * 1e3
+            med = float(np.median(s))
+            results.append(Timing(label, batch, med, float(np.percentile(s, 99)), batch / med * 1e3, len(s)))
+    return results
+
+
+def format_table(timings: List[Timing], baseline=None):
+    """Rows per batch size; ratio = baseline median / model median."""
+    baseline = baseline or timings[0].model
+    base = {t.batch_size: t.median_ms for t in timings if t.model == baseline}
+    lines = [f"{'model':<28} {'batch':>5} {'median ms':>10} {'p99 ms':>9} {'ex/s':>11} {'speed-up':>8}"]
+    for t in timings:
+        ratio = base.get(t.batch_size, float('nan')) / t.median_ms
+        lines.append(f"{t.model:<28} {t.batch_size:>5} {t.median_ms:>10.3f} {t.p99_ms:>9.3f} "
+                     f"{t.throughput:>11.0f} {ratio:>7.2f}x")
+    return "\n".join(lines)

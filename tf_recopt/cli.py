@@ -1,0 +1,167 @@
+"""tf-recopt optimize | inspect | validate | bench.
+
+Errors users can fix (bad paths, unknown signatures or passes, parity
+failures) print one line and exit 2; tracebacks are for our bugs.
+"""
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+EXIT_USAGE = 2
+
+
+def _csv(value):
+    return [v for v in value.split(",") if v] if value else None
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="tf-recopt", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    o = sub.add_parser("optimize", help="write an optimized copy of a SavedModel")
+    o.add_argument("input")
+    o.add_argument("output", nargs="?")
+    o.add_argument("--no-custom-ops", action="store_true", help="stock TensorFlow ops only")
+    o.add_argument("--passes", type=_csv, help="comma-separated pass names, in run order")
+    o.add_argument("--signatures", type=_csv, help="signatures to rewrite (default all)")
+    o.add_argument("--report", help="also write the report JSON here")
+    o.add_argument("--overwrite", action="store_true")
+    o.add_argument("--no-validate", action="store_true", help="skip the parity check (not advised)")
+    o.add_argument("--rtol", type=float, default=1e-4)
+    o.add_argument("--atol", type=float, default=1e-5)
+
+    i = sub.add_parser("inspect", help="signatures, op histogram, what each pass would rewrite")
+    i.add_argument("input")
+    i.add_argument("--no-custom-ops", action="store_true")
+    i.add_argument("--json", action="store_true")
+
+    v = sub.add_parser("validate", help="compare an optimized model with its original")
+    v.add_argument("original")
+    v.add_argument("optimized")
+    v.add_argument("--rtol", type=float, default=1e-4)
+    v.add_argument("--atol", type=float, default=1e-5)
+    v.add_argument("--batch-size", type=int, default=8)
+
+    b = sub.add_parser("bench", help="latency/throughput of SavedModels side by side")
+    b.add_argument("models", nargs="+", help="SavedModel dirs (LABEL=DIR to name one)")
+    b.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 64, 512])
+    b.add_argument("--signature", default="serving_default")
+    b.add_argument("--repeats", type=int, default=200)
+    b.add_argument("--warmup", type=int, default=20)
+    b.add_argument("--threads", choices=["default", "inline"], default="default")
+    b.add_argument("--json", action="store_true")
+    return p
+
+
+def cmd_optimize(args):
+    import tf_recopt
+    report = tf_recopt.optimize(args.input, args.output, custom_ops=not args.no_custom_ops, passes=args.passes,
+                                signatures=args.signatures, validate=not args.no_validate, rtol=args.rtol,
+                                atol=args.atol, overwrite=args.overwrite)
+    print(report)
+    if args.report:
+        with open(args.report, "w") as f:
+            f.write(report.to_json())
+    return 0
+
+
+def cmd_inspect(args):
+    from grappler_passes import run_pipeline
+    from grappler_passes.graph_view import GraphView
+    from tf_recopt import saved_model_io
+    from tf_recopt.options import OptimizeOptions
+    custom_ops = not args.no_custom_ops
+    if custom_ops:
+        from tf_recopt.ops import load_ops
+        load_ops()
+    model = saved_model_io.load(args.input, OptimizeOptions())
+    out = {"path": args.input, "tags": model.tags, "signatures": {}}
+    for name, sig in model.signatures.items():
+        _, results = run_pipeline(sig.graph_def, sig.protected_nodes(), custom_ops=custom_ops)
+        out["signatures"][name] = {
+            "inputs": {k: f"{s.dtype.name}{s.shape}" for k, s in sig.input_specs.items()},
+            "outputs": list(sig.output_tensors),
+            "ops": dict(sorted(GraphView(sig.graph_def).op_histogram().items(), key=lambda kv: -kv[1])),
+            "passes": [{"pass": r.name, "matched": r.matched, "would_apply": r.applied,
+                        "skipped": len(r.skipped), "error": r.error} for r in results],
+        }
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    for name, s in out["signatures"].items():
+        print(f"signature '{name}'")
+        print("  inputs:  " + ", ".join(f"{k}: {v}" for k, v in s["inputs"].items()))
+        print("  outputs: " + ", ".join(s["outputs"]))
+        print("  ops:     " + ", ".join(f"{op} x{n}" for op, n in s["ops"].items()))
+        for r in s["passes"]:
+            print(f"  pass {r['pass']:<18} would apply {r['would_apply']:>4} (matched {r['matched']}, "
+                  f"skipped {r['skipped']})" + (f" FAILED {r['error']}" if r["error"] else ""))
+    return 0
+
+
+def cmd_validate(args):
+    import tensorflow as tf
+    import tf_recopt
+    from tf_recopt import saved_model_io, verify
+    from tf_recopt.options import OptimizeOptions
+    tf_recopt.load_ops()
+    for path in (args.original, args.optimized):
+        saved_model_io.check_saved_model_dir(path)
+    original = saved_model_io.load(args.original, OptimizeOptions(freeze_max_bytes=0))
+    optimized = tf.saved_model.load(args.optimized)
+    ok = True
+    for name, sig in original.signatures.items():
+        if name not in optimized.signatures:
+            print(f"signature '{name}': missing from {args.optimized}")
+            ok = False
+            continue
+        feeds = verify.generate_inputs(sig, args.original, args.batch_size)
+        for p in verify.compare(name, verify.run_signature(sig.function, feeds),
+                                verify.run_signature(optimized.signatures[name], feeds), args.rtol, args.atol):
+            print(f"{name}/{p.output}: max_abs={p.max_abs:.3g} max_rel={p.max_rel:.3g} "
+                  f"{'ok' if p.ok else 'FAIL ' + p.detail}")
+            ok &= p.ok
+    return 0 if ok else 1
+
+
+def cmd_bench(args):
+    from tf_recopt import benchmark
+    benchmark.configure_threads(args.threads)
+    import tf_recopt
+    tf_recopt.load_ops()
+    models = {}
+    for m in args.models:
+        label, _, path = m.rpartition("=") if "=" in m else (os.path.basename(m.rstrip("/")), "", m)
+        from tf_recopt.saved_model_io import check_saved_model_dir
+        check_saved_model_dir(path)
+        models[label] = path
+    timings = benchmark.bench(models, args.batch_sizes, args.signature, args.warmup, args.repeats)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(t) for t in timings], indent=1))
+    else:
+        print(benchmark.format_table(timings))
+    return 0
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    from tf_recopt.errors import RecoptError
+    from grappler_passes import UnknownPassError
+    handler = {"optimize": cmd_optimize, "inspect": cmd_inspect, "validate": cmd_validate,
+               "bench": cmd_bench}[args.command]
+    try:
+        return handler(args)
+    except (RecoptError, UnknownPassError, FileExistsError, ValueError, KeyError) as exc:
+        print(f"tf-recopt {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def run():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
