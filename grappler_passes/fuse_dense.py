@@ -1,4 +1,4 @@
-"""Fuses chains of dense layers (MatMul -> bias -> activation) into one
+r"""Fuses chains of dense layers (MatMul -> bias -> activation) into one
 Recopt>FusedMLP op, so a whole MLP runs as one kernel call with pre-packed
 weights instead of three ops per layer.
 

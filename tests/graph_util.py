@@ -1,0 +1,32 @@
+"""Helpers for pass tests: trace a function to a GraphDef, run a GraphDef."""
+import tensorflow as tf
+from tensorflow.python.framework import convert_to_constants
+
+from grappler_passes import run_pipeline
+
+
+def frozen_graph(fn, *specs):
+    """(GraphDef, input names, output names) of fn traced on specs, variables frozen."""
+    concrete = tf.function(fn).get_concrete_function(*specs)
+    frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+    graph_def = frozen.graph.as_graph_def()
+    inputs = [t.name for t in frozen.inputs]
+    outputs = [t.name for t in frozen.outputs]
+    return graph_def, inputs, outputs
+
+
+def run_graph(graph_def, inputs, outputs, feeds):
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.graph_util.import_graph_def(graph_def, name="")
+    with tf.compat.v1.Session(graph=graph) as sess:
+        return sess.run(outputs, dict(zip(inputs, feeds)))
+
+
+def optimize_graph(graph_def, inputs, outputs, passes=None, custom_ops=True):
+    protected = {n.split(":")[0] for n in inputs + outputs}
+    return run_pipeline(graph_def, protected, passes=passes, custom_ops=custom_ops)
+
+
+def ops_of(graph_def):
+    return [n.op for n in graph_def.node]

@@ -1,0 +1,159 @@
+"""optimize(): SavedModel flavours, signatures and assets preserved, atomic
+writes, untouched inputs, clear errors, the report."""
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_recopt
+from grappler_passes import pipeline
+from grappler_passes.pass_base import GraphPass
+from tests import savedmodel_flavours as flavours
+from tests.conftest import assert_outputs_close, run_signature
+
+
+def _tree_digest(path):
+    h = hashlib.sha256()
+    for root, _, files in sorted(os.walk(path)):
+        for f in sorted(files):
+            p = os.path.join(root, f)
+            h.update(p.encode())
+            with open(p, "rb") as fh:
+                h.update(fh.read())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def multi_sig(tmp_path):
+    return flavours.export_multi_signature(str(tmp_path / "multi"))
+
+
+def test_multi_signature_module_with_asset_and_mixed_dtypes(ops, multi_sig, tmp_path):
+    out = str(tmp_path / "out")
+    report = tf_recopt.optimize(multi_sig, out)
+    assert set(report.signatures) == {"serving_default", "embed"}
+    assert report.parity_ok
+    assert os.listdir(os.path.join(out, "assets")) == ["vocab.txt"]
+    feeds = {"dense": tf.random.normal([3, 4]), "word": tf.constant([b"banana", b"zzz", b"pad"]),
+             "slot": tf.constant([1, 2, 3], tf.int32)}
+    assert_outputs_close(run_signature(multi_sig, feeds), run_signature(out, feeds))
+    new = tf.saved_model.load(out).signatures
+    assert new["embed"].structured_input_signature[1]["item"].dtype == tf.int64
+    assert new["serving_default"].structured_input_signature[1]["dense"].shape.as_list() == [None, 4]
+    assert report.signatures["serving_default"].ops_after.get("Recopt>FusedMLP") == 1  # both layers, one op
+
+
+def test_tf1_builder_export(ops, tmp_path):
+    src = flavours.export_tf1_builder(str(tmp_path / "tf1"))
+    out = str(tmp_path / "out")
+    report = tf_recopt.optimize(src, out)
+    assert report.parity_ok and report.signatures["serving_default"].ops_after.get("Recopt>FusedMLP")
+    feeds = {"features": tf.random.normal([7, 6])}
+    assert_outputs_close(run_signature(src, feeds), run_signature(out, feeds))
+
+
+def test_parsing_signature_with_tfrecord_parity_inputs(ops, tmp_path):
+    src = flavours.export_parsing(str(tmp_path / "parse"))
+    records = flavours.write_examples(str(tmp_path / "ex.tfrecord"))
+    report = tf_recopt.optimize(src, str(tmp_path / "out"), sample_inputs=records)
+    assert report.parity_ok and report.signatures["serving_default"].parity
+
+
+def test_sample_inputs_dict(ops, zoo_dir, tmp_path):
+    feeds = {"dense_features": np.zeros([2, 13], np.float32), **{f"cat_{i}": np.array([0, 1]) for i in range(4)}}
+    report = tf_recopt.optimize(zoo_dir("dlrm"), str(tmp_path / "out"), sample_inputs=feeds)
+    assert report.parity_ok
+    with pytest.raises(ValueError, match="lack input"):
+        tf_recopt.optimize(zoo_dir("dlrm"), str(tmp_path / "out2"), sample_inputs={"dense_features": feeds["dense_features"]})
+    assert not os.path.exists(tmp_path / "out2")
+
+
+def test_big_tables_stay_variables(ops, zoo_dir, tmp_path):
+    out = str(tmp_path / "out")
+    report = tf_recopt.optimize(zoo_dir("dlrm"), out, freeze_max_bytes=20_000)
+    assert any("emb_" in v for v in report.kept_variables)
+    loaded = tf.saved_model.load(out)
+    assert any("emb_" in v.name for v in loaded.recopt_resources)
+    assert report.parity_ok
+
+
+def test_input_untouched_and_default_output_name(ops, zoo_dir, tmp_path):
+    src = zoo_dir("wdl")
+    before = _tree_digest(src)
+    report = tf_recopt.optimize(src)
+    try:
+        assert report.output_dir == src + "_recopt"
+        assert _tree_digest(src) == before
+        with pytest.raises(FileExistsError):
+            tf_recopt.optimize(src)
+        tf_recopt.optimize(src, overwrite=True)
+    finally:
+        import shutil
+        shutil.rmtree(src + "_recopt", ignore_errors=True)
+
+
+class _BreakNumerics(GraphPass):
+    """Doubles every float Const: the graph stays valid, the answers do not."""
+    name = "break_numerics"
+
+    def run(self, ctx, result):
+        from tensorflow.python.framework import tensor_util
+        for node in ctx.view.nodes():
+            if node.op == "Const" and node.attr["dtype"].type == tf.float32.as_datatype_enum:
+                value = tensor_util.MakeNdarray(node.attr["value"].tensor) * 2
+                node.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(value))
+                result.apply()
+
+
+def test_parity_failure_writes_nothing(ops, zoo_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(pipeline._PASSES, _BreakNumerics.name, _BreakNumerics)
+    out = tmp_path / "out"
+    with pytest.raises(tf_recopt.ParityError, match="ctr") as info:
+        tf_recopt.optimize(zoo_dir("dlrm"), str(out), passes=["break_numerics"])
+    assert not out.exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".recopt_tmp")]
+    assert not info.value.report.parity_ok
+
+
+def test_no_custom_ops_output_has_only_stock_ops(ops, zoo_dir, tmp_path):
+    out = str(tmp_path / "out")
+    report = tf_recopt.optimize(zoo_dir("dlrm"), out, custom_ops=False)
+    with open(os.path.join(out, "saved_model.pb"), "rb") as f:
+        assert b"Recopt>" not in f.read()
+    assert report.parity_ok and report.rewrites().get("prune_identity", 0) > 0
+
+
+def test_report_written_into_model(ops, zoo_dir, tmp_path):
+    out = str(tmp_path / "out")
+    report = tf_recopt.optimize(zoo_dir("dlrm"), out)
+    with open(os.path.join(out, "assets.extra", "recopt_report.json")) as f:
+        saved = json.load(f)
+    assert saved["parity_ok"] and saved["signatures"]["serving_default"]["passes"][0]["name"] == "prune_identity"
+    assert set(saved["stage_seconds"]) == {"load", "passes", "write", "verify"}
+    text = str(report)
+    assert "fuse_dense" in text and "parity ctr" in text
+
+
+def test_bad_inputs_give_clear_errors(ops, zoo_dir, tmp_path):
+    with pytest.raises(tf_recopt.SavedModelError, match="not a directory"):
+        tf_recopt.optimize(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(tf_recopt.SavedModelError, match="no saved_model.pb"):
+        tf_recopt.optimize(str(tmp_path / "empty"))
+    with pytest.raises(tf_recopt.SavedModelError, match="no signature.*'nope'"):
+        tf_recopt.optimize(zoo_dir("dlrm"), str(tmp_path / "o"), signatures=["nope"])
+    with pytest.raises(pipeline.UnknownPassError, match="nope"):
+        tf_recopt.optimize(zoo_dir("dlrm"), str(tmp_path / "o"), passes=["nope"])
+    with pytest.raises(ValueError, match="inside"):
+        tf_recopt.optimize(zoo_dir("dlrm"), os.path.join(zoo_dir("dlrm"), "x"))
+    assert not os.path.exists(tmp_path / "o")
+
+
+def test_signature_subset_rewrites_only_those(ops, multi_sig, tmp_path):
+    report = tf_recopt.optimize(multi_sig, str(tmp_path / "out"), signatures=["embed"])
+    assert report.signatures["serving_default"].passes == []
+    assert report.signatures["embed"].passes
+    assert report.parity_ok

@@ -1,0 +1,39 @@
+"""Every zoo model optimizes with parity and reloads with the same answers
+at several batch sizes (dynamic batch preserved)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_recopt
+from tf_recopt import saved_model_io, verify
+from tf_recopt.options import OptimizeOptions
+from tests.conftest import assert_outputs_close
+
+ZOO = ["dlrm", "wdl", "din", "dien", "dcn", "two_tower"]
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_model_round_trips(ops, zoo_dir, tmp_path, name):
+    src = zoo_dir(name)
+    out = str(tmp_path / "opt")
+    report = tf_recopt.optimize(src, out)
+    assert report.parity_ok and report.written
+    assert report.rewrites()["fuse_dense"] >= 1, report
+    original = saved_model_io.load(src, OptimizeOptions(freeze_max_bytes=0))
+    optimized = tf.saved_model.load(out)
+    for sig_name, sig in original.signatures.items():
+        new_sig = optimized.signatures[sig_name]
+        assert {k: (s.dtype, s.shape.as_list()) for k, s in new_sig.structured_input_signature[1].items()} == \
+            {k: (s.dtype, s.shape.as_list()) for k, s in sig.input_specs.items()}
+        for batch in (1, 33):
+            feeds = verify.generate_inputs(sig, src, batch, seed=batch)
+            assert_outputs_close(verify.run_signature(sig.function, feeds),
+                                 verify.run_signature(new_sig, feeds), rtol=1e-4, atol=1e-5)
+
+
+def test_dlrm_mlps_become_fused_ops(ops, zoo_dir, tmp_path):
+    report = tf_recopt.optimize(zoo_dir("dlrm"), str(tmp_path / "opt"))
+    sig = report.signatures["serving_default"]
+    assert sig.ops_after.get("Recopt>FusedMLP") == 2  # bottom and top MLP, each one op
+    assert "BiasAdd" not in sig.ops_after and "Relu" not in sig.ops_after
+    assert sig.nodes_after < sig.nodes_before
