@@ -1,0 +1,51 @@
+"""tf-recopt command line: each subcommand, and one-line errors with exit code 2."""
+import json
+import os
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+def test_optimize_inspect_validate_bench(zoo_dir, tmp_path):
+    src, out, rep = zoo_dir("dlrm"), str(tmp_path / "out"), str(tmp_path / "r.json")
+    r = run_cli("optimize", src, out, "--report", rep)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "fuse_dense" in r.stdout and json.load(open(rep))["parity_ok"]
+
+    r = run_cli("inspect", src, "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads(r.stdout)
+    passes = {p["pass"]: p for p in info["signatures"]["serving_default"]["passes"]}
+    assert passes["fuse_dense"]["would_apply"] == 2
+    assert not os.path.exists(src + "_recopt")  # inspect writes nothing
+
+    r = run_cli("validate", src, out)
+    assert r.returncode == 0 and "ctr" in r.stdout, r.stderr[-3000:]
+
+    r = run_cli("bench", f"stock={src}", f"recopt={out}", "--batch-sizes", "1,8", "--repeats", "5",
+                "--warmup", "2", "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(r.stdout)
+    assert {(t["model"], t["batch_size"]) for t in rows} == {(m, b) for m in ("stock", "recopt") for b in (1, 8)}
+    assert all(t["median_ms"] > 0 and t["p99_ms"] >= t["median_ms"] for t in rows)
+
+
+def test_validate_detects_a_different_model(zoo_dir):
+    r = run_cli("validate", zoo_dir("dlrm"), zoo_dir("dcn"))
+    assert r.returncode != 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["optimize", "/no/such/dir"], "not a directory"),
+    (["optimize", "{dlrm}", "{tmp}/o", "--passes", "bogus"], "unknown pass"),
+    (["optimize", "{dlrm}", "{tmp}/o", "--signatures", "bogus"], "no signature"),
+    (["inspect", "{tmp}"], "not a SavedModel"),
+])
+def test_errors_are_one_line_exit_2(zoo_dir, tmp_path, args, message):
+    args = [a.format(dlrm=zoo_dir("dlrm"), tmp=tmp_path) for a in args]
+    r = run_cli(*args)
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("tf-recopt ") and message in last
+    assert "Traceback" not in r.stderr
