@@ -65,7 +65,10 @@ class FusedMlpOp : public OpKernel {
       }
     }
     std::vector<recopt::DenseLayerSpec> specs;
+    // Same order as the inputs (all weights, then all biases): SameWeights
+    // compares held[i] with input 1 + i.
     std::vector<Tensor> held;
+    for (int i = 0; i < 2 * num_layers_; ++i) held.push_back(ctx->input(1 + i));
     for (int l = 0; l < num_layers_; ++l) {
       const Tensor& w = ctx->input(1 + l);
       const Tensor& b = ctx->input(1 + num_layers_ + l);
@@ -76,8 +79,6 @@ class FusedMlpOp : public OpKernel {
       specs.push_back({w.flat<float>().data(), b.flat<float>().data(),
                        static_cast<int>(w.dim_size(0)), static_cast<int>(w.dim_size(1)),
                        activations_[l], alphas_[l]});
-      held.push_back(w);
-      held.push_back(b);
     }
     auto mlp = std::make_shared<recopt::PackedMlp>();
     const std::string err = mlp->Pack(specs, recopt::SelectedGemmKernels());
