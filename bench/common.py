@@ -1,0 +1,55 @@
+"""Shared benchmark plumbing: timing loops, machine description, JSON results."""
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def time_calls(fns, warmup=20, repeats=200):
+    """fns: label -> zero-arg callable. Interleaved so noise hits all alike.
+    Returns label -> (median ms, p99 ms)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples = {label: [] for label in fns}
+    for _ in range(repeats):
+        for label, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[label].append(time.perf_counter() - t0)
+    return {label: (float(np.median(s)) * 1e3, float(np.percentile(s, 99)) * 1e3) for label, s in samples.items()}
+
+
+def machine():
+    model = "unknown CPU"
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model == "unknown CPU":
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    import tensorflow as tf
+    isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "generic"
+    return {"cpu": model, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version(),
+            "tensorflow": tf.__version__}
+
+
+def write_result(name, payload):
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    path = os.path.join(RESULTS_DIR, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1)
+    return path
+
+
+def set_threads(mode):
+    from tf_recopt.benchmark import configure_threads
+    configure_threads(mode)

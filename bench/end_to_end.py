@@ -1,0 +1,68 @@
+"""End to end: each zoo model (full size) as exported vs optimized by
+tf-recopt, side by side in one process per threading mode.
+
+    python -m bench.end_to_end [--models dlrm,wdl] [--repeats N] [--workdir DIR]
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+# Two-tower scores 1M candidates per query: batch 512 would be ~65 GFLOP a call.
+BATCH_SIZES = {"two_tower": "1,8"}
+DEFAULT_BATCHES = "1,64,512"
+MODELS = ("dlrm", "wdl", "dcn", "din", "dien", "two_tower")
+
+
+def _bench(models, batches, threads, repeats):
+    cmd = [sys.executable, "-m", "tf_recopt.cli", "bench", *[f"{k}={v}" for k, v in models.items()],
+           "--batch-sizes", batches, "--threads", threads, "--repeats", str(repeats), "--json"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"bench failed: {result.stderr[-3000:]}")
+    return json.loads(result.stdout)
+
+
+def run_model(name, workdir, repeats):
+    from tf_recopt import zoo
+    import tf_recopt
+    src, out = os.path.join(workdir, name), os.path.join(workdir, f"{name}_recopt")
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    zoo.export(name, src, size="full")
+    t0 = time.perf_counter()
+    report = tf_recopt.optimize(src, out)
+    optimize_s = time.perf_counter() - t0
+    entry = {"model": name, "optimize_seconds": round(optimize_s, 2), "rewrites": report.rewrites(),
+             "parity_ok": report.parity_ok, "timings": {}}
+    for threads in ("default", "inline"):
+        entry["timings"][threads] = _bench({"stock": src, "recopt": out}, BATCH_SIZES.get(name, DEFAULT_BATCHES),
+                                           threads, repeats)
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    return entry
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--repeats", type=int, default=100)
+    p.add_argument("--workdir", default="/tmp/tf_recopt_bench")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from bench import common
+    os.makedirs(args.workdir, exist_ok=True)
+    entries = []
+    for name in args.models.split(","):
+        print(f"[end_to_end] {name}", file=sys.stderr, flush=True)
+        entries.append(run_model(name, args.workdir, args.repeats))
+    payload = {"bench": "end_to_end", "machine": common.machine(), "entries": entries,
+               "command": f"python -m bench.end_to_end --models {args.models} --repeats {args.repeats}"}
+    common.write_result("end_to_end", payload)
+
+
+if __name__ == "__main__":
+    main()

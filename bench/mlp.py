@@ -1,0 +1,63 @@
+"""Unit benchmark: a whole MLP (1024-512-256-1 on a 512-wide input) as
+stock TensorFlow (Grappler remapper + oneDNN), XLA (jit_compile=True) and
+one Recopt>FusedMLP op, at batch 1, 64 and 512.
+
+    python -m bench.mlp --threads inline|default [--repeats N]
+"""
+import argparse
+import os
+import sys
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--threads", choices=["default", "inline"], default="inline")
+    p.add_argument("--repeats", type=int, default=300)
+    p.add_argument("--batch-sizes", default="1,64,512")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from bench import common
+    common.set_threads(args.threads)
+    import numpy as np
+    import tensorflow as tf
+    import tf_recopt
+    ops = tf_recopt.load_ops()
+
+    rng = np.random.default_rng(0)
+    dims, acts = [512, 1024, 512, 256, 1], ["relu", "relu", "relu", "sigmoid"]
+    ws = [tf.constant((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)) for a, b in zip(dims, dims[1:])]
+    bs = [tf.constant(rng.standard_normal(b).astype(np.float32) * 0.1) for b in dims[1:]]
+
+    def stock_body(x):
+        h = x
+        for w, b, act in zip(ws, bs, acts):
+            h = tf.nn.bias_add(tf.matmul(h, w), b)
+            h = tf.nn.relu(h) if act == "relu" else tf.sigmoid(h)
+        return h
+
+    variants = {
+        "stock": tf.function(stock_body),
+        "xla": tf.function(stock_body, jit_compile=True),
+        "recopt": tf.function(lambda x: ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=[0.0] * 4)),
+    }
+    rows = []
+    for batch in [int(b) for b in args.batch_sizes.split(",")]:
+        x = tf.constant(rng.standard_normal((batch, dims[0])).astype(np.float32))
+        ref = variants["stock"](x).numpy()
+        for label, fn in variants.items():
+            np.testing.assert_allclose(fn(x).numpy(), ref, rtol=1e-4, atol=1e-5, err_msg=label)
+        timings = common.time_calls({k: (lambda f=f: f(x).numpy()) for k, f in variants.items()},
+                                    repeats=args.repeats)
+        for label, (med, p99) in timings.items():
+            rows.append({"variant": label, "batch": batch, "median_ms": med, "p99_ms": p99,
+                         "vs_stock": timings["stock"][0] / med})
+    payload = {"bench": "mlp", "threads": args.threads, "machine": common.machine(),
+               "command": f"python -m bench.mlp --threads {args.threads} --repeats {args.repeats}", "rows": rows}
+    common.write_result(f"mlp_{args.threads}", payload)
+    for r in rows:
+        print(f"{r['variant']:<8} batch {r['batch']:>4}: median {r['median_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
+              f"{r['vs_stock']:.2f}x vs stock", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

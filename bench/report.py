@@ -1,0 +1,73 @@
+"""Renders bench/results/*.json into BENCHMARKS.md (numbers only from those files)."""
+import json
+import os
+
+from bench.common import RESULTS_DIR
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load(name):
+    path = os.path.join(RESULTS_DIR, f"{name}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _mlp_section(lines):
+    for threads in ("inline", "default"):
+        data = _load(f"mlp_{threads}")
+        if not data:
+            continue
+        lines += [f"### Whole MLP 512-1024-512-256-1, threads={threads}", "",
+                  f"Command: `{data['command']}`", "",
+                  "| variant | batch | median ms | p99 ms | vs stock |", "|---|---:|---:|---:|---:|"]
+        for r in data["rows"]:
+            lines.append(f"| {r['variant']} | {r['batch']} | {r['median_ms']:.3f} | {r['p99_ms']:.3f} | "
+                         f"{r['vs_stock']:.2f}x |")
+        lines.append("")
+
+
+def _e2e_section(lines):
+    data = _load("end_to_end")
+    if not data:
+        return
+    lines += ["### End to end, zoo models (full size): stock export vs tf-recopt", "",
+              f"Command: `{data['command']}`", "",
+              "| model | threads | batch | stock median / p99 ms | recopt median / p99 ms | speed-up |",
+              "|---|---|---:|---:|---:|---:|"]
+    for e in data["entries"]:
+        for threads, rows in e["timings"].items():
+            by = {(r["model"], r["batch_size"]): r for r in rows}
+            for batch in sorted({r["batch_size"] for r in rows}):
+                s, o = by[("stock", batch)], by[("recopt", batch)]
+                lines.append(f"| {e['model']} | {threads} | {batch} | {s['median_ms']:.3f} / {s['p99_ms']:.3f} | "
+                             f"{o['median_ms']:.3f} / {o['p99_ms']:.3f} | {s['median_ms'] / o['median_ms']:.2f}x |")
+    lines += ["", "| model | optimize() seconds | rewrites applied | parity |", "|---|---:|---|---|"]
+    for e in data["entries"]:
+        rw = ", ".join(f"{k}={v}" for k, v in e["rewrites"].items() if v)
+        lines.append(f"| {e['model']} | {e['optimize_seconds']} | {rw} | {'ok' if e['parity_ok'] else 'FAIL'} |")
+    lines.append("")
+
+
+def render():
+    machine = next((d["machine"] for d in (_load("end_to_end"), _load("mlp_inline"), _load("mlp_default")) if d),
+                   None)
+    lines = ["# Benchmarks", "",
+             "Every number below comes from `make bench` (bench/run_all.py) on the machine described, "
+             "written by bench/report.py from bench/results/*.json. Stock TensorFlow includes its Grappler "
+             "remapper and oneDNN. `threads=default` is TensorFlow's default pools; `threads=inline` is "
+             "inter-op -1 / intra-op 1 (one model per thread, run in the caller). Latencies are per call "
+             "(median and p99 over interleaved repetitions); speed-up = stock median / recopt median.", ""]
+    if machine:
+        lines += [f"Machine: {machine['cpu']}, {machine['cores']} cores, ISA path {machine['isa']}, "
+                  f"TensorFlow {machine['tensorflow']}, Python {machine['python']}.", ""]
+    _mlp_section(lines)
+    _e2e_section(lines)
+    with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    render()

@@ -1,0 +1,23 @@
+"""`make bench`: every benchmark, each threading mode in its own process
+(TensorFlow's pools are fixed at start-up), then BENCHMARKS.md."""
+import subprocess
+import sys
+
+STEPS = [
+    ["-m", "bench.mlp", "--threads", "inline"],
+    ["-m", "bench.mlp", "--threads", "default"],
+    ["-m", "bench.end_to_end"],
+]
+
+
+def main():
+    for step in STEPS:
+        print("$ python " + " ".join(step), flush=True)
+        subprocess.run([sys.executable, *step], check=True)
+    from bench import report
+    report.render()
+    print("wrote BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
