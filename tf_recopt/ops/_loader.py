@@ -14,8 +14,9 @@ _library = None
 
 
 def library_path():
-    """Path of the op library (for TF Serving's --custom_op_paths style loaders)."""
-    return os.path.join(_HERE, _LIB)
+    """Path of the op library: $TF_RECOPT_OPS_LIBRARY (a Bazel-built
+    recopt_ops.so, say) or the one pip built into this package."""
+    return os.environ.get("TF_RECOPT_OPS_LIBRARY") or os.path.join(_HERE, _LIB)
 
 
 def built_for_tensorflow(path=None):

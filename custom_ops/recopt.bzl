@@ -1,0 +1,69 @@
+"""One macro, two products (design rule 9):
+
+  <name>        cc_library, alwayslink: linked statically into
+                tensorflow_model_server (add it to SUPPORTED_TENSORFLOW_OPS).
+  <name>.so     the shared op library Python loads with tf.load_op_library.
+
+Inside a TensorFlow Serving checkout the TensorFlow targets are
+@org_tensorflow//tensorflow/core:framework and :lib (the defaults here);
+in a standalone workspace set up like tensorflow/custom-op, pass
+tf_deps = ["@local_config_tf//:libtensorflow_framework", "@local_config_tf//:tf_header_lib"].
+
+The dense kernels are compiled once per ISA with their own -m flags and
+picked at load time (custom_ops/core/cpu_dispatch.cc), so the binary runs
+on machines with and without AVX-512 whatever --copt the server uses.
+"""
+
+_TF_DEPS = [
+    "@org_tensorflow//tensorflow/core:framework",
+    "@org_tensorflow//tensorflow/core:lib",
+]
+
+_ISA_COPTS = {
+    "avx2": ["-mavx2", "-mfma", "-ffp-contract=fast"],
+    "avx512": ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mfma", "-ffp-contract=fast"],
+}
+
+_COPTS = ["-O3", "-DNDEBUG", "-DRECOPT_HAVE_X86_ISAS"]
+
+def recopt_op_library(name, tf_version, tf_deps = _TF_DEPS, visibility = None):
+    core_hdrs = native.glob(["custom_ops/core/*.h", "custom_ops/core/*.inc"])
+    isa_libs = []
+    for isa, copts in _ISA_COPTS.items():
+        native.cc_library(
+            name = name + "_core_" + isa,
+            srcs = ["custom_ops/core/gemm_%s.cc" % isa],
+            hdrs = core_hdrs,
+            copts = _COPTS + copts,
+            alwayslink = 1,
+        )
+        isa_libs.append(":" + name + "_core_" + isa)
+
+    native.cc_library(
+        name = name + "_core",
+        srcs = native.glob(
+            ["custom_ops/core/*.cc"],
+            exclude = ["custom_ops/core/gemm_avx2.cc", "custom_ops/core/gemm_avx512.cc"],
+        ),
+        hdrs = core_hdrs,
+        copts = _COPTS,
+        deps = isa_libs,
+        alwayslink = 1,
+    )
+
+    native.cc_library(
+        name = name,
+        srcs = native.glob(["custom_ops/kernels/*.cc", "custom_ops/ops/*.cc"], exclude = ["**/*.cu.cc"]),
+        copts = _COPTS,
+        local_defines = ['RECOPT_TF_VERSION=\\"%s\\"' % tf_version],
+        deps = [":" + name + "_core"] + tf_deps,
+        alwayslink = 1,
+        visibility = visibility,
+    )
+
+    native.cc_binary(
+        name = name + ".so",
+        linkshared = 1,
+        deps = [":" + name],
+        visibility = visibility,
+    )
