@@ -99,3 +99,32 @@ def test_every_isa_path_the_cpu_supports(isa):
                             env={**__import__("os").environ, "RECOPT_ISA": isa})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
+
+
+_THREADS_SCRIPT = """
+import numpy as np, tensorflow as tf
+tf.config.threading.set_intra_op_parallelism_threads({threads})
+import tf_recopt
+from tf_recopt.ops import reference
+ops = tf_recopt.load_ops()
+rng = np.random.default_rng(1)
+dims = [24, 200, 40, 3]
+ws = [rng.standard_normal((a, b)).astype(np.float32) for a, b in zip(dims, dims[1:])]
+bs = [rng.standard_normal(b).astype(np.float32) for b in dims[1:]]
+acts = ["relu", "tanh", "linear"]
+for rows in (1, 5, 48, 49, 200):
+    x = rng.standard_normal((rows, 24)).astype(np.float32)
+    got = ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=[0.] * 3).numpy()
+    np.testing.assert_allclose(got, reference.fused_mlp(x, ws, bs, acts, [0.] * 3).numpy(), rtol=1e-4, atol=1e-4)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_row_and_column_sharding_agree(threads):
+    """intra-op 1 runs rows inline; more threads split small batches by
+    columns, larger ones by row blocks: all must give the reference answer."""
+    result = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT.format(threads=threads)], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")

@@ -102,14 +102,48 @@ def _nbytes(var):
     return var.shape.num_elements() * var.dtype.size
 
 
+# Ops that read rows of a table given as their first input.
+_GATHERS = frozenset({"GatherV2", "Gather", "ResourceGather", "ResourceGatherNd", "GatherNd"})
+_FORWARD = frozenset({"Identity", "ReadVariableOp"})
+
+
+def _table_variables(fn):
+    """ids of fn's variables read by a gather: embedding tables. They stay
+    variables whatever their size: freezing them gains nothing (a gather
+    reads a few rows either way) and would bloat the GraphDef."""
+    var_by_handle = {id(v.handle): v for v in fn.variables}
+    placeholders = {internal.name.split(":")[0]: var_by_handle[id(ext)]
+                    for ext, internal in fn.graph.captures if id(ext) in var_by_handle}
+    converter = convert_to_constants._FunctionConverterDataInEager(  # pylint: disable=protected-access
+        func=fn, lower_control_flow=False, aggressive_inlining=True,
+        variable_names_denylist=list(placeholders))
+    graph_def, _ = convert_to_constants._replace_variables_by_constants(converter_data=converter)  # pylint: disable=protected-access
+    consumers = {}
+    for node in graph_def.node:
+        for i, inp in enumerate(node.input):
+            consumers.setdefault(inp.split(":")[0].lstrip("^"), []).append((node, i))
+    tables = set()
+    for name, var in placeholders.items():
+        frontier = [name]
+        while frontier:
+            for node, index in consumers.get(frontier.pop(), ()):
+                if node.op in _GATHERS and index == 0:
+                    tables.add(id(var))
+                elif node.op in _FORWARD:
+                    frontier.append(node.name)
+    return tables
+
+
 def _choose_frozen(functions, options):
-    """ids of variables to freeze: smallest first, each under freeze_max_bytes,
-    all together under freeze_total_bytes."""
+    """ids of variables to freeze: not tables, smallest first, each under
+    freeze_max_bytes, all together under freeze_total_bytes."""
     variables = {id(v): v for fn in functions for v in fn.variables}
+    tables = set().union(*(_table_variables(fn) for fn in functions))
     chosen, total = set(), 0
     for vid, var in sorted(variables.items(), key=lambda kv: _nbytes(kv[1])):
         size = _nbytes(var)
-        if var.dtype == tf.resource or size > options.freeze_max_bytes or total + size > options.freeze_total_bytes:
+        if vid in tables or var.dtype == tf.resource or size > options.freeze_max_bytes or \
+                total + size > options.freeze_total_bytes:
             continue
         chosen.add(vid)
         total += size

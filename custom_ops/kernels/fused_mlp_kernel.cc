@@ -1,5 +1,6 @@
 // Thin OpKernel over core/mlp: validates inputs, packs the weights once, and
 // shards row blocks over the intra-op pool (inline when it has one thread).
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -103,8 +104,19 @@ class FusedMlpOp : public OpKernel {
 
   static void Run(OpKernelContext* ctx, const recopt::PackedMlp& mlp, const float* x,
                   int64_t rows, float* y) {
-    const int64_t blocks = (rows + recopt::kMlpRowBlock - 1) / recopt::kMlpRowBlock;
+    auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
+    if (rows <= recopt::kMlpRowBlock && threads->num_threads > 1) {
+      // One row block: split each layer's columns instead of the rows.
+      std::unique_ptr<float[]> scratch(new float[mlp.ScratchFloats(rows)]);
+      mlp.ForwardColumns(x, rows, y, scratch.get(),
+                         [threads](int64_t n, int64_t cost,
+                                   const std::function<void(int64_t, int64_t)>& fn) {
+                           Shard(threads->num_threads, threads->workers, n, cost, fn);
+                         });
+      return;
+    }
     const int64_t in = mlp.input_dim();
+    const int64_t blocks = (rows + recopt::kMlpRowBlock - 1) / recopt::kMlpRowBlock;
     auto work = [&](int64_t b0, int64_t b1) {
       const int64_t r0 = b0 * recopt::kMlpRowBlock;
       const int64_t r1 = std::min(rows, b1 * recopt::kMlpRowBlock);
@@ -112,7 +124,6 @@ class FusedMlpOp : public OpKernel {
       std::unique_ptr<float[]> scratch(new float[mlp.ScratchFloats(r1 - r0)]);
       mlp.Forward(x + r0 * in, r1 - r0, y + r0 * mlp.output_dim(), scratch.get());
     };
-    auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
     Shard(threads->num_threads, threads->workers, blocks,
           mlp.FlopsPerRow() * recopt::kMlpRowBlock, work);
   }
