@@ -128,3 +128,19 @@ def test_row_and_column_sharding_agree(threads):
                             text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("act", reference.ACTIVATION_NAMES)
+def test_activation_over_the_whole_float_range(ops, act):
+    """A 1x1 weight of 1 and zero bias: the op's output is act(x) itself,
+    checked on tiny, moderate, saturating and non-finite inputs (vectorised
+    exp/tanh, NaN propagation). A single column keeps inf * 0 out of the sums."""
+    values = np.array([0.0, -0.0, 1e-6, -1e-6, 0.03, -0.07, 0.5, -0.9, 1.0, 2.5, -3.3, 8.0, -9.0, 15.5, -17.0,
+                       20.0, -30.0, 50.0, -80.0, 88.0, -88.0, 95.0, -104.0, np.inf, -np.inf, np.nan],
+                      np.float32)
+    x = values.reshape(-1, 1)
+    w, b = np.ones((1, 1), np.float32), np.zeros(1, np.float32)
+    alpha = [0.2 if act == "leaky_relu" else 0.0]
+    got = _run(ops, x, [w], [b], [act], alpha)
+    want = reference.fused_mlp(x, [w], [b], [act], alpha).numpy()
+    np.testing.assert_allclose(got, want, rtol=3e-6, atol=1e-6, equal_nan=True)
