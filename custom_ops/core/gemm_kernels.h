@@ -23,8 +23,6 @@ struct DenseArgs {
   int64_t ldc;
   int activation;       // recopt::Activation
   float alpha;          // leaky_relu slope
-  int panel_begin = 0;  // column panels [panel_begin, panel_end) to compute;
-  int panel_end = -1;   // -1: through the last one
 };
 
 struct GemmKernels {

@@ -73,31 +73,6 @@ void PackedMlp::RunBlock(const float* x, int64_t rows, float* y, float* scratch,
   }
 }
 
-void PackedMlp::ForwardColumns(const float* x, int64_t rows, float* y, float* scratch,
-                               const ParallelFor& parallel_for) const {
-  const int64_t half = ScratchFloats(rows) / 2;
-  float* bufs[2] = {scratch, scratch + half};
-  const float* in = x;
-  int64_t ld_in = input_dim();
-  const int nr = kernels_->nr;
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    const Layer& layer = layers_[l];
-    const bool last = l + 1 == layers_.size();
-    float* out = last ? y : bufs[l % 2];
-    const int64_t ld_out = last ? layer.n : layer.n_pad;
-    const DenseArgs base{in, ld_in, rows, layer.packed.data(), layer.bias.data(), layer.k,
-                         layer.n, out, ld_out, layer.activation, layer.alpha};
-    parallel_for(layer.n_pad / nr, 2 * rows * layer.k * nr, [&](int64_t begin, int64_t end) {
-      DenseArgs args = base;
-      args.panel_begin = static_cast<int>(begin);
-      args.panel_end = static_cast<int>(end);
-      kernels_->dense(args);
-    });
-    in = out;
-    ld_in = ld_out;
-  }
-}
-
 void PackedMlp::Forward(const float* x, int64_t rows, float* y, float* scratch) const {
   // Two ping-pong buffers, each sized for the largest block this call runs.
   const int64_t half = ScratchFloats(rows) / 2;

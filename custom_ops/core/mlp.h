@@ -5,7 +5,6 @@
 #define RECOPT_CORE_MLP_H_
 
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -35,16 +34,6 @@ class PackedMlp {
   int64_t ScratchFloats(int64_t rows) const;
   // y[rows, output_dim] = mlp(x[rows, input_dim]); rows may be 0.
   void Forward(const float* x, int64_t rows, float* y, float* scratch) const;
-
-  // Runs fn(begin, end) over [0, n) in parallel and returns when all are done;
-  // cost is an estimate of one unit's work (the caller's pool decides).
-  using ParallelFor =
-      std::function<void(int64_t n, int64_t cost, const std::function<void(int64_t, int64_t)>& fn)>;
-  // Same result as Forward for rows <= kMlpRowBlock, with each layer's
-  // column panels split over parallel_for: at batch 1 a layer is a
-  // weight-streaming GEMV, and rows alone give a pool nothing to share.
-  void ForwardColumns(const float* x, int64_t rows, float* y, float* scratch,
-                      const ParallelFor& parallel_for) const;
 
  private:
   struct Layer {
