@@ -7,6 +7,10 @@ from grappler_passes.pass_base import GraphPass
 _FORWARDING = frozenset({"Identity", "Snapshot", "StopGradient", "PreventGradient"})
 
 
+def _inert(node):
+    return node is not None and (node.op == "Const" or (node.op == "NoOp" and not node.input))
+
+
 class PruneIdentity(GraphPass):
     """  x -> Identity -> y   ==>   x -> y
 
@@ -20,6 +24,7 @@ class PruneIdentity(GraphPass):
 
     def run(self, ctx, result):
         view = ctx.view
+        self._drop_inert_control_edges(view)
         doomed = []
         for node in view.nodes():
             if node.op in _FORWARDING:
@@ -33,6 +38,21 @@ class PruneIdentity(GraphPass):
                 doomed.append(node.name)
                 result.apply()
         view.remove_nodes(doomed)
+
+    @staticmethod
+    def _drop_inert_control_edges(view):
+        """A control edge from a Const, or from a NoOp that waits on nothing,
+        orders nothing (frozen ReadVariableOps leave many of these behind)."""
+        changed = True
+        while changed:
+            changed = False
+            for node in view.nodes():
+                kept = [i for i in node.input if not (i.startswith("^") and _inert(view.node(i[1:])))]
+                if len(kept) != len(node.input):
+                    del node.input[:]
+                    node.input.extend(kept)
+                    changed = True
+            view.touch()
 
     @staticmethod
     def _keep_reason(node, view):

@@ -1,31 +1,30 @@
-r"""Fuses chains of dense layers (MatMul -> bias -> activation) into one
-Recopt>FusedMLP op, so a whole MLP runs as one kernel call with pre-packed
-weights instead of three ops per layer.
+r"""Fuses chains of dense layers into one Recopt>FusedMLP op, so a whole MLP
+runs as one kernel call with weights packed once.
 
-One layer, in any of the forms below (bias and activation optional, Add is
-matched with the bias on either side, Identity between ops is looked through):
+One layer, in any of these forms (Identity between ops is looked through):
 
       x    W (Const, 2-D)
        \  /
-      MatMul            transpose_b folded into W; transpose_a is not fused
+   MatMul | BatchMatMulV2 | Einsum "...k,kn->...n"    transposed W folded in
         |    b (Const, [n] or [1, n])
-  BiasAdd|Add|AddV2
+  BiasAdd | Add | AddV2                               bias on either side, optional
         |
-   Relu|Relu6|Elu|Selu|Sigmoid|Tanh|Softplus|LeakyRelu
+   activation                                         optional; any spelling
+                                                      activation_match recognises
 
-Consecutive layers chain when a layer's output feeds only the next MatMul.
+Consecutive layers chain when a layer's output feeds only the next layer.
 """
+import re
+
 import numpy as np
 from tensorflow.core.framework import attr_value_pb2, types_pb2
 
-from grappler_passes.pattern import P, match, safe_to_fuse
+from grappler_passes.activation_match import find_activation
 from grappler_passes.pass_base import GraphPass
+from grappler_passes.pattern import P, match, safe_to_fuse
 
-ACTIVATIONS = {
-    "Relu": "relu", "Relu6": "relu6", "Elu": "elu", "Selu": "selu", "Sigmoid": "sigmoid",
-    "Tanh": "tanh", "Softplus": "softplus", "LeakyRelu": "leaky_relu",
-}
 FUSED_OP = "Recopt>FusedMLP"
+_EINSUM = re.compile(r"^([a-z.]*)([a-z]),([a-z])([a-z])->([a-z.]*)([a-z])$")
 
 
 def _is_float(node, view):
@@ -39,32 +38,57 @@ def _const_rank(rank):
     return pred
 
 
-_W = P("Const", "w", keep=True, pred=_const_rank(2))
-_MATMUL = P("MatMul", "matmul", [None, _W],
-            pred=lambda n, v: _is_float(n, v) and not n.attr["transpose_a"].b)
-_BIAS = P("BiasAdd|Add|AddV2", "bias", [_MATMUL, P("Const", "b", keep=True)], pred=_is_float)
-_ACT_OPS = "|".join(ACTIVATIONS)
+def _einsum_transpose(node):
+    """None if not a dense einsum; else whether W is written [n, k]."""
+    eq = node.attr["equation"].s.decode().replace(" ", "")
+    m = _EINSUM.match(eq)
+    if not m or len(node.input) < 2:
+        return None
+    batch, k, w0, w1, out_batch, n = m.groups()
+    if batch != out_batch or k in batch:
+        return None
+    if (w0, w1) == (k, n):
+        return False
+    if (w0, w1) == (n, k):
+        return True
+    return None
 
-# Longest first: at a given root the fullest form wins.
-LAYER_PATTERNS = (
-    P(_ACT_OPS, "act", [_BIAS], pred=_is_float),
-    P(_ACT_OPS, "act", [_MATMUL], pred=_is_float),
-    _BIAS,
-    _MATMUL,
-)
+
+def _dense_matmul(node, view):
+    if not _is_float(node, view):
+        return False
+    if node.op == "MatMul":
+        return not node.attr["transpose_a"].b
+    if node.op == "BatchMatMulV2":
+        return not node.attr["adj_x"].b
+    return node.op == "Einsum" and _einsum_transpose(node) is not None
+
+
+def _weight_transposed(node):
+    if node.op == "MatMul":
+        return node.attr["transpose_b"].b
+    if node.op == "BatchMatMulV2":
+        return node.attr["adj_y"].b
+    return _einsum_transpose(node)
+
+
+_W = P("Const", "w", keep=True, pred=_const_rank(2))
+_MATMUL = P("MatMul|BatchMatMulV2|Einsum", "matmul", [None, _W], pred=_dense_matmul)
+_BIAS = P("BiasAdd|Add|AddV2", "bias", [_MATMUL, P("Const", "b", keep=True)], pred=_is_float)
+PRE_PATTERNS = (_BIAS, _MATMUL)  # longest first
 
 
 class _Layer:
     def __init__(self, m, view):
         self.match = m
+        self.removed = list(m.removed)
         self.root = m.root
+        self.out = m.root.name
         self.x = view.skip_identity(view.data_inputs(m["matmul"])[0])
         w = view.const_value(m.tensors["w"])
-        self.w = np.ascontiguousarray(w.T if m["matmul"].attr["transpose_b"].b else w)
+        self.w = np.ascontiguousarray(w.T if _weight_transposed(m["matmul"]) else w).astype(np.float32)
         self.b = self._bias(m, view)
-        act = m.nodes.get("act")
-        self.activation = ACTIVATIONS[act.op] if act is not None else "linear"
-        self.alpha = act.attr["alpha"].f if act is not None and act.op == "LeakyRelu" else 0.0
+        self.activation, self.alpha = "linear", 0.0
 
     def _bias(self, m, view):
         n = self.w.shape[1]
@@ -74,6 +98,15 @@ class _Layer:
         if b.shape not in ((n,), (1, n)):
             raise ValueError(f"bias of shape {list(b.shape)} does not broadcast as a [{n}] vector")
         return b.reshape([n]).astype(np.float32)
+
+    def absorb_activation(self, view):
+        found = find_activation(view, self.root.name)
+        if found is None:
+            return
+        self.activation, self.alpha, out, region = found
+        self.removed += region
+        self.root = view.node(out)
+        self.out = out
 
 
 class FuseDense(GraphPass):
@@ -90,52 +123,56 @@ class FuseDense(GraphPass):
 
     @staticmethod
     def _find_layers(view, result):
-        """Maximal layer matches, keyed by root name, nodes used at most once."""
+        """Maximal layers keyed by their output tensor; nodes used at most once."""
         used, layers = set(), {}
         for node in reversed(view.topological_order()):
             if node.name in used:
                 continue
-            for pattern in LAYER_PATTERNS:
+            for pattern in PRE_PATTERNS:
                 m = match(pattern, node, view)
                 if m is None or any(n.name in used for n in m.removed):
                     continue
                 reason = safe_to_fuse(m, view)
+                layer = None
                 if reason is None:
                     try:
-                        layers[node.name] = _Layer(m, view)
+                        layer = _Layer(m, view)
                     except ValueError as exc:
                         reason = str(exc)
                 if reason is not None:
                     result.skip(node.name, reason)
                     break
-                used.update(n.name for n in m.removed)
+                layer.absorb_activation(view)
+                if any(n.name in used for n in layer.removed):
+                    break
+                used.update(n.name for n in layer.removed)
+                layers[layer.out] = layer
                 break
         return layers
 
     @staticmethod
     def _chains(layers, view):
-        """Groups layers whose output feeds only the next layer's MatMul."""
+        """Groups layers whose output feeds only the next layer's matmul."""
         next_of = {}
         for layer in layers.values():
             prev = layers.get(layer.x)
             if prev is not None and prev.root.name not in view.protected and \
                     len(view.consumers(prev.root.name)) == 1 and not view.control_consumers(prev.root.name):
-                next_of[prev.root.name] = layer
-        heads = [l for l in layers.values() if l not in next_of.values()]
-        for head in heads:
+                next_of[prev.out] = layer
+        chained = {id(l) for l in next_of.values()}
+        for head in (l for l in layers.values() if id(l) not in chained):
             chain = [head]
-            while chain[-1].root.name in next_of:
-                chain.append(next_of[chain[-1].root.name])
+            while chain[-1].out in next_of:
+                chain.append(next_of[chain[-1].out])
             yield chain
 
     @staticmethod
     def _emit(chain, view):
         last = chain[-1].root
         name, device = last.name, last.device
-        weights = [view.add_const(f"{name}/recopt_w{i}", l.w.astype(np.float32)).name
-                   for i, l in enumerate(chain)]
+        weights = [view.add_const(f"{name}/recopt_w{i}", l.w).name for i, l in enumerate(chain)]
         biases = [view.add_const(f"{name}/recopt_b{i}", l.b).name for i, l in enumerate(chain)]
-        view.remove_nodes({n.name for l in chain for n in l.match.removed})
+        view.remove_nodes({n.name for l in chain for n in l.removed})
         attrs = {
             "num_layers": attr_value_pb2.AttrValue(i=len(chain)),
             "activations": attr_value_pb2.AttrValue(
@@ -143,5 +180,5 @@ class FuseDense(GraphPass):
             "alphas": attr_value_pb2.AttrValue(
                 list=attr_value_pb2.AttrValue.ListValue(f=[l.alpha for l in chain])),
         }
-        # Same name as the replaced root: consumers keep reading `name:0`.
+        # Same name as the replaced output node: consumers keep reading `name:0`.
         view.add_node(FUSED_OP, name, [chain[0].x] + weights + biases, attrs, device=device)

@@ -1,0 +1,201 @@
+r"""Rewrites semantic variants of a dense layer into the canonical shape
+both our fusers and TensorFlow's own remapper recognise:
+
+  tensordot sandwich       Reshape(MatMul(Reshape(Transpose(x, id)), W), shape(x)[:-1]+[n])
+                           -> BatchMatMulV2(x, W)
+  bias as Add               Add|AddV2(dense, b[n] | b[1, n]), either side   -> BiasAdd(dense, b)
+  several biases            BiasAdd(BiasAdd(dense, b1), b2)                  -> BiasAdd(dense, b1 + b2)
+  constant scale            Mul(dense [+ b], s), s scalar or [n]             -> dense with W*s [+ b*s]
+                            (inference batch norm after constant folding is a scale then a bias)
+  clipping                  Maximum(x, 0) -> Relu(x);  Minimum(Maximum(x, 0), 6) -> Relu6(x)
+
+"dense" is MatMul / BatchMatMulV2 / dense Einsum with a constant 2-D weight.
+With custom_ops=False this is what lets stock TensorFlow Serving fuse
+MatMul+BiasAdd+Relu into _FusedMatMul at load time (its remapper matches
+BiasAdd only, never Add).
+"""
+import numpy as np
+from tensorflow.core.framework import attr_value_pb2, types_pb2
+
+from grappler_passes.fuse_dense import _MATMUL, _weight_transposed
+from grappler_passes.pass_base import GraphPass
+from grappler_passes.pattern import P, match
+
+MAX_ROUNDS = 8
+
+
+def _scalar_equals(value):
+    def pred(node, view):
+        v = view.const_value(node.name)
+        return v is not None and v.size == 1 and float(v.reshape(-1)[0]) == value
+    return pred
+
+
+def _identity_perm(node, view):
+    v = view.const_value(node.name)
+    return v is not None and v.ndim == 1 and list(v) == list(range(v.size))
+
+
+_X = P("*", "x", keep=True)
+TENSORDOT = P("Reshape", "out", [
+    P("MatMul", "mm", [P("Reshape", "in", [P("Transpose", "tr", [_X, P("Const", pred=_identity_perm, keep=True)])]),
+                       P("Const", "w", keep=True)],
+      pred=lambda n, v: not n.attr["transpose_a"].b and not n.attr["transpose_b"].b),
+    P("ConcatV2", "shape", [P("GatherV2", "free", [P("Shape", "shape_of", [_X])]), P("Const", "n", keep=True)]),
+])
+_BIAS_CONST = P("Const", "b", keep=True)
+ADD_BIAS = P("Add|AddV2", "add", [_MATMUL, _BIAS_CONST])
+# A second bias (or a batch norm's offset) after a BiasAdd: becomes a BiasAdd
+# on the BiasAdd, which DOUBLE_BIAS then merges.
+ADD_BIAS_AFTER_BIAS = P("Add|AddV2", "add", [P("BiasAdd", "inner", [_MATMUL, P("Const", keep=True)]), _BIAS_CONST])
+DOUBLE_BIAS = P("BiasAdd", "outer", [P("BiasAdd", "inner", [_MATMUL, P("Const", "b1", keep=True)]),
+                                     P("Const", "b2", keep=True)])
+SCALE_BIASED = P("Mul", "mul", [P("BiasAdd", "bias", [_MATMUL, P("Const", "b", keep=True)]), P("Const", "s", keep=True)])
+SCALE = P("Mul", "mul", [_MATMUL, P("Const", "s", keep=True)])
+RELU = P("Maximum", "max", [P("*", "x", keep=True), P("Const", pred=_scalar_equals(0.0), keep=True)])
+_SIX = P("Const", pred=_scalar_equals(6.0), keep=True)
+RELU6 = P("Minimum", "min", [P("Maximum", "max", [P("*", "x", keep=True), P("Const", pred=_scalar_equals(0.0), keep=True)]),
+                             _SIX])
+RELU6_OF_RELU = P("Minimum", "min", [P("Relu", "max", [P("*", "x", keep=True)]), _SIX])  # the Maximum went first
+
+
+def _n_out(m, view):
+    w = view.const_value(m.tensors["w"])
+    return w.shape[0] if _weight_transposed(m["matmul"]) else w.shape[1]
+
+
+def _only_used_by(view, node, consumer):
+    return node.name not in view.protected and not view.control_consumers(node.name) and \
+        all(c.name == consumer.name for c, _ in view.consumers(node.name))
+
+
+def _drop_orphans(view, names):
+    """Removes the named nodes once nothing uses them, then their inputs likewise:
+    a dead consumer still counts as a use and would block the next rule."""
+    stack = list(names)
+    while stack:
+        node = view.node(stack.pop())
+        if node is None or node.name in view.protected or view.consumers(node.name) or \
+                view.control_consumers(node.name):
+            continue
+        stack.extend(i.lstrip("^").split(":")[0] for i in node.input)
+        view.remove_nodes([node.name])
+
+
+def _set_const_input(view, node, index, name, value):
+    node.input[index] = view.add_const(f"{name}/recopt_folded", np.asarray(value, np.float32)).name
+    view.touch()
+
+
+class Canonicalize(GraphPass):
+    name = "canonicalize"
+    description = "tensordot -> BatchMatMulV2, Add bias -> BiasAdd, fold biases/scales, Maximum/Minimum -> Relu/Relu6"
+
+    def run(self, ctx, result):
+        rules = (self._tensordot, self._add_bias, self._double_bias, self._scale, self._clip)
+        for _ in range(MAX_ROUNDS):
+            changed = False
+            for node in list(ctx.view.nodes()):
+                if ctx.view.node(node.name) is not node or node.name in ctx.view.protected:
+                    continue
+                for rule in rules:
+                    if rule(ctx.view, node):
+                        result.apply()
+                        changed = True
+                        break
+            if not changed:
+                return
+
+    @staticmethod
+    def _tensordot(view, node):
+        m = match(TENSORDOT, node, view)
+        if m is None or view.const_value(m.tensors["n"]).shape != (1,):
+            return False
+        w = view.const_value(m.tensors["w"])
+        if int(view.const_value(m.tensors["n"])[0]) != w.shape[1]:
+            return False
+        t = m["mm"].attr["T"]
+        node.op = "BatchMatMulV2"
+        node.ClearField("input")
+        node.input.extend([m.tensors["x"], m.tensors["w"]])
+        node.attr.clear()
+        node.attr["T"].CopyFrom(t)
+        node.attr["adj_x"].CopyFrom(attr_value_pb2.AttrValue(b=False))
+        node.attr["adj_y"].CopyFrom(attr_value_pb2.AttrValue(b=False))
+        view.touch()
+        _drop_orphans(view, [m["mm"].name, m["shape"].name])
+        return True
+
+    @staticmethod
+    def _add_bias(view, node):
+        m = match(ADD_BIAS, node, view) or match(ADD_BIAS_AFTER_BIAS, node, view)
+        if m is None or node.attr["T"].type != types_pb2.DT_FLOAT:
+            return False
+        n = _n_out(m, view)
+        b = view.const_value(m.tensors["b"])
+        if b.shape not in ((n,), (1, n)):
+            return False
+        node.op = "BiasAdd"
+        node.ClearField("input")
+        node.input.extend([m.nodes.get("inner", m["matmul"]).name, m.tensors["b"]])
+        if b.ndim == 2:
+            _set_const_input(view, node, 1, node.name, b.reshape(n))
+        node.attr["data_format"].CopyFrom(attr_value_pb2.AttrValue(s=b"NHWC"))
+        view.touch()
+        return True
+
+    @staticmethod
+    def _double_bias(view, node):
+        m = match(DOUBLE_BIAS, node, view)
+        if m is None or not _only_used_by(view, m["inner"], node):
+            return False
+        total = view.const_value(m.tensors["b1"]) + view.const_value(m.tensors["b2"])
+        node.input[0] = m["matmul"].name
+        _set_const_input(view, node, 1, node.name, total)
+        _drop_orphans(view, [m["inner"].name])
+        return True
+
+    @staticmethod
+    def _scale(view, node):
+        for pattern in (SCALE_BIASED, SCALE):
+            m = match(pattern, node, view)
+            if m is not None:
+                break
+        else:
+            return False
+        mm = m["matmul"]
+        s = view.const_value(m.tensors["s"])
+        n = _n_out(m, view)
+        if s.size not in (1, n) or (s.size == n and s.shape[-1] != n) or s.ndim > 2:
+            return False
+        head = m.nodes.get("bias", mm)
+        if not _only_used_by(view, head, node) or (head is not mm and not _only_used_by(view, mm, head)):
+            return False
+        s = s.reshape(-1).astype(np.float32)
+        w = view.const_value(m.tensors["w"])
+        scaled = w * (s[:, None] if _weight_transposed(mm) and s.size > 1 else s)
+        _set_const_input(view, mm, 1, mm.name, scaled)
+        if head is not mm:
+            _set_const_input(view, head, 1, head.name, view.const_value(m.tensors["b"]) * s)
+        view.replace_uses(node.name, head.name)
+        view.remove_nodes([node.name])
+        return True
+
+    @staticmethod
+    def _clip(view, node):
+        for pattern, op in ((RELU6, "Relu6"), (RELU6_OF_RELU, "Relu6"), (RELU, "Relu")):
+            m = match(pattern, node, view)
+            if m is None:
+                continue
+            if op == "Relu6" and not _only_used_by(view, m["max"], node):
+                continue
+            t = node.attr["T"]
+            node.op = op
+            node.ClearField("input")
+            node.input.append(m.tensors["x"])
+            node.attr.clear()
+            node.attr["T"].CopyFrom(t)
+            view.touch()
+            _drop_orphans(view, [m["max"].name] if op == "Relu6" else [])
+            return True
+        return False
