@@ -117,8 +117,9 @@ class FuseDense(GraphPass):
     def run(self, ctx, result):
         view = ctx.view
         layers = self._find_layers(view, result)
+        bf16 = getattr(ctx.options, "precision", "fp32") == "bf16"
         for chain in self._chains(layers, view):
-            self._emit(chain, view)
+            self._emit(chain, view, bf16)
             result.apply()
 
     @staticmethod
@@ -167,7 +168,7 @@ class FuseDense(GraphPass):
             yield chain
 
     @staticmethod
-    def _emit(chain, view):
+    def _emit(chain, view, bf16=False):
         last = chain[-1].root
         name, device = last.name, last.device
         weights = [view.add_const(f"{name}/recopt_w{i}", l.w).name for i, l in enumerate(chain)]
@@ -179,6 +180,7 @@ class FuseDense(GraphPass):
                 list=attr_value_pb2.AttrValue.ListValue(s=[l.activation.encode() for l in chain])),
             "alphas": attr_value_pb2.AttrValue(
                 list=attr_value_pb2.AttrValue.ListValue(f=[l.alpha for l in chain])),
+            "weights_bf16": attr_value_pb2.AttrValue(b=bf16),
         }
         # Same name as the replaced output node: consumers keep reading `name:0`.
         view.add_node(FUSED_OP, name, [chain[0].x] + weights + biases, attrs, device=device)

@@ -49,3 +49,17 @@ def assert_outputs_close(a, b, rtol=1e-5, atol=1e-6):
     for k in a:
         assert a[k].dtype == b[k].dtype, k
         np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+def saved_model_nodes(path, op):
+    """NodeDefs of `op` anywhere in a SavedModel (main graph and function library)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    nodes = []
+    for meta in proto.meta_graphs:
+        nodes += [n for n in meta.graph_def.node if n.op == op]
+        for fn in meta.graph_def.library.function:
+            nodes += [n for n in fn.node_def if n.op == op]
+    return nodes

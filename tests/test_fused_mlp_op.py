@@ -144,3 +144,18 @@ def test_activation_over_the_whole_float_range(ops, act):
     got = _run(ops, x, [w], [b], [act], alpha)
     want = reference.fused_mlp(x, [w], [b], [act], alpha).numpy()
     np.testing.assert_allclose(got, want, rtol=3e-6, atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 7, 130])
+def test_bf16_weights_match_the_bf16_rounded_reference(ops, rows):
+    """bf16 mode is exact fp32 arithmetic on bf16-rounded weights: the
+    reference rounds with TensorFlow's own cast, so fp32 tolerance applies."""
+    ws, bs, acts, alphas = _layers([37, 70, 5], ["gelu_tanh", "linear"])
+    x = RNG.standard_normal((rows, 37)).astype(np.float32)
+    got = ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=alphas, weights_bf16=True).numpy()
+    want = reference.fused_mlp(x, ws, bs, acts, alphas, weights_bf16=True).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    if rows:
+        fp32 = reference.fused_mlp(x, ws, bs, acts, alphas).numpy()
+        assert np.abs(got - fp32).max() > 1e-5  # the rounding is real
+        np.testing.assert_allclose(got, fp32, rtol=5e-2, atol=5e-2)

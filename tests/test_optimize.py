@@ -12,7 +12,7 @@ import tf_recopt
 from grappler_passes import pipeline
 from grappler_passes.pass_base import GraphPass
 from tests import savedmodel_flavours as flavours
-from tests.conftest import assert_outputs_close, run_signature
+from tests.conftest import assert_outputs_close, run_signature, saved_model_nodes
 
 
 def _tree_digest(path):
@@ -157,3 +157,15 @@ def test_signature_subset_rewrites_only_those(ops, multi_sig, tmp_path):
     assert report.signatures["serving_default"].passes == []
     assert report.signatures["embed"].passes
     assert report.parity_ok
+
+
+def test_bf16_precision_on_zoo_models(ops, zoo_dir, tmp_path):
+    for name in ("dlrm", "din"):
+        out = str(tmp_path / name)
+        report = tf_recopt.optimize(zoo_dir(name), out, precision="bf16")
+        assert report.parity_ok
+        assert all(p.max_abs > 0 for p in report.signatures["serving_default"].parity)  # weights really rounded
+        fused = saved_model_nodes(out, "Recopt>FusedMLP")
+        assert fused and all(n.attr["weights_bf16"].b for n in fused)
+    with pytest.raises(ValueError, match="precision"):
+        tf_recopt.optimize(zoo_dir("dlrm"), str(tmp_path / "x"), precision="int4")

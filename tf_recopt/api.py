@@ -19,7 +19,8 @@ REPORT_PATH = os.path.join("assets.extra", "recopt_report.json")
 
 
 def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=True, passes=None,
-             validate=True, sample_inputs=None, rtol=1e-4, atol=1e-5, overwrite=False, **options):
+             validate=True, sample_inputs=None, rtol=None, atol=None, overwrite=False, precision="fp32",
+             **options):
     """Optimizes a SavedModel and writes the result to `output_dir`.
 
     Args:
@@ -34,14 +35,17 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
         write nothing when any differs beyond rtol/atol.
       sample_inputs: parity inputs: {key: array}, {signature: {key: array}},
         or a TFRecord path of tf.Examples for a parsing signature.
+      rtol, atol: parity tolerances; default 1e-4/1e-5 (fp32), 2e-2/5e-3 (bf16).
       overwrite: replace an existing output_dir.
+      precision: "fp32", or "bf16" to store fused dense weights as bfloat16
+        (fp32 inputs and accumulation; half the weight bytes per call).
       **options: further OptimizeOptions fields (freeze_max_bytes, ...).
 
     Returns:
       OptimizationReport (also written to assets.extra/recopt_report.json).
     """
     opts = OptimizeOptions(signatures=signatures, custom_ops=custom_ops, passes=passes, validate=validate,
-                           sample_inputs=sample_inputs, rtol=rtol, atol=atol, **options)
+                           sample_inputs=sample_inputs, rtol=rtol, atol=atol, precision=precision, **options)
     opts.validate_fields()
     src = os.path.abspath(saved_model_dir)
     out = os.path.abspath(output_dir) if output_dir else src.rstrip(os.sep) + "_recopt"

@@ -29,8 +29,10 @@ def _parser():
     o.add_argument("--report", help="also write the report JSON here")
     o.add_argument("--overwrite", action="store_true")
     o.add_argument("--no-validate", action="store_true", help="skip the parity check (not advised)")
-    o.add_argument("--rtol", type=float, default=1e-4)
-    o.add_argument("--atol", type=float, default=1e-5)
+    o.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: fused dense weights stored as bfloat16")
+    o.add_argument("--rtol", type=float, help="parity rtol (default 1e-4 fp32, 2e-2 bf16)")
+    o.add_argument("--atol", type=float, help="parity atol (default 1e-5 fp32, 5e-3 bf16)")
 
     i = sub.add_parser("inspect", help="signatures, op histogram, what each pass would rewrite")
     i.add_argument("input")
@@ -59,7 +61,7 @@ def cmd_optimize(args):
     import tf_recopt
     report = tf_recopt.optimize(args.input, args.output, custom_ops=not args.no_custom_ops, passes=args.passes,
                                 signatures=args.signatures, validate=not args.no_validate, rtol=args.rtol,
-                                atol=args.atol, overwrite=args.overwrite)
+                                atol=args.atol, overwrite=args.overwrite, precision=args.precision)
     print(report)
     if args.report:
         with open(args.report, "w") as f:

@@ -2,7 +2,10 @@
 import dataclasses
 from typing import Any, Optional, Sequence
 
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "bf16")
+# Parity tolerances when the caller gives none: bf16 weights carry 8
+# significant bits, so outputs move by ~1e-3 relative (measured on the zoo).
+DEFAULT_TOLERANCE = {"fp32": (1e-4, 1e-5), "bf16": (2e-2, 5e-3)}
 DEVICES = ("cpu",)
 
 
@@ -13,8 +16,8 @@ class OptimizeOptions:
     passes: Optional[Sequence[str]] = None       # None: grappler_passes.DEFAULT_ORDER
     validate: bool = True
     sample_inputs: Any = None                    # dict of arrays (per signature or shared) or TFRecord path
-    rtol: float = 1e-4
-    atol: float = 1e-5
+    rtol: Optional[float] = None                 # None: DEFAULT_TOLERANCE[precision]
+    atol: Optional[float] = None
     # Variables up to this size are frozen into constants so passes can fold
     # and pre-pack them; larger ones (embedding tables) stay variables.
     freeze_max_bytes: int = 16 << 20
@@ -28,6 +31,9 @@ class OptimizeOptions:
     def validate_fields(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r}: supported {PRECISIONS}")
+        rtol, atol = DEFAULT_TOLERANCE[self.precision]
+        self.rtol = rtol if self.rtol is None else self.rtol
+        self.atol = atol if self.atol is None else self.atol
         if self.device not in DEVICES:
             raise ValueError(f"device={self.device!r}: supported {DEVICES}")
         if self.rtol < 0 or self.atol < 0:

@@ -1,6 +1,6 @@
 // Per-ISA dense-layer kernels: C = act(A * B + bias) on a pre-packed B.
 //
-// B is packed once (at kernel construction, not per call) into column
+// B is packed once (at kernel construction, not per call), as fp32 or bf16, into column
 // panels of `nr` floats: panel p holds columns [p*nr, p*nr + nr) for every k,
 // contiguous, zero padded past N. The ISA is picked once at load time from
 // CPUID (override with RECOPT_ISA=generic|avx2|avx512 to test every path).
@@ -15,7 +15,8 @@ struct DenseArgs {
   const float* a;       // [rows, k], row stride lda
   int64_t lda;
   int64_t rows;
-  const float* packed;  // k x n_pad, panel-major (see above)
+  const void* packed;   // k x n_pad, panel-major (see above): float, or bf16 pairs in uint32
+  bool weights_bf16;
   const float* bias;    // [n_pad], zero padded
   int k;
   int n;

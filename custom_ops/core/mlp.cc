@@ -1,14 +1,25 @@
 #include "mlp.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 
 #include "activation.h"
 
 namespace recopt {
 
+uint16_t FloatToBf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  if (std::isnan(f)) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7FFF + ((bits >> 16) & 1);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
 std::string PackedMlp::Pack(const std::vector<DenseLayerSpec>& layers,
-                            const GemmKernels& kernels) {
+                            const GemmKernels& kernels, bool weights_bf16) {
   kernels_ = &kernels;
+  weights_bf16_ = weights_bf16;
   layers_.clear();
   max_hidden_pad_ = 0;
   const int nr = kernels.nr;
@@ -39,6 +50,19 @@ std::string PackedMlp::Pack(const std::vector<DenseLayerSpec>& layers,
       }
     }
     if (s.bias != nullptr) std::copy_n(s.bias, s.n, out.bias.data());
+    if (weights_bf16) {
+      // Word j of each k row: (column half + j) << 16 | column j, per panel.
+      const int half = nr / 2;
+      out.packed_bf16.resize(out.packed.size() / 2);
+      for (size_t row = 0; row < out.packed.size() / nr; ++row) {
+        const float* src = out.packed.data() + row * nr;
+        uint32_t* dst = out.packed_bf16.data() + row * half;
+        for (int j = 0; j < half; ++j) {
+          dst[j] = (static_cast<uint32_t>(FloatToBf16(src[half + j])) << 16) | FloatToBf16(src[j]);
+        }
+      }
+      std::vector<float>().swap(out.packed);
+    }
     if (l + 1 < layers.size()) max_hidden_pad_ = std::max(max_hidden_pad_, out.n_pad);
     layers_.push_back(std::move(out));
   }
@@ -65,7 +89,9 @@ void PackedMlp::RunBlock(const float* x, int64_t rows, float* y, float* scratch,
     const bool last = l + 1 == layers_.size();
     float* out = last ? y : bufs[l % 2];
     const int64_t ld_out = last ? layer.n : layer.n_pad;
-    DenseArgs args{in, ld_in, rows, layer.packed.data(), layer.bias.data(), layer.k,
+    const void* packed = weights_bf16_ ? static_cast<const void*>(layer.packed_bf16.data())
+                                       : static_cast<const void*>(layer.packed.data());
+    DenseArgs args{in, ld_in, rows, packed, weights_bf16_, layer.bias.data(), layer.k,
                    layer.n, out, ld_out, layer.activation, layer.alpha};
     kernels_->dense(args);
     in = out;

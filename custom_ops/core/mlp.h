@@ -24,7 +24,10 @@ struct DenseLayerSpec {
 class PackedMlp {
  public:
   // Returns an empty string on success, else what is wrong with which layer.
-  std::string Pack(const std::vector<DenseLayerSpec>& layers, const GemmKernels& kernels);
+  // weights_bf16 stores weights rounded to bfloat16 (nearest even); inputs,
+  // activations and accumulation stay fp32.
+  std::string Pack(const std::vector<DenseLayerSpec>& layers, const GemmKernels& kernels,
+                   bool weights_bf16 = false);
 
   int input_dim() const { return layers_.empty() ? 0 : layers_.front().k; }
   int output_dim() const { return layers_.empty() ? 0 : layers_.back().n; }
@@ -40,13 +43,18 @@ class PackedMlp {
     int k, n, n_pad, activation;
     float alpha;
     std::vector<float> packed, bias;
+    std::vector<uint32_t> packed_bf16;  // see gemm_isa.inc: two bf16 columns per word
   };
   void RunBlock(const float* x, int64_t rows, float* y, float* scratch, int64_t half) const;
 
   const GemmKernels* kernels_ = nullptr;
   std::vector<Layer> layers_;
   int max_hidden_pad_ = 0;
+  bool weights_bf16_ = false;
 };
+
+// fp32 -> bfloat16 bits, round to nearest even; NaN stays a (quiet) NaN.
+uint16_t FloatToBf16(float f);
 
 // Rows per block: small enough that a block's activations stay in L2 between
 // layers, large enough to amortise the panel loads.

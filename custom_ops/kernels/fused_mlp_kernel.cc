@@ -20,6 +20,7 @@ class FusedMlpOp : public OpKernel {
     std::vector<string> names;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("activations", &names));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("alphas", &alphas_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("weights_bf16", &weights_bf16_));
     OP_REQUIRES(ctx, names.size() == static_cast<size_t>(num_layers_) &&
                          alphas_.size() == static_cast<size_t>(num_layers_),
                 errors::InvalidArgument(name(), ": activations and alphas need ",
@@ -81,7 +82,7 @@ class FusedMlpOp : public OpKernel {
                        activations_[l], alphas_[l]});
     }
     auto mlp = std::make_shared<recopt::PackedMlp>();
-    const std::string err = mlp->Pack(specs, recopt::SelectedGemmKernels());
+    const std::string err = mlp->Pack(specs, recopt::SelectedGemmKernels(), weights_bf16_);
     if (!err.empty()) return errors::InvalidArgument(name(), ": ", err);
     mutex_lock l(mu_);
     packed_ = mlp;
@@ -123,6 +124,7 @@ class FusedMlpOp : public OpKernel {
   int num_layers_ = 0;
   std::vector<recopt::Activation> activations_;
   std::vector<float> alphas_;
+  bool weights_bf16_ = false;
   mutex mu_;
   std::shared_ptr<const recopt::PackedMlp> packed_ TF_GUARDED_BY(mu_);
   std::vector<Tensor> held_ TF_GUARDED_BY(mu_);

@@ -29,7 +29,8 @@ Status FusedMlpShape(shape_inference::InferenceContext* c) {
 }  // namespace
 
 // y = act_L(... act_1(x @ W_1 + b_1) ... @ W_L + b_L) over the last axis of x.
-// Weights are packed once per kernel instance, so they must be constants.
+// Weights are packed once per kernel instance, so they must be constants;
+// weights_bf16 packs them rounded to bfloat16 (fp32 inputs and accumulation).
 REGISTER_OP("Recopt>FusedMLP")
     .Input("x: float")
     .Input("weights: num_layers * float")
@@ -38,6 +39,7 @@ REGISTER_OP("Recopt>FusedMLP")
     .Attr("num_layers: int >= 1")
     .Attr("activations: list(string)")
     .Attr("alphas: list(float)")
+    .Attr("weights_bf16: bool = false")
     .SetShapeFn(FusedMlpShape);
 
 }  // namespace tensorflow

@@ -19,9 +19,12 @@ _ACTIVATIONS = {
 ACTIVATION_NAMES = tuple(_ACTIVATIONS)
 
 
-def fused_mlp(x, weights, biases, activations, alphas):
-    """Recopt>FusedMLP: act_l(h @ W_l + b_l) over the last axis, layer by layer."""
+def fused_mlp(x, weights, biases, activations, alphas, weights_bf16=False):
+    """Recopt>FusedMLP: act_l(h @ W_l + b_l) over the last axis, layer by layer.
+    weights_bf16: weights rounded to bfloat16 (nearest even), all else fp32."""
     h = x
     for w, b, act, alpha in zip(weights, biases, activations, alphas):
+        if weights_bf16:
+            w = tf.cast(tf.cast(w, tf.bfloat16), tf.float32)
         h = _ACTIVATIONS[act](tf.tensordot(h, w, axes=1) + b, alpha)
     return h
