@@ -4,13 +4,13 @@ import time
 
 from absl import logging
 
-from grappler_passes import canonicalize, cleanup, fold_constants, fuse_dense
+from grappler_passes import canonicalize, cleanup, combine_parallel, fold_constants, fuse_dense
 from grappler_passes.graph_view import GraphView
 from grappler_passes.pass_base import PassContext, PassResult
 
 _PASSES = {p.name: p for p in (
     cleanup.PruneIdentity, cleanup.PruneDeadNodes, fold_constants.FoldConstants, canonicalize.Canonicalize,
-    fuse_dense.FuseDense)}
+    fuse_dense.FuseDense, combine_parallel.CombineParallelDense)}
 
 # Why this order: pruning Identity first makes producers adjacent so patterns
 # see MatMul -> BiasAdd directly; folding weight-only subgraphs (transposes,
@@ -18,10 +18,11 @@ _PASSES = {p.name: p for p in (
 # Consts; canonicalize then rewrites the variants into BiasAdd/Relu form
 # (which is all stock TF needs, for custom_ops=False); pruning what that
 # orphaned matters because a dead consumer still counts as a use and would
-# block fusion; fusion runs on the canonical graph; a final prune drops what
+# block fusion; fusion runs on the canonical graph; parallel fused layers on
+# one input are then merged into one wider GEMM; a final prune drops what
 # the fusers orphaned.
 DEFAULT_ORDER = ("prune_identity", "fold_constants", "canonicalize", "prune_dead_nodes", "fuse_dense",
-                 "prune_dead_nodes")
+                 "combine_parallel_dense", "prune_dead_nodes")
 
 
 class UnknownPassError(ValueError):

@@ -99,3 +99,26 @@ def test_activation_used_twice_is_not_absorbed_past_the_split(ops):
         return tf.nn.silu(h), h * 3.0
     fused, op_list = _fused(fn)
     assert len(fused) == 1 and _acts(fused[0]) == ["linear"], op_list
+
+
+def test_parallel_towers_share_one_wider_layer(ops):
+    experts = [(_c(8, 12), _c(12), _c(12, 3)) for _ in range(4)]
+
+    def fn(x):
+        outs = [tf.matmul(tf.nn.relu(tf.matmul(x, w) + b), w2) for w, b, w2 in experts]
+        gate = tf.nn.softmax(tf.matmul(x, _GATE))          # linear first layer: its own group
+        return tf.add_n(outs) * gate[:, :1], tf.nn.relu(tf.matmul(x, W) + B)
+    fused, op_list = _fused(fn)
+    combined = [n for n in fused if n.name.endswith("/recopt_combined")]
+    assert len(combined) == 1 and _acts(combined[0]) == ["relu"], op_list
+    assert op_list.count("SplitV") == 1
+    # 4 experts (relu) + the relu tower share one layer; each expert keeps its second layer
+    assert sum(1 for n in fused if n.attr["num_layers"].i == 1 and n not in combined) == 5
+
+
+def test_parallel_layers_with_different_activations_stay_apart(ops):
+    fused, op_list = _fused(lambda x: (tf.nn.relu(tf.matmul(x, W) + B), tf.sigmoid(tf.matmul(x, W) + B)))
+    assert len(fused) == 2 and "SplitV" not in op_list
+
+
+_GATE = _c(8, 4)
