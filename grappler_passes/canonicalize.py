@@ -2,7 +2,10 @@ r"""Rewrites semantic variants of a dense layer into the canonical shape
 both our fusers and TensorFlow's own remapper recognise:
 
   tensordot sandwich       Reshape(MatMul(Reshape(Transpose(x, id)), W), shape(x)[:-1]+[n])
-                           -> BatchMatMulV2(x, W)
+                           -> BatchMatMulV2(x, W)        with custom ops (FusedMLP takes any rank)
+  3-D dense                BatchMatMulV2(x, W) -> Reshape(MatMul(Reshape(x, [-1, k]), W), shape(x)[:-1]+[n])
+                                                         stock ops only: TF's broadcasting
+                                                         BatchMatMulV2 is ~3x slower than MatMul
   bias as Add               Add|AddV2(dense, b[n] | b[1, n]), either side   -> BiasAdd(dense, b)
   several biases            BiasAdd(BiasAdd(dense, b1), b2)                  -> BiasAdd(dense, b1 + b2)
   constant scale            Mul(dense [+ b], s), s scalar or [n]             -> dense with W*s [+ b*s]
@@ -92,7 +95,8 @@ class Canonicalize(GraphPass):
     description = "tensordot -> BatchMatMulV2, Add bias -> BiasAdd, fold biases/scales, Maximum/Minimum -> Relu/Relu6"
 
     def run(self, ctx, result):
-        rules = (self._tensordot, self._add_bias, self._double_bias, self._scale, self._clip)
+        rules = ((self._tensordot,) if ctx.custom_ops else (self._bmm_to_matmul,)) + \
+            (self._add_bias, self._double_bias, self._scale, self._clip)
         for _ in range(MAX_ROUNDS):
             changed = False
             for node in list(ctx.view.nodes()):
@@ -124,6 +128,42 @@ class Canonicalize(GraphPass):
         node.attr["adj_y"].CopyFrom(attr_value_pb2.AttrValue(b=False))
         view.touch()
         _drop_orphans(view, [m["mm"].name, m["shape"].name])
+        return True
+
+    @staticmethod
+    def _bmm_to_matmul(view, node):
+        if node.op != "BatchMatMulV2":
+            return False
+        m = match(_MATMUL, node, view)
+        if m is None:
+            return False
+        w = view.const_value(m.tensors["w"])
+        w = w.T if node.attr["adj_y"].b else w
+        x, t, base, dev = node.input[0], node.attr["T"], node.name, node.device
+        i32 = attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)
+        shape = view.add_node("Shape", base + "/recopt_shape", [x], {"T": t, "out_type": i32}, dev).name
+        const = lambda n, v: view.add_const(f"{base}/recopt_{n}", np.asarray(v, np.int32)).name  # noqa: E731
+        lead = view.add_node("StridedSlice", base + "/recopt_lead",
+                             [shape, const("begin", [0]), const("end", [-1]), const("stride", [1])],
+                             {"T": i32, "Index": i32, **{k: attr_value_pb2.AttrValue(i=0) for k in (
+                                 "begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
+                                 "shrink_axis_mask")}}, dev).name
+        out_shape = view.add_node("ConcatV2", base + "/recopt_out_shape", [lead, const("n", [w.shape[1]]),
+                                                                           const("axis", 0)],
+                                  {"T": i32, "Tidx": i32, "N": attr_value_pb2.AttrValue(i=2)}, dev).name
+        flat = view.add_node("Reshape", base + "/recopt_flat", [x, const("flat", [-1, w.shape[0]])],
+                             {"T": t, "Tshape": i32}, dev).name
+        w_name = view.add_const(base + "/recopt_w", w.astype(np.float32)).name
+        mm = view.add_node("MatMul", base + "/recopt_matmul", [flat, w_name],
+                           {"T": t, "transpose_a": attr_value_pb2.AttrValue(b=False),
+                            "transpose_b": attr_value_pb2.AttrValue(b=False)}, dev).name
+        node.op = "Reshape"
+        node.ClearField("input")
+        node.input.extend([mm, out_shape])
+        node.attr.clear()
+        node.attr["T"].CopyFrom(t)
+        node.attr["Tshape"].CopyFrom(i32)
+        view.touch()
         return True
 
     @staticmethod

@@ -18,11 +18,12 @@ _PASSES = {p.name: p for p in (
 # Consts; canonicalize then rewrites the variants into BiasAdd/Relu form
 # (which is all stock TF needs, for custom_ops=False); pruning what that
 # orphaned matters because a dead consumer still counts as a use and would
-# block fusion; fusion runs on the canonical graph; parallel fused layers on
-# one input are then merged into one wider GEMM; a final prune drops what
-# the fusers orphaned.
+# block fusion; fusion runs on the canonical graph; a final prune drops what
+# the fusers orphaned. combine_parallel_dense is opt-in (passes=[...]): one
+# wider layer + SplitV measured 1.11x at batch 1 but 0.79x at batch 512 for
+# 8 experts of 256->64 (bench/dense_variants.py), so it is not a default.
 DEFAULT_ORDER = ("prune_identity", "fold_constants", "canonicalize", "prune_dead_nodes", "fuse_dense",
-                 "combine_parallel_dense", "prune_dead_nodes")
+                 "prune_dead_nodes")
 
 
 class UnknownPassError(ValueError):

@@ -86,3 +86,21 @@ def test_near_misses_stay(ops):
     assert "Mul" in ops_of(new_def)
     new_def, _, _ = _optimized(lambda x: tf.maximum(tf.matmul(x, W), 0.1), custom_ops=False)
     assert "Maximum" in ops_of(new_def) and "Relu" not in ops_of(new_def)
+
+
+@pytest.mark.parametrize("adj", [False, True])
+def test_stock_mode_turns_3d_batchmatmul_into_matmul(adj):
+    spec = tf.TensorSpec([None, 5, 8], tf.float32)
+    x = RNG.standard_normal((3, 5, 8)).astype(np.float32)
+    w = tf.transpose(W) if adj else W
+    new_def, _, _ = _optimized(lambda v: tf.nn.relu(tf.linalg.matmul(v, w, adjoint_b=adj) + B), custom_ops=False,
+                               spec=spec, x=x)
+    assert "BatchMatMulV2" not in ops_of(new_def) and "MatMul" in ops_of(new_def)
+
+
+def test_custom_ops_mode_turns_tensordot_into_one_fused_op(ops):
+    spec = tf.TensorSpec([None, 5, 8], tf.float32)
+    x = RNG.standard_normal((3, 5, 8)).astype(np.float32)
+    new_def, _, _ = _optimized(lambda v: tf.nn.relu(tf.tensordot(v, W, axes=1) + B), custom_ops=True, spec=spec, x=x)
+    assert ops_of(new_def).count("Recopt>FusedMLP") == 1
+    assert not {"Reshape", "Transpose", "MatMul", "BatchMatMulV2"} & set(ops_of(new_def))
