@@ -29,20 +29,26 @@ def _bench(models, batches, threads, repeats):
 def run_model(name, workdir, repeats):
     from tf_recopt import zoo
     import tf_recopt
-    src, out = os.path.join(workdir, name), os.path.join(workdir, f"{name}_recopt")
-    shutil.rmtree(src, ignore_errors=True)
-    shutil.rmtree(out, ignore_errors=True)
+    src = os.path.join(workdir, name)
+    outs = {"recopt": (os.path.join(workdir, f"{name}_recopt"), "fp32"),
+            "recopt_bf16": (os.path.join(workdir, f"{name}_recopt_bf16"), "bf16")}
+    for path in [src] + [p for p, _ in outs.values()]:
+        shutil.rmtree(path, ignore_errors=True)
     zoo.export(name, src, size="full")
-    t0 = time.perf_counter()
-    report = tf_recopt.optimize(src, out)
-    optimize_s = time.perf_counter() - t0
-    entry = {"model": name, "optimize_seconds": round(optimize_s, 2), "rewrites": report.rewrites(),
-             "parity_ok": report.parity_ok, "timings": {}}
+    entry = {"model": name, "timings": {}}
+    for label, (path, precision) in outs.items():
+        t0 = time.perf_counter()
+        report = tf_recopt.optimize(src, path, precision=precision)
+        if label == "recopt":
+            entry.update(optimize_seconds=round(time.perf_counter() - t0, 2), rewrites=report.rewrites(),
+                         parity_ok=report.parity_ok)
+        else:
+            entry["bf16_parity_max_abs"] = max(p.max_abs for s in report.signatures.values() for p in s.parity)
+    models = {"stock": src, **{label: path for label, (path, _) in outs.items()}}
     for threads in ("default", "inline"):
-        entry["timings"][threads] = _bench({"stock": src, "recopt": out}, BATCH_SIZES.get(name, DEFAULT_BATCHES),
-                                           threads, repeats)
-    shutil.rmtree(src, ignore_errors=True)
-    shutil.rmtree(out, ignore_errors=True)
+        entry["timings"][threads] = _bench(models, BATCH_SIZES.get(name, DEFAULT_BATCHES), threads, repeats)
+    for path in models.values():
+        shutil.rmtree(path, ignore_errors=True)
     return entry
 
 

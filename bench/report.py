@@ -33,21 +33,49 @@ def _e2e_section(lines):
     data = _load("end_to_end")
     if not data:
         return
-    lines += ["### End to end, zoo models (full size): stock export vs tf-recopt", "",
+    lines += ["### End to end, zoo models (full size): stock export vs tf-recopt (fp32 and bf16 weights)", "",
               f"Command: `{data['command']}`", "",
-              "| model | threads | batch | stock median / p99 ms | recopt median / p99 ms | speed-up |",
-              "|---|---|---:|---:|---:|---:|"]
+              "| model | threads | batch | stock median / p99 ms | recopt median / p99 ms | speed-up "
+              "| recopt bf16 median / p99 ms | speed-up |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for e in data["entries"]:
         for threads, rows in e["timings"].items():
             by = {(r["model"], r["batch_size"]): r for r in rows}
             for batch in sorted({r["batch_size"] for r in rows}):
-                s, o = by[("stock", batch)], by[("recopt", batch)]
+                s = by[("stock", batch)]
+                cells = []
+                for label in ("recopt", "recopt_bf16"):
+                    o = by.get((label, batch))
+                    cells.append("- | -" if o is None else
+                                 f"{o['median_ms']:.3f} / {o['p99_ms']:.3f} | {s['median_ms'] / o['median_ms']:.2f}x")
                 lines.append(f"| {e['model']} | {threads} | {batch} | {s['median_ms']:.3f} / {s['p99_ms']:.3f} | "
-                             f"{o['median_ms']:.3f} / {o['p99_ms']:.3f} | {s['median_ms'] / o['median_ms']:.2f}x |")
-    lines += ["", "| model | optimize() seconds | rewrites applied | parity |", "|---|---:|---|---|"]
+                             + " | ".join(cells) + " |")
+    lines += ["", "| model | optimize() seconds | rewrites applied | parity | bf16 max abs error |",
+              "|---|---:|---|---|---:|"]
     for e in data["entries"]:
         rw = ", ".join(f"{k}={v}" for k, v in e["rewrites"].items() if v)
-        lines.append(f"| {e['model']} | {e['optimize_seconds']} | {rw} | {'ok' if e['parity_ok'] else 'FAIL'} |")
+        lines.append(f"| {e['model']} | {e['optimize_seconds']} | {rw} | {'ok' if e['parity_ok'] else 'FAIL'} | "
+                     f"{e.get('bf16_parity_max_abs', float('nan')):.2g} |")
+    lines.append("")
+
+
+def _variants_section(lines):
+    data = _load("dense_variants_inline")
+    if not data:
+        return
+    lines += ["### Dense-layer spellings (two 512-wide layers on a 256-wide input), threads=inline", "",
+              f"Command: `{data['command']}`", "",
+              "Speed-up vs stock TensorFlow (median latency ratio); `stock ops` = custom_ops=False.", "",
+              "| variant | batch | stock median / p99 ms | stock ops | recopt | recopt bf16 |",
+              "|---|---:|---:|---:|---:|---:|"]
+    by = {}
+    for r in data["rows"]:
+        by.setdefault((r["variant"], r["batch"]), {})[r["mode"]] = r
+    for (variant, batch), modes in by.items():
+        s = modes["stock"]
+        lines.append(f"| {variant} | {batch} | {s['median_ms']:.3f} / {s['p99_ms']:.3f} | "
+                     + " | ".join(f"{modes[m]['vs_stock']:.2f}x" for m in ("recopt stock ops", "recopt",
+                                                                          "recopt bf16")) + " |")
     lines.append("")
 
 
@@ -64,6 +92,7 @@ def render():
         lines += [f"Machine: {machine['cpu']}, {machine['cores']} cores, ISA path {machine['isa']}, "
                   f"TensorFlow {machine['tensorflow']}, Python {machine['python']}.", ""]
     _mlp_section(lines)
+    _variants_section(lines)
     _e2e_section(lines)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -6,6 +6,7 @@ import sys
 STEPS = [
     ["-m", "bench.mlp", "--threads", "inline"],
     ["-m", "bench.mlp", "--threads", "default"],
+    ["-m", "bench.dense_variants", "--threads", "inline"],
     ["-m", "bench.end_to_end"],
 ]
 
