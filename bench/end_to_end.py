@@ -36,9 +36,15 @@ def run_model(name, workdir, repeats):
         shutil.rmtree(path, ignore_errors=True)
     zoo.export(name, src, size="full")
     entry = {"model": name, "timings": {}}
-    for label, (path, precision) in outs.items():
+    for label, (path, precision) in list(outs.items()):
         t0 = time.perf_counter()
-        report = tf_recopt.optimize(src, path, precision=precision)
+        try:
+            report = tf_recopt.optimize(src, path, precision=precision)
+        except tf_recopt.ParityError as exc:
+            # bf16 may reorder near-tied scores (two-tower top-k ids): optimize refuses, as it should.
+            entry["bf16_refused"] = str(exc).split(": ", 1)[-1][:200]
+            del outs[label]
+            continue
         if label == "recopt":
             entry.update(optimize_seconds=round(time.perf_counter() - t0, 2), rewrites=report.rewrites(),
                          parity_ok=report.parity_ok)

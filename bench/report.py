@@ -55,7 +55,8 @@ def _e2e_section(lines):
     for e in data["entries"]:
         rw = ", ".join(f"{k}={v}" for k, v in e["rewrites"].items() if v)
         lines.append(f"| {e['model']} | {e['optimize_seconds']} | {rw} | {'ok' if e['parity_ok'] else 'FAIL'} | "
-                     f"{e.get('bf16_parity_max_abs', float('nan')):.2g} |")
+                     + (f"refused: {e['bf16_refused'][:80]}" if "bf16_refused" in e
+                        else f"{e.get('bf16_parity_max_abs', float('nan')):.2g}") + " |")
     lines.append("")
 
 

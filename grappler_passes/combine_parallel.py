@@ -15,7 +15,7 @@ Recopt>FusedMLP; those whose first layers share an activation become
 import numpy as np
 from tensorflow.core.framework import attr_value_pb2, types_pb2
 
-from grappler_passes.fuse_dense import FUSED_OP
+from grappler_passes.fuse_dense import FUSED_OP, fused_mlp_attrs
 from grappler_passes.pass_base import GraphPass
 
 
@@ -64,14 +64,8 @@ class CombineParallelDense(GraphPass):
         w_cat = view.add_const(base + "/w", np.concatenate([w for w, _ in firsts], axis=1)).name
         b_cat = view.add_const(base + "/b", np.concatenate([b for _, b in firsts])).name
         head = members[0]
-        attrs = {
-            "num_layers": attr_value_pb2.AttrValue(i=1),
-            "activations": attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(
-                s=[head.attr["activations"].list.s[0]])),
-            "alphas": attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(
-                f=[head.attr["alphas"].list.f[0]])),
-            "weights_bf16": attr_value_pb2.AttrValue(b=head.attr["weights_bf16"].b),
-        }
+        attrs = fused_mlp_attrs([head.attr["activations"].list.s[0]], [head.attr["alphas"].list.f[0]],
+                                head.attr["weights_bf16"].b)
         combined = view.add_node(FUSED_OP, base, [x, w_cat, b_cat], attrs, device=head.device)
         sizes = view.add_const(base + "/sizes", np.array([w.shape[1] for w, _ in firsts], np.int32)).name
         axis = view.add_const(base + "/axis", np.array(-1, np.int32)).name

@@ -5,7 +5,8 @@ One layer, in any of these forms (Identity between ops is looked through):
 
       x    W (Const, 2-D)
        \  /
-   MatMul | BatchMatMulV2 | Einsum "...k,kn->...n"    transposed W folded in
+   MatMul | BatchMatMulV2 | Einsum "...k,kn->...n"    transposed W folded in; MatMul's
+                                                      transpose_a becomes a Transpose of x
         |    b (Const, [n] or [1, n])
   BiasAdd | Add | AddV2                               bias on either side, optional
         |
@@ -25,6 +26,18 @@ from grappler_passes.pattern import P, match, safe_to_fuse
 
 FUSED_OP = "Recopt>FusedMLP"
 _EINSUM = re.compile(r"^([a-z.]*)([a-z]),([a-z])([a-z])->([a-z.]*)([a-z])$")
+
+
+def fused_mlp_attrs(activations, alphas, weights_bf16):
+    """The attrs of a Recopt>FusedMLP node (activation names as str)."""
+    return {
+        "num_layers": attr_value_pb2.AttrValue(i=len(activations)),
+        "activations": attr_value_pb2.AttrValue(
+            list=attr_value_pb2.AttrValue.ListValue(s=[a if isinstance(a, bytes) else a.encode()
+                                                       for a in activations])),
+        "alphas": attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(f=list(alphas))),
+        "weights_bf16": attr_value_pb2.AttrValue(b=weights_bf16),
+    }
 
 
 def _is_float(node, view):
@@ -58,7 +71,7 @@ def _dense_matmul(node, view):
     if not _is_float(node, view):
         return False
     if node.op == "MatMul":
-        return not node.attr["transpose_a"].b
+        return True  # transpose_a: the fused op gets a Transpose in front (see _emit)
     if node.op == "BatchMatMulV2":
         return not node.attr["adj_x"].b
     return node.op == "Einsum" and _einsum_transpose(node) is not None
@@ -85,6 +98,7 @@ class _Layer:
         self.root = m.root
         self.out = m.root.name
         self.x = view.skip_identity(view.data_inputs(m["matmul"])[0])
+        self.transpose_x = m["matmul"].op == "MatMul" and m["matmul"].attr["transpose_a"].b
         w = view.const_value(m.tensors["w"])
         self.w = np.ascontiguousarray(w.T if _weight_transposed(m["matmul"]) else w).astype(np.float32)
         self.b = self._bias(m, view)
@@ -157,7 +171,7 @@ class FuseDense(GraphPass):
         next_of = {}
         for layer in layers.values():
             prev = layers.get(layer.x)
-            if prev is not None and prev.root.name not in view.protected and \
+            if prev is not None and not layer.transpose_x and prev.root.name not in view.protected and \
                     len(view.consumers(prev.root.name)) == 1 and not view.control_consumers(prev.root.name):
                 next_of[prev.out] = layer
         chained = {id(l) for l in next_of.values()}
@@ -174,13 +188,12 @@ class FuseDense(GraphPass):
         weights = [view.add_const(f"{name}/recopt_w{i}", l.w).name for i, l in enumerate(chain)]
         biases = [view.add_const(f"{name}/recopt_b{i}", l.b).name for i, l in enumerate(chain)]
         view.remove_nodes({n.name for l in chain for n in l.removed})
-        attrs = {
-            "num_layers": attr_value_pb2.AttrValue(i=len(chain)),
-            "activations": attr_value_pb2.AttrValue(
-                list=attr_value_pb2.AttrValue.ListValue(s=[l.activation.encode() for l in chain])),
-            "alphas": attr_value_pb2.AttrValue(
-                list=attr_value_pb2.AttrValue.ListValue(f=[l.alpha for l in chain])),
-            "weights_bf16": attr_value_pb2.AttrValue(b=bf16),
-        }
+        attrs = fused_mlp_attrs([l.activation for l in chain], [l.alpha for l in chain], bf16)
+        x = chain[0].x
+        if chain[0].transpose_x:
+            perm = view.add_const(f"{name}/recopt_perm", np.array([1, 0], np.int32)).name
+            x = view.add_node("Transpose", f"{name}/recopt_transpose_x", [x, perm], {
+                "T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT),
+                "Tperm": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)}, device=device).name
         # Same name as the replaced output node: consumers keep reading `name:0`.
-        view.add_node(FUSED_OP, name, [chain[0].x] + weights + biases, attrs, device=device)
+        view.add_node(FUSED_OP, name, [x] + weights + biases, attrs, device=device)

@@ -71,6 +71,7 @@ def test_leaky_alpha_is_recovered(ops):
     ("einsum ellipsis", lambda x: tf.nn.relu(tf.einsum("...c,cd->...d", x, W) + B), SPEC3),
     ("einsum transposed", lambda x: tf.nn.relu(tf.einsum("abc,dc->abd", x, tf.transpose(W)) + B), SPEC3),
     ("tensordot", lambda x: tf.nn.relu(tf.tensordot(x, W, axes=1) + B), SPEC3),
+    ("matmul transpose_a", lambda x: tf.nn.relu(tf.matmul(tf.transpose(x), W, transpose_a=True) + B), SPEC2),
 ])
 def test_matmul_spellings(ops, name, layer, spec):
     fused, op_list = _fused(layer, spec)

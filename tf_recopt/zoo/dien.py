@@ -3,21 +3,14 @@ of the target over the GRU states. AUGRU's attention-gated second GRU is
 left out: Keras has no AUGRU layer; the interest-evolution GRU is kept."""
 import keras
 
-from tf_recopt.zoo.layers import attention_pool, mlp
-
-CONFIG = {
-    "full": dict(items=1_000_000, dim=32, seq=50, att=(80, 40), top=(200, 80, 1)),
-    "small": dict(items=1000, dim=8, seq=10, att=(16, 8), top=(16, 1)),
-}
+from tf_recopt.zoo.layers import SEQUENCE_CONFIG as CONFIG
+from tf_recopt.zoo.layers import attention_pool, mlp, sequence_inputs
 
 
 def build(size="full"):
     c = CONFIG[size]
-    target = keras.Input((), dtype="int64", name="target_item")
-    history = keras.Input((c["seq"],), dtype="int64", name="history")
-    emb = keras.layers.Embedding(c["items"], c["dim"], name="item_emb")
-    q, keys = emb(target), emb(history)
+    target, history, q, keys, mask = sequence_inputs(c)
     states = keras.layers.GRU(c["dim"], return_sequences=True, name="interest_gru")(keys)
-    pooled = attention_pool(q, states, keras.ops.not_equal(history, 0), c["att"], "dien")
+    pooled = attention_pool(q, states, mask, c["att"], "dien")
     prob = mlp(keras.ops.concatenate([q, pooled], axis=1), c["top"], last_activation="sigmoid", name="top")
     return keras.Model({"target_item": target, "history": history}, {"ctr": prob}, name="dien")

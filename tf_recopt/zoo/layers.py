@@ -18,3 +18,19 @@ def attention_pool(query, keys, mask, units, name):
     w = keras.layers.Dense(1, name=f"{name}_att_out")(h)            # [B, T, 1]
     w = keras.ops.where(keras.ops.expand_dims(mask, -1), w, keras.ops.zeros_like(w))
     return keras.ops.sum(w * keys, axis=1)                          # [B, d]
+
+
+# DIN and DIEN share their sizes and inputs: a target item and a behaviour
+# sequence of item ids (0 = padding) looked up in one item table.
+SEQUENCE_CONFIG = {
+    "full": dict(items=1_000_000, dim=32, seq=50, att=(80, 40), top=(200, 80, 1)),
+    "small": dict(items=1000, dim=8, seq=10, att=(16, 8), top=(16, 1)),
+}
+
+
+def sequence_inputs(c):
+    """(target input, history input, target embedding, history embeddings, padding mask)."""
+    target = keras.Input((), dtype="int64", name="target_item")
+    history = keras.Input((c["seq"],), dtype="int64", name="history")
+    emb = keras.layers.Embedding(c["items"], c["dim"], name="item_emb")
+    return target, history, emb(target), emb(history), keras.ops.not_equal(history, 0)
