@@ -93,7 +93,6 @@ PRE_PATTERNS = (_BIAS, _MATMUL)  # longest first
 
 class _Layer:
     def __init__(self, m, view):
-        self.match = m
         self.removed = list(m.removed)
         self.root = m.root
         self.out = m.root.name

@@ -106,10 +106,3 @@ def safe_to_fuse(m, view):
                 return f"'{n.name}' is also used by '{consumer.name}' outside the fused subgraph"
     return None
 
-
-def first_match(patterns, node, view):
-    for pattern in patterns:
-        m = match(pattern, node, view)
-        if m is not None:
-            return pattern, m
-    return None, None

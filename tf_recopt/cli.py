@@ -130,13 +130,13 @@ def cmd_validate(args):
 
 def cmd_bench(args):
     from tf_recopt import benchmark
+    from tf_recopt.saved_model_io import check_saved_model_dir
     benchmark.configure_threads(args.threads)
     import tf_recopt
     tf_recopt.load_ops()
     models = {}
     for m in args.models:
         label, _, path = m.rpartition("=") if "=" in m else (os.path.basename(m.rstrip("/")), "", m)
-        from tf_recopt.saved_model_io import check_saved_model_dir
         check_saved_model_dir(path)
         models[label] = path
     timings = benchmark.bench(models, args.batch_sizes, args.signature, args.warmup, args.repeats)
