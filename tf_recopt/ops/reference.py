@@ -28,3 +28,69 @@ def fused_mlp(x, weights, biases, activations, alphas, weights_bf16=False):
             w = tf.cast(tf.cast(w, tf.bfloat16), tf.float32)
         h = _ACTIVATIONS[act](tf.tensordot(h, w, axes=1) + b, alpha)
     return h
+
+
+def _resolve_ids(ids, feature, rows):
+    if ids.dtype == tf.string:
+        ids = tf.strings.to_hash_bucket_fast(ids, feature.hash_buckets)
+    elif feature.hash_buckets:
+        ids = tf.math.floormod(ids, tf.cast(feature.hash_buckets, ids.dtype))
+    if feature.negative_ids == "wrap":
+        ids = tf.where(ids < 0, ids + tf.cast(rows, ids.dtype), ids)
+    return ids
+
+
+def _pool_dense(rows, weights, combiner):
+    """rows [B, L, D]; weights [B, L] or None -> [B, D] as embedding_lookup_sparse combines."""
+    if weights is None:
+        weights = tf.ones(tf.shape(rows)[:2], rows.dtype)
+    total = tf.reduce_sum(rows * weights[..., None], axis=1)
+    if combiner == "sum":
+        return total
+    norm = tf.reduce_sum(weights if combiner == "mean" else weights * weights, axis=1, keepdims=True)
+    return tf.math.divide_no_nan(total, norm if combiner == "mean" else tf.sqrt(norm))
+
+
+def _pool_segments(table, ids, segments, num_segments, weights, combiner):
+    if weights is None:
+        op = {"sum": tf.sparse.segment_sum, "mean": tf.sparse.segment_mean,
+              "sqrtn": tf.sparse.segment_sqrt_n}[combiner]
+        return op(table, ids, segments, num_segments=num_segments)
+    if num_segments is None:
+        num_segments = tf.cond(tf.size(segments) > 0, lambda: tf.cast(segments[-1], tf.int32) + 1,
+                               lambda: 0)
+    rows = tf.gather(table, ids) * weights[:, None]
+    total = tf.math.unsorted_segment_sum(rows, segments, num_segments)
+    if combiner == "sum":
+        return total
+    w = weights if combiner == "mean" else weights * weights
+    norm = tf.math.unsorted_segment_sum(w, segments, num_segments)[:, None]
+    return tf.math.divide_no_nan(total, norm if combiner == "mean" else tf.sqrt(norm))
+
+
+def _one_feature(table, ids, parts, weights, feature):
+    table = tf.convert_to_tensor(table)
+    if table.dtype == tf.bfloat16:
+        table = tf.cast(table, tf.float32)
+    ids = _resolve_ids(tf.convert_to_tensor(ids), feature, tf.shape(table)[0])
+    if feature.layout == "dense":
+        rows = tf.gather(table, ids)
+        return rows if feature.combiner == "none" else _pool_dense(rows, weights, feature.combiner)
+    if feature.layout == "ragged":
+        splits = tf.cast(parts[0], tf.int64)
+        segments = tf.ragged.row_splits_to_segment_ids(splits)
+        return _pool_segments(table, ids, segments, tf.size(splits) - 1, weights, feature.combiner)
+    num = parts[1] if feature.layout == "segments_n" else None
+    return _pool_segments(table, ids, parts[0], num, weights, feature.combiner)
+
+
+def fused_embedding_lookup(tables, features, ids, partitions=None, weights=None, concat=False):
+    """Recopt>FusedEmbeddingLookup (see tf_recopt.ops.embedding) in plain TF ops."""
+    partitions = partitions or [()] * len(features)
+    weights = weights or [None] * len(features)
+    outs = [_one_feature(tables[f.table], i, p, w, f)
+            for f, i, p, w in zip(features, ids, partitions, weights)]
+    if not concat:
+        return outs
+    batch = tf.shape(outs[0])[0]
+    return tf.concat([tf.reshape(o, [batch, -1]) for o in outs], axis=1)

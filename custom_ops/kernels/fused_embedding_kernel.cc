@@ -1,0 +1,376 @@
+// Thin OpKernel over core/embedding: reads the tables (constants or resource
+// variables, without the copy a ReadVariableOp may make), resolves each
+// feature's ids (hashing, Keras-style negative wrap, range checks with
+// TensorFlow's gather message), derives its row structure, and shards
+// blocks of output rows over the intra-op pool.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/embedding.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/resource_mgr.h"
+#include "tensorflow/core/framework/resource_var.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+// farmhash's Fingerprint64, exported by libtensorflow_framework; the pip
+// package ships no farmhash.h. It is what StringToHashBucketFast uses, and
+// the tests check buckets against that op bit for bit.
+namespace util {
+uint64_t Fingerprint64(const char* s, size_t len);
+}  // namespace util
+
+namespace tensorflow {
+namespace {
+
+enum class Layout { kDense, kRagged, kSegments, kSegmentsN };
+
+struct FeatureAttrs {
+  int table;
+  Layout layout;
+  recopt::Combiner combiner;
+  int64_t hash_buckets;  // 0: ids are row numbers
+  bool wrap_negative;    // Keras `take`: id < 0 reads row id + rows
+  bool weighted;
+};
+
+// Per-call state of one feature: resolved ids and row structure.
+struct ResolvedFeature {
+  std::vector<int64_t> ids;
+  std::vector<int64_t> offsets;
+  const float* weights = nullptr;
+  int64_t num_rows = 0;
+  int64_t ids_per_row = 0;
+  TensorShape out_shape;  // of its own output
+  int64_t width = 0;      // floats per output row
+};
+
+int PartitionCount(Layout layout) {
+  switch (layout) {
+    case Layout::kDense: return 0;
+    case Layout::kRagged:
+    case Layout::kSegments: return 1;
+    case Layout::kSegmentsN: return 2;
+  }
+  return 0;
+}
+
+bool LayoutFromName(const string& name, Layout* out) {
+  if (name == "dense") *out = Layout::kDense;
+  else if (name == "ragged") *out = Layout::kRagged;
+  else if (name == "segments") *out = Layout::kSegments;
+  else if (name == "segments_n") *out = Layout::kSegmentsN;
+  else return false;
+  return true;
+}
+
+template <typename T>
+int64_t IntAt(const Tensor& t, int64_t i) { return static_cast<int64_t>(t.flat<T>()(i)); }
+
+int64_t IntAt(const Tensor& t, int64_t i) {
+  return t.dtype() == DT_INT32 ? IntAt<int32>(t, i) : IntAt<int64_t>(t, i);
+}
+
+class FusedEmbeddingLookupOp : public OpKernel {
+ public:
+  explicit FusedEmbeddingLookupOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    std::vector<int> tables;
+    std::vector<string> layouts, combiners, negative;
+    std::vector<int64_t> buckets;
+    std::vector<bool> weighted;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("table_ids", &tables));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("layouts", &layouts));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("combiners", &combiners));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("hash_buckets", &buckets));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("negative_ids", &negative));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("weighted", &weighted));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("table_dims", &table_dims_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("concat", &concat_));
+    DataTypeVector ttables, tids, tparts;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("Ttables", &ttables));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("Tids", &tids));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("Tpartitions", &tparts));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_weights", &num_weights_));
+    num_tables_ = ttables.size();
+    const size_t n = tids.size();
+    OP_REQUIRES(ctx, tables.size() == n && layouts.size() == n && combiners.size() == n &&
+                         buckets.size() == n && negative.size() == n && weighted.size() == n,
+                errors::InvalidArgument(name(), ": every per-feature attr needs ", n, " entries"));
+    OP_REQUIRES(ctx, table_dims_.size() == num_tables_,
+                errors::InvalidArgument(name(), ": table_dims needs ", num_tables_, " entries"));
+    int parts = 0, weights = 0;
+    for (size_t f = 0; f < n; ++f) {
+      FeatureAttrs a{tables[f], Layout::kDense, recopt::Combiner::kNone, buckets[f],
+                     negative[f] == "wrap", weighted[f]};
+      OP_REQUIRES(ctx, a.table >= 0 && a.table < static_cast<int>(num_tables_),
+                  errors::InvalidArgument(name(), ": feature ", f, " names table ", a.table));
+      OP_REQUIRES(ctx, LayoutFromName(layouts[f], &a.layout),
+                  errors::InvalidArgument(name(), ": feature ", f, ": unknown layout '", layouts[f], "'"));
+      OP_REQUIRES(ctx, recopt::CombinerFromName(combiners[f].c_str(), &a.combiner),
+                  errors::InvalidArgument(name(), ": feature ", f, ": unknown combiner '", combiners[f], "'"));
+      OP_REQUIRES(ctx, negative[f] == "wrap" || negative[f] == "error",
+                  errors::InvalidArgument(name(), ": feature ", f, ": negative_ids must be error or wrap"));
+      OP_REQUIRES(ctx, a.layout == Layout::kDense || a.combiner != recopt::Combiner::kNone,
+                  errors::InvalidArgument(name(), ": feature ", f, ": ", layouts[f],
+                                          " ids need a combiner other than none"));
+      OP_REQUIRES(ctx, tids[f] != DT_STRING || a.hash_buckets > 0,
+                  errors::InvalidArgument(name(), ": feature ", f, ": string ids need hash_buckets > 0"));
+      parts += PartitionCount(a.layout);
+      weights += a.weighted;
+      features_.push_back(a);
+    }
+    OP_REQUIRES(ctx, parts == static_cast<int>(tparts.size()),
+                errors::InvalidArgument(name(), ": layouts need ", parts, " partition tensors, got ",
+                                        tparts.size()));
+    OP_REQUIRES(ctx, weights == num_weights_,
+                errors::InvalidArgument(name(), ": ", weights, " weighted features but ",
+                                        num_weights_, " weight tensors"));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    std::vector<Tensor> tables(num_tables_);
+    std::vector<recopt::EmbeddingTableView> views(num_tables_);
+    for (int t = 0; t < static_cast<int>(num_tables_); ++t) {
+      OP_REQUIRES_OK(ctx, ReadTable(ctx, t, &tables[t], &views[t]));
+    }
+    const int ids_base = num_tables_;
+    const int parts_base = ids_base + features_.size();
+    int part = parts_base, weight = parts_base + PartitionTotal();
+    std::vector<ResolvedFeature> resolved(features_.size());
+    for (size_t f = 0; f < features_.size(); ++f) {
+      OP_REQUIRES_OK(ctx, Resolve(ctx, f, views[features_[f].table], ids_base + f, &part, &weight,
+                                  &resolved[f]));
+    }
+    std::vector<recopt::EmbeddingBag> bags(features_.size());
+    OP_REQUIRES_OK(ctx, AllocateOutputs(ctx, resolved, &bags));
+    Run(ctx, views, bags);
+  }
+
+ private:
+  int PartitionTotal() const {
+    int total = 0;
+    for (const auto& a : features_) total += PartitionCount(a.layout);
+    return total;
+  }
+
+  Status ReadTable(OpKernelContext* ctx, int t, Tensor* out, recopt::EmbeddingTableView* view) {
+    if (ctx->input_dtype(t) == DT_RESOURCE) {
+      core::RefCountPtr<Var> var;
+      TF_RETURN_IF_ERROR(LookupResource(ctx, HandleFromInput(ctx, t), &var));
+      // A shallow copy under the shared lock keeps this buffer alive for the
+      // call; an assignment meanwhile swaps in a new buffer instead.
+      tf_shared_lock lock(*var->mu());
+      if (!var->is_initialized) {
+        return errors::FailedPrecondition(name(), ": table ", t, " is an uninitialized variable");
+      }
+      *out = *var->tensor();
+    } else {
+      *out = ctx->input(t);
+    }
+    if (out->dims() != 2 || (out->dtype() != DT_FLOAT && out->dtype() != DT_BFLOAT16)) {
+      return errors::InvalidArgument(name(), ": table ", t, " must be a float32 or bfloat16 matrix, got ",
+                                     DataTypeString(out->dtype()), " ", out->shape().DebugString());
+    }
+    if (table_dims_[t] >= 0 && out->dim_size(1) != table_dims_[t]) {
+      return errors::InvalidArgument(name(), ": table ", t, " has ", out->dim_size(1),
+                                     " columns but the graph was built for ", table_dims_[t]);
+    }
+    *view = {out->tensor_data().data(), out->dtype() == DT_BFLOAT16, out->dim_size(0), out->dim_size(1)};
+    return OkStatus();
+  }
+
+  Status ResolveIds(int f, const Tensor& ids, const recopt::EmbeddingTableView& table,
+                    std::vector<int64_t>* out) const {
+    const FeatureAttrs& a = features_[f];
+    const int64_t n = ids.NumElements();
+    out->resize(n);
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t id;
+      if (ids.dtype() == DT_STRING) {
+        const tstring& s = ids.flat<tstring>()(i);
+        id = static_cast<int64_t>(::util::Fingerprint64(s.data(), s.size()) % a.hash_buckets);
+      } else {
+        id = IntAt(ids, i);
+        if (a.hash_buckets > 0) id = ((id % a.hash_buckets) + a.hash_buckets) % a.hash_buckets;
+      }
+      if (a.wrap_negative && id < 0) id += table.rows;
+      if (id < 0 || id >= table.rows) {
+        return errors::InvalidArgument(name(), ": feature ", f, " (table ", a.table, "): indices[", i,
+                                       "] = ", id, " is not in [0, ", table.rows, ")");
+      }
+      (*out)[i] = id;
+    }
+    return OkStatus();
+  }
+
+  Status Resolve(OpKernelContext* ctx, int f, const recopt::EmbeddingTableView& table, int ids_index,
+                 int* part, int* weight, ResolvedFeature* r) const {
+    const FeatureAttrs& a = features_[f];
+    const Tensor& ids = ctx->input(ids_index);
+    TF_RETURN_IF_ERROR(ResolveIds(f, ids, table, &r->ids));
+    const int64_t n = ids.NumElements();
+    if (a.layout == Layout::kDense) {
+      TF_RETURN_IF_ERROR(DenseRows(f, ids, table.dim, r));
+    } else {
+      const Tensor& ids_part = ctx->input((*part)++);
+      if (ids.dims() != 1) {
+        return errors::InvalidArgument(name(), ": feature ", f, ": ids must be a vector, got ",
+                                       ids.shape().DebugString());
+      }
+      if (a.layout == Layout::kRagged) {
+        TF_RETURN_IF_ERROR(RaggedRows(f, ids_part, n, r));
+      } else {
+        int64_t num_segments = -1;
+        if (a.layout == Layout::kSegmentsN) num_segments = IntAt(ctx->input((*part)++), 0);
+        TF_RETURN_IF_ERROR(SegmentRows(f, ids_part, n, num_segments, r));
+      }
+      r->width = table.dim;
+      r->out_shape = TensorShape({r->num_rows, table.dim});
+    }
+    if (a.weighted) {
+      const Tensor& w = ctx->input((*weight)++);
+      if (w.NumElements() != n || w.dtype() != DT_FLOAT) {
+        return errors::InvalidArgument(name(), ": feature ", f, ": weights must be float32 with one per id (",
+                                       n, "), got ", w.shape().DebugString());
+      }
+      r->weights = w.flat<float>().data();
+    }
+    return OkStatus();
+  }
+
+  Status DenseRows(int f, const Tensor& ids, int64_t dim, ResolvedFeature* r) const {
+    const bool pooled = features_[f].combiner != recopt::Combiner::kNone;
+    if (ids.dims() < 1 || (pooled && ids.dims() != 2)) {
+      return errors::InvalidArgument(name(), ": feature ", f, ": dense ids must be ",
+                                     pooled ? "[batch, ids_per_row]" : "at least a vector",
+                                     ", got ", ids.shape().DebugString());
+    }
+    r->num_rows = ids.dim_size(0);
+    r->ids_per_row = 1;
+    for (int d = 1; d < ids.dims(); ++d) r->ids_per_row *= ids.dim_size(d);
+    if (pooled) {
+      r->out_shape = TensorShape({r->num_rows, dim});
+      r->width = dim;
+    } else {
+      r->out_shape = ids.shape();
+      r->out_shape.AddDim(dim);
+      r->width = r->ids_per_row * dim;
+    }
+    return OkStatus();
+  }
+
+  Status RaggedRows(int f, const Tensor& splits, int64_t n, ResolvedFeature* r) const {
+    if (splits.dims() != 1 || splits.NumElements() < 1) {
+      return errors::InvalidArgument(name(), ": feature ", f, ": row_splits must be a non-empty vector");
+    }
+    r->num_rows = splits.NumElements() - 1;
+    r->offsets.resize(splits.NumElements());
+    for (int64_t i = 0; i <= r->num_rows; ++i) {
+      r->offsets[i] = IntAt(splits, i);
+      if ((i == 0 && r->offsets[0] != 0) || (i > 0 && r->offsets[i] < r->offsets[i - 1])) {
+        return errors::InvalidArgument(name(), ": feature ", f, ": row_splits must start at 0 and not decrease");
+      }
+    }
+    if (r->offsets[r->num_rows] != n) {
+      return errors::InvalidArgument(name(), ": feature ", f, ": row_splits end at ", r->offsets[r->num_rows],
+                                     " but there are ", n, " ids");
+    }
+    return OkStatus();
+  }
+
+  // Sorted segment ids (SparseSegmentSum's contract) -> CSR offsets.
+  Status SegmentRows(int f, const Tensor& segments, int64_t n, int64_t num_segments,
+                     ResolvedFeature* r) const {
+    if (segments.NumElements() != n) {
+      return errors::InvalidArgument(name(), ": feature ", f, ": ", segments.NumElements(),
+                                     " segment ids for ", n, " ids");
+    }
+    int64_t prev = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t s = IntAt(segments, i);
+      if (s < prev || (num_segments >= 0 && s >= num_segments)) {
+        return errors::InvalidArgument(name(), ": feature ", f, ": segment ids must be sorted and in range; "
+                                       "segment_ids[", i, "] = ", s);
+      }
+      prev = s;
+    }
+    r->num_rows = num_segments >= 0 ? num_segments : (n == 0 ? 0 : prev + 1);
+    r->offsets.assign(r->num_rows + 1, 0);
+    for (int64_t i = 0; i < n; ++i) r->offsets[IntAt(segments, i) + 1]++;
+    for (int64_t s = 0; s < r->num_rows; ++s) r->offsets[s + 1] += r->offsets[s];
+    return OkStatus();
+  }
+
+  Status AllocateOutputs(OpKernelContext* ctx, std::vector<ResolvedFeature>& resolved,
+                         std::vector<recopt::EmbeddingBag>* bags) {
+    for (size_t f = 0; f < resolved.size(); ++f) {
+      const ResolvedFeature& r = resolved[f];
+      (*bags)[f] = {features_[f].combiner, r.ids.data(), r.weights, r.num_rows, r.ids_per_row,
+                    r.offsets.empty() ? nullptr : r.offsets.data(), nullptr, r.width};
+    }
+    if (!concat_) {
+      for (size_t f = 0; f < resolved.size(); ++f) {
+        Tensor* out = nullptr;
+        TF_RETURN_IF_ERROR(ctx->allocate_output(f, resolved[f].out_shape, &out));
+        (*bags)[f].out = out->flat<float>().data();
+      }
+      return OkStatus();
+    }
+    int64_t total = 0;
+    for (size_t f = 0; f < resolved.size(); ++f) {
+      if (resolved[f].num_rows != resolved[0].num_rows) {
+        return errors::InvalidArgument(name(), ": concatenated features need one batch size; feature 0 has ",
+                                       resolved[0].num_rows, " rows, feature ", f, " has ",
+                                       resolved[f].num_rows);
+      }
+      total += resolved[f].width;
+    }
+    Tensor* out = nullptr;
+    TF_RETURN_IF_ERROR(ctx->allocate_output(0, TensorShape({resolved[0].num_rows, total}), &out));
+    int64_t column = 0;
+    for (size_t f = 0; f < resolved.size(); ++f) {
+      (*bags)[f].out = out->flat<float>().data() + column;
+      (*bags)[f].out_stride = total;
+      column += resolved[f].width;
+    }
+    return OkStatus();
+  }
+
+  void Run(OpKernelContext* ctx, const std::vector<recopt::EmbeddingTableView>& views,
+           const std::vector<recopt::EmbeddingBag>& bags) const {
+    struct Block { int feature; int64_t r0, r1; };
+    constexpr int64_t kRowsPerBlock = 32;
+    std::vector<Block> blocks;
+    int64_t cost = 0;
+    for (size_t f = 0; f < bags.size(); ++f) {
+      const auto& table = views[features_[f].table];
+      cost += recopt::EmbeddingBagCost(table, bags[f], 0, bags[f].num_rows);
+      for (int64_t r = 0; r < bags[f].num_rows; r += kRowsPerBlock) {
+        blocks.push_back({static_cast<int>(f), r, std::min(bags[f].num_rows, r + kRowsPerBlock)});
+      }
+    }
+    if (blocks.empty()) return;
+    auto work = [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const Block& blk = blocks[b];
+        recopt::EmbeddingBagRows(views[features_[blk.feature].table], bags[blk.feature], blk.r0, blk.r1);
+      }
+    };
+    auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
+    // Cost per block in "cycles": about one per float read and written.
+    Shard(threads->num_threads, threads->workers, blocks.size(),
+          std::max<int64_t>(1, cost / static_cast<int64_t>(blocks.size())), work);
+  }
+
+  std::vector<FeatureAttrs> features_;
+  std::vector<int64_t> table_dims_;
+  size_t num_tables_ = 0;
+  int num_weights_ = 0;
+  bool concat_ = false;
+};
+
+REGISTER_KERNEL_BUILDER(Name("Recopt>FusedEmbeddingLookup").Device(DEVICE_CPU), FusedEmbeddingLookupOp);
+
+}  // namespace
+}  // namespace tensorflow

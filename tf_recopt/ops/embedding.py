@@ -1,0 +1,64 @@
+"""Python face of Recopt>FusedEmbeddingLookup: a per-feature spec, the
+attrs it maps to, and a call helper used by the pass, tests and benchmarks."""
+import dataclasses
+from typing import List, Optional, Sequence
+
+LAYOUTS = ("dense", "ragged", "segments", "segments_n")
+COMBINERS = ("none", "sum", "mean", "sqrtn")
+PARTITIONS_PER_LAYOUT = {"dense": 0, "ragged": 1, "segments": 1, "segments_n": 2}
+OP_NAME = "Recopt>FusedEmbeddingLookup"
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingFeature:
+    """One lookup: which table, how its ids are structured and combined."""
+    table: int
+    layout: str = "dense"
+    combiner: str = "none"
+    hash_buckets: int = 0        # > 0: StringToHashBucketFast for strings, floormod for ints
+    negative_ids: str = "error"  # "wrap": Keras `take` semantics
+    weighted: bool = False
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.combiner not in COMBINERS:
+            raise ValueError(f"combiner must be one of {COMBINERS}, got {self.combiner!r}")
+        if self.layout != "dense" and self.combiner == "none":
+            raise ValueError(f"{self.layout} ids need a combiner other than 'none'")
+        if self.negative_ids not in ("error", "wrap"):
+            raise ValueError(f"negative_ids must be 'error' or 'wrap', got {self.negative_ids!r}")
+
+    @property
+    def num_partitions(self):
+        return PARTITIONS_PER_LAYOUT[self.layout]
+
+
+def op_attrs(features: Sequence[EmbeddingFeature], table_dims: Sequence[int], concat: bool):
+    """The op's per-feature attrs (Ttables/Tids/Tpartitions come from inputs)."""
+    return dict(
+        table_ids=[f.table for f in features], table_dims=list(table_dims),
+        layouts=[f.layout for f in features], combiners=[f.combiner for f in features],
+        hash_buckets=[f.hash_buckets for f in features],
+        negative_ids=[f.negative_ids for f in features],
+        weighted=[f.weighted for f in features], concat=concat,
+        num_outputs=1 if concat else len(features))
+
+
+def fused_embedding_lookup(ops, tables, features: Sequence[EmbeddingFeature], ids: List,
+                           partitions: Optional[List[Sequence]] = None,
+                           weights: Optional[List] = None, concat=False):
+    """Calls the op. partitions[f]: the feature's row_splits / segment ids
+    (+ num_segments) or () for dense; weights[f]: per-id weights or None.
+    Tables may be tensors or tf.Variables (passed by handle, never copied)."""
+    import tensorflow as tf
+    partitions = partitions or [()] * len(features)
+    weights = weights or [None] * len(features)
+    flat_parts = [p for f, parts in zip(features, partitions) for p in parts]
+    flat_weights = [w for f, w in zip(features, weights) if f.weighted]
+    table_inputs = [t.handle if isinstance(t, tf.Variable) else t for t in tables]
+    dims = [int(t.shape[-1]) if t.shape.rank == 2 and t.shape[-1] is not None else -1 for t in tables]
+    out = ops.recopt_fused_embedding_lookup(
+        tables=table_inputs, ids=list(ids), partitions=flat_parts, weights=flat_weights,
+        **op_attrs(features, dims, concat))
+    return out[0] if concat else list(out)
