@@ -8,7 +8,7 @@ namespace {
 
 // Rows are a few hundred bytes at random places in tables far larger than
 // the caches: asking for the row a few ids ahead overlaps those misses.
-constexpr int64_t kPrefetchDistance = 4;
+constexpr int64_t kPrefetchDistance = 16;
 
 inline int64_t RowBegin(const EmbeddingBag& bag, int64_t r) {
   return bag.offsets != nullptr ? bag.offsets[r] : r * bag.ids_per_row;

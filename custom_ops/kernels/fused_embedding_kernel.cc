@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../core/embedding.h"
+#include "../core/hugepages.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/resource_mgr.h"
 #include "tensorflow/core/framework/resource_var.h"
@@ -65,11 +66,15 @@ bool LayoutFromName(const string& name, Layout* out) {
   return true;
 }
 
-template <typename T>
-int64_t IntAt(const Tensor& t, int64_t i) { return static_cast<int64_t>(t.flat<T>()(i)); }
-
-int64_t IntAt(const Tensor& t, int64_t i) {
-  return t.dtype() == DT_INT32 ? IntAt<int32>(t, i) : IntAt<int64_t>(t, i);
+// An int32 or int64 tensor's values as int64 (flat<T>() once, not per element).
+std::vector<int64_t> Int64Values(const Tensor& t) {
+  const int64_t n = t.NumElements();
+  if (t.dtype() == DT_INT32) {
+    const int32* p = t.flat<int32>().data();
+    return std::vector<int64_t>(p, p + n);
+  }
+  const int64_t* p = t.flat<int64_t>().data();
+  return std::vector<int64_t>(p, p + n);
 }
 
 class FusedEmbeddingLookupOp : public OpKernel {
@@ -177,28 +182,39 @@ class FusedEmbeddingLookupOp : public OpKernel {
                                      " columns but the graph was built for ", table_dims_[t]);
     }
     *view = {out->tensor_data().data(), out->dtype() == DT_BFLOAT16, out->dim_size(0), out->dim_size(1)};
+    recopt::AdviseHugePages(out->tensor_data().data(), out->tensor_data().size());
+    return OkStatus();
+  }
+
+  Status OutOfRange(int f, int64_t i, int64_t id, int64_t rows) const {
+    return errors::InvalidArgument(name(), ": feature ", f, " (table ", features_[f].table, "): indices[", i,
+                                   "] = ", id, " is not in [0, ", rows, ")");
+  }
+
+  template <typename T>
+  Status ResolveIntIds(int f, const T* ids, int64_t n, int64_t rows, int64_t* out) const {
+    const FeatureAttrs& a = features_[f];
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t id = static_cast<int64_t>(ids[i]);
+      if (a.hash_buckets > 0) id = ((id % a.hash_buckets) + a.hash_buckets) % a.hash_buckets;
+      if (a.wrap_negative && id < 0) id += rows;
+      if (id < 0 || id >= rows) return OutOfRange(f, i, id, rows);
+      out[i] = id;
+    }
     return OkStatus();
   }
 
   Status ResolveIds(int f, const Tensor& ids, const recopt::EmbeddingTableView& table,
                     std::vector<int64_t>* out) const {
-    const FeatureAttrs& a = features_[f];
     const int64_t n = ids.NumElements();
     out->resize(n);
+    if (ids.dtype() == DT_INT32) return ResolveIntIds(f, ids.flat<int32>().data(), n, table.rows, out->data());
+    if (ids.dtype() == DT_INT64) return ResolveIntIds(f, ids.flat<int64_t>().data(), n, table.rows, out->data());
+    const tstring* strings = ids.flat<tstring>().data();
+    const uint64_t buckets = static_cast<uint64_t>(features_[f].hash_buckets);
     for (int64_t i = 0; i < n; ++i) {
-      int64_t id;
-      if (ids.dtype() == DT_STRING) {
-        const tstring& s = ids.flat<tstring>()(i);
-        id = static_cast<int64_t>(::util::Fingerprint64(s.data(), s.size()) % a.hash_buckets);
-      } else {
-        id = IntAt(ids, i);
-        if (a.hash_buckets > 0) id = ((id % a.hash_buckets) + a.hash_buckets) % a.hash_buckets;
-      }
-      if (a.wrap_negative && id < 0) id += table.rows;
-      if (id < 0 || id >= table.rows) {
-        return errors::InvalidArgument(name(), ": feature ", f, " (table ", a.table, "): indices[", i,
-                                       "] = ", id, " is not in [0, ", table.rows, ")");
-      }
+      const int64_t id = static_cast<int64_t>(::util::Fingerprint64(strings[i].data(), strings[i].size()) % buckets);
+      if (id >= table.rows) return OutOfRange(f, i, id, table.rows);
       (*out)[i] = id;
     }
     return OkStatus();
@@ -222,7 +238,13 @@ class FusedEmbeddingLookupOp : public OpKernel {
         TF_RETURN_IF_ERROR(RaggedRows(f, ids_part, n, r));
       } else {
         int64_t num_segments = -1;
-        if (a.layout == Layout::kSegmentsN) num_segments = IntAt(ctx->input((*part)++), 0);
+        if (a.layout == Layout::kSegmentsN) {
+          const Tensor& num = ctx->input((*part)++);
+          if (num.NumElements() != 1) {
+            return errors::InvalidArgument(name(), ": feature ", f, ": num_segments must be a scalar");
+          }
+          num_segments = Int64Values(num)[0];
+        }
         TF_RETURN_IF_ERROR(SegmentRows(f, ids_part, n, num_segments, r));
       }
       r->width = table.dim;
@@ -265,9 +287,8 @@ class FusedEmbeddingLookupOp : public OpKernel {
       return errors::InvalidArgument(name(), ": feature ", f, ": row_splits must be a non-empty vector");
     }
     r->num_rows = splits.NumElements() - 1;
-    r->offsets.resize(splits.NumElements());
+    r->offsets = Int64Values(splits);
     for (int64_t i = 0; i <= r->num_rows; ++i) {
-      r->offsets[i] = IntAt(splits, i);
       if ((i == 0 && r->offsets[0] != 0) || (i > 0 && r->offsets[i] < r->offsets[i - 1])) {
         return errors::InvalidArgument(name(), ": feature ", f, ": row_splits must start at 0 and not decrease");
       }
@@ -286,9 +307,10 @@ class FusedEmbeddingLookupOp : public OpKernel {
       return errors::InvalidArgument(name(), ": feature ", f, ": ", segments.NumElements(),
                                      " segment ids for ", n, " ids");
     }
+    const std::vector<int64_t> seg = Int64Values(segments);
     int64_t prev = 0;
     for (int64_t i = 0; i < n; ++i) {
-      const int64_t s = IntAt(segments, i);
+      const int64_t s = seg[i];
       if (s < prev || (num_segments >= 0 && s >= num_segments)) {
         return errors::InvalidArgument(name(), ": feature ", f, ": segment ids must be sorted and in range; "
                                        "segment_ids[", i, "] = ", s);
@@ -297,7 +319,7 @@ class FusedEmbeddingLookupOp : public OpKernel {
     }
     r->num_rows = num_segments >= 0 ? num_segments : (n == 0 ? 0 : prev + 1);
     r->offsets.assign(r->num_rows + 1, 0);
-    for (int64_t i = 0; i < n; ++i) r->offsets[IntAt(segments, i) + 1]++;
+    for (int64_t i = 0; i < n; ++i) r->offsets[seg[i] + 1]++;
     for (int64_t s = 0; s < r->num_rows; ++s) r->offsets[s + 1] += r->offsets[s];
     return OkStatus();
   }

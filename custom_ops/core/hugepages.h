@@ -1,0 +1,22 @@
+// Backs large embedding tables with 2 MiB pages. Lookups touch rows at
+// random across hundreds of MB, so with 4 KiB pages nearly every row costs
+// a TLB miss and a page walk; measured on this project's 2-core EPYC, 26
+// random rows x 512 from 665 MB: 0.36 ms with 4 KiB pages, 0.22 ms after
+// collapsing to huge pages (numpy take, same buffer).
+#ifndef RECOPT_CORE_HUGEPAGES_H_
+#define RECOPT_CORE_HUGEPAGES_H_
+
+#include <cstddef>
+
+namespace recopt {
+
+// Queues [data, data + bytes) for a one-time madvise(MADV_HUGEPAGE) and
+// MADV_COLLAPSE on a background thread, so no request waits for the
+// copy (about 1.7 s per GB here). Buffers under 4 MiB and buffers already
+// seen are skipped. Contents never change; failure (old kernel, THP off)
+// only leaves the small pages. RECOPT_HUGEPAGES=0 turns it off.
+void AdviseHugePages(const void* data, size_t bytes);
+
+}  // namespace recopt
+
+#endif  // RECOPT_CORE_HUGEPAGES_H_
