@@ -8,6 +8,9 @@ class PassContext:
     view: object                 # GraphView over the signature's GraphDef
     custom_ops: bool = True      # False: stock TensorFlow ops only
     options: object = None       # tf_recopt.options.OptimizeOptions, or None in unit tests
+    # Captured resource placeholders (node name) -> (shape, dtype name) of the
+    # variable behind them: graphs carry no shapes for resources.
+    resources: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

@@ -38,7 +38,9 @@ def test_tables_over_2gib_optimize_and_load(ops, tmp_path):
     report = tf_recopt.optimize(src, out)
     assert report.parity_ok
     assert sorted(report.kept_variables) == ["table_0:0", "table_1:0"]
-    assert report.signatures["serving_default"].ops_after.get("Recopt>FusedMLP") == 1
+    ops_after = report.signatures["serving_default"].ops_after
+    assert ops_after.get("Recopt>FusedMLP") == 1
+    assert ops_after.get("Recopt>FusedEmbeddingLookup") == 1 and "ResourceGather" not in ops_after
     assert os.path.getsize(os.path.join(out, "saved_model.pb")) < 10 << 20
     ids = {"id_0": tf.constant([0, ROWS - 1, 12345], tf.int64), "id_1": tf.constant([ROWS - 1, 0, 7], tf.int64)}
     got = tf.saved_model.load(out).signatures["serving_default"](**ids)["out"].numpy()

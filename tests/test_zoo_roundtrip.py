@@ -19,6 +19,9 @@ def test_zoo_model_round_trips(ops, zoo_dir, tmp_path, name):
     report = tf_recopt.optimize(src, out)
     assert report.parity_ok and report.written
     assert report.rewrites()["fuse_dense"] >= 1, report
+    ops_after = report.signatures["serving_default"].ops_after
+    assert ops_after.get("Recopt>FusedEmbeddingLookup", 0) >= 1, ops_after  # every zoo model has tables
+    assert "ResourceGather" not in ops_after and "StringToHashBucketFast" not in ops_after
     original = saved_model_io.load(src, OptimizeOptions(freeze_max_bytes=0))
     optimized = tf.saved_model.load(out)
     for sig_name, sig in original.signatures.items():

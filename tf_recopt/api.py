@@ -102,7 +102,7 @@ def _run_passes(model, opts, report):
             graphs[name] = sig.graph_def
         else:
             graphs[name], sreport.passes = run_pipeline(sig.graph_def, sig.protected_nodes(), opts.passes,
-                                                        opts.custom_ops, opts)
+                                                        opts.custom_ops, opts, sig.resource_specs())
         sreport.nodes_after = len(graphs[name].node)
         sreport.ops_after = GraphView(graphs[name]).op_histogram()
         report.signatures[name] = sreport

@@ -81,7 +81,8 @@ def cmd_inspect(args):
     model = saved_model_io.load(args.input, OptimizeOptions())
     out = {"path": args.input, "tags": model.tags, "signatures": {}}
     for name, sig in model.signatures.items():
-        _, results = run_pipeline(sig.graph_def, sig.protected_nodes(), custom_ops=custom_ops)
+        _, results = run_pipeline(sig.graph_def, sig.protected_nodes(), custom_ops=custom_ops,
+                                  resources=sig.resource_specs())
         out["signatures"][name] = {
             "inputs": {k: f"{s.dtype.name}{s.shape}" for k, s in sig.input_specs.items()},
             "outputs": list(sig.output_tensors),

@@ -37,6 +37,15 @@ class SignatureGraph:
     captures: List[Tuple[str, object]]           # (placeholder tensor name, kept variable/resource)
     function: object                             # the original ConcreteFunction
 
+    def resource_specs(self):
+        """Captured variable placeholders -> (shape, dtype name), for passes
+        that need a table's shape (the GraphDef has none for resources)."""
+        specs = {}
+        for placeholder, owner in self.captures:
+            if isinstance(owner, tf.Variable):
+                specs[placeholder.split(":")[0]] = (tuple(owner.shape.as_list()), owner.dtype.name)
+        return specs
+
     def protected_nodes(self):
         names = list(self.input_tensors.values()) + list(self.output_tensors.values())
         names += [c for c, _ in self.captures]

@@ -12,7 +12,10 @@ from grappler_passes.graph_view import GraphView
 _PASS_THROUGH = frozenset({"Identity", "Cast", "Reshape", "ExpandDims", "Squeeze", "StridedSlice",
                            "Slice", "ConcatV2", "Pack", "Unpack", "Split", "SplitV", "Less", "AddV2",
                            "SelectV2", "Select", "Unique", "GatherV2", "Tile"})
-_GATHER_PARAMS = {"GatherV2": 0, "ResourceGather": 0, "Gather": 0}
+# Ops whose input 1 holds row ids into the table at input 0.
+_GATHER_PARAMS = frozenset({"GatherV2", "ResourceGather", "Gather", "SparseSegmentSum", "SparseSegmentMean",
+                            "SparseSegmentSqrtN", "SparseSegmentSumWithNumSegments",
+                            "SparseSegmentMeanWithNumSegments", "SparseSegmentSqrtNWithNumSegments"})
 DEFAULT_ID_RANGE = 10
 
 

@@ -1,0 +1,218 @@
+r"""Recognises one embedding lookup, whatever form the model author wrote it in.
+
+Tables: a float32/bfloat16 Const, or a resource variable read through
+ReadVariableOp (or handed to ResourceGather directly). Ids may come through:
+
+    strings -> StringToHashBucketFast(n)      fused as hash_buckets = n
+    ints    -> FloorMod(ids, Const n)         fused as hash_buckets = n
+    ids -> SelectV2(Less(ids, 0), AddV2(ids, rows), ids)    Keras 3 `take`:
+                                              fused as negative_ids = "wrap"
+
+Lookups (the root is the node whose output is replaced):
+
+    GatherV2(table, ids, axis=0) | ResourceGather(var, ids)         combiner none
+    Sum | Mean(<that gather>, axis=1) over [batch, n] ids           sum / mean
+    SparseSegmentSum|Mean|SqrtN[WithNumSegments](table, ids, segment_ids[, n])
+        (tf.nn.embedding_lookup_sparse; also its older Unique + Gather form)
+"""
+import dataclasses
+from typing import List, Optional
+
+from tensorflow.core.framework import types_pb2
+
+from grappler_passes.shapes import shape_of
+from tf_recopt.ops.embedding import EmbeddingFeature
+
+_SEGMENT_COMBINERS = {"SparseSegmentSum": "sum", "SparseSegmentMean": "mean", "SparseSegmentSqrtN": "sqrtn"}
+_TABLE_TYPES = {types_pb2.DT_FLOAT, types_pb2.DT_BFLOAT16}
+
+
+@dataclasses.dataclass
+class Table:
+    tensor: str   # Const or resource tensor the fused op reads
+    rows: int
+    dim: int
+
+
+@dataclasses.dataclass
+class Lookup:
+    root: object                # NodeDef whose output :0 the fused op replaces
+    table: Table
+    ids: str
+    parts: List[str]
+    feature: EmbeddingFeature   # .table is filled in per fused op
+    rank2: bool                 # output is [batch, width]: can join a concat
+    ids_sources: List[str]      # tensors the lookup reads (for dependency checks)
+    inner: List[str] = dataclasses.field(default_factory=list)  # replaced nodes besides the root
+
+
+def _const_int(view, tensor):
+    value = view.const_value(tensor)
+    if value is None or value.size != 1:
+        return None
+    return int(value.reshape(-1)[0])
+
+
+def resolve_table(view, tensor, resources):
+    """Table behind a gather's params (Const, ReadVariableOp or resource), or None."""
+    tensor = view.skip_identity(tensor)
+    node = view.node(tensor)
+    if node is None:
+        return None
+    if node.op == "Const":
+        t = node.attr["value"].tensor
+        dims = [d.size for d in t.tensor_shape.dim]
+        if t.dtype in _TABLE_TYPES and len(dims) == 2:
+            return Table(tensor, dims[0], dims[1])
+        return None
+    if node.op == "ReadVariableOp":
+        tensor = view.skip_identity(node.input[0])
+        node = view.node(tensor)
+    spec = resources.get(node.name) if node is not None else None
+    if spec is None:
+        return None
+    shape, dtype = spec
+    if len(shape) != 2 or dtype not in ("float32", "bfloat16"):
+        return None
+    return Table(tensor, shape[0], shape[1])
+
+
+def _keras_wrap(view, tensor, table):
+    """ids if `tensor` is Keras' SelectV2(ids < 0, ids + rows, ids), else None."""
+    node = view.node(view.skip_identity(tensor))
+    if node is None or node.op != "SelectV2":
+        return None
+    cond, then, other = (view.skip_identity(i) for i in view.data_inputs(node))
+    less, add = view.node(cond), view.node(then)
+    if less is None or less.op != "Less" or add is None or add.op not in ("AddV2", "Add"):
+        return None
+    ids = other
+    if view.skip_identity(less.input[0]) != ids or _const_int(view, less.input[1]) != 0:
+        return None
+    add_in = [view.skip_identity(i) for i in add.input]
+    if ids not in add_in:
+        return None
+    rows = add_in[1 - add_in.index(ids)]
+    return ids if _is_table_rows(view, rows, table) else None
+
+
+def _is_table_rows(view, tensor, table, depth=4):
+    """True if `tensor` is table.rows: a Const, or Cast/StridedSlice of Shape(table)."""
+    value = _const_int(view, tensor)
+    if value is not None:
+        return value == table.rows
+    node = view.node(tensor)
+    for _ in range(depth):
+        if node is None:
+            return False
+        if node.op in ("Shape", "VariableShape"):
+            src = view.node(view.skip_identity(node.input[0]))
+            if src is not None and src.op == "ReadVariableOp":
+                src = view.node(view.skip_identity(src.input[0]))
+            return src is not None and src.name == view.node(table.tensor).name
+        if node.op not in ("Cast", "StridedSlice"):
+            return False
+        node = view.node(view.skip_identity(node.input[0]))
+    return False
+
+
+def _bucketing(view, tensor):
+    """(raw ids, buckets) through StringToHashBucketFast / FloorMod, else (tensor, 0)."""
+    node = view.node(view.skip_identity(tensor))
+    if node is not None and node.op == "StringToHashBucketFast":
+        return view.skip_identity(node.input[0]), int(node.attr["num_buckets"].i)
+    if node is not None and node.op == "FloorMod":
+        n = _const_int(view, node.input[1])
+        if n is not None and n > 0 and node.attr["T"].type in (types_pb2.DT_INT32, types_pb2.DT_INT64):
+            return view.skip_identity(node.input[0]), n
+    return tensor, 0
+
+
+def _resolve_ids(view, tensor, table):
+    """(ids tensor, hash_buckets, negative_ids) for a gather's indices input."""
+    wrapped = _keras_wrap(view, tensor, table)
+    negative = "error"
+    if wrapped is not None:
+        tensor, negative = wrapped, "wrap"
+    ids, buckets = _bucketing(view, view.skip_identity(tensor))
+    if buckets and negative == "wrap":
+        negative = "error"  # bucketed ids are never negative
+    return ids, buckets, negative
+
+
+def _gather(node, view, resources):
+    """(table, indices tensor) of a row gather, else None."""
+    if node.op == "GatherV2":
+        if _const_int(view, node.input[2]) != 0 or node.attr["batch_dims"].i != 0:
+            return None
+    elif node.op != "ResourceGather" or node.attr["batch_dims"].i != 0:
+        return None
+    table = resolve_table(view, node.input[0], resources)
+    return None if table is None else (table, node.input[1])
+
+
+def _float_output(node):
+    """The fused op writes float32: a bfloat16 lookup keeps its own ops."""
+    for key in ("Tparams", "dtype", "T"):
+        if key in node.attr:
+            return node.attr[key].type == types_pb2.DT_FLOAT
+    return False
+
+
+def _ids_rank(shapes, tensor):
+    shape = shape_of(shapes, tensor)
+    return None if shape is None else len(shape)
+
+
+def match_gather(node, view, shapes, resources) -> Optional[Lookup]:
+    found = _gather(node, view, resources) if _float_output(node) else None
+    if found is None:
+        return None
+    table, indices = found
+    ids, buckets, negative = _resolve_ids(view, indices, table)
+    rank = _ids_rank(shapes, ids)
+    if rank is None or rank < 1:
+        return None
+    feature = EmbeddingFeature(0, hash_buckets=buckets, negative_ids=negative)
+    return Lookup(node, table, ids, [], feature, rank == 1, [ids])
+
+
+def match_pooled(node, view, shapes, resources) -> Optional[Lookup]:
+    """Sum/Mean over axis 1 of a gather with [batch, n] ids."""
+    if node.op not in ("Sum", "Mean") or node.attr["keep_dims"].b:
+        return None
+    gather = view.node(view.skip_identity(node.input[0]))
+    if gather is None or len(view.consumers(gather.name)) != 1 or gather.name in view.protected:
+        return None
+    inner = match_gather(gather, view, shapes, resources)
+    if inner is None or _ids_rank(shapes, inner.ids) != 2 or _const_int(view, node.input[1]) not in (1, -2):
+        return None
+    inner.feature = dataclasses.replace(inner.feature, combiner="sum" if node.op == "Sum" else "mean")
+    inner.root, inner.rank2, inner.inner = node, True, [gather.name]
+    return inner
+
+
+def match_segments(node, view, shapes, resources) -> Optional[Lookup]:
+    """embedding_lookup_sparse: SparseSegment* over the table (or Gather(table, Unique))."""
+    base = node.op.replace("WithNumSegments", "")
+    if base not in _SEGMENT_COMBINERS or not _float_output(node):
+        return None
+    data, indices, segments = node.input[:3]
+    table, inner = resolve_table(view, data, resources), []
+    if table is None:  # the Unique + Gather form
+        gather = view.node(view.skip_identity(data))
+        unique = view.node(view.skip_identity(indices))
+        found = _gather(gather, view, resources) if gather is not None else None
+        if found is None or unique is None or unique.op != "Unique" or \
+                view.skip_identity(found[1]) != unique.name or indices != f"{unique.name}:1":
+            return None
+        table, indices, inner = found[0], unique.input[0], [gather.name]
+    ids, buckets, _ = _resolve_ids(view, indices, table)
+    with_n = node.op.endswith("WithNumSegments")
+    parts = [segments] + ([node.input[3]] if with_n else [])
+    feature = EmbeddingFeature(0, layout="segments_n" if with_n else "segments",
+                               combiner=_SEGMENT_COMBINERS[base], hash_buckets=buckets)
+    return Lookup(node, table, ids, parts, feature, True, [ids] + parts, inner)
+
+
+MATCHERS = (match_pooled, match_segments, match_gather)  # longest first

@@ -1,0 +1,147 @@
+"""fuse_embedding: each lookup form a model author writes becomes part of one
+Recopt>FusedEmbeddingLookup with the same answers; near-misses stay."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_recopt
+from tests.graph_util import frozen_graph, ops_of, optimize_graph, run_graph
+
+RNG = np.random.default_rng(5)
+FUSED = "Recopt>FusedEmbeddingLookup"
+T = [tf.constant(RNG.standard_normal((rows, dim)).astype(np.float32)) for rows, dim in
+     [(50, 4), (60, 8), (70, 4)]]
+
+
+def _check(fn, specs, feeds, fused_ops=1, gone=("GatherV2", "ResourceGather"), rtol=1e-6):
+    graph_def, inputs, outputs = frozen_graph(fn, *specs)
+    new, _ = optimize_graph(graph_def, inputs, outputs)
+    ops = ops_of(new)
+    assert ops.count(FUSED) == fused_ops, ops
+    for op in gone:
+        assert op not in ops, ops
+    want = run_graph(graph_def, inputs, outputs, feeds)
+    got = run_graph(new, inputs, outputs, feeds)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=1e-6)
+    return ops
+
+
+def _ids(rows, *shape):
+    return RNG.integers(0, rows, shape).astype(np.int64)
+
+
+I64 = tf.TensorSpec([None], tf.int64)
+
+
+def test_concat_of_gathers_and_dense_becomes_one_run(ops):
+    def fn(a, b, c, x):
+        return tf.concat([tf.gather(T[0], a), tf.nn.embedding_lookup(T[1], b), x, tf.gather(T[2], c)], axis=1)
+    ops_after = _check(fn, [I64, I64, I64, tf.TensorSpec([None, 3])],
+                       [_ids(50, 9), _ids(60, 9), _ids(70, 9), RNG.random((9, 3), np.float32)], gone=())
+    # The first two are adjacent: one concat-mode op; the lone third gather
+    # stays as it is (an op for one plain gather gains nothing).
+    assert ops_after.count("ConcatV2") == 1 and ops_after.count("GatherV2") == 1
+
+
+def test_whole_concat_and_pooled_multi_hot(ops):
+    spec = tf.TensorSpec([None, 5], tf.int64)
+
+    def fn(a, b):
+        return tf.concat([tf.reduce_sum(tf.gather(T[0], a), axis=1), tf.reduce_mean(tf.gather(T[1], b), 1)], -1)
+    ops_after = _check(fn, [spec, spec], [_ids(50, 7, 5), _ids(60, 7, 5)], gone=("GatherV2", "Sum", "Mean", "ConcatV2"))
+    assert len(ops_after) < 8
+
+
+@pytest.mark.parametrize("combiner", ["sum", "mean", "sqrtn"])
+def test_embedding_lookup_sparse(ops, combiner):
+    def fn(indices, values, shape):
+        sp = tf.SparseTensor(indices, values, shape)
+        return tf.concat([tf.nn.embedding_lookup_sparse(T[1], sp, None, combiner=combiner),
+                          tf.nn.embedding_lookup_sparse(T[2], sp, None, combiner=combiner)], 1)
+    sp = tf.sparse.from_dense(np.array([[1, 2, 0], [0, 0, 0], [3, 0, 0], [4, 5, 6]]))
+    _check(fn, [tf.TensorSpec([None, 2], tf.int64), I64, tf.TensorSpec([2], tf.int64)],
+           [sp.indices.numpy(), sp.values.numpy(), sp.dense_shape.numpy()],
+           gone=("SparseSegmentSum", "SparseSegmentMean", "SparseSegmentSqrtN"))
+
+
+def test_hashing_and_modulo_are_fused(ops):
+    def fn(s, n):
+        return tf.concat([tf.gather(T[0], tf.strings.to_hash_bucket_fast(s, 50)),
+                          tf.gather(T[1], tf.math.floormod(n, 60))], 1)
+    _check(fn, [tf.TensorSpec([None], tf.string), I64],
+           [np.array([b"a", b"bb", b"", b"user_9"]), np.array([-7, 0, 59, 10**12])],
+           gone=("GatherV2", "StringToHashBucketFast", "FloorMod"))
+
+
+def test_stack_for_interaction(ops):
+    w = tf.constant(RNG.standard_normal((3, 4)).astype(np.float32))
+
+    def fn(x, a, c):
+        stacked = tf.stack([tf.matmul(x, w), tf.gather(T[0], a), tf.gather(T[2], c)], axis=1)
+        return tf.matmul(stacked, stacked, transpose_b=True)
+    ops_after = _check(fn, [tf.TensorSpec([None, 3]), I64, I64], [RNG.random((6, 3), np.float32), _ids(50, 6), _ids(70, 6)],
+                       gone=("GatherV2", "Pack"))
+    assert "Reshape" in ops_after
+
+
+def test_separate_outputs_without_concat(ops):
+    def fn(a, b):
+        return tf.gather(T[0], a) * 2.0, tf.reduce_sum(tf.gather(T[1], b), axis=1)
+    _check(fn, [I64, tf.TensorSpec([None, 3], tf.int64)], [_ids(50, 4), _ids(60, 4, 3)])
+
+
+def test_near_misses_are_left_alone(ops):
+    bf16 = tf.cast(T[0], tf.bfloat16)
+
+    def fn(a, b):
+        first = tf.gather(T[0], a)
+        chained = tf.gather(T[2], tf.cast(first[:, 0] > 0, tf.int64))  # ids from a lookup's output
+        cols = tf.gather(T[1], tf.constant([0, 1]), axis=1)              # a column gather, not a lookup
+        return tf.cast(tf.gather(bf16, b), tf.float32), chained, cols
+    graph_def, inputs, outputs = frozen_graph(fn, I64, I64)
+    new, results = optimize_graph(graph_def, inputs, outputs)
+    ops_after = ops_of(new)
+    # `first` and the bf16 gather's neighbours: only `first` qualifies, and a
+    # lone plain gather is not worth an op; `chained` depends on it.
+    assert ops_after.count(FUSED) == 0
+    feeds = [_ids(50, 5), _ids(50, 5)]
+    for g, w in zip(run_graph(new, inputs, outputs, feeds), run_graph(graph_def, inputs, outputs, feeds)):
+        np.testing.assert_array_equal(g, w)
+    skipped = [r for p in results if p.name == "fuse_embedding" for _, r in p.skipped]
+    assert any("depend on another embedding lookup" in r for r in skipped)
+
+
+class _VariableTables(tf.Module):
+    """Tables as variables (as every real model keeps them): ResourceGather,
+    and embedding_lookup_sparse on a variable."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = tf.Variable(RNG.standard_normal((40, 4)).astype(np.float32))
+        self.b = tf.Variable(RNG.standard_normal((30, 6)).astype(np.float32))
+
+    @tf.function(input_signature=[I64, tf.TensorSpec([None, 2], tf.int64), I64, tf.TensorSpec([2], tf.int64)])
+    def serve(self, ids, indices, values, shape):
+        sp = tf.SparseTensor(indices, values, shape)
+        return {"out": tf.concat([tf.nn.embedding_lookup(self.a, ids),
+                                  tf.nn.embedding_lookup_sparse(self.b, sp, None, combiner="mean")], 1)}
+
+
+def test_variable_tables_in_a_saved_model(ops, tmp_path):
+    src, out = str(tmp_path / "m"), str(tmp_path / "opt")
+    m = _VariableTables()
+    tf.saved_model.save(m, src, signatures={"serving_default": m.serve})
+    sp = tf.sparse.from_dense(np.array([[1, 2], [0, 0], [29, 0]]))
+    feeds = dict(ids=tf.constant([0, 39, 5], tf.int64), indices=sp.indices, values=sp.values, shape=sp.dense_shape)
+    # Random sparse components are not valid SparseTensors: parity runs on given inputs.
+    report = tf_recopt.optimize(src, out, sample_inputs=feeds)
+    assert report.parity_ok
+    ops_after = report.signatures["serving_default"].ops_after
+    assert ops_after.get(FUSED) == 1 and "ResourceGather" not in ops_after and "SparseSegmentMean" not in ops_after
+    got = tf.saved_model.load(out).signatures["serving_default"](**feeds)["out"].numpy()
+    np.testing.assert_allclose(got, m.serve(**feeds)["out"].numpy(), rtol=1e-6, atol=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"indices\[0\] = 40 is not in \[0, 40\)"):
+        tf.saved_model.load(out).signatures["serving_default"](**dict(feeds, ids=tf.constant([40, 0, 0], tf.int64)))
