@@ -60,6 +60,22 @@ def _e2e_section(lines):
     lines.append("")
 
 
+def _embedding_section(lines):
+    for threads in ("inline", "default"):
+        data = _load(f"embedding_{threads}")
+        if not data:
+            continue
+        lines += [f"### Embedding lookups: {data['setup']}, threads={threads}", "",
+                  f"Command: `{data['command']}`", "",
+                  f"Copy bandwidth measured in the same run: {data['copy_bandwidth_gbs']:.1f} GB/s "
+                  "(read + write of a 256 MiB numpy copy). `rows GB/s` = bytes of table rows read / median time.", "",
+                  "| case | variant | median ms | p99 ms | vs stock | rows GB/s |", "|---|---|---:|---:|---:|---:|"]
+        for r in data["rows"]:
+            lines.append(f"| {r['case']} | {r['variant']} | {r['median_ms']:.3f} | {r['p99_ms']:.3f} | "
+                         f"{r['vs_stock']:.2f}x | {r['rows_gbs']:.2f} |")
+        lines.append("")
+
+
 def _variants_section(lines):
     data = _load("dense_variants_inline")
     if not data:
@@ -93,6 +109,7 @@ def render():
         lines += [f"Machine: {machine['cpu']}, {machine['cores']} cores, ISA path {machine['isa']}, "
                   f"TensorFlow {machine['tensorflow']}, Python {machine['python']}.", ""]
     _mlp_section(lines)
+    _embedding_section(lines)
     _variants_section(lines)
     _e2e_section(lines)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:

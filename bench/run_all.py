@@ -7,6 +7,8 @@ STEPS = [
     ["-m", "bench.mlp", "--threads", "inline"],
     ["-m", "bench.mlp", "--threads", "default"],
     ["-m", "bench.dense_variants", "--threads", "inline"],
+    ["-m", "bench.embedding", "--threads", "inline"],
+    ["-m", "bench.embedding", "--threads", "default"],
     ["-m", "bench.end_to_end"],
 ]
 
