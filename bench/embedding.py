@@ -13,6 +13,8 @@ import os
 import sys
 import time
 
+import numpy as np
+
 TABLES, ROWS, DIM, BATCH, HOT, REPEATED = 26, 100_000, 64, 512, 10, 0.3
 
 
@@ -91,8 +93,6 @@ def main(argv=None):
         print(f"{r['case']:<18} {r['variant']:<7} median {r['median_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
               f"{r['vs_stock']:.2f}x  rows {r['rows_gbs']:.1f} GB/s", file=sys.stderr)
 
-
-import numpy as np  # noqa: E402  (module-level for _ids; TF stays lazily imported)
 
 if __name__ == "__main__":
     main()

@@ -15,11 +15,16 @@ def _load(name):
         return json.load(f)
 
 
-def _mlp_section(lines):
+def _by_threads(prefix):
+    """(threads, results) for each threading mode that has a results file."""
     for threads in ("inline", "default"):
-        data = _load(f"mlp_{threads}")
-        if not data:
-            continue
+        data = _load(f"{prefix}_{threads}")
+        if data:
+            yield threads, data
+
+
+def _mlp_section(lines):
+    for threads, data in _by_threads("mlp"):
         lines += [f"### Whole MLP 512-1024-512-256-1, threads={threads}", "",
                   f"Command: `{data['command']}`", "",
                   "| variant | batch | median ms | p99 ms | vs stock |", "|---|---:|---:|---:|---:|"]
@@ -61,10 +66,7 @@ def _e2e_section(lines):
 
 
 def _embedding_section(lines):
-    for threads in ("inline", "default"):
-        data = _load(f"embedding_{threads}")
-        if not data:
-            continue
+    for threads, data in _by_threads("embedding"):
         lines += [f"### Embedding lookups: {data['setup']}, threads={threads}", "",
                   f"Command: `{data['command']}`", "",
                   f"Copy bandwidth measured in the same run: {data['copy_bandwidth_gbs']:.1f} GB/s "

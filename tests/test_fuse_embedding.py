@@ -104,8 +104,9 @@ def test_near_misses_are_left_alone(ops):
     graph_def, inputs, outputs = frozen_graph(fn, I64, I64)
     new, results = optimize_graph(graph_def, inputs, outputs)
     ops_after = ops_of(new)
-    # `first` and the bf16 gather's neighbours: only `first` qualifies, and a
-    # lone plain gather is not worth an op; `chained` depends on it.
+    # Only `first` is a candidate (column gather, bf16 gather and `chained`,
+    # whose ids come from `first`, are not), and one plain gather alone is
+    # not worth an op.
     assert ops_after.count(FUSED) == 0
     feeds = [_ids(50, 5), _ids(50, 5)]
     for g, w in zip(run_graph(new, inputs, outputs, feeds), run_graph(graph_def, inputs, outputs, feeds)):

@@ -1,5 +1,6 @@
 #include "embedding.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -47,9 +48,8 @@ void AddRow(const EmbeddingTableView& t, int64_t id, float w, float* out) {
   for (int64_t j = 0; j < t.dim; ++j) out[j] += w * Bf16ToFloat(row[j]);
 }
 
-// Unweighted sums add rows without a multiply so the result matches
-// TensorFlow's segment sums (w * x with w = 1 is exact anyway, but the
-// separate loop keeps this path a plain add).
+// Unweighted fp32 sums skip the multiply by 1 (exact either way) so the
+// hottest loop is a plain add.
 void AddRowUnweighted(const EmbeddingTableView& t, int64_t id, float* out) {
   if (!t.bf16) {
     const float* row = static_cast<const float*>(t.data) + id * t.dim;
@@ -110,10 +110,8 @@ bool CombinerFromName(const char* name, Combiner* out) {
 void EmbeddingBagRows(const EmbeddingTableView& table, const EmbeddingBag& bag, int64_t r0,
                       int64_t r1) {
   if (r0 >= r1) return;
-  const int64_t last = RowBegin(bag, r1);
-  for (int64_t i = RowBegin(bag, r0); i < last && i < RowBegin(bag, r0) + kPrefetchDistance; ++i) {
-    Prefetch(table, bag.ids[i]);
-  }
+  const int64_t first = RowBegin(bag, r0), last = RowBegin(bag, r1);
+  for (int64_t i = first; i < std::min(last, first + kPrefetchDistance); ++i) Prefetch(table, bag.ids[i]);
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t begin = RowBegin(bag, r), end = RowBegin(bag, r + 1);
     float* out = bag.out + r * bag.out_stride;

@@ -125,6 +125,7 @@ class FusedEmbeddingLookupOp : public OpKernel {
       weights += a.weighted;
       features_.push_back(a);
     }
+    num_partitions_ = parts;
     OP_REQUIRES(ctx, parts == static_cast<int>(tparts.size()),
                 errors::InvalidArgument(name(), ": layouts need ", parts, " partition tensors, got ",
                                         tparts.size()));
@@ -141,7 +142,7 @@ class FusedEmbeddingLookupOp : public OpKernel {
     }
     const int ids_base = num_tables_;
     const int parts_base = ids_base + features_.size();
-    int part = parts_base, weight = parts_base + PartitionTotal();
+    int part = parts_base, weight = parts_base + num_partitions_;
     std::vector<ResolvedFeature> resolved(features_.size());
     for (size_t f = 0; f < features_.size(); ++f) {
       OP_REQUIRES_OK(ctx, Resolve(ctx, f, views[features_[f].table], ids_base + f, &part, &weight,
@@ -153,12 +154,6 @@ class FusedEmbeddingLookupOp : public OpKernel {
   }
 
  private:
-  int PartitionTotal() const {
-    int total = 0;
-    for (const auto& a : features_) total += PartitionCount(a.layout);
-    return total;
-  }
-
   Status ReadTable(OpKernelContext* ctx, int t, Tensor* out, recopt::EmbeddingTableView* view) {
     if (ctx->input_dtype(t) == DT_RESOURCE) {
       core::RefCountPtr<Var> var;
@@ -389,6 +384,7 @@ class FusedEmbeddingLookupOp : public OpKernel {
   std::vector<int64_t> table_dims_;
   size_t num_tables_ = 0;
   int num_weights_ = 0;
+  int num_partitions_ = 0;
   bool concat_ = false;
 };
 

@@ -54,7 +54,7 @@ def fused_embedding_lookup(ops, tables, features: Sequence[EmbeddingFeature], id
     import tensorflow as tf
     partitions = partitions or [()] * len(features)
     weights = weights or [None] * len(features)
-    flat_parts = [p for f, parts in zip(features, partitions) for p in parts]
+    flat_parts = [p for parts in partitions for p in parts]
     flat_weights = [w for f, w in zip(features, weights) if f.weighted]
     table_inputs = [t.handle if isinstance(t, tf.Variable) else t for t in tables]
     dims = [int(t.shape[-1]) if t.shape.rank == 2 and t.shape[-1] is not None else -1 for t in tables]
