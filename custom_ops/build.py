@@ -50,7 +50,7 @@ def sources():
 
 
 def _compile(cxx, src, obj, flags):
-    deps = [src] + list(ROOT.glob("core/*.h")) + list(ROOT.glob("core/*.inc"))
+    deps = [src] + list(ROOT.glob("core/*.h")) + list(ROOT.glob("core/*.inc")) + list(ROOT.glob("kernels/*.h"))
     if obj.exists() and obj.stat().st_mtime >= max(p.stat().st_mtime for p in deps):
         return obj
     cmd = [cxx, "-c", str(src), "-o", str(obj)] + flags + ISA_FLAGS.get(src.name, [])

@@ -53,7 +53,7 @@ def recopt_op_library(name, tf_version, tf_deps = _TF_DEPS, visibility = None):
 
     native.cc_library(
         name = name,
-        srcs = native.glob(["custom_ops/kernels/*.cc", "custom_ops/ops/*.cc"], exclude = ["**/*.cu.cc"]),
+        srcs = native.glob(["custom_ops/kernels/*.cc", "custom_ops/kernels/*.h", "custom_ops/ops/*.cc"], exclude = ["**/*.cu.cc"]),
         copts = _COPTS,
         local_defines = ['RECOPT_TF_VERSION=\\"%s\\"' % tf_version],
         deps = [":" + name + "_core"] + tf_deps,

@@ -26,10 +26,30 @@ struct DenseArgs {
   float alpha;          // leaky_relu slope
 };
 
+// Candidate storage for scoring (RecoptScoreTopK): row-major [n, dim].
+enum ScoreStorage { kScoreF32 = 0, kScoreBF16 = 1, kScoreInt8 = 2 };
+
+// out[b, j] = dot(q[b], rows[first + j]) * row_scales[first + j] * scale
+//             + bias[first + j], for j in [0, count); null scales/bias are skipped.
+struct ScoreArgs {
+  const float* q;           // [batch, dim], contiguous
+  int64_t batch;
+  int dim;
+  const void* rows;         // [n, dim] in `storage`
+  int storage;              // ScoreStorage
+  int64_t first, count;
+  const float* row_scales;  // [n] or nullptr (int8: the dequantisation scale)
+  const float* bias;        // [n] or nullptr
+  float scale;
+  float* out;               // [batch, count]
+  float* row_buf;           // 4 * dim floats of scratch
+};
+
 struct GemmKernels {
   const char* isa;
   int nr;  // panel width in floats
   void (*dense)(const DenseArgs& args);
+  void (*score)(const ScoreArgs& args);
 };
 
 namespace generic { const GemmKernels& Kernels(); }

@@ -1,0 +1,159 @@
+#include "topk.h"
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <type_traits>
+
+namespace recopt {
+namespace {
+
+constexpr int kGroup = 16;          // elements per sample group and per scan block
+constexpr int64_t kMinSample = 8192;
+
+// One vector compare per block: !(v < t) is "v >= t or NaN", !(v <= t) is
+// "v > t or NaN", so the NaN check costs nothing on the common path.
+template <typename T, bool kStrict>
+inline bool BlockMayPass(const T* p, T threshold) {
+  // 16-byte vectors: every x86-64 CPU has them, and GCC turns wider generic
+  // vectors into scalar compares when the target lacks the width.
+  typedef T V __attribute__((vector_size(16)));
+  constexpr int kLanes = 16 / sizeof(T);
+  V t;
+  for (int j = 0; j < kLanes; ++j) t[j] = threshold;
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  auto fails = kStrict ? (v <= t) : (v < t);
+  for (int j = kLanes; j < kGroup; j += kLanes) {
+    std::memcpy(&v, p + j, sizeof v);
+    fails &= kStrict ? (v <= t) : (v < t);
+  }
+  uint64_t words[2];
+  std::memcpy(words, &fails, sizeof words);
+  return (words[0] & words[1]) != ~uint64_t{0};
+}
+
+template <typename T>
+inline bool IsNan(T x) {
+  if constexpr (std::is_floating_point<T>::value) return x != x;
+  return false;
+}
+
+inline uint64_t Mix(uint64_t x) {  // splitmix64 finaliser: cheap, deterministic jitter
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+template <typename T>
+bool TopKSample<T>::Take(const T* row, int64_t n, int k) {
+  k_ = k;
+  values_.clear();
+  const int64_t want = std::min<int64_t>(n, std::max<int64_t>(k, kMinSample));
+  if (want == n) {
+    values_.assign(row, row + n);
+  } else {
+    const int64_t groups = (want + kGroup - 1) / kGroup;
+    const int64_t stride = n / groups;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t slack = stride - kGroup;
+      const int64_t start = g * stride + (slack > 0 ? static_cast<int64_t>(Mix(g) % (slack + 1)) : 0);
+      const int64_t stop = std::min(n, start + kGroup);
+      values_.insert(values_.end(), row + start, row + stop);
+    }
+  }
+  for (T v : values_) {
+    if (IsNan(v)) return false;
+  }
+  const int64_t s = static_cast<int64_t>(values_.size());
+  // The (2 * ceil(k s / n) + 1)-th largest sample: twice the expected rank
+  // of the k-th largest element, so a short count (and a second scan) is rare.
+  first_rank_ = std::min<int64_t>(s - 1, 2 * ((static_cast<int64_t>(k) * s + n - 1) / n));
+  return true;
+}
+
+template <typename T>
+T TopKSample<T>::Threshold(int attempt) {
+  int64_t rank = first_rank_;
+  for (int a = 0; a < attempt && rank < k_ - 1; ++a) rank = std::min<int64_t>(2 * rank + 1, k_ - 1);
+  std::nth_element(values_.begin(), values_.begin() + rank, values_.end(), std::greater<T>());
+  return values_[rank];
+}
+
+template <typename T>
+void TopKCollector<T>::Reset(int k, T threshold) {
+  k_ = k;
+  capacity_ = 2 * static_cast<size_t>(k) + 256;
+  threshold_ = threshold;
+  strict_ = false;
+  buf_.clear();
+  buf_.reserve(capacity_);
+}
+
+template <typename T>
+bool TopKCollector<T>::ScanAt(const T* x, int64_t len, int64_t first_index) {
+  return strict_ ? ScanT<true>(x, len, first_index) : ScanT<false>(x, len, first_index);
+}
+
+template <typename T>
+template <bool kStrict>
+bool TopKCollector<T>::ScanT(const T* x, int64_t len, int64_t first_index) {
+  int64_t i = 0;
+  for (; i + kGroup <= len; i += kGroup) {
+    if (!BlockMayPass<T, kStrict>(x + i, threshold_)) continue;
+    for (int j = 0; j < kGroup; ++j) {
+      const T v = x[i + j];
+      if (IsNan(v)) return false;
+      if (kStrict ? v > threshold_ : v >= threshold_) Push(v, static_cast<int32_t>(first_index + i + j));
+    }
+    // A compaction raised the bar: continue with the cheaper strict compare.
+    if (!kStrict && strict_) return ScanT<true>(x + i + kGroup, len - i - kGroup, first_index + i + kGroup);
+  }
+  for (; i < len; ++i) {
+    const T v = x[i];
+    if (IsNan(v)) return false;
+    if (strict_ ? v > threshold_ : v >= threshold_) Push(v, static_cast<int32_t>(first_index + i));
+  }
+  return true;
+}
+
+template <typename T>
+void TopKCollector<T>::Compact() {
+  std::nth_element(buf_.begin(), buf_.begin() + (k_ - 1), buf_.end(), TopKBefore<T>);
+  buf_.resize(k_);
+  // Anything equal to the k-th value from here on has a higher index and loses to it.
+  threshold_ = buf_[k_ - 1].value;
+  strict_ = true;
+}
+
+template <typename T>
+void TopKCollector<T>::Absorb(const TopKCollector& other) {
+  for (const TopKEntry<T>& e : other.buf_) Push(e.value, e.index);
+}
+
+template <typename T>
+void TopKCollector<T>::Finish(T* values, int32_t* indices) {
+  const size_t keep = std::min(buf_.size(), static_cast<size_t>(k_));
+  if (keep < buf_.size()) {
+    std::nth_element(buf_.begin(), buf_.begin() + keep, buf_.end(), TopKBefore<T>);
+  }
+  std::sort(buf_.begin(), buf_.begin() + keep, TopKBefore<T>);
+  for (size_t i = 0; i < keep; ++i) {
+    values[i] = buf_[i].value;
+    indices[i] = buf_[i].index;
+  }
+}
+
+#define RECOPT_TOPK_INSTANTIATE(T) \
+  template class TopKSample<T>;    \
+  template class TopKCollector<T>;
+RECOPT_TOPK_INSTANTIATE(float)
+RECOPT_TOPK_INSTANTIATE(double)
+RECOPT_TOPK_INSTANTIATE(int32_t)
+RECOPT_TOPK_INSTANTIATE(int64_t)
+#undef RECOPT_TOPK_INSTANTIATE
+
+}  // namespace recopt

@@ -1,0 +1,150 @@
+// Recopt>ScoreTopK: queries against a candidate matrix -> top-k scores and
+// ids, with the candidates split over the intra-op pool (each chunk read
+// once for every query) and per-query results merged at the end.
+#include <algorithm>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "../core/score_topk.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/util/work_sharder.h"
+#include "topk_plain.h"
+
+namespace tensorflow {
+namespace {
+
+// Candidate rows per work unit, so a small matrix is not split at all.
+constexpr int64_t kMinChunkRows = 8 * recopt::kScoreBlock;
+
+template <typename Tcand>
+constexpr int StorageOf();
+template <>
+constexpr int StorageOf<float>() { return recopt::kScoreF32; }
+template <>
+constexpr int StorageOf<bfloat16>() { return recopt::kScoreBF16; }
+template <>
+constexpr int StorageOf<int8>() { return recopt::kScoreInt8; }
+
+template <typename Tcand>
+class ScoreTopKOp : public OpKernel {
+ public:
+  explicit ScoreTopKOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("sorted", &sorted_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    recopt::ScoreTopKProblem p;
+    OP_REQUIRES_OK(ctx, Parse(ctx, &p));
+    Tensor *values = nullptr, *indices = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({p.scoring.batch, p.k}), &values));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({p.scoring.batch, p.k}), &indices));
+    if (p.k == 0 || p.scoring.batch == 0) return;
+    Run(ctx, p, values->flat<float>().data(), indices->flat<int32>().data());
+  }
+
+ private:
+  Status Parse(OpKernelContext* ctx, recopt::ScoreTopKProblem* p) const {
+    const Tensor& q = ctx->input(0);
+    const Tensor& cand = ctx->input(1);
+    const Tensor& scales = ctx->input(2);
+    const Tensor& bias = ctx->input(3);
+    const Tensor& k_in = ctx->input(4);
+    if (q.dims() != 2) return errors::InvalidArgument(name(), ": queries must be [batch, dim], got ", q.shape().DebugString());
+    if (cand.dims() != 2 || cand.dim_size(1) != q.dim_size(1)) {
+      return errors::InvalidArgument(name(), ": candidates must be [n, ", q.dim_size(1), "] to match queries ",
+                                     q.shape().DebugString(), ", got ", cand.shape().DebugString());
+    }
+    const int64_t n = cand.dim_size(0);
+    if (n > std::numeric_limits<int32>::max()) return errors::InvalidArgument(name(), ": more than INT_MAX candidates");
+    for (const Tensor* t : {&scales, &bias}) {
+      if (t->dims() != 1 || (t->dim_size(0) != 0 && t->dim_size(0) != n)) {
+        return errors::InvalidArgument(name(), ": ", t == &scales ? "row_scales" : "bias", " must be [", n,
+                                       "] or [0], got ", t->shape().DebugString());
+      }
+    }
+    if (StorageOf<Tcand>() == recopt::kScoreInt8 && scales.dim_size(0) != n) {
+      return errors::InvalidArgument(name(), ": int8 candidates need row_scales [", n, "]");
+    }
+    if (!TensorShapeUtils::IsScalar(k_in.shape())) {
+      return errors::InvalidArgument(name(), ": k must be scalar, got shape ", k_in.shape().DebugString());
+    }
+    const int k = k_in.scalar<int32>()();
+    if (k < 0) return errors::InvalidArgument(name(), ": need k >= 0, got ", k);
+    if (k > n) {
+      return errors::InvalidArgument(name(), ": input must have at least k columns. Had ", n, ", needed ", k);
+    }
+    recopt::ScoreArgs& g = p->scoring;
+    g = recopt::ScoreArgs{};
+    g.q = q.flat<float>().data();
+    g.batch = q.dim_size(0);
+    g.dim = static_cast<int>(q.dim_size(1));
+    g.rows = cand.flat<Tcand>().data();
+    g.storage = StorageOf<Tcand>();
+    g.row_scales = scales.NumElements() ? scales.flat<float>().data() : nullptr;
+    g.bias = bias.NumElements() ? bias.flat<float>().data() : nullptr;
+    g.scale = scale_;
+    p->n = n;
+    p->k = k;
+    return OkStatus();
+  }
+
+  void Run(OpKernelContext* ctx, const recopt::ScoreTopKProblem& p, float* values, int32* indices) {
+    auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
+    const recopt::GemmKernels& kernels = recopt::SelectedGemmKernels();
+    const int64_t batch = p.scoring.batch;
+    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(threads->num_threads, p.n / kMinChunkRows));
+    // Chunk boundaries on block boundaries keep every block full but the last.
+    const int64_t blocks = (p.n + recopt::kScoreBlock - 1) / recopt::kScoreBlock;
+    const int64_t chunk_rows = (blocks + chunks - 1) / chunks * recopt::kScoreBlock;
+    std::vector<recopt::TopKCollector<float>> parts(chunks * batch);
+    std::vector<char> nan(chunks * batch, 0);
+    const float lowest = -std::numeric_limits<float>::infinity();
+    Shard(threads->num_threads, threads->workers, chunks, chunk_rows * p.scoring.dim * batch,
+          [&](int64_t c0, int64_t c1) {
+            for (int64_t c = c0; c < c1; ++c) {
+              for (int64_t b = 0; b < batch; ++b) parts[c * batch + b].Reset(p.k, lowest);
+              recopt::ScoreRangeTopK(kernels, p, c * chunk_rows, std::min(p.n, (c + 1) * chunk_rows),
+                                     &parts[c * batch], &nan[c * batch]);
+            }
+          });
+    Shard(threads->num_threads, threads->workers, batch, p.n, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        bool has_nan = false;
+        for (int64_t c = 0; c < chunks; ++c) has_nan |= nan[c * batch + b] != 0;
+        if (has_nan) {
+          FallBack(kernels, p, b, values + b * p.k, indices + b * p.k);
+          continue;
+        }
+        for (int64_t c = 1; c < chunks; ++c) parts[b].Absorb(parts[c * batch + b]);
+        parts[b].Finish(values + b * p.k, indices + b * p.k);
+      }
+    });
+  }
+
+  // A NaN score: TopKV2's answer depends on its heap order, so run its
+  // algorithm over all of this query's scores.
+  void FallBack(const recopt::GemmKernels& kernels, const recopt::ScoreTopKProblem& p, int64_t b,
+                float* values, int32* indices) const {
+    std::unique_ptr<float[]> all(new float[p.n]);
+    recopt::ScoreAll(kernels, p, b, all.get());
+    recopt_kernels::PlainRow(all.get(), p.n, p.k, sorted_, values, indices);
+  }
+
+  float scale_ = 1.f;
+  bool sorted_ = true;
+};
+
+#define RECOPT_REGISTER_SCORE_TOPK(T)                                                           \
+  REGISTER_KERNEL_BUILDER(                                                                      \
+      Name("Recopt>ScoreTopK").Device(DEVICE_CPU).TypeConstraint<T>("Tcand").HostMemory("k"), \
+      ScoreTopKOp<T>)
+RECOPT_REGISTER_SCORE_TOPK(float);
+RECOPT_REGISTER_SCORE_TOPK(bfloat16);
+RECOPT_REGISTER_SCORE_TOPK(int8);
+#undef RECOPT_REGISTER_SCORE_TOPK
+
+}  // namespace
+}  // namespace tensorflow

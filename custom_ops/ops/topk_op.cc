@@ -1,0 +1,70 @@
+// Op registration and shape functions only; kernels are in kernels/.
+#include "tensorflow/core/framework/common_shape_fns.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace tensorflow {
+namespace {
+
+using shape_inference::DimensionHandle;
+using shape_inference::InferenceContext;
+using shape_inference::ShapeHandle;
+
+// [..., n] -> [..., k] for both outputs; k from a constant input when known.
+Status TopKShape(InferenceContext* c, ShapeHandle input, int k_input) {
+  ShapeHandle x;
+  TF_RETURN_IF_ERROR(c->WithRankAtLeast(input, 1, &x));
+  ShapeHandle unused;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(k_input), 0, &unused));
+  DimensionHandle k;
+  TF_RETURN_IF_ERROR(c->MakeDimForScalarInput(k_input, &k));
+  ShapeHandle out;
+  TF_RETURN_IF_ERROR(c->ReplaceDim(x, -1, k, &out));
+  c->set_output(0, out);
+  c->set_output(1, out);
+  return OkStatus();
+}
+
+}  // namespace
+
+// TopKV2's contract (same inputs, attrs, outputs, errors and results, ties
+// to the lower index, NaN as TopKV2 orders it), faster for long rows and small k.
+REGISTER_OP("Recopt>TopK")
+    .Input("input: T")
+    .Input("k: int32")
+    .Output("values: T")
+    .Output("indices: int32")
+    .Attr("sorted: bool = true")
+    .Attr("T: {float, double, int32, int64}")
+    .SetShapeFn([](InferenceContext* c) { return TopKShape(c, c->input(0), 1); });
+
+// Top-k over scores[b, j] = dot(queries[b], candidates[j]) * row_scales[j]
+// * scale + bias[j] (row_scales and bias may be empty: [0]), without
+// materialising the [batch, n] scores. Equal to TopKV2 over MatMul's scores
+// up to the fp32 rounding of the dot products. int8 candidates need
+// row_scales (symmetric per-row quantisation); bfloat16 ones are widened.
+REGISTER_OP("Recopt>ScoreTopK")
+    .Input("queries: float")
+    .Input("candidates: Tcand")
+    .Input("row_scales: float")
+    .Input("bias: float")
+    .Input("k: int32")
+    .Output("values: float")
+    .Output("indices: int32")
+    .Attr("Tcand: {float, bfloat16, int8}")
+    .Attr("scale: float = 1.0")
+    .Attr("sorted: bool = true")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle q, cand;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &q));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &cand));
+      DimensionHandle unused;
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(q, 1), c->Dim(cand, 1), &unused));
+      ShapeHandle rows;
+      TF_RETURN_IF_ERROR(c->Subshape(q, 0, 1, &rows));
+      ShapeHandle scores;
+      TF_RETURN_IF_ERROR(c->Concatenate(rows, c->Vector(c->Dim(cand, 0)), &scores));
+      return TopKShape(c, scores, 4);
+    });
+
+}  // namespace tensorflow

@@ -1,0 +1,134 @@
+"""Recopt>ScoreTopK against tf.math.top_k(matmul(q, c, transpose_b=True))."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_recopt.ops import retrieval
+
+EMPTY = np.zeros([0], np.float32)
+
+
+def _stock(q, c, k, scales=None, scale=1.0, bias=None):
+    s = tf.matmul(q, tf.cast(c, tf.float32), transpose_b=True)
+    if scales is not None and len(scales):
+        s = s * scales[None, :]
+    s = s * scale
+    if bias is not None and len(bias):
+        s = s + bias[None, :]
+    v, i = tf.math.top_k(s, k)
+    return v.numpy(), i.numpy(), s.numpy()
+
+
+def _fused(ops, q, c, k, scales=EMPTY, bias=EMPTY, scale=1.0):
+    v, i = ops.recopt_score_top_k(q, c, scales, bias, k, scale=scale)
+    return v.numpy(), i.numpy()
+
+
+def _assert_matches(want_v, want_i, got_v, got_i, scores):
+    """Scores agree to fp32 rounding; an index may differ only where the
+    stock scores tie within that rounding (the dot products sum in another order)."""
+    np.testing.assert_allclose(got_v, want_v, rtol=1e-5, atol=1e-5)
+    for row in range(len(want_i)):
+        diff = want_i[row] != got_i[row]
+        if diff.any():
+            np.testing.assert_allclose(scores[row, got_i[row][diff]], scores[row, want_i[row][diff]],
+                                       rtol=1e-5, atol=1e-5)
+    # Sorted by score, and no candidate twice.
+    assert (np.diff(got_v, axis=1) <= 0).all()
+    assert all(len(set(r)) == len(r) for r in got_i)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8, 64])
+@pytest.mark.parametrize("n,d,k", [(1, 4, 1), (1000, 16, 10), (100_003, 64, 500), (50_000, 33, 1000)])
+def test_fp32_matches_matmul_top_k(ops, batch, n, d, k):
+    rng = np.random.default_rng(batch * n + d)
+    q = rng.standard_normal((batch, d)).astype(np.float32)
+    c = rng.standard_normal((n, d)).astype(np.float32)
+    want_v, want_i, scores = _stock(q, c, k)
+    got_v, got_i = _fused(ops, q, c, k)
+    assert got_i.dtype == np.int32 and got_v.shape == (batch, k)
+    _assert_matches(want_v, want_i, got_v, got_i, scores)
+
+
+def test_scale_bias_and_row_scales(ops):
+    rng = np.random.default_rng(1)
+    q = rng.standard_normal((4, 32)).astype(np.float32)
+    c = rng.standard_normal((20_000, 32)).astype(np.float32)
+    scales = rng.uniform(0.5, 2, 20_000).astype(np.float32)
+    bias = rng.standard_normal(20_000).astype(np.float32)
+    want_v, want_i, scores = _stock(q, c, 100, scales=scales, scale=0.25, bias=bias)
+    got_v, got_i = _fused(ops, q, c, 100, scales=scales, bias=bias, scale=0.25)
+    _assert_matches(want_v, want_i, got_v, got_i, scores)
+
+
+@pytest.mark.parametrize("storage", ["bf16", "int8"])
+def test_compressed_storage_is_exact_for_its_own_values(ops, storage):
+    """With bf16/int8 storage the op is exact for the dequantised matrix;
+    recall against fp32 is what the pass reports."""
+    rng = np.random.default_rng(2)
+    q = rng.standard_normal((8, 64)).astype(np.float32)
+    c = rng.standard_normal((200_000, 64)).astype(np.float32)
+    stored, scales = retrieval.encode(c, storage)
+    dequant = stored.astype(np.float32) * (scales[:, None] if len(scales) else 1.0)
+    want_v, want_i, scores = _stock(q, dequant, 500)
+    got_v, got_i = _fused(ops, q, stored, 500, scales=scales)
+    np.testing.assert_allclose(got_v, want_v, rtol=1e-4, atol=1e-4)
+    assert retrieval.recall_at_k(want_i, got_i) > 0.999
+    fp32_i = _stock(q, c, 500)[1]
+    assert retrieval.recall_at_k(fp32_i, got_i) > 0.98
+
+
+def test_ties_go_to_the_lower_index(ops):
+    c = np.ones((30_000, 8), np.float32)
+    c[::7] = 2.0
+    q = np.ones((2, 8), np.float32)
+    want_v, want_i, _ = _stock(q, c, 1000)
+    got_v, got_i = _fused(ops, q, c, 1000)
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_array_equal(got_v, want_v)
+
+
+def test_nan_scores_follow_topkv2(ops):
+    rng = np.random.default_rng(3)
+    c = rng.integers(-3, 4, (5000, 8)).astype(np.float32)  # integer dot products: no rounding
+    c[[10, 4000]] = np.nan
+    q = rng.integers(-3, 4, (2, 8)).astype(np.float32)
+    q[1, 0] = np.nan  # every score of query 1 is NaN
+    for k in (1, 5, 100):
+        want_v, want_i, _ = _stock(q, c, k)
+        got_v, got_i = _fused(ops, q, c, k)
+        np.testing.assert_array_equal(got_i, want_i)
+        np.testing.assert_array_equal(got_v, want_v)
+
+
+@pytest.mark.parametrize("batch,n,k", [(0, 100, 5), (2, 100, 0), (2, 0, 0), (1, 5, 5)])
+def test_empty_and_k_equal_n(ops, batch, n, k):
+    rng = np.random.default_rng(4)
+    q = rng.integers(-3, 4, (batch, 8)).astype(np.float32)
+    c = rng.integers(-3, 4, (n, 8)).astype(np.float32)
+    want_v, want_i, _ = _stock(q, c, k)
+    got_v, got_i = _fused(ops, q, c, k)
+    assert got_v.shape == want_v.shape == (batch, k)
+    np.testing.assert_array_equal(got_i, want_i)
+
+
+def test_errors_name_the_input(ops):
+    q = np.zeros((2, 8), np.float32)
+    c = np.zeros((10, 8), np.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least k columns. Had 10, needed 11"):
+        ops.recopt_score_top_k(q, c, EMPTY, EMPTY, 11)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=r"candidates must be \[n, 8\]|Dimensions"):
+        ops.recopt_score_top_k(q, np.zeros((10, 7), np.float32), EMPTY, EMPTY, 1)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="bias must be"):
+        ops.recopt_score_top_k(q, c, EMPTY, np.zeros(3, np.float32), 1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="int8 candidates need row_scales"):
+        ops.recopt_score_top_k(q, c.astype(np.int8), EMPTY, EMPTY, 1)
+
+
+def test_quantize_int8_round_trip():
+    c = np.array([[0.0, 0.0], [1.0, -0.5], [-254.0, 127.0]], np.float32)
+    q, scales = retrieval.quantize_int8(c)
+    assert q.dtype == np.int8
+    np.testing.assert_allclose(scales, [1.0, 1 / 127, 2.0], rtol=1e-7)
+    np.testing.assert_allclose(q * scales[:, None], c, atol=0.5 / 127 + 1e-7)
+    assert retrieval.recall_at_k([[1, 2], [3, 4]], [[2, 9], [3, 4]]) == 0.75

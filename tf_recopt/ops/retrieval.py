@@ -1,0 +1,47 @@
+"""Candidate storage for Recopt>ScoreTopK, chosen once at optimize time."""
+import numpy as np
+
+OP_NAME = "Recopt>ScoreTopK"
+TOPK_OP_NAME = "Recopt>TopK"
+STORAGES = ("fp32", "bf16", "int8")
+
+
+def quantize_int8(candidates):
+    """Symmetric per-row int8: row j is q[j] * scales[j], |q| <= 127.
+
+    Per row, not per matrix, because candidate norms vary widely (popular
+    items have long vectors) and one scale would crush the short rows' scores
+    into a few levels. An all-zero row gets scale 1 (its scores stay 0).
+    """
+    c = np.asarray(candidates, dtype=np.float32)
+    peak = np.max(np.abs(c), axis=1) if c.size else np.zeros(c.shape[0], np.float32)
+    scales = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(c / scales[:, None]), -127, 127).astype(np.int8)
+    return q, scales
+
+
+def to_bfloat16(candidates):
+    """Round-to-nearest-even bfloat16, as tf.cast does."""
+    import tensorflow as tf
+    return tf.cast(tf.constant(np.asarray(candidates, np.float32)), tf.bfloat16).numpy()
+
+
+def encode(candidates, storage):
+    """(stored matrix, row_scales) for `storage`; row_scales is empty unless int8."""
+    if storage == "fp32":
+        return np.asarray(candidates, np.float32), np.zeros([0], np.float32)
+    if storage == "bf16":
+        return to_bfloat16(candidates), np.zeros([0], np.float32)
+    if storage == "int8":
+        return quantize_int8(candidates)
+    raise ValueError(f"candidate storage {storage!r}: supported {STORAGES}")
+
+
+def recall_at_k(expected_ids, actual_ids):
+    """Mean over rows of |expected ∩ actual| / k (1.0 for k = 0 or no rows)."""
+    e, a = np.asarray(expected_ids), np.asarray(actual_ids)
+    if e.size == 0:
+        return 1.0
+    e2, a2 = e.reshape(-1, e.shape[-1]), a.reshape(-1, a.shape[-1])
+    hits = [len(set(x.tolist()) & set(y.tolist())) for x, y in zip(e2, a2)]
+    return float(np.mean(hits) / e2.shape[1])
