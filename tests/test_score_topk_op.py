@@ -130,5 +130,5 @@ def test_quantize_int8_round_trip():
     q, scales = retrieval.quantize_int8(c)
     assert q.dtype == np.int8
     np.testing.assert_allclose(scales, [1.0, 1 / 127, 2.0], rtol=1e-7)
-    np.testing.assert_allclose(q * scales[:, None], c, atol=0.5 / 127 + 1e-7)
+    assert (np.abs(q * scales[:, None] - c) <= scales[:, None] / 2 + 1e-6).all()  # half a step per row
     assert retrieval.recall_at_k([[1, 2], [3, 4]], [[2, 9], [3, 4]]) == 0.75
