@@ -48,6 +48,8 @@ setup(
     extras_require={
         "cpu": ["tensorflow-cpu>=2.21,<2.22"],
         "test": ["pytest"],
+        # Peers for bench/: Faiss is the exact-search reference for retrieval.
+        "bench": ["faiss-cpu"],
     },
     entry_points={"console_scripts": ["tf-recopt=tf_recopt.cli:run"]},
 )

@@ -24,6 +24,18 @@ def time_calls(fns, warmup=20, repeats=200):
     return {label: (float(np.median(s)) * 1e3, float(np.percentile(s, 99)) * 1e3) for label, s in samples.items()}
 
 
+def copy_bandwidth_gbs(repeats=5):
+    """Read+write bytes per second of a 256 MiB numpy copy (best of repeats)."""
+    src = np.ones(64 << 20, np.float32)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.nbytes / best / 1e9
+
+
 def machine():
     model = "unknown CPU"
     flags = set()
@@ -48,6 +60,19 @@ def write_result(name, payload):
     with open(path, "w") as f:
         json.dump(payload, f, indent=1)
     return path
+
+
+def unit_args(argv, default_threads="default", default_repeats=30):
+    """--threads/--repeats for a unit benchmark; sets the threading mode
+    (before TensorFlow creates its pools) and returns the parsed args."""
+    import argparse
+    p = argparse.ArgumentParser()
+    p.add_argument("--threads", choices=["default", "inline"], default=default_threads)
+    p.add_argument("--repeats", type=int, default=default_repeats)
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    set_threads(args.threads)
+    return args
 
 
 def set_threads(mode):

@@ -27,20 +27,6 @@ def _ids(rng, shape):
     return fresh.reshape(shape)
 
 
-def copy_bandwidth_gbs(repeats=5):
-    """Read+write bytes per second of a 256 MiB numpy copy (best of repeats)."""
-    src = np.ones(64 << 20, np.float32)
-    dst = np.empty_like(src)
-    best = min(_timed(lambda: np.copyto(dst, src)) for _ in range(repeats))
-    return 2 * src.nbytes / best / 1e9
-
-
-def _timed(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--threads", choices=["default", "inline"], default="inline")
@@ -57,7 +43,7 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     tables = [tf.Variable(rng.standard_normal((ROWS, DIM)).astype(np.float32)) for _ in range(TABLES)]
     cases = {"one-hot": (BATCH,), "multi-hot x10 sum": (BATCH, HOT)}
-    rows, bandwidth = [], copy_bandwidth_gbs()
+    rows, bandwidth = [], common.copy_bandwidth_gbs()
     for case, shape in cases.items():
         ids = [tf.constant(_ids(rng, shape)) for _ in range(TABLES)]
         pooled = len(shape) == 2

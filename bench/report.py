@@ -78,6 +78,37 @@ def _embedding_section(lines):
         lines.append("")
 
 
+def _topk_section(lines):
+    for threads, data in _by_threads("topk"):
+        lines += [f"### TopK: Recopt>TopK vs tf.math.top_k, random fp32 rows, threads={threads}", "",
+                  f"Command: `{data['command']}`", "",
+                  f"Copy bandwidth in the same run: {data['copy_bandwidth_gbs']:.1f} GB/s. `input GB/s` = bytes "
+                  "of the input / recopt median. Indices are checked equal to TopKV2's before timing.", "",
+                  "| n | k | batch | stock median / p99 ms | recopt median / p99 ms | speed-up | input GB/s |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in data["rows"]:
+            lines.append(f"| {r['n']:,} | {r['k']} | {r['batch']} | {r['stock_ms']:.3f} / {r['stock_p99_ms']:.3f} | "
+                         f"{r['recopt_ms']:.3f} / {r['recopt_p99_ms']:.3f} | {r['speedup']:.2f}x | "
+                         f"{r['input_gbs']:.1f} |")
+        lines.append("")
+
+
+def _retrieval_section(lines):
+    for threads, data in _by_threads("retrieval"):
+        lines += [f"### Retrieval: {data['setup']}, threads={threads}", "",
+                  f"Command: `{data['command']}`", "",
+                  f"Copy bandwidth in the same run: {data['copy_bandwidth_gbs']:.1f} GB/s; `of bound` = candidate "
+                  "bytes read / median time / copy bandwidth. Recall@k is against exact fp32 (stock)."
+                  + (f" Faiss: {data['faiss_error']}." if data.get("faiss_error") else ""), "",
+                  "| batch | variant | median ms | p99 ms | vs stock | vs Faiss | recall@k | of bound |",
+                  "|---:|---|---:|---:|---:|---:|---:|---:|"]
+        for r in data["rows"]:
+            vs_faiss = f"{r['vs_faiss']:.2f}x" if r.get("vs_faiss") else "n/a"
+            lines.append(f"| {r['batch']} | {r['variant']} | {r['median_ms']:.3f} | {r['p99_ms']:.3f} | "
+                         f"{r['vs_stock']:.2f}x | {vs_faiss} | {r['recall']:.4f} | {100 * r['bound_fraction']:.0f}% |")
+        lines.append("")
+
+
 def _variants_section(lines):
     data = _load("dense_variants_inline")
     if not data:
@@ -112,6 +143,8 @@ def render():
                   f"TensorFlow {machine['tensorflow']}, Python {machine['python']}.", ""]
     _mlp_section(lines)
     _embedding_section(lines)
+    _topk_section(lines)
+    _retrieval_section(lines)
     _variants_section(lines)
     _e2e_section(lines)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:

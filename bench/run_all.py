@@ -9,6 +9,10 @@ STEPS = [
     ["-m", "bench.dense_variants", "--threads", "inline"],
     ["-m", "bench.embedding", "--threads", "inline"],
     ["-m", "bench.embedding", "--threads", "default"],
+    ["-m", "bench.topk", "--threads", "inline"],
+    ["-m", "bench.topk", "--threads", "default"],
+    ["-m", "bench.retrieval", "--threads", "inline"],
+    ["-m", "bench.retrieval", "--threads", "default"],
     ["-m", "bench.end_to_end"],
 ]
 

@@ -11,6 +11,9 @@ class PassContext:
     # Captured resource placeholders (node name) -> (shape, dtype name) of the
     # variable behind them: graphs carry no shapes for resources.
     resources: dict = dataclasses.field(default_factory=dict)
+    # The same placeholders -> the tf.Variable itself, for passes that
+    # re-encode a variable's value (fuse_topk's int8/bf16 candidates).
+    variables: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

@@ -4,13 +4,14 @@ import time
 
 from absl import logging
 
-from grappler_passes import canonicalize, cleanup, combine_parallel, fold_constants, fuse_dense, fuse_embedding
+from grappler_passes import (canonicalize, cleanup, combine_parallel, fold_constants, fuse_dense, fuse_embedding,
+                             fuse_topk)
 from grappler_passes.graph_view import GraphView
 from grappler_passes.pass_base import PassContext, PassResult
 
 _PASSES = {p.name: p for p in (
     cleanup.PruneIdentity, cleanup.PruneDeadNodes, fold_constants.FoldConstants, canonicalize.Canonicalize,
-    fuse_embedding.FuseEmbedding, fuse_dense.FuseDense, combine_parallel.CombineParallelDense)}
+    fuse_embedding.FuseEmbedding, fuse_topk.FuseTopK, fuse_dense.FuseDense, combine_parallel.CombineParallelDense)}
 
 # Why this order: pruning Identity first makes producers adjacent so patterns
 # see MatMul -> BiasAdd directly; folding weight-only subgraphs (transposes,
@@ -21,11 +22,13 @@ _PASSES = {p.name: p for p in (
 # block fusion; embedding fusion runs first and is pruned after, so the
 # gathers, Keras index-wrapping and hashing it replaced no longer count as
 # uses of anything fuse_dense wants; fusion runs on the canonical graph; a
-# final prune drops what the fusers orphaned. combine_parallel_dense is opt-in (passes=[...]): one
+# final prune drops what the fusers orphaned. fuse_topk runs before fuse_dense,
+# which would otherwise take a query-candidate product over a constant
+# candidate matrix for a (million-output) dense layer. combine_parallel_dense is opt-in (passes=[...]): one
 # wider layer + SplitV measured 1.11x at batch 1 but 0.79x at batch 512 for
 # 8 experts of 256->64 (bench/dense_variants.py), so it is not a default.
 DEFAULT_ORDER = ("prune_identity", "fold_constants", "canonicalize", "prune_dead_nodes", "fuse_embedding",
-                 "prune_dead_nodes", "fuse_dense", "prune_dead_nodes")
+                 "prune_dead_nodes", "fuse_topk", "prune_dead_nodes", "fuse_dense", "prune_dead_nodes")
 
 
 class UnknownPassError(ValueError):
@@ -45,7 +48,8 @@ def resolve_passes(passes=None, custom_ops=True):
     return [_PASSES[n] for n in names if custom_ops or not _PASSES[n].requires_custom_ops]
 
 
-def run_pipeline(graph_def, protected, passes=None, custom_ops=True, options=None, resources=None):
+def run_pipeline(graph_def, protected, passes=None, custom_ops=True, options=None, resources=None,
+                 variables=None):
     """Runs the passes over a copy of graph_def; returns (graph_def, [PassResult]).
 
     Each pass runs on its own copy: if it raises or leaves an invalid graph,
@@ -61,7 +65,7 @@ def run_pipeline(graph_def, protected, passes=None, custom_ops=True, options=Non
         start = time.perf_counter()
         try:
             cls().run(PassContext(view=view, custom_ops=custom_ops, options=options,
-                                  resources=resources or {}), result)
+                                  resources=resources or {}, variables=variables or {}), result)
             view.validate()
             current = trial
         except Exception as exc:  # a failing pass must never sink the whole optimization

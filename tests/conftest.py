@@ -48,7 +48,10 @@ def assert_outputs_close(a, b, rtol=1e-5, atol=1e-6):
     assert set(a) == set(b)
     for k in a:
         assert a[k].dtype == b[k].dtype, k
-        np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
+        if a[k].dtype.kind in "OSU":  # strings (ids): exact
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        else:
+            np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
 
 
 def saved_model_nodes(path, op):

@@ -37,8 +37,11 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
         or a TFRecord path of tf.Examples for a parsing signature.
       rtol, atol: parity tolerances; default 1e-4/1e-5 (fp32), 2e-2/5e-3 (bf16).
       overwrite: replace an existing output_dir.
-      precision: "fp32", or "bf16" to store fused dense weights as bfloat16
-        (fp32 inputs and accumulation; half the weight bytes per call).
+      precision: "fp32"; "bf16" stores fused dense weights and retrieval
+        candidates as bfloat16 (fp32 inputs and accumulation); "int8" stores
+        retrieval candidates as int8 with per-row scales (dense stays fp32).
+      recall_floor (option): retrieval ids (fused score+top-k) are compared as
+        sets; nothing is written when mean recall@k is below it (default 0.99).
       **options: further OptimizeOptions fields (freeze_max_bytes, ...).
 
     Returns:
@@ -68,7 +71,7 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
             saved_model_io.save(model, graphs, tmp)
         if opts.validate:
             with _stage(report, "verify"):
-                _verify(model, tmp, opts, report)
+                _verify(model, tmp, opts, report, graphs)
         _finish(report, tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -102,25 +105,27 @@ def _run_passes(model, opts, report):
             graphs[name] = sig.graph_def
         else:
             graphs[name], sreport.passes = run_pipeline(sig.graph_def, sig.protected_nodes(), opts.passes,
-                                                        opts.custom_ops, opts, sig.resource_specs())
+                                                        opts.custom_ops, opts, sig.resource_specs(), sig.variables())
         sreport.nodes_after = len(graphs[name].node)
         sreport.ops_after = GraphView(graphs[name]).op_histogram()
         report.signatures[name] = sreport
     return graphs
 
 
-def _verify(model, tmp, opts, report):
+def _verify(model, tmp, opts, report, graphs):
     optimized = tf.saved_model.load(tmp)
     failures = []
     for name, sig in model.signatures.items():
         feeds = verify.inputs_for(sig, model.path, opts)
         expected = verify.run_signature(sig.function, feeds)
         actual = verify.run_signature(optimized.signatures[name], feeds)
-        parity = verify.compare(name, expected, actual, opts.rtol, opts.atol)
+        retrieval = verify.retrieval_outputs(graphs[name], sig.output_tensors)
+        parity = verify.compare(name, expected, actual, opts.rtol, opts.atol, retrieval, opts.recall_floor)
         report.signatures[name].parity = parity
         failures += [p for p in parity if not p.ok]
     if failures:
-        detail = "; ".join(f"{p.signature}/{p.output}: max_abs={p.max_abs:.3g} max_rel={p.max_rel:.3g} {p.detail}"
+        detail = "; ".join(f"{p.signature}/{p.output}: " + (p.detail if p.recall is not None else
+                                                               f"max_abs={p.max_abs:.3g} max_rel={p.max_rel:.3g} {p.detail}")
                            for p in failures)
         raise ParityError(f"optimized model differs from {model.path} beyond rtol={opts.rtol} "
                           f"atol={opts.atol}: {detail}; nothing was written", report)

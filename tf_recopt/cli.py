@@ -29,8 +29,11 @@ def _parser():
     o.add_argument("--report", help="also write the report JSON here")
     o.add_argument("--overwrite", action="store_true")
     o.add_argument("--no-validate", action="store_true", help="skip the parity check (not advised)")
-    o.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16: fused dense weights stored as bfloat16")
+    o.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="bf16: fused dense weights and retrieval candidates stored as bfloat16; "
+                        "int8: retrieval candidates stored as int8 with per-row scales")
+    o.add_argument("--recall-floor", type=float, default=0.99,
+                   help="refuse to write when retrieval recall@k vs the original falls below this")
     o.add_argument("--rtol", type=float, help="parity rtol (default 1e-4 fp32, 2e-2 bf16)")
     o.add_argument("--atol", type=float, help="parity atol (default 1e-5 fp32, 5e-3 bf16)")
 
@@ -61,7 +64,8 @@ def cmd_optimize(args):
     import tf_recopt
     report = tf_recopt.optimize(args.input, args.output, custom_ops=not args.no_custom_ops, passes=args.passes,
                                 signatures=args.signatures, validate=not args.no_validate, rtol=args.rtol,
-                                atol=args.atol, overwrite=args.overwrite, precision=args.precision)
+                                atol=args.atol, overwrite=args.overwrite, precision=args.precision,
+                                recall_floor=args.recall_floor)
     print(report)
     if args.report:
         with open(args.report, "w") as f:
@@ -82,7 +86,7 @@ def cmd_inspect(args):
     out = {"path": args.input, "tags": model.tags, "signatures": {}}
     for name, sig in model.signatures.items():
         _, results = run_pipeline(sig.graph_def, sig.protected_nodes(), custom_ops=custom_ops,
-                                  resources=sig.resource_specs())
+                                  resources=sig.resource_specs(), variables=sig.variables())
         out["signatures"][name] = {
             "inputs": {k: f"{s.dtype.name}{s.shape}" for k, s in sig.input_specs.items()},
             "outputs": list(sig.output_tensors),

@@ -66,8 +66,9 @@ class OptimizationReport:
                 for node, reason in p.skipped[:5]:
                     lines.append(f"    skipped {node}: {reason}")
             for q in sig.parity:
-                lines.append(f"  parity {q.output:<20} max_abs={q.max_abs:.3g} max_rel={q.max_rel:.3g} "
-                             f"{'ok' if q.ok else 'FAIL ' + q.detail}")
+                measure = (f"recall@k={q.recall:.4f}" if q.recall is not None else
+                           f"max_abs={q.max_abs:.3g} max_rel={q.max_rel:.3g}")
+                lines.append(f"  parity {q.output:<20} {measure} {'ok' if q.ok else 'FAIL ' + q.detail}")
         stages = "  ".join(f"{k}={v:.2f}s" for k, v in self.stage_seconds.items())
         lines.append(f"stages: {stages}")
         return "\n".join(lines)

@@ -46,6 +46,11 @@ class SignatureGraph:
                 specs[placeholder.split(":")[0]] = (tuple(owner.shape.as_list()), owner.dtype.name)
         return specs
 
+    def variables(self):
+        """Captured variable placeholders (node name) -> the tf.Variable."""
+        return {placeholder.split(":")[0]: owner for placeholder, owner in self.captures
+                if isinstance(owner, tf.Variable)}
+
     def protected_nodes(self):
         names = list(self.input_tensors.values()) + list(self.output_tensors.values())
         names += [c for c, _ in self.captures]

@@ -1,12 +1,13 @@
 """Parity inputs (generated from the graph, or given) and output comparison."""
 import dataclasses
 import os
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import tensorflow as tf
 
-from grappler_passes.graph_view import GraphView
+from grappler_passes.graph_view import GraphView, parse_input
+from tf_recopt.ops.retrieval import OP_NAME as SCORE_TOPK_OP, recall_at_k
 
 # Ops through which an integer input keeps its meaning as an index.
 _PASS_THROUGH = frozenset({"Identity", "Cast", "Reshape", "ExpandDims", "Squeeze", "StridedSlice",
@@ -27,6 +28,7 @@ class OutputParity:
     max_rel: float
     ok: bool
     detail: str = ""
+    recall: Optional[float] = None   # retrieval ids: mean recall@k vs the original
 
 
 def id_upper_bounds(sig):
@@ -136,8 +138,37 @@ def _examples_from_tfrecord(sig, path, batch_size):
     return {key: value if spec.shape.rank == 1 else tf.reshape(value, [-1] + [1] * (spec.shape.rank - 1))}
 
 
-def compare(signature, expected: Dict, actual: Dict, rtol, atol):
-    """One OutputParity per output key of `expected`."""
+# Ops that carry top-k indices (or what they index) to an output unchanged in meaning.
+_ID_CARRIERS = {"Identity": (0,), "Cast": (0,), "GatherV2": (1,), "ResourceGather": (1,), "Gather": (1,),
+                "SelectV2": (1, 2), "Select": (1, 2), "AddV2": (0, 1), "Add": (0, 1), "Reshape": (0,),
+                "ExpandDims": (0,), "Squeeze": (0,)}
+
+
+def retrieval_outputs(graph_def, output_tensors):
+    """Output keys computed from a fused score+top-k's indices: ids whose
+    order among near-equal scores depends on the dot products' rounding, so
+    they are compared as sets (recall@k) rather than element by element."""
+    view = GraphView(graph_def)
+    found = set()
+    for key, tensor in output_tensors.items():
+        stack, seen = [parse_input(tensor)], set()
+        while stack and len(seen) < 64:
+            name, port = stack.pop()
+            node = view.node(name)
+            if node is None or (name, port) in seen:
+                continue
+            seen.add((name, port))
+            if node.op == SCORE_TOPK_OP and port == 1:
+                found.add(key)
+                break
+            inputs = view.data_inputs(node)
+            stack += [parse_input(inputs[i]) for i in _ID_CARRIERS.get(node.op, ()) if i < len(inputs)]
+    return found
+
+
+def compare(signature, expected: Dict, actual: Dict, rtol, atol, retrieval=(), recall_floor=1.0):
+    """One OutputParity per output key of `expected`; keys in `retrieval` are
+    compared by recall@k over their last axis against `recall_floor`."""
     results = []
     for key, exp in expected.items():
         exp = np.asarray(exp)
@@ -146,8 +177,19 @@ def compare(signature, expected: Dict, actual: Dict, rtol, atol):
             detail = "missing" if act is None else f"got {act.dtype}{list(act.shape)}, want {exp.dtype}{list(exp.shape)}"
             results.append(OutputParity(signature, key, float("inf"), float("inf"), False, detail))
             continue
-        results.append(_compare_arrays(signature, key, exp, act, rtol, atol))
+        if key in retrieval and exp.ndim >= 1:
+            results.append(_compare_ids(signature, key, exp, act, recall_floor))
+        else:
+            results.append(_compare_arrays(signature, key, exp, act, rtol, atol))
     return results
+
+
+def _compare_ids(signature, key, exp, act, floor):
+    recall = recall_at_k(exp, act)
+    ok = recall >= floor
+    detail = "" if ok else f"recall@{exp.shape[-1]} {recall:.4f} < recall_floor {floor}"
+    gap = 0.0 if np.array_equal(exp, act) else 1.0 - recall
+    return OutputParity(signature, key, gap, gap, ok, detail, recall=recall)
 
 
 def _compare_arrays(signature, key, exp, act, rtol, atol):

@@ -32,6 +32,7 @@ MODELS = {
     "dien": lambda p, s, seed: _keras3("dien", p, s, seed),
     "two_tower": lambda p, s, seed: _keras3("two_tower", p, s, seed),
     "dcn": lambda p, s, seed: _legacy_keras_subprocess("dcn", p, s, seed),
+    "tfrs_retrieval": lambda p, s, seed: _legacy_keras_subprocess("tfrs_retrieval", p, s, seed),
 }
 
 

@@ -1,0 +1,74 @@
+"""Unit benchmark: full-corpus retrieval, n = 1M candidates, d = 64, k = 500,
+batch 1 and 8. Stock TensorFlow (matmul + top_k), Faiss IndexFlatIP (exact
+inner-product search, faiss-cpu; its thread count follows --threads), and
+Recopt>ScoreTopK with fp32, bf16 and int8 candidates. Each is reported as a
+ratio to stock and to Faiss, as recall@k against exact fp32, and as a
+fraction of the bandwidth bound (candidate bytes / time vs the copy
+bandwidth measured in the same run).
+
+    python -m bench.retrieval --threads inline|default [--repeats N]
+"""
+import os
+import sys
+
+import numpy as np
+
+N, DIM, K, BATCHES = 1_000_000, 64, 500, (1, 8)
+
+
+def _faiss(candidates, threads):
+    try:
+        import faiss
+    except ImportError as exc:  # optional peer: pip install tf-recopt[bench]
+        return None, f"faiss not installed ({exc})"
+    faiss.omp_set_num_threads(1 if threads == "inline" else os.cpu_count())
+    index = faiss.IndexFlatIP(DIM)
+    index.add(candidates)
+    return index, ""
+
+
+def main(argv=None):
+    from bench import common
+    args = common.unit_args(argv)
+    import tensorflow as tf
+    import tf_recopt
+    from tf_recopt.ops import retrieval
+    ops = tf_recopt.load_ops()
+    rng = np.random.default_rng(0)
+    cand = rng.standard_normal((N, DIM)).astype(np.float32)
+    index, faiss_error = _faiss(cand, args.threads)
+    stored = {s: [tf.constant(a) for a in retrieval.encode(cand, s)] for s in retrieval.STORAGES}
+    cand_t, empty = tf.constant(cand), tf.zeros([0])
+    bandwidth = common.copy_bandwidth_gbs()
+    rows = []
+    for batch in BATCHES:
+        q = rng.standard_normal((batch, DIM)).astype(np.float32)
+        q_t = tf.constant(q)
+        fns = {"stock": tf.function(lambda: tf.math.top_k(tf.matmul(q_t, cand_t, transpose_b=True), K))}
+        for s, (m, sc) in stored.items():
+            fns[f"recopt {s}"] = tf.function(lambda m=m, sc=sc: ops.recopt_score_top_k(q_t, m, sc, empty, K))
+        calls = {label: (lambda f=f: f()[1].numpy()) for label, f in fns.items()}
+        if index is not None:
+            calls["faiss"] = lambda: index.search(q, K)[1]
+        exact = calls["stock"]()
+        timings = common.time_calls(calls, warmup=3, repeats=args.repeats)
+        for label, (med, p99) in timings.items():
+            nbytes = stored[label.split()[1]][0].numpy().nbytes if label.startswith("recopt") else cand.nbytes
+            rows.append({"batch": batch, "variant": label, "median_ms": med, "p99_ms": p99,
+                         "vs_stock": timings["stock"][0] / med,
+                         "vs_faiss": timings["faiss"][0] / med if "faiss" in timings else None,
+                         "recall": retrieval.recall_at_k(exact, calls[label]()),
+                         "bound_fraction": nbytes / (med / 1e3) / 1e9 / bandwidth})
+            r = rows[-1]
+            print(f"batch {batch} {label:<13} median {med:7.3f} ms  p99 {p99:7.3f}  {r['vs_stock']:.2f}x stock  "
+                  f"recall {r['recall']:.4f}  {100 * r['bound_fraction']:.0f}% of bound", file=sys.stderr)
+    payload = {"bench": "retrieval", "threads": args.threads, "machine": common.machine(),
+               "copy_bandwidth_gbs": bandwidth, "faiss_error": faiss_error,
+               "setup": f"n={N} candidates, d={DIM}, k={K}",
+               "command": f"python -m bench.retrieval --threads {args.threads} --repeats {args.repeats}",
+               "rows": rows}
+    common.write_result(f"retrieval_{args.threads}", payload)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+r"""Top-k rewrites for retrieval.
+
+1. Score + top-k -> Recopt>ScoreTopK (all n scores are never written out):
+
+     q [B, d]   C                      C: a Const, or a ReadVariableOp of a captured
+        \      /                          variable; [n, d] (transpose_b, adj_y, a
+   MatMul | BatchMatMulV2 | Einsum        Transpose(C, [1, 0]) or "bd,nd->bn") or [d, n]
+        |
+   Mul (scalar Const)                  optional, either side
+        |
+   BiasAdd | Add | AddV2 (Const [n])   optional, either side
+        |
+      TopKV2 (k)   -> values, indices  (Gathers of ids by indices stay as they are)
+
+   The candidate matrix is re-encoded once, here, in the storage that
+   options.precision asks for: fp32 (an [n, d] matrix is used in place), bf16,
+   or int8 with per-row scales.
+
+2. Any other TopKV2 whose last axis may be long -> Recopt>TopK (same results).
+"""
+import re
+
+import numpy as np
+from tensorflow.core.framework import attr_value_pb2, types_pb2
+
+from grappler_passes import shapes
+from grappler_passes.pass_base import GraphPass
+from tf_recopt.ops import retrieval
+
+# Rows shorter than this gain nothing from Recopt>TopK (core/topk.h
+# kTopKSampledMinCols; bench/topk.py measures the crossover).
+MIN_TOPK_COLS = 16384
+_TOPK_TYPES = {types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_INT32, types_pb2.DT_INT64}
+_EINSUM = re.compile(r"^([a-z])([a-z]),([a-z])([a-z])->([a-z])([a-z])$")
+_STORAGE = {"fp32": "fp32", "bf16": "bf16", "int8": "int8"}
+_TCAND = {"fp32": types_pb2.DT_FLOAT, "bf16": types_pb2.DT_BFLOAT16, "int8": types_pb2.DT_INT8}
+
+
+class _Skip(Exception):
+    """A TopKV2 whose scores are not a fusable query-candidate product."""
+
+
+class FuseTopK(GraphPass):
+    name = "fuse_topk"
+    requires_custom_ops = True
+    description = "matmul (+scale, +bias) + TopKV2 -> Recopt>ScoreTopK; long TopKV2 -> Recopt>TopK"
+
+    def run(self, ctx, result):
+        view = ctx.view
+        info = shapes.tensor_info(view.graph_def)
+        storage = _STORAGE.get(getattr(ctx.options, "precision", "fp32"), "fp32")
+        for node in [n for n in view.nodes() if n.op == "TopKV2"]:
+            if not _int32_k_and_indices(node):
+                result.skip(node.name, "k or indices are not int32 (the fused ops return int32 indices)")
+                continue
+            try:
+                chain = _ScoreChain(view, ctx, info, node)
+                _emit_score_topk(view, node, chain, storage)
+                result.apply()
+                continue
+            except _Skip as why:
+                reason = str(why)
+            if _long_rows(info, node) and node.attr["T"].type in _TOPK_TYPES:
+                node.op = "Recopt>TopK"
+                for attr in ("Tk", "index_type"):  # TopKV2's, always int32 here
+                    node.attr.pop(attr, None)
+                view.touch()
+                result.apply()
+            else:
+                result.skip(node.name, f"{reason}; last axis under {MIN_TOPK_COLS}")
+
+
+def _int32_k_and_indices(node):
+    return all(attr not in node.attr or node.attr[attr].type == types_pb2.DT_INT32
+               for attr in ("Tk", "index_type"))
+
+
+def _long_rows(info, node):
+    shape = shapes.shape_of(info, node.input[0])
+    return shape is None or shape[-1] is None or shape[-1] >= MIN_TOPK_COLS
+
+
+class _ScoreChain:
+    """Walks TopKV2's input back to the query-candidate product; raises _Skip."""
+
+    def __init__(self, view, ctx, info, topk):
+        self.view, self.ctx, self.info = view, ctx, info
+        self.removed = []       # nodes the fused op replaces
+        self.scale = 1.0
+        self.bias = None        # np [n] or None
+        node = self._single_use_producer(topk, 0)
+        node = self._take_bias(node)
+        node = self._take_scale(node)
+        self._take_product(node)
+
+    def _single_use_producer(self, consumer, index):
+        node = self.view.node(self.view.skip_identity(self.view.data_inputs(consumer)[index]))
+        if node is None:
+            raise _Skip("no producer")
+        if node.name in self.view.protected or len(self.view.consumers(node.name)) != 1:
+            raise _Skip(f"scores '{node.name}' are used elsewhere")
+        if self.view.has_control_inputs(node):
+            raise _Skip(f"'{node.name}' has control inputs")
+        return node
+
+    def _const_operand(self, node):
+        """(index of the non-const input, const value) or (None, None)."""
+        for i in (1, 0):
+            value = self.view.const_value(self.view.data_inputs(node)[i])
+            if value is not None:
+                return 1 - i, value
+        return None, None
+
+    def _take_bias(self, node):
+        if node.op not in ("BiasAdd", "Add", "AddV2"):
+            return node
+        other, value = self._const_operand(node)
+        if other is None or node.attr["T"].type != types_pb2.DT_FLOAT or value.size < 2 or \
+                value.shape[-1] != value.size or (node.op == "BiasAdd" and other != 0):
+            raise _Skip(f"'{node.name}' adds something other than a per-candidate bias")
+        self.bias = value.reshape(-1).astype(np.float32)
+        self.removed.append(node)
+        return self._single_use_producer(node, other)
+
+    def _take_scale(self, node):
+        if node.op != "Mul":
+            return node
+        other, value = self._const_operand(node)
+        if other is None or value.size != 1:
+            raise _Skip(f"'{node.name}' multiplies by something other than a scalar")
+        self.scale = float(value.reshape(()))
+        self.removed.append(node)
+        return self._single_use_producer(node, other)
+
+    def _take_product(self, node):
+        inputs = self.view.data_inputs(node)
+        if node.op == "MatMul" and not node.attr["transpose_a"].b:
+            transposed = node.attr["transpose_b"].b
+        elif node.op in ("BatchMatMulV2", "BatchMatMul") and not node.attr["adj_x"].b:
+            transposed = node.attr["adj_y"].b
+        elif node.op == "Einsum" and len(inputs) == 2:
+            transposed = _einsum_orientation(node)
+        else:
+            raise _Skip(f"scores come from {node.op} '{node.name}', not a query-candidate product")
+        if node.attr["T"].type != types_pb2.DT_FLOAT:
+            raise _Skip(f"'{node.name}' is not float32")
+        q_shape = shapes.shape_of(self.info, inputs[0])
+        if q_shape is None or len(q_shape) != 2:
+            raise _Skip(f"query of '{node.name}' is not [batch, d]")
+        self.query = inputs[0]
+        self.removed.append(node)
+        self._take_candidates(inputs[1], transposed)
+
+    def _take_candidates(self, tensor, transposed):
+        """Sets candidates_tensor (an [n, d] float tensor usable as is) and/or
+        candidates_value (numpy [n, d]) from a Const, a variable read or a Transpose."""
+        src = self.view.node(self.view.skip_identity(tensor))
+        if src.op == "Transpose" and np.array_equal(self.view.const_value(src.input[1]), [1, 0]):
+            return self._take_candidates(src.input[0], not transposed)
+        value = self.view.const_value(src.name)
+        if value is None and src.op == "ReadVariableOp":
+            variable = self.ctx.variables.get(self.view.skip_identity(src.input[0]).split(":")[0])
+            if variable is None:
+                raise _Skip(f"candidate variable behind '{src.name}' is unknown")
+            self.variable = variable
+        elif value is None:
+            raise _Skip(f"candidates come from {src.op} '{src.name}', not a constant or variable")
+        # [n, d] as stored: usable in place for fp32 storage.
+        self.in_place = self.view.skip_identity(tensor) if transposed else None
+        self.value_fn = lambda: _as_rows(value if value is not None else self.variable.numpy(), transposed)
+        shape = list(value.shape) if value is not None else self.variable.shape.as_list()
+        if len(shape) != 2 or None in shape:
+            raise _Skip(f"candidate matrix '{src.name}' is not 2-D with a static shape")
+        self.n = shape[0] if transposed else shape[1]
+        if self.bias is not None and self.bias.size != self.n:
+            raise _Skip(f"bias has {self.bias.size} entries for {self.n} candidates")
+
+
+def _as_rows(value, transposed):
+    value = np.asarray(value, np.float32)
+    return value if transposed else np.ascontiguousarray(value.T)
+
+
+def _einsum_orientation(node):
+    m = _EINSUM.match(node.attr["equation"].s.decode().replace(" ", ""))
+    if not m:
+        raise _Skip(f"einsum '{node.attr['equation'].s.decode()}' is not a query-candidate product")
+    b, d, x, y, ob, on = m.groups()
+    if ob != b or len({b, d, on}) != 3:
+        raise _Skip(f"einsum '{node.attr['equation'].s.decode()}' is not a query-candidate product")
+    if (x, y) == (on, d):
+        return True
+    if (x, y) == (d, on):
+        return False
+    raise _Skip(f"einsum '{node.attr['equation'].s.decode()}' is not a query-candidate product")
+
+
+def _emit_score_topk(view, topk, chain, storage):
+    base = topk.name + "/recopt"
+    if storage == "fp32" and chain.in_place is not None:
+        candidates, scales = chain.in_place, view.add_const(base + "/row_scales", np.zeros([0], np.float32)).name
+    else:
+        stored, row_scales = retrieval.encode(chain.value_fn(), storage)
+        candidates = view.add_const(base + "/candidates", stored).name
+        scales = view.add_const(base + "/row_scales", row_scales).name
+    bias = view.add_const(base + "/bias", chain.bias if chain.bias is not None else np.zeros([0], np.float32)).name
+    k = topk.input[1]
+    controls = [i for n in [topk] + chain.removed for i in n.input if i.startswith("^")]
+    sorted_attr = topk.attr["sorted"].b
+    topk.op = "Recopt>ScoreTopK"
+    del topk.input[:]
+    topk.input.extend([chain.query, candidates, scales, bias, k] + sorted(set(controls)))
+    topk.attr.clear()
+    topk.attr["Tcand"].CopyFrom(attr_value_pb2.AttrValue(type=_TCAND[storage]))
+    topk.attr["scale"].CopyFrom(attr_value_pb2.AttrValue(f=chain.scale))
+    topk.attr["sorted"].CopyFrom(attr_value_pb2.AttrValue(b=sorted_attr))
+    view.remove_nodes([n.name for n in chain.removed])

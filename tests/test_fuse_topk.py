@@ -1,0 +1,100 @@
+"""fuse_topk: each spelling of score + top-k becomes Recopt>ScoreTopK, long
+TopKV2s become Recopt>TopK, and near-misses stay as they were.
+
+Candidates and queries hold small integers, so every dot product is exact in
+fp32 whatever the summation order, and ids can be compared exactly."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_recopt
+from tf_recopt.errors import ParityError
+from tests.conftest import saved_model_nodes
+from tests.graph_util import frozen_graph, ops_of, optimize_graph, run_graph
+
+RNG = np.random.default_rng(0)
+N, D, K = 20_000, 16, 100
+C = RNG.integers(-4, 5, (N, D)).astype(np.float32)
+BIAS = RNG.integers(-8, 9, N).astype(np.float32)
+Q = RNG.integers(-4, 5, (5, D)).astype(np.float32)
+QSPEC = tf.TensorSpec([None, D], tf.float32)
+
+
+def _check(fn, expect_op="Recopt>ScoreTopK", passes=("fuse_topk", "prune_dead_nodes")):
+    graph_def, inputs, outputs = frozen_graph(fn, QSPEC)
+    optimized, results = optimize_graph(graph_def, inputs, outputs, passes=list(passes))
+    got_ops = ops_of(optimized)
+    want = run_graph(graph_def, inputs, outputs, [Q])
+    got = run_graph(optimized, inputs, outputs, [Q])
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(g, w)
+    return got_ops, results
+
+
+FORMS = {
+    "matmul_transpose_b": lambda q: tf.math.top_k(tf.matmul(q, C, transpose_b=True), K),
+    "matmul_transpose_op": lambda q: tf.math.top_k(tf.matmul(q, tf.transpose(tf.constant(C))), K),
+    "matmul_d_by_n": lambda q: tf.math.top_k(tf.matmul(q, C.T.copy()), K),
+    "einsum": lambda q: tf.math.top_k(tf.einsum("bd,nd->bn", q, C), K),
+    "einsum_d_by_n": lambda q: tf.math.top_k(tf.einsum("ij,jk->ik", q, C.T.copy()), K),
+    "batch_matmul_adj_y": lambda q: tf.math.top_k(tf.raw_ops.BatchMatMulV2(x=q, y=C, adj_y=True), K),
+    "scale_and_bias": lambda q: tf.math.top_k(0.5 * tf.matmul(q, C, transpose_b=True) + BIAS, K),
+    "bias_first": lambda q: tf.math.top_k(tf.nn.bias_add(tf.matmul(q, C, transpose_b=True), BIAS), K),
+    "gather_ids": lambda q: tf.gather(tf.constant([f"id{i}".encode() for i in range(N)]),
+                                      tf.math.top_k(tf.matmul(q, C, transpose_b=True), K).indices),
+}
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_score_topk_forms(ops, form):
+    got_ops, _ = _check(FORMS[form])
+    assert "Recopt>ScoreTopK" in got_ops, form
+    assert not {"TopKV2", "MatMul", "Einsum"} & set(got_ops), got_ops
+
+
+def test_scores_used_elsewhere_keep_the_matmul(ops):
+    def f(q):
+        s = tf.matmul(q, C, transpose_b=True)
+        v, i = tf.math.top_k(s, K)
+        return v, i, tf.reduce_max(s, axis=1)
+    got_ops, results = _check(f)
+    assert "Recopt>ScoreTopK" not in got_ops and "MatMul" in got_ops
+    assert "Recopt>TopK" in got_ops  # n = 20000: long enough for the sampled top-k
+
+
+def test_short_topk_is_left_alone(ops):
+    def f(q):
+        return tf.math.top_k(tf.nn.relu(tf.tile(q, [1, 100])), 5)
+    got_ops, results = _check(f)
+    assert "TopKV2" in got_ops
+    assert any("last axis under" in r for res in results for _, r in res.skipped)
+
+
+def test_non_candidate_bias_is_not_fused(ops):
+    def f(q):  # a per-query (column) bias cannot be folded into per-candidate scores
+        return tf.math.top_k(tf.matmul(q, C, transpose_b=True) + q[:, :1], K)
+    got_ops, _ = _check(f)
+    assert "Recopt>ScoreTopK" not in got_ops and "Recopt>TopK" in got_ops
+
+
+def test_tfrs_brute_force_index_optimizes(ops, zoo_dir, tmp_path):
+    """tensorflow-recommenders BruteForce, with its candidates kept as a
+    variable (freeze_max_bytes=0), in every storage."""
+    src = zoo_dir("tfrs_retrieval")
+    for precision in ("fp32", "bf16", "int8"):
+        out = str(tmp_path / precision)
+        report = tf_recopt.optimize(src, out, precision=precision, freeze_max_bytes=0)
+        assert report.rewrites()["fuse_topk"] == 1
+        assert len(saved_model_nodes(out, "Recopt>ScoreTopK")) == 1
+        assert not saved_model_nodes(out, "TopKV2")
+        ids = {p.output: p for p in report.signatures["serving_default"].parity}["item_ids"]
+        assert ids.recall is not None and ids.recall >= 0.99 and ids.ok
+        if precision == "fp32":
+            assert ids.recall == 1.0
+
+
+def test_recall_floor_refuses_to_write(ops, zoo_dir, tmp_path):
+    out = tmp_path / "int8"
+    with pytest.raises(ParityError, match="recall@50 .* < recall_floor 1.0"):
+        tf_recopt.optimize(zoo_dir("two_tower"), str(out), precision="int8", recall_floor=1.0)
+    assert not out.exists()
