@@ -49,3 +49,15 @@ def test_errors_are_one_line_exit_2(zoo_dir, tmp_path, args, message):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("tf-recopt ") and message in last
     assert "Traceback" not in r.stderr
+
+
+def test_int8_retrieval_optimize_and_validate_report_recall(zoo_dir, tmp_path):
+    src, out = zoo_dir("two_tower"), str(tmp_path / "int8")
+    r = run_cli("optimize", src, out, "--precision", "int8")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "recall@k=" in r.stdout
+    r = run_cli("validate", src, out, "--rtol", "5e-2", "--atol", "5e-2")
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    assert "candidate_ids: recall@k=" in r.stdout
+    r = run_cli("validate", src, out, "--rtol", "5e-2", "--atol", "5e-2", "--recall-floor", "1.0")
+    assert r.returncode != 0 and "< recall_floor 1.0" in r.stdout

@@ -46,6 +46,7 @@ def _parser():
     v.add_argument("original")
     v.add_argument("optimized")
     v.add_argument("--rtol", type=float, default=1e-4)
+    v.add_argument("--recall-floor", type=float, default=0.99, help="minimum recall@k for fused top-k ids")
     v.add_argument("--atol", type=float, default=1e-5)
     v.add_argument("--batch-size", type=int, default=8)
 
@@ -118,6 +119,8 @@ def cmd_validate(args):
         saved_model_io.check_saved_model_dir(path)
     original = saved_model_io.load(args.original, OptimizeOptions(freeze_max_bytes=0))
     optimized = tf.saved_model.load(args.optimized)
+    # The optimized graphs tell which outputs are fused top-k ids (compared by recall@k).
+    graphs = saved_model_io.load(args.optimized, OptimizeOptions(freeze_max_bytes=0)).signatures
     ok = True
     for name, sig in original.signatures.items():
         if name not in optimized.signatures:
@@ -125,10 +128,13 @@ def cmd_validate(args):
             ok = False
             continue
         feeds = verify.generate_inputs(sig, args.original, args.batch_size)
+        retrieval = verify.retrieval_outputs(graphs[name].graph_def, graphs[name].output_tensors)
         for p in verify.compare(name, verify.run_signature(sig.function, feeds),
-                                verify.run_signature(optimized.signatures[name], feeds), args.rtol, args.atol):
-            print(f"{name}/{p.output}: max_abs={p.max_abs:.3g} max_rel={p.max_rel:.3g} "
-                  f"{'ok' if p.ok else 'FAIL ' + p.detail}")
+                                verify.run_signature(optimized.signatures[name], feeds), args.rtol, args.atol,
+                                retrieval, args.recall_floor):
+            measure = f"recall@k={p.recall:.4f}" if p.recall is not None else \
+                f"max_abs={p.max_abs:.3g} max_rel={p.max_rel:.3g}"
+            print(f"{name}/{p.output}: {measure} {'ok' if p.ok else 'FAIL ' + p.detail}")
             ok &= p.ok
     return 0 if ok else 1
 
