@@ -27,7 +27,9 @@ test: ops
 demo: ops
 	$(PY) -m tf_recopt.demo --workdir $(DEMO_DIR)
 
+# Peers (Faiss for retrieval) are the [bench] extra, installed only here.
 bench: ops
+	$(PY) -m pip install -q --no-build-isolation --no-deps faiss-cpu
 	$(PY) -m bench.run_all
 
 clean:

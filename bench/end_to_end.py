@@ -14,7 +14,10 @@ import time
 # Two-tower scores 1M candidates per query: batch 512 would be ~65 GFLOP a call.
 BATCH_SIZES = {"two_tower": "1,8"}
 DEFAULT_BATCHES = "1,64,512"
-MODELS = ("dlrm", "wdl", "dcn", "din", "dien", "two_tower")
+MODELS = ("dlrm", "wdl", "dcn", "din", "dien", "two_tower", "tfrs_retrieval")
+BATCH_SIZES["tfrs_retrieval"] = "1,8"
+# Models whose candidate matrix can also be stored as int8 (precision="int8").
+RETRIEVAL = ("two_tower", "tfrs_retrieval")
 
 
 def _bench(models, batches, threads, repeats):
@@ -32,6 +35,8 @@ def run_model(name, workdir, repeats):
     src = os.path.join(workdir, name)
     outs = {"recopt": (os.path.join(workdir, f"{name}_recopt"), "fp32"),
             "recopt_bf16": (os.path.join(workdir, f"{name}_recopt_bf16"), "bf16")}
+    if name in RETRIEVAL:
+        outs["recopt_int8"] = (os.path.join(workdir, f"{name}_recopt_int8"), "int8")
     for path in [src] + [p for p, _ in outs.values()]:
         shutil.rmtree(path, ignore_errors=True)
     zoo.export(name, src, size="full")
@@ -41,15 +46,19 @@ def run_model(name, workdir, repeats):
         try:
             report = tf_recopt.optimize(src, path, precision=precision)
         except tf_recopt.ParityError as exc:
-            # bf16 may reorder near-tied scores (two-tower top-k ids): optimize refuses, as it should.
-            entry["bf16_refused"] = str(exc).split(": ", 1)[-1][:200]
+            # Reduced precision may move ids below recall_floor: optimize refuses, as it should.
+            entry[f"{precision}_refused"] = str(exc).split(": ", 1)[-1][:200]
             del outs[label]
             continue
         if label == "recopt":
             entry.update(optimize_seconds=round(time.perf_counter() - t0, 2), rewrites=report.rewrites(),
                          parity_ok=report.parity_ok)
         else:
-            entry["bf16_parity_max_abs"] = max(p.max_abs for s in report.signatures.values() for p in s.parity)
+            parity = [p for s in report.signatures.values() for p in s.parity]
+            entry[f"{precision}_parity_max_abs"] = max(p.max_abs for p in parity if p.recall is None)
+            recalls = [p.recall for p in parity if p.recall is not None]
+            if recalls:
+                entry[f"{precision}_recall"] = min(recalls)
     models = {"stock": src, **{label: path for label, (path, _) in outs.items()}}
     for threads in ("default", "inline"):
         entry["timings"][threads] = _bench(models, BATCH_SIZES.get(name, DEFAULT_BATCHES), threads, repeats)

@@ -41,28 +41,36 @@ def _e2e_section(lines):
     lines += ["### End to end, zoo models (full size): stock export vs tf-recopt (fp32 and bf16 weights)", "",
               f"Command: `{data['command']}`", "",
               "| model | threads | batch | stock median / p99 ms | recopt median / p99 ms | speed-up "
-              "| recopt bf16 median / p99 ms | speed-up |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
+              "| recopt bf16 median / p99 ms | speed-up | recopt int8 candidates median / p99 ms | speed-up |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for e in data["entries"]:
         for threads, rows in e["timings"].items():
             by = {(r["model"], r["batch_size"]): r for r in rows}
             for batch in sorted({r["batch_size"] for r in rows}):
                 s = by[("stock", batch)]
                 cells = []
-                for label in ("recopt", "recopt_bf16"):
+                for label in ("recopt", "recopt_bf16", "recopt_int8"):
                     o = by.get((label, batch))
                     cells.append("- | -" if o is None else
                                  f"{o['median_ms']:.3f} / {o['p99_ms']:.3f} | {s['median_ms'] / o['median_ms']:.2f}x")
                 lines.append(f"| {e['model']} | {threads} | {batch} | {s['median_ms']:.3f} / {s['p99_ms']:.3f} | "
                              + " | ".join(cells) + " |")
-    lines += ["", "| model | optimize() seconds | rewrites applied | parity | bf16 max abs error |",
-              "|---|---:|---|---|---:|"]
+    lines += ["", "| model | optimize() seconds | rewrites applied | parity | bf16 max abs error (recall@k) "
+              "| int8 max abs error (recall@k) |", "|---|---:|---|---|---:|---:|"]
     for e in data["entries"]:
         rw = ", ".join(f"{k}={v}" for k, v in e["rewrites"].items() if v)
         lines.append(f"| {e['model']} | {e['optimize_seconds']} | {rw} | {'ok' if e['parity_ok'] else 'FAIL'} | "
-                     + (f"refused: {e['bf16_refused'][:80]}" if "bf16_refused" in e
-                        else f"{e.get('bf16_parity_max_abs', float('nan')):.2g}") + " |")
+                     + " | ".join(_precision_cell(e, p) for p in ("bf16", "int8")) + " |")
     lines.append("")
+
+
+def _precision_cell(entry, precision):
+    if f"{precision}_refused" in entry:
+        return f"refused: {entry[precision + '_refused'][:80]}"
+    if f"{precision}_parity_max_abs" not in entry:
+        return "-"
+    recall = entry.get(f"{precision}_recall")
+    return f"{entry[precision + '_parity_max_abs']:.2g}" + (f" ({recall:.4f})" if recall is not None else "")
 
 
 def _embedding_section(lines):
