@@ -32,7 +32,6 @@ from tf_recopt.ops import retrieval
 MIN_TOPK_COLS = 16384
 _TOPK_TYPES = {types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_INT32, types_pb2.DT_INT64}
 _EINSUM = re.compile(r"^([a-z])([a-z]),([a-z])([a-z])->([a-z])([a-z])$")
-_STORAGE = {"fp32": "fp32", "bf16": "bf16", "int8": "int8"}
 _TCAND = {"fp32": types_pb2.DT_FLOAT, "bf16": types_pb2.DT_BFLOAT16, "int8": types_pb2.DT_INT8}
 
 
@@ -47,9 +46,13 @@ class FuseTopK(GraphPass):
 
     def run(self, ctx, result):
         view = ctx.view
+        topks = [n for n in view.nodes() if n.op == "TopKV2"]
+        if not topks:
+            return  # spares the shape-inference import of the whole graph
         info = shapes.tensor_info(view.graph_def)
-        storage = _STORAGE.get(getattr(ctx.options, "precision", "fp32"), "fp32")
-        for node in [n for n in view.nodes() if n.op == "TopKV2"]:
+        # OptimizeOptions.precision (validated there) names the candidate storage too.
+        storage = getattr(ctx.options, "precision", "fp32")
+        for node in topks:
             if not _int32_k_and_indices(node):
                 result.skip(node.name, "k or indices are not int32 (the fused ops return int32 indices)")
                 continue
@@ -152,8 +155,9 @@ class _ScoreChain:
         self._take_candidates(inputs[1], transposed)
 
     def _take_candidates(self, tensor, transposed):
-        """Sets candidates_tensor (an [n, d] float tensor usable as is) and/or
-        candidates_value (numpy [n, d]) from a Const, a variable read or a Transpose."""
+        """Sets in_place (the [n, d] float tensor, when the graph holds it that
+        way), value_fn (-> numpy [n, d]) and n, from a Const, a variable read or
+        a Transpose of either."""
         src = self.view.node(self.view.skip_identity(tensor))
         if src.op == "Transpose" and np.array_equal(self.view.const_value(src.input[1]), [1, 0]):
             return self._take_candidates(src.input[0], not transposed)
@@ -205,11 +209,12 @@ def _emit_score_topk(view, topk, chain, storage):
         scales = view.add_const(base + "/row_scales", row_scales).name
     bias = view.add_const(base + "/bias", chain.bias if chain.bias is not None else np.zeros([0], np.float32)).name
     k = topk.input[1]
-    controls = [i for n in [topk] + chain.removed for i in n.input if i.startswith("^")]
+    # The chain's nodes have no control inputs (_single_use_producer refuses them).
+    controls = [i for i in topk.input if i.startswith("^")]
     sorted_attr = topk.attr["sorted"].b
     topk.op = "Recopt>ScoreTopK"
     del topk.input[:]
-    topk.input.extend([chain.query, candidates, scales, bias, k] + sorted(set(controls)))
+    topk.input.extend([chain.query, candidates, scales, bias, k] + controls)
     topk.attr.clear()
     topk.attr["Tcand"].CopyFrom(attr_value_pb2.AttrValue(type=_TCAND[storage]))
     topk.attr["scale"].CopyFrom(attr_value_pb2.AttrValue(f=chain.scale))

@@ -84,19 +84,25 @@ class RecoptTopKOp : public OpKernel {
         1, std::min<int64_t>(threads->num_threads, r.n / kMinChunk));
     const int64_t chunk_len = (r.n + chunks - 1) / chunks;
     std::vector<recopt::TopKSample<T>> samples(r.rows);
+    std::vector<T> thresholds(r.rows);
     std::vector<recopt::TopKCollector<T>> parts(r.rows * chunks);
     std::unique_ptr<std::atomic<bool>[]> plain(new std::atomic<bool>[r.rows]);
     for (int64_t i = 0; i < r.rows; ++i) plain[i] = false;
 
     Shard(threads->num_threads, threads->workers, r.rows, 20000, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) plain[i] = !samples[i].Take(r.x + i * r.n, r.n, r.k);
+      for (int64_t i = b; i < e; ++i) {
+        plain[i] = !samples[i].Take(r.x + i * r.n, r.n, r.k);
+        // Once per row, here: Threshold() reorders the sample, so the chunks
+        // of one row (scanned concurrently below) must not call it.
+        if (!plain[i]) thresholds[i] = samples[i].Threshold(0);
+      }
     });
     Shard(threads->num_threads, threads->workers, r.rows * chunks, 2 * chunk_len,
           [&](int64_t b, int64_t e) {
             for (int64_t u = b; u < e; ++u) {
               const int64_t row = u / chunks, c0 = (u % chunks) * chunk_len;
               if (plain[row]) continue;
-              parts[u].Reset(r.k, samples[row].Threshold(0));
+              parts[u].Reset(r.k, thresholds[row]);
               if (!parts[u].Scan(r.x + row * r.n, c0, std::min(r.n, c0 + chunk_len))) plain[row] = true;
             }
           });
