@@ -65,6 +65,8 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
     report.kept_variables = model.kept_variables
     with _stage(report, "passes"):
         graphs = _run_passes(model, opts, report)
+    # TF Serving layouts write straight into base/<version>; base may be new.
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".recopt_tmp_", dir=os.path.dirname(out))
     try:
         with _stage(report, "write"):
