@@ -1,4 +1,4 @@
-"""tf-recopt optimize | inspect | validate | bench.
+"""tf-recopt optimize | inspect | validate | bench | serve.
 
 Errors users can fix (bad paths, unknown signatures or passes, parity
 failures) print one line and exit 2; tracebacks are for our bugs.
@@ -58,6 +58,9 @@ def _parser():
     b.add_argument("--warmup", type=int, default=20)
     b.add_argument("--threads", choices=["default", "inline"], default="default")
     b.add_argument("--json", action="store_true")
+    # Parsed by tf_recopt.serving.server (TF Serving's flag names); listed here for --help.
+    sub.add_parser("serve", add_help=False,
+                   help="TF-Serving-compatible gRPC/REST model server (see `tf-recopt serve --help`)")
     return p
 
 
@@ -158,16 +161,28 @@ def cmd_bench(args):
     return 0
 
 
+def cmd_serve(argv):
+    from tf_recopt.serving import server
+    return server.main(argv)
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        return _guarded("serve", lambda: cmd_serve(argv[1:]))
     args = _parser().parse_args(argv)
-    from tf_recopt.errors import RecoptError
-    from grappler_passes import UnknownPassError
     handler = {"optimize": cmd_optimize, "inspect": cmd_inspect, "validate": cmd_validate,
                "bench": cmd_bench}[args.command]
+    return _guarded(args.command, lambda: handler(args))
+
+
+def _guarded(command, fn):
+    from tf_recopt.errors import RecoptError
+    from grappler_passes import UnknownPassError
     try:
-        return handler(args)
+        return fn()
     except (RecoptError, UnknownPassError, FileExistsError, ValueError, KeyError) as exc:
-        print(f"tf-recopt {args.command}: error: {exc}", file=sys.stderr)
+        print(f"tf-recopt {command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -1,0 +1,77 @@
+"""gRPC front end: tensorflow.serving.PredictionService and ModelService on
+the generated stubs from tensorflow-serving-api."""
+import time
+
+import grpc
+from absl import logging
+from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
+
+from tf_recopt.serving import status
+
+
+def handle(metrics, api, entrypoint, model_name, fn):
+    """Runs fn() and records the request; returns (result, None) or
+    (None, ServingError). A bug in a handler answers INTERNAL, never kills
+    the server."""
+    started = time.monotonic()
+    result, error = None, None
+    try:
+        result = fn()
+    except status.ServingError as exc:
+        error = exc
+    except Exception as exc:
+        logging.exception("%s %s on model %s failed", entrypoint, api, model_name)
+        error = status.ServingError(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+    if metrics is not None:
+        metrics.record_request(model_name or "", api, entrypoint, "OK" if error is None else error.code_name,
+                               time.monotonic() - started)
+    return result, error
+
+
+class _Base:
+    def __init__(self, core, metrics):
+        self._core, self._metrics = core, metrics
+
+    def _call(self, api, request, model_name, fn, context):
+        result, error = handle(self._metrics, api, "GRPC", model_name, lambda: fn(request))
+        if error is not None:
+            context.abort(error.code, error.message)
+        return result
+
+
+class PredictionService(_Base, prediction_service_pb2_grpc.PredictionServiceServicer):
+    def Predict(self, request, context):
+        return self._call("predict", request, request.model_spec.name, self._core.predict, context)
+
+    def Classify(self, request, context):
+        return self._call("classify", request, request.model_spec.name, self._core.classify, context)
+
+    def Regress(self, request, context):
+        return self._call("regress", request, request.model_spec.name, self._core.regress, context)
+
+    def MultiInference(self, request, context):
+        name = request.tasks[0].model_spec.name if request.tasks else ""
+        return self._call("multi_inference", request, name, self._core.multi_inference, context)
+
+    def GetModelMetadata(self, request, context):
+        return self._call("get_model_metadata", request, request.model_spec.name, self._core.metadata, context)
+
+
+class ModelService(_Base, model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, core, metrics, reload_config):
+        super().__init__(core, metrics)
+        self._reload = reload_config
+
+    def GetModelStatus(self, request, context):
+        return self._call("get_model_status", request, request.model_spec.name, self._core.model_status, context)
+
+    def HandleReloadConfigRequest(self, request, context):
+        def reload(req):
+            self._reload(req.config)
+            return model_management_pb2.ReloadConfigResponse()
+        return self._call("reload_config", request, "", reload, context)
+
+
+def add_services(server, core, metrics, reload_config):
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core, metrics), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core, metrics, reload_config), server)

@@ -1,0 +1,177 @@
+"""The request handling both front ends share: find the servable, check
+the request against the signature, run it (through the batch scheduler
+when batching is on), build TF Serving's response protos."""
+import dataclasses
+from typing import Dict, Optional, Sequence
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     inference_pb2, predict_pb2, regression_pb2)
+
+from tf_recopt.serving import examples, status
+from tf_recopt.serving.manager import ModelManager
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: Optional[int] = None
+    label: Optional[str] = None
+
+    @classmethod
+    def from_spec(cls, spec):
+        if not spec.name:
+            raise status.invalid_argument("Missing model name in request (model_spec.name)")
+        which = spec.WhichOneof("version_choice")
+        return cls(spec.name, spec.version.value if which == "version" else None,
+                   spec.version_label if which == "version_label" else None)
+
+
+def _fill_spec(spec, servable, signature_name):
+    spec.name = servable.name
+    spec.version.value = servable.version
+    spec.signature_name = signature_name
+
+
+def tensor_to_array(proto, key):
+    try:
+        return tf.make_ndarray(proto)
+    except (TypeError, ValueError) as exc:
+        raise status.invalid_argument(f"input `{key}`: malformed TensorProto: {exc}") from None
+
+
+class ServingCore:
+    def __init__(self, manager: ModelManager, scheduler=None):
+        self.manager = manager
+        self.scheduler = scheduler
+
+    # -- execution --------------------------------------------------------
+    def run(self, servable, signature_name, feeds: Dict[str, np.ndarray], output_filter: Sequence[str] = ()):
+        sig = servable.signature(signature_name)
+        sig.check(feeds)
+        unknown = sorted(set(output_filter) - set(sig.outputs))
+        if unknown:
+            raise status.invalid_argument(
+                f"output tensor alias not found in signature: {', '.join(unknown)}. Outputs expected to be in "
+                f"the set {{{', '.join(sig.outputs)}}}.")
+        rows = {v.shape[0] if v.ndim else -1 for v in feeds.values()}
+        if self.scheduler is not None and sig.batchable and len(rows) == 1 and rows != {0}:
+            key = (id(sig),) + tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in feeds.items()))
+            outputs = self.scheduler.run(key, sig.run, feeds, rows.pop(), label=servable.name)
+        else:
+            outputs = sig.run(feeds)
+        if output_filter:
+            outputs = {k: outputs[k] for k in output_filter}
+        return sig, outputs
+
+    def predict_arrays(self, ref: ModelRef, signature_name, feeds, output_filter=()):
+        with self.manager.servable(ref.name, ref.version, ref.label) as servable:
+            sig, outputs = self.run(servable, signature_name, feeds, output_filter)
+            return servable.name, servable.version, sig.name, outputs
+
+    # -- PredictionService --------------------------------------------------
+    def predict(self, request):
+        feeds = {k: tensor_to_array(v, k) for k, v in request.inputs.items()}
+        with self.manager.servable(*dataclasses.astuple(ModelRef.from_spec(request.model_spec))) as servable:
+            sig, outputs = self.run(servable, request.model_spec.signature_name, feeds, request.output_filter)
+            response = predict_pb2.PredictResponse()
+            _fill_spec(response.model_spec, servable, sig.name)
+        for key, value in outputs.items():
+            response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+        return response
+
+    def infer_on(self, servable, signature_name, serialized, method):
+        sig = servable.signature(signature_name)
+        examples.check_signature(sig, method)
+        _, outputs = self.run(servable, sig.name, {examples.INPUTS: serialized})
+        n = len(serialized)
+        result = examples.classification_result(outputs, n) if method == "classify" \
+            else examples.regression_result(outputs, n)
+        return sig.name, result
+
+    def infer(self, ref: ModelRef, signature_name, serialized, method):
+        """Classify/regress on serialized examples; returns (name, version, result)."""
+        with self.manager.servable(ref.name, ref.version, ref.label) as servable:
+            _, result = self.infer_on(servable, signature_name, serialized, method)
+            return servable.name, servable.version, result
+
+    def classify(self, request):
+        return self._single(request, "classify", classification_pb2.ClassificationResponse())
+
+    def regress(self, request):
+        return self._single(request, "regress", regression_pb2.RegressionResponse())
+
+    def _single(self, request, method, response):
+        serialized = examples.serialized_from_input(request.input)
+        with self.manager.servable(*dataclasses.astuple(ModelRef.from_spec(request.model_spec))) as servable:
+            sig_name, result = self.infer_on(servable, request.model_spec.signature_name, serialized, method)
+            _fill_spec(response.model_spec, servable, sig_name)
+        response.result.CopyFrom(result)
+        return response
+
+    def multi_inference(self, request):
+        if not request.tasks:
+            raise status.invalid_argument("MultiInferenceRequest has no tasks")
+        names = {t.model_spec.name for t in request.tasks}
+        if len(names) != 1:
+            raise status.invalid_argument(f"All tasks must use the same model name; got {', '.join(sorted(names))}")
+        seen = set()
+        for t in request.tasks:
+            if t.model_spec.signature_name in seen:
+                raise status.invalid_argument(f"Duplicate evaluation of signature: {t.model_spec.signature_name}")
+            seen.add(t.model_spec.signature_name)
+            if t.method_name not in ("tensorflow/serving/classify", "tensorflow/serving/regress"):
+                raise status.ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                                          f"Unsupported signature method_name: {t.method_name}")
+        serialized = examples.serialized_from_input(request.input)
+        response = inference_pb2.MultiInferenceResponse()
+        with self.manager.servable(*dataclasses.astuple(ModelRef.from_spec(request.tasks[0].model_spec))) as servable:
+            for t in request.tasks:
+                method = t.method_name.rsplit("/", 1)[1]
+                sig_name, result = self.infer_on(servable, t.model_spec.signature_name, serialized, method)
+                out = response.results.add()
+                _fill_spec(out.model_spec, servable, sig_name)
+                (out.classification_result if method == "classify" else out.regression_result).CopyFrom(result)
+        return response
+
+    def metadata(self, request):
+        fields = list(request.metadata_field)
+        if not fields:
+            raise status.invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
+        for f in fields:
+            if f != "signature_def":
+                raise status.invalid_argument(f"Metadata field {f} is not supported")
+        with self.manager.servable(*dataclasses.astuple(ModelRef.from_spec(request.model_spec))) as servable:
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = servable.name
+            response.model_spec.version.value = servable.version
+            defs = get_model_metadata_pb2.SignatureDefMap()
+            for key, value in servable.signature_defs.items():
+                defs.signature_def[key].CopyFrom(value)
+        response.metadata["signature_def"].Pack(defs)
+        return response
+
+    # -- ModelService -------------------------------------------------------
+    def model_status(self, request):
+        spec = request.model_spec
+        if not spec.name:
+            raise status.invalid_argument("Missing model name in request (model_spec.name)")
+        version = spec.version.value if spec.WhichOneof("version_choice") == "version" else None
+        if spec.WhichOneof("version_choice") == "version_label":
+            label = spec.version_label
+            labels = self.manager.labels(spec.name)
+            if label not in labels:
+                raise status.invalid_argument(f"Unrecognized servable version label: {label}")
+            version = labels[label]
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for rec in self.manager.status(spec.name, version):
+            out = response.model_version_status.add()
+            out.version = rec.version
+            out.state = rec.state
+            out.status.SetInParent()  # TF Serving always reports a status, OK included
+            if rec.error is not None:
+                out.status.error_code = rec.error.code.value[0]
+                out.status.error_message = rec.error.message
+        return response
