@@ -1,6 +1,5 @@
 """fuse_embedding: each lookup form a model author writes becomes part of one
 Recopt>FusedEmbeddingLookup with the same answers; near-misses stay."""
-import os
 
 import numpy as np
 import pytest

@@ -30,6 +30,10 @@ class FakeServable:
         with self.cv:
             return self.cv.wait_for(lambda: self.in_flight == 0, timeout)
 
+    def close(self):
+        assert self.in_flight == 0, "closed while a request was using it"
+        self.closed = True
+
 
 def fake_loader(fail=()):
     def load(name, version, path):

@@ -14,7 +14,8 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import tf_recopt
 from tests.conftest import REPO
-from tests.serving_util import Server, export_example_model, free_port, http
+from tests.serving_util import export_example_model
+from tf_recopt.serving.launch import Server, free_port, http
 from tests.test_serving_server import _feeds, _in_process, _predict_request
 
 W = np.array([[1.0, -1.0], [0.5, 2.0]], np.float32)

@@ -17,7 +17,8 @@ import tf_recopt
 from tf_recopt import saved_model_io, verify
 from tf_recopt.options import OptimizeOptions
 from tests.conftest import assert_outputs_close
-from tests.serving_util import Server, example, export_example_model, http, model_config
+from tests.serving_util import example, export_example_model, model_config
+from tf_recopt.serving.launch import Server, http
 
 ZOO = ["dlrm", "wdl", "tfrs_retrieval"]
 

@@ -1,6 +1,5 @@
 """Every zoo model optimizes with parity and reloads with the same answers
 at several batch sizes (dynamic batch preserved)."""
-import numpy as np
 import pytest
 import tensorflow as tf
 

@@ -138,6 +138,9 @@ def _check_names(keys, inputs):
 
 
 def _json_value(array, name):
+    if isinstance(array, (bytes, str)):  # a row of a 1-d string output
+        return _json_bytes(array, name)
+    array = np.asarray(array)  # (never bytes: numpy's S dtype drops trailing NULs)
     if array.dtype.kind in "OSU":
         flat = [_json_bytes(v, name) for v in array.reshape(-1)]
         return np.array(flat, dtype=object).reshape(array.shape).tolist() if array.ndim else flat[0]

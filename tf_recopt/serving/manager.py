@@ -177,6 +177,7 @@ class ModelManager:
         def finish():
             if servable is not None:
                 servable.wait_idle()
+                servable.close()
             with self._lock:
                 rec.state = State.END
             logging.info("Unloaded servable version {name: %s version: %d}", name, rec.version)

@@ -1,12 +1,10 @@
 """One loaded version of one model: its signatures, their input contracts,
 and the call into TensorFlow. Knows nothing about requests or transports."""
-import os
 import threading
 from typing import Dict
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 
 from tf_recopt.serving import status
 
@@ -14,15 +12,19 @@ DEFAULT_SIGNATURE = "serving_default"
 
 
 class Signature:
-    """A signature's callable plus the checks TF Serving applies before it
-    runs one: input names, dtypes and shapes."""
+    """A SignatureDef run through the version's Session, as TF Serving runs
+    it, plus the checks it applies first: input names, dtypes, shapes."""
 
-    def __init__(self, model_name, name, fn):
+    def __init__(self, model_name, name, sig_def, session):
         self.model_name = model_name
         self.name = name
-        self._fn = fn
-        self.inputs: Dict[str, tf.TensorSpec] = dict(fn.structured_input_signature[1])
-        self.outputs = sorted(fn.structured_outputs)
+        self.inputs: Dict[str, tf.TensorSpec] = {k: _spec(v) for k, v in sig_def.inputs.items()}
+        self.outputs = sorted(sig_def.outputs)
+        self._keys = sorted(self.inputs)
+        self._dtypes = {k: spec.dtype for k, spec in self.inputs.items()}
+        # make_callable: numpy in, numpy out, no per-call graph lookups.
+        self._call = session.make_callable([sig_def.outputs[k].name for k in self.outputs],
+                                           [sig_def.inputs[k].name for k in self._keys])
 
     @property
     def batchable(self):
@@ -31,19 +33,19 @@ class Signature:
             s.shape.rank and s.shape[0] is None for s in self.inputs.values())
 
     def check(self, feeds: Dict[str, np.ndarray]):
-        extra = sorted(set(feeds) - set(self.inputs))
-        missing = sorted(set(self.inputs) - set(feeds))
-        if extra or missing:
+        if feeds.keys() != self.inputs.keys():
+            extra = sorted(set(feeds) - set(self.inputs))
+            missing = sorted(set(self.inputs) - set(feeds))
             raise status.invalid_argument(
                 f"Request inputs do not match required inputs for model `{self.model_name}` "
                 f"signature `{self.name}`. Send extra: {{{', '.join(extra)}}}. "
                 f"Missing but required: {{{', '.join(missing)}}}.")
         for key, value in feeds.items():
             spec = self.inputs[key]
-            if tf.as_dtype(value.dtype) != spec.dtype and not (spec.dtype == tf.string and value.dtype.kind in "OSU"):
+            if not _dtype_matches(value.dtype, spec.dtype):
+                got = "string" if value.dtype.kind in "OSU" else tf.as_dtype(value.dtype).name
                 raise status.invalid_argument(
-                    f"input `{key}` of signature `{self.name}` expects dtype {spec.dtype.name}, "
-                    f"got {tf.as_dtype(value.dtype).name if value.dtype.kind not in 'OSU' else 'string'}")
+                    f"input `{key}` of signature `{self.name}` expects dtype {spec.dtype.name}, got {got}")
             if not spec.shape.is_compatible_with(value.shape):
                 raise status.invalid_argument(
                     f"input `{key}` of signature `{self.name}` expects shape {_shape_str(spec.shape)}, "
@@ -51,10 +53,22 @@ class Signature:
 
     def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         try:
-            out = self._fn(**{k: tf.convert_to_tensor(v, self.inputs[k].dtype) for k, v in feeds.items()})
+            values = self._call(*[feeds[k] for k in self._keys])
         except tf.errors.OpError as exc:
             raise status.from_tf_error(exc) from None
-        return {k: v.numpy() for k, v in out.items()}
+        return dict(zip(self.outputs, values))
+
+
+def _spec(info):
+    if info.WhichOneof("encoding") != "name":
+        raise ValueError(f"{info.WhichOneof('encoding')} (composite) signature tensors are not supported")
+    return tf.TensorSpec(tf.TensorShape(info.tensor_shape), tf.as_dtype(info.dtype))
+
+
+def _dtype_matches(np_dtype, tf_dtype):
+    if tf_dtype == tf.string:
+        return np_dtype.kind in "OSU"
+    return np_dtype.kind not in "OSU" and tf.as_dtype(np_dtype) == tf_dtype
 
 
 def _shape_str(shape):
@@ -63,24 +77,36 @@ def _shape_str(shape):
 
 
 class Servable:
-    """tf.saved_model.load of one version directory. `acquire`/`release`
-    count requests in flight so an unload waits for them to finish."""
+    """One version loaded into its own Session (tf.compat.v1 loader, as TF
+    Serving's SavedModelBundle). `acquire`/`release` count requests in
+    flight so an unload waits for them to finish."""
 
-    def __init__(self, name, version, path, tags=("serve",)):
+    def __init__(self, name, version, path, tags=("serve",), session_config=None):
         self.name = name
         self.version = int(version)
         self.path = path
-        self._model = tf.saved_model.load(path, tags=list(tags))
-        self.signature_defs = _signature_defs(path, set(tags))
-        self._signatures = {k: Signature(name, k, fn) for k, fn in self._model.signatures.items()}
+        self._graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=self._graph, config=session_config)
+        meta = tf.compat.v1.saved_model.loader.load(self._session, list(tags), path)
+        self.signature_defs = dict(meta.signature_def)
+        self._signatures, self._unusable = {}, {}
+        for key, sig_def in self.signature_defs.items():
+            if key.startswith("__"):  # __saved_model_init_op and the like
+                continue
+            try:
+                self._signatures[key] = Signature(name, key, sig_def, self._session)
+            except ValueError as exc:
+                self._unusable[key] = str(exc)
         self._in_flight = 0
         self._idle = threading.Condition()
 
     def signature(self, key) -> Signature:
-        sig = self._signatures.get(key or DEFAULT_SIGNATURE)
+        key = key or DEFAULT_SIGNATURE
+        sig = self._signatures.get(key)
         if sig is None:
+            why = self._unusable.get(key, "not found")
             raise status.failed_precondition(
-                f"Serving signature key \"{key}\" not found in model `{self.name}` version {self.version}; "
+                f"Serving signature key \"{key}\" {why} in model `{self.name}` version {self.version}; "
                 f"it has: {', '.join(sorted(self._signatures))}")
         return sig
 
@@ -98,14 +124,6 @@ class Servable:
         with self._idle:
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
-
-def _signature_defs(path, tags):
-    """SignatureDefs as written (GetModelMetadata returns these, not the
-    Python function specs)."""
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
-        proto.ParseFromString(f.read())
-    for meta in proto.meta_graphs:
-        if set(meta.meta_info_def.tags) == tags:
-            return dict(meta.signature_def)
-    return dict(proto.meta_graphs[0].signature_def) if proto.meta_graphs else {}
+    def close(self):
+        """Frees the version's memory; only after wait_idle()."""
+        self._session.close()

@@ -67,13 +67,17 @@ def _check_flags(args):
         raise ServingConfigError("both --port and --rest_api_port are disabled")
 
 
-def configure_tensorflow(args):
-    """Threading and op libraries: both must happen before any model loads."""
+def session_config(args):
+    """Each version's Session threading, as TF Serving's flags set it; -1
+    inter-op runs a request's ops in its own thread."""
     import tensorflow as tf
-    if args.tensorflow_intra_op_parallelism:
-        tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
-    if args.tensorflow_inter_op_parallelism:
-        tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+    return tf.compat.v1.ConfigProto(intra_op_parallelism_threads=args.tensorflow_intra_op_parallelism,
+                                    inter_op_parallelism_threads=args.tensorflow_inter_op_parallelism)
+
+
+def load_op_libraries(args):
+    """Must happen before any model loads: a graph naming an unregistered op fails to import."""
+    import tensorflow as tf
     loaded = []
     if args.load_recopt_ops:
         import tf_recopt
@@ -124,7 +128,7 @@ def start(args) -> RunningServer:
                else [ModelConfig(args.model_name, args.model_base_path)])
     params = config.read_batching_parameters(args.batching_parameters_file) if args.enable_batching else None
     metrics_path = config.read_metrics_path(args.monitoring_config_file)
-    configure_tensorflow(args)
+    load_op_libraries(args)
 
     metrics = ServingMetrics()
     scheduler = batching.BatchScheduler(params, on_batch=metrics.record_batch) if params else None
@@ -171,10 +175,11 @@ def _loader(args, core, metrics):
     from tf_recopt.serving.servable import Servable
     from tf_recopt.serving.warmup import warm_up
     tags = tuple(t for t in args.saved_model_tags.split(",") if t)
+    config = session_config(args)
 
     def load(name, version, path):
         started = time.monotonic()
-        servable = Servable(name, version, path, tags)
+        servable = Servable(name, version, path, tags, config)
         if args.enable_model_warmup:
             ran = warm_up(servable, core, args.num_request_iterations_for_warmup)
             if ran:

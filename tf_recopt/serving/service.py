@@ -6,11 +6,10 @@ from typing import Dict, Optional, Sequence
 
 import grpc
 import numpy as np
-import tensorflow as tf
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      inference_pb2, predict_pb2, regression_pb2)
 
-from tf_recopt.serving import examples, status
+from tf_recopt.serving import examples, status, tensors
 from tf_recopt.serving.manager import ModelManager
 
 
@@ -33,13 +32,6 @@ def _fill_spec(spec, servable, signature_name):
     spec.name = servable.name
     spec.version.value = servable.version
     spec.signature_name = signature_name
-
-
-def tensor_to_array(proto, key):
-    try:
-        return tf.make_ndarray(proto)
-    except (TypeError, ValueError) as exc:
-        raise status.invalid_argument(f"input `{key}`: malformed TensorProto: {exc}") from None
 
 
 class ServingCore:
@@ -73,13 +65,13 @@ class ServingCore:
 
     # -- PredictionService --------------------------------------------------
     def predict(self, request):
-        feeds = {k: tensor_to_array(v, k) for k, v in request.inputs.items()}
+        feeds = {k: tensors.to_array(v, k) for k, v in request.inputs.items()}
         with self.manager.servable(*dataclasses.astuple(ModelRef.from_spec(request.model_spec))) as servable:
             sig, outputs = self.run(servable, request.model_spec.signature_name, feeds, request.output_filter)
             response = predict_pb2.PredictResponse()
             _fill_spec(response.model_spec, servable, sig.name)
         for key, value in outputs.items():
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+            response.outputs[key].CopyFrom(tensors.to_proto(value))
         return response
 
     def infer_on(self, servable, signature_name, serialized, method):

@@ -6,8 +6,7 @@ import os
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from tf_recopt.serving import examples, status
-from tf_recopt.serving.service import tensor_to_array
+from tf_recopt.serving import examples, status, tensors
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_RECORDS = 1000  # TF Serving's limit
@@ -32,7 +31,7 @@ def _replay(servable, core, log, where):
     kind = log.WhichOneof("log_type")
     if kind == "predict_log":
         request = log.predict_log.request
-        feeds = {k: tensor_to_array(v, k) for k, v in request.inputs.items()}
+        feeds = {k: tensors.to_array(v, k) for k, v in request.inputs.items()}
         core.run(servable, request.model_spec.signature_name, feeds, request.output_filter)
     elif kind in ("classify_log", "regress_log"):
         request = getattr(log, kind).request
