@@ -117,6 +117,25 @@ def _retrieval_section(lines):
         lines.append("")
 
 
+def _serving_section(lines):
+    data = _load("serving")
+    if not data:
+        return
+    lines += [f"### Serving: `tf-recopt serve` on loopback, {data['setup']}", "",
+              f"Command: `{data['command']}`", "",
+              "Closed loop over gRPC (TF Serving's stubs): each of `concurrency` clients sends its next request "
+              "when the last returns. Client and server share the machine's cores. Batching parameters: "
+              + data["batching"].strip().replace("\n", "; ") + ". `QPS vs stock` compares the same batching "
+              "setting and concurrency.", "",
+              "| model | batching | concurrency | requests | errors | QPS | p50 ms | p99 ms | QPS vs stock |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['variant']} | {'on' if r['batching'] else 'off'} | {r['concurrency']} | {r['requests']} | "
+                     f"{r['errors']} | {r['qps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                     f"{r['qps_vs_stock']:.2f}x |")
+    lines.append("")
+
+
 def _variants_section(lines):
     data = _load("dense_variants_inline")
     if not data:
@@ -155,6 +174,7 @@ def render():
     _retrieval_section(lines)
     _variants_section(lines)
     _e2e_section(lines)
+    _serving_section(lines)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 

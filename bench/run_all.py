@@ -14,6 +14,7 @@ STEPS = [
     ["-m", "bench.retrieval", "--threads", "inline"],
     ["-m", "bench.retrieval", "--threads", "default"],
     ["-m", "bench.end_to_end"],
+    ["-m", "bench.serving"],
 ]
 
 

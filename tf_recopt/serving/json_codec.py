@@ -102,12 +102,7 @@ def _row_feeds(instances, inputs):
     if not instances:
         raise status.invalid_argument("'instances' is empty: send at least one example")
     if not _named(instances[0], inputs):
-        if len(inputs) != 1:
-            raise status.invalid_argument(
-                f"the signature has {len(inputs)} inputs ({', '.join(sorted(inputs))}): each instance must be "
-                "an object keyed by input name")
-        (name, spec), = inputs.items()
-        return {name: to_array(instances, spec.dtype, f"input `{name}`")}
+        return _single_input(instances, inputs, "each instance")
     keys = set(instances[0])
     for i, inst in enumerate(instances):
         if not isinstance(inst, dict) or set(inst) != keys:
@@ -119,14 +114,19 @@ def _row_feeds(instances, inputs):
 
 def _columnar_feeds(value, inputs):
     if not _named(value, inputs):
-        if len(inputs) != 1:
-            raise status.invalid_argument(
-                f"the signature has {len(inputs)} inputs ({', '.join(sorted(inputs))}): 'inputs' must be an "
-                "object keyed by input name")
-        (name, spec), = inputs.items()
-        return {name: to_array(value, spec.dtype, f"input `{name}`")}
+        return _single_input(value, inputs, "'inputs'")
     _check_names(set(value), inputs)
     return {k: to_array(v, inputs[k].dtype, f"input `{k}`") for k, v in value.items()}
+
+
+def _single_input(value, inputs, what):
+    """Bare values are allowed only when the signature has one input."""
+    if len(inputs) != 1:
+        raise status.invalid_argument(
+            f"the signature has {len(inputs)} inputs ({', '.join(sorted(inputs))}): {what} must be an object "
+            "keyed by input name")
+    (name, spec), = inputs.items()
+    return {name: to_array(value, spec.dtype, f"input `{name}`")}
 
 
 def _check_names(keys, inputs):
