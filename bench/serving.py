@@ -3,7 +3,7 @@ exported (stock) and optimized (recopt), each with and without server-side
 batching; a closed-loop gRPC load generator (bounded in requests and in
 time) reports QPS and p50/p99 latency at several concurrencies.
 
-    python -m bench.serving [--size full] [--concurrency 1,8,32] [--requests 3000] [--seconds 15]
+    python -m bench.serving [--size full] [--concurrency 1,8,32] [--rounds 3] [--requests 1500] [--seconds 5]
 
 Client and server share the machine's cores, as a sidecar load test does;
 numbers are for the whole loop, not the model alone.
@@ -29,8 +29,9 @@ def _args(argv):
     p.add_argument("--size", default="full", choices=["small", "full"])
     p.add_argument("--concurrency", default="1,8,32")
     p.add_argument("--request-batch", type=int, default=1, help="examples per request")
-    p.add_argument("--requests", type=int, default=3000, help="at most this many requests per point")
-    p.add_argument("--seconds", type=float, default=15.0, help="at most this long per point")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--requests", type=int, default=1500, help="at most this many requests per point and round")
+    p.add_argument("--seconds", type=float, default=5.0, help="at most this long per point and round")
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--workdir", default="/tmp/tf_recopt_bench_serving")
     return p.parse_args(argv)
@@ -95,33 +96,47 @@ def load(stub, request, concurrency, max_requests, seconds):
     return latencies, errors, time.monotonic() - started
 
 
-def _serve_and_measure(variant, base, batching, request, args, workdir):
-    import grpc
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
-    from tf_recopt.serving.launch import Server
+def _flags(args, base, batching):
     flags = [f"--model_name={args.model}", f"--model_base_path={base}", "--file_system_poll_wait_seconds=0",
              f"--grpc_max_threads={max(64, 2 * max(map(int, args.concurrency.split(','))))}"]
     if batching:
-        params = os.path.join(workdir, "batching.config")
+        params = os.path.join(args.workdir, "batching.config")
         with open(params, "w") as f:
             f.write(BATCHING % (os.cpu_count() or 1))
         flags += ["--enable_batching", f"--batching_parameters_file={params}"]
-    rows = []
-    with Server(*flags) as server:
-        server.wait_version(args.model, 1, timeout=600)
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server.target))
+    return flags
+
+
+def _measure(servers, request, args):
+    """Rounds of (concurrency x server) points, interleaved so the host's
+    noise lands on every server alike; latencies pooled over rounds, QPS the
+    median of the rounds'."""
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+    stubs = {key: prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(s.target))
+             for key, s in servers.items()}
+    for stub in stubs.values():
         load(stub, request, 1, args.warmup, 60)
+    samples = {}
+    for round_ in range(args.rounds):
         for concurrency in map(int, args.concurrency.split(",")):
-            lat, errors, wall = load(stub, request, concurrency, args.requests, args.seconds)
-            row = {"variant": variant, "batching": batching, "concurrency": concurrency, "requests": len(lat),
-                   "errors": len(errors), "qps": len(lat) / wall,
-                   "p50_ms": float(np.median(lat)) * 1e3 if lat else None,
-                   "p99_ms": float(np.percentile(lat, 99)) * 1e3 if lat else None}
-            if errors:
-                row["first_error"] = errors[0]
-            print(row, flush=True)
-            rows.append(row)
-    return rows
+            for key, stub in stubs.items():
+                lat, errors, wall = load(stub, request, concurrency, args.requests, args.seconds)
+                entry = samples.setdefault(key + (concurrency,), {"lat": [], "qps": [], "errors": []})
+                entry["lat"] += lat
+                entry["qps"].append(len(lat) / wall)
+                entry["errors"] += errors
+                print(f"round {round_} {key} c={concurrency}: {len(lat) / wall:.0f} QPS", flush=True)
+    rows = []
+    for (variant, batching, concurrency), e in samples.items():
+        row = {"variant": variant, "batching": batching, "concurrency": concurrency, "requests": len(e["lat"]),
+               "errors": len(e["errors"]), "qps": float(np.median(e["qps"])),
+               "p50_ms": float(np.median(e["lat"])) * 1e3 if e["lat"] else None,
+               "p99_ms": float(np.percentile(e["lat"], 99)) * 1e3 if e["lat"] else None}
+        if e["errors"]:
+            row["first_error"] = e["errors"][0]
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["batching"], r["concurrency"], r["variant"] != "stock"))
 
 
 def main(argv=None):
@@ -129,17 +144,28 @@ def main(argv=None):
     args = _args(argv)
     src, bases = _prepare(args)
     request = _request(src, args.model, args.request_batch)
-    rows = []
-    for variant, base in bases.items():
-        for batching in (False, True):
-            rows += _serve_and_measure(variant, base, batching, request, args, args.workdir)
+    from tf_recopt.serving.launch import Server
+    servers = {}
+    try:
+        for variant, base in bases.items():
+            for batching in (False, True):
+                servers[(variant, batching)] = Server(*_flags(args, base, batching))
+        for server in servers.values():
+            server.wait_version(args.model, 1, timeout=600)
+        rows = _measure(servers, request, args)
+    finally:
+        for server in servers.values():
+            server.stop()
     stock = {(r["batching"], r["concurrency"]): r for r in rows if r["variant"] == "stock"}
+    unbatched = {(r["variant"], r["concurrency"]): r for r in rows if not r["batching"]}
     for r in rows:
         r["qps_vs_stock"] = r["qps"] / stock[(r["batching"], r["concurrency"])]["qps"]
+        r["qps_vs_unbatched"] = r["qps"] / unbatched[(r["variant"], r["concurrency"])]["qps"]
     path = common.write_result("serving", {
-        "command": "python -m bench.serving " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python -m bench.serving", *(argv if argv is not None else sys.argv[1:])]),
         "machine": common.machine(), "setup": f"zoo {args.model} ({args.size}), {args.request_batch} example(s) "
-        f"per request, at most {args.requests} requests or {args.seconds:g} s per point",
+        f"per request, {args.rounds} interleaved rounds of at most {args.requests} requests or {args.seconds:g} s "
+        "per point",
         "batching": BATCHING % (os.cpu_count() or 1), "rows": rows})
     print(f"wrote {path}")
 
