@@ -94,3 +94,11 @@ def fused_embedding_lookup(tables, features, ids, partitions=None, weights=None,
         return outs
     batch = tf.shape(outs[0])[0]
     return tf.concat([tf.reshape(o, [batch, -1]) for o in outs], axis=1)
+
+
+def dot_interaction(x, indices):
+    """Recopt>DotInteraction: columns `indices` (i * F + j) of the flattened
+    per-example Gram matrix x x^T; x is [B, F, d]."""
+    f = x.shape[1]
+    gram = tf.reshape(tf.matmul(x, x, transpose_b=True), [-1, f * f])
+    return tf.gather(gram, tf.constant(indices, tf.int32), axis=1)

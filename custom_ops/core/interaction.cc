@@ -1,0 +1,72 @@
+#include "interaction.h"
+
+#include <algorithm>
+
+namespace recopt {
+
+namespace {
+constexpr int32_t kRowsPerChunk = 4;  // the score kernel's row group
+}  // namespace
+
+std::string PairsFromFlat(const std::vector<int64_t>& flat, int64_t num_features, InteractionPairs* pairs) {
+  const int64_t limit = num_features * num_features;
+  pairs->left.clear();
+  pairs->right.clear();
+  for (size_t t = 0; t < flat.size(); ++t) {
+    if (flat[t] < 0 || flat[t] >= limit) {
+      return "indices[" + std::to_string(t) + "] = " + std::to_string(flat[t]) + " is not in [0, " +
+             std::to_string(limit) + ")";
+    }
+    pairs->left.push_back(static_cast<int32_t>(flat[t] / num_features));
+    pairs->right.push_back(static_cast<int32_t>(flat[t] % num_features));
+  }
+  const int64_t chunks = (num_features + kRowsPerChunk - 1) / kRowsPerChunk;
+  pairs->chunk_count.assign(chunks, 0);
+  for (size_t t = 0; t < flat.size(); ++t) {
+    int32_t& count = pairs->chunk_count[pairs->left[t] / kRowsPerChunk];
+    count = std::max(count, pairs->right[t] + 1);
+  }
+  // Chunk c's [rows, count] block starts at c * kRowsPerChunk * F.
+  pairs->offset.clear();
+  for (size_t t = 0; t < flat.size(); ++t) {
+    const int32_t c = pairs->left[t] / kRowsPerChunk;
+    pairs->offset.push_back(static_cast<int32_t>(c * kRowsPerChunk * num_features +
+                                                 (pairs->left[t] - c * kRowsPerChunk) * pairs->chunk_count[c] +
+                                                 pairs->right[t]));
+  }
+  return "";
+}
+
+int64_t InteractionScratchFloats(int64_t num_features, int64_t dim) {
+  return num_features * num_features + 4 * dim;
+}
+
+void DotInteraction(const GemmKernels& kernels, const float* x, int64_t b0, int64_t b1, int64_t num_features,
+                    int64_t dim, const InteractionPairs& pairs, float* out, float* scratch) {
+  const int64_t f = num_features, p = static_cast<int64_t>(pairs.left.size());
+  float* gram = scratch;
+  ScoreArgs args{};
+  args.dim = static_cast<int>(dim);
+  args.storage = kScoreF32;
+  args.first = 0;
+  args.scale = 1.0f;
+  args.row_buf = scratch + f * f;
+  const int64_t chunks = static_cast<int64_t>(pairs.chunk_count.size());
+  const int32_t* offset = pairs.offset.data();
+  for (int64_t b = b0; b < b1; ++b) {
+    const float* xb = x + b * f * dim;
+    args.rows = xb;
+    for (int64_t c = 0; c < chunks; ++c) {
+      if (pairs.chunk_count[c] == 0) continue;
+      args.q = xb + c * kRowsPerChunk * dim;
+      args.batch = std::min<int64_t>(kRowsPerChunk, f - c * kRowsPerChunk);
+      args.count = pairs.chunk_count[c];
+      args.out = gram + c * kRowsPerChunk * f;
+      kernels.score(args);
+    }
+    float* ob = out + b * p;
+    for (int64_t t = 0; t < p; ++t) ob[t] = gram[offset[t]];
+  }
+}
+
+}  // namespace recopt

@@ -1,0 +1,41 @@
+// DLRM-style feature interaction: selected entries of each example's Gram
+// matrix x x^T, computed directly (only the requested dot products, each
+// feature row read from L1), never the full [F, F] matrix.
+#ifndef RECOPT_CORE_INTERACTION_H_
+#define RECOPT_CORE_INTERACTION_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gemm_kernels.h"
+
+namespace recopt {
+
+struct InteractionPairs {
+  std::vector<int32_t> left;   // feature i of output column t
+  std::vector<int32_t> right;  // feature j of output column t
+  // Rows are scored 4 at a time against features [0, chunk_count[c]): for a
+  // lower triangle that is half the Gram matrix. offset[t] is where pair t's
+  // dot product lands in the scratch.
+  std::vector<int32_t> chunk_count;
+  std::vector<int32_t> offset;
+};
+
+// Splits flat Gram indices (i * F + j) into pairs; returns what is wrong
+// with which index, or "" when all are in [0, F*F).
+std::string PairsFromFlat(const std::vector<int64_t>& flat, int64_t num_features, InteractionPairs* pairs);
+
+// Floats of scratch DotInteraction needs.
+int64_t InteractionScratchFloats(int64_t num_features, int64_t dim);
+
+// out[b, t] = dot(x[b, left[t]], x[b, right[t]]) for b in [b0, b1);
+// x is [B, F, d] row-major, out is [B, P]. Each example's Gram matrix is
+// scored into L1-resident scratch by the ISA's score kernel (an F x F block
+// of dot products, 4 rows at a time), then the requested entries are copied.
+void DotInteraction(const GemmKernels& kernels, const float* x, int64_t b0, int64_t b1, int64_t num_features,
+                    int64_t dim, const InteractionPairs& pairs, float* out, float* scratch);
+
+}  // namespace recopt
+
+#endif  // RECOPT_CORE_INTERACTION_H_

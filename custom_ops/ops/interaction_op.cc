@@ -1,0 +1,33 @@
+// Op registration and shape function only; the kernel is in kernels/.
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace tensorflow {
+namespace {
+
+Status DotInteractionShape(shape_inference::InferenceContext* c) {
+  int64_t num_features;
+  std::vector<int64_t> indices;
+  TF_RETURN_IF_ERROR(c->GetAttr("num_features", &num_features));
+  TF_RETURN_IF_ERROR(c->GetAttr("indices", &indices));
+  shape_inference::ShapeHandle x;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &x));
+  shape_inference::DimensionHandle unused;
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(x, 1), num_features, &unused));
+  c->set_output(0, c->Matrix(c->Dim(x, 0), static_cast<int64_t>(indices.size())));
+  return OkStatus();
+}
+
+}  // namespace
+
+// y[b, t] = dot(x[b, i_t], x[b, j_t]) with indices[t] = i_t * num_features + j_t:
+// the columns of reshape(x @ x^T, [B, F*F]) that a gather with constant
+// indices keeps (DLRM's lower triangle, with or without the diagonal).
+REGISTER_OP("Recopt>DotInteraction")
+    .Input("x: float")
+    .Output("y: float")
+    .Attr("num_features: int >= 1")
+    .Attr("indices: list(int)")
+    .SetShapeFn(DotInteractionShape);
+
+}  // namespace tensorflow
