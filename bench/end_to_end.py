@@ -72,6 +72,7 @@ def main(argv=None):
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--repeats", type=int, default=100)
     p.add_argument("--workdir", default="/tmp/tf_recopt_bench")
+    p.add_argument("--name", default="end_to_end", help="results file (bench/results/NAME.json)")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from bench import common
@@ -81,8 +82,9 @@ def main(argv=None):
         print(f"[end_to_end] {name}", file=sys.stderr, flush=True)
         entries.append(run_model(name, args.workdir, args.repeats))
     payload = {"bench": "end_to_end", "machine": common.machine(), "entries": entries,
-               "command": f"python -m bench.end_to_end --models {args.models} --repeats {args.repeats}"}
-    common.write_result("end_to_end", payload)
+               "command": f"python -m bench.end_to_end --models {args.models} --repeats {args.repeats}"
+               + (f" --name {args.name}" if args.name != "end_to_end" else "")}
+    common.write_result(args.name, payload)
 
 
 if __name__ == "__main__":

@@ -34,11 +34,11 @@ def _mlp_section(lines):
         lines.append("")
 
 
-def _e2e_section(lines):
-    data = _load("end_to_end")
+def _e2e_section(lines, name="end_to_end", title="zoo models (full size)"):
+    data = _load(name)
     if not data:
         return
-    lines += ["### End to end, zoo models (full size): stock export vs tf-recopt (fp32 and bf16 weights)", "",
+    lines += [f"### End to end, {title}: stock export vs tf-recopt (fp32 and bf16 weights)", "",
               f"Command: `{data['command']}`", "",
               "| model | threads | batch | stock median / p99 ms | recopt median / p99 ms | speed-up "
               "| recopt bf16 median / p99 ms | speed-up | recopt int8 candidates median / p99 ms | speed-up |",
@@ -117,6 +117,17 @@ def _retrieval_section(lines):
         lines.append("")
 
 
+def _interaction_section(lines):
+    for threads, data in _by_threads("interaction"):
+        lines += [f"### DLRM dot interaction: Recopt>DotInteraction vs BatchMatMulV2 + reshape + gather, "
+                  f"{data['setup']}, threads={threads}", "", f"Command: `{data['command']}`", "",
+                  "| batch | stock median / p99 ms | recopt median / p99 ms | speed-up |", "|---:|---:|---:|---:|"]
+        for r in data["rows"]:
+            lines.append(f"| {r['batch']} | {r['stock_ms']:.4f} / {r['stock_p99_ms']:.4f} | "
+                         f"{r['recopt_ms']:.4f} / {r['recopt_p99_ms']:.4f} | {r['speedup']:.2f}x |")
+        lines.append("")
+
+
 def _serving_section(lines):
     data = _load("serving")
     if not data:
@@ -172,8 +183,10 @@ def render():
     _embedding_section(lines)
     _topk_section(lines)
     _retrieval_section(lines)
+    _interaction_section(lines)
     _variants_section(lines)
     _e2e_section(lines)
+    _e2e_section(lines, "end_to_end_dlrm", "DLRM after fuse_interaction (full size)")
     _serving_section(lines)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -13,6 +13,8 @@ STEPS = [
     ["-m", "bench.topk", "--threads", "default"],
     ["-m", "bench.retrieval", "--threads", "inline"],
     ["-m", "bench.retrieval", "--threads", "default"],
+    ["-m", "bench.interaction", "--threads", "inline"],
+    ["-m", "bench.interaction", "--threads", "default"],
     ["-m", "bench.end_to_end"],
     ["-m", "bench.serving"],
 ]

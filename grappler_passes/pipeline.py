@@ -5,13 +5,14 @@ import time
 from absl import logging
 
 from grappler_passes import (canonicalize, cleanup, combine_parallel, fold_constants, fuse_dense, fuse_embedding,
-                             fuse_topk)
+                             fuse_interaction, fuse_topk)
 from grappler_passes.graph_view import GraphView
 from grappler_passes.pass_base import PassContext, PassResult
 
 _PASSES = {p.name: p for p in (
     cleanup.PruneIdentity, cleanup.PruneDeadNodes, fold_constants.FoldConstants, canonicalize.Canonicalize,
-    fuse_embedding.FuseEmbedding, fuse_topk.FuseTopK, fuse_dense.FuseDense, combine_parallel.CombineParallelDense)}
+    fuse_embedding.FuseEmbedding, fuse_topk.FuseTopK, fuse_interaction.FuseInteraction, fuse_dense.FuseDense,
+    combine_parallel.CombineParallelDense)}
 
 # Why this order: pruning Identity first makes producers adjacent so patterns
 # see MatMul -> BiasAdd directly; folding weight-only subgraphs (transposes,
@@ -24,11 +25,13 @@ _PASSES = {p.name: p for p in (
 # uses of anything fuse_dense wants; fusion runs on the canonical graph; a
 # final prune drops what the fusers orphaned. fuse_topk runs before fuse_dense,
 # which would otherwise take a query-candidate product over a constant
-# candidate matrix for a (million-output) dense layer. combine_parallel_dense is opt-in (passes=[...]): one
+# candidate matrix for a (million-output) dense layer. fuse_interaction runs after
+# fuse_embedding, whose stacked output is the interaction's x. combine_parallel_dense is opt-in (passes=[...]): one
 # wider layer + SplitV measured 1.11x at batch 1 but 0.79x at batch 512 for
 # 8 experts of 256->64 (bench/dense_variants.py), so it is not a default.
 DEFAULT_ORDER = ("prune_identity", "fold_constants", "canonicalize", "prune_dead_nodes", "fuse_embedding",
-                 "prune_dead_nodes", "fuse_topk", "prune_dead_nodes", "fuse_dense", "prune_dead_nodes")
+                 "prune_dead_nodes", "fuse_topk", "prune_dead_nodes", "fuse_interaction", "prune_dead_nodes",
+                 "fuse_dense", "prune_dead_nodes")
 
 
 class UnknownPassError(ValueError):

@@ -1,0 +1,162 @@
+r"""DLRM dot interaction -> Recopt>DotInteraction (only the kept dot products
+are computed; the [B, F, F] Gram matrix is never written):
+
+       x [B, F, d]
+       |        \
+       |   Transpose(x, [0, 2, 1])     or BatchMatMulV2(x, x, adj_y=True),
+       |        /                         or Einsum "bfd,bgd->bfg"
+     BatchMatMulV2                     [B, F, F]
+           |
+     Reshape [-1, F*F]
+           |
+     GatherV2(indices, axis=1)         indices: a Const, or Keras' negative-index
+                                       wrap SelectV2(c < 0, c + n, c) of a Const c
+
+The gather node is rewritten in place (same name); the matmul, reshape,
+transpose and index wrap are left for prune_dead_nodes. Triangles taken with boolean_mask
+or band_part are not matched yet (they stay stock).
+"""
+import numpy as np
+from tensorflow.core.framework import attr_value_pb2, types_pb2
+
+from grappler_passes import shapes
+from grappler_passes.pass_base import GraphPass
+
+_PRODUCTS = ("BatchMatMulV2", "BatchMatMul", "Einsum")
+
+
+class _Skip(Exception):
+    """A gather that is not a constant selection from x x^T."""
+
+
+class FuseInteraction(GraphPass):
+    name = "fuse_interaction"
+    requires_custom_ops = True
+    description = "x @ x^T -> reshape -> gather(const) -> Recopt>DotInteraction"
+
+    def run(self, ctx, result):
+        view = ctx.view
+        gathers = [n for n in view.nodes() if n.op == "GatherV2" and self._from_product(view, n)]
+        if not gathers:
+            return  # spares the shape inference of the whole graph
+        info = shapes.tensor_info(view.graph_def)
+        for node in gathers:
+            try:
+                match = _Interaction(view, info, node)
+            except _Skip as why:
+                result.skip(node.name, str(why))
+                continue
+            match.emit()
+            result.apply()
+
+    @staticmethod
+    def _from_product(view, gather):
+        reshape = view.node(view.skip_identity(gather.input[0]))
+        if reshape is None or reshape.op != "Reshape":
+            return False
+        product = view.node(view.skip_identity(reshape.input[0]))
+        return product is not None and product.op in _PRODUCTS
+
+
+class _Interaction:
+    def __init__(self, view, info, gather):
+        self.view, self.gather = view, gather
+        if gather.attr["batch_dims"].i != 0 or _const_int(view, gather.input[2]) not in (1, -1):
+            raise _Skip("not a gather along axis 1")
+        # Keras' index wrap reads Shape(reshape): that use dies with the gather.
+        self.reshape = self._single_use(gather.input[0], gather, also=("Shape",))
+        self.product = self._single_use(self.reshape.input[0], self.reshape)
+        if self.product.attr["T"].type != types_pb2.DT_FLOAT:
+            raise _Skip("the product is not float32")
+        self.x, self.transpose = self._gram_operand()
+        x_shape = shapes.shape_of(info, self.x)
+        if x_shape is None or len(x_shape) != 3 or x_shape[1] is None:
+            raise _Skip(f"'{self.x}' is not [B, F, d] with a static F")
+        self.f = x_shape[1]
+        out = shapes.shape_of(info, self.reshape.name)
+        if out is None or len(out) != 2 or out[1] != self.f * self.f:
+            raise _Skip(f"reshape '{self.reshape.name}' does not flatten [F, F] = [{self.f}, {self.f}]")
+        self.indices = self._indices(gather.input[1])
+
+    def _single_use(self, tensor, consumer, also=()):
+        """The producer of `tensor` if `consumer` (or ops in `also`) alone use it."""
+        node = self.view.node(self.view.skip_identity(tensor))
+        others = [c.name for c, _ in self.view.consumers(node.name) if c.name != consumer.name and c.op not in also]
+        if node.name in self.view.protected or others:
+            raise _Skip(f"'{node.name}' is used elsewhere")
+        if self.view.has_control_inputs(node):
+            raise _Skip(f"'{node.name}' has control inputs")
+        return node
+
+    def _gram_operand(self):
+        """(x, Transpose node or None) when the product is x @ x^T."""
+        p, view = self.product, self.view
+        a, b = (view.skip_identity(i) for i in view.data_inputs(p)[:2])
+        if p.op == "Einsum":
+            eq = p.attr["equation"].s.decode().replace(" ", "")
+            lhs, _, rhs = eq.partition("->")
+            ins = lhs.split(",")
+            ok = len(ins) == 2 and a == b and len(rhs) == 3 and all(len(s) == 3 for s in ins) and \
+                ins[0][0] == ins[1][0] == rhs[0] and ins[0][2] == ins[1][2] and rhs[1:] == ins[0][1] + ins[1][1] \
+                and len(set(rhs + ins[0][2])) == 4
+            if not ok:
+                raise _Skip(f"einsum '{eq}' is not x x^T")
+            return a, None
+        if p.attr["adj_x"].b:
+            raise _Skip("adj_x is set")
+        if p.attr["adj_y"].b:
+            if a != b:
+                raise _Skip("the product's operands differ")
+            return a, None
+        t = view.node(b)
+        if t is None or t.op != "Transpose" or not np.array_equal(view.const_value(t.input[1]), [0, 2, 1]) \
+                or view.skip_identity(t.input[0]) != a:
+            raise _Skip("the product's right side is not transpose(x, [0, 2, 1])")
+        return a, t
+
+    def _indices(self, tensor):
+        value = self.view.const_value(tensor)
+        if value is None:
+            value = self._keras_wrapped(tensor)
+        value = np.asarray(value)
+        if value.ndim != 1 or value.dtype.kind not in "iu":
+            raise _Skip("indices are not a 1-D integer constant")
+        n = self.f * self.f
+        value = np.where(value < 0, value + n, value)
+        if value.size and (value.min() < 0 or value.max() >= n):
+            raise _Skip(f"indices outside [0, {n})")
+        return [int(v) for v in value]
+
+    def _keras_wrapped(self, tensor):
+        """c from SelectV2(Less(c, 0), AddV2(c, n), c); wrapping by n = F*F is
+        what the gather's own axis length makes it."""
+        view = self.view
+        node = view.node(view.skip_identity(tensor))
+        if node is None or node.op != "SelectV2":
+            raise _Skip("indices are not constant")
+        cond, then, other = (view.node(view.skip_identity(i)) for i in view.data_inputs(node))
+        c = view.const_value(other.name) if other is not None else None
+        if c is None or cond is None or cond.op != "Less" or then is None or then.op not in ("AddV2", "Add") \
+                or view.skip_identity(cond.input[0]) != view.skip_identity(other.name) \
+                or _const_int(view, cond.input[1]) != 0 \
+                or view.skip_identity(other.name) not in [view.skip_identity(i) for i in then.input]:
+            raise _Skip("indices are not constant")
+        return c
+
+    def emit(self):
+        view, g = self.view, self.gather
+        controls = [i for i in g.input if i.startswith("^")]
+        g.op = "Recopt>DotInteraction"
+        del g.input[:]
+        g.input.extend([self.x] + controls)
+        g.attr.clear()
+        g.attr["num_features"].CopyFrom(attr_value_pb2.AttrValue(i=self.f))
+        g.attr["indices"].CopyFrom(attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(i=self.indices)))
+        # The product, reshape, transpose and index wrap are now unused:
+        # prune_dead_nodes (next in the order) removes them.
+        view.touch()
+
+
+def _const_int(view, tensor):
+    value = view.const_value(tensor)
+    return int(value) if value is not None and np.ndim(value) == 0 else None

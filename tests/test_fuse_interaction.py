@@ -1,0 +1,82 @@
+"""fuse_interaction: each spelling of DLRM's dot interaction becomes
+Recopt>DotInteraction with the same answers; near-misses stay stock."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.graph_util import frozen_graph, ops_of, optimize_graph, run_graph
+
+RNG = np.random.default_rng(1)
+F, D = 6, 16
+X = RNG.standard_normal((9, F, D)).astype(np.float32)
+XSPEC = tf.TensorSpec([None, F, D], tf.float32)
+ROWS, COLS = np.tril_indices(F, -1)
+LOWER = (ROWS * F + COLS).astype(np.int32)
+LOWER_DIAG = np.flatnonzero(np.tril(np.ones((F, F)))).astype(np.int32)
+PASSES = ["fuse_interaction", "prune_dead_nodes"]
+STOCK = {"BatchMatMulV2", "Einsum", "GatherV2", "Transpose"}
+
+
+def _flat(gram):
+    return tf.reshape(gram, [-1, F * F])
+
+
+def _keras_take(flat, indices):
+    """keras.ops.take's graph: negative indices wrapped by the axis length."""
+    idx = tf.constant(indices)
+    n = tf.shape(flat, out_type=tf.int32)[1]
+    return tf.gather(flat, tf.where(idx < 0, idx + n, idx), axis=1)
+
+
+FORMS = {
+    "transpose_op": lambda x: tf.gather(_flat(tf.matmul(x, tf.transpose(x, [0, 2, 1]))), LOWER, axis=1),
+    "transpose_b": lambda x: tf.gather(_flat(tf.matmul(x, x, transpose_b=True)), LOWER, axis=1),
+    "einsum": lambda x: tf.gather(_flat(tf.einsum("bfd,bgd->bfg", x, x)), LOWER, axis=1),
+    "with_diagonal": lambda x: tf.gather(_flat(tf.matmul(x, x, transpose_b=True)), LOWER_DIAG, axis=1),
+    "keras_take": lambda x: _keras_take(_flat(tf.matmul(x, tf.transpose(x, [0, 2, 1]))), LOWER),
+    "negative_indices": lambda x: _keras_take(_flat(tf.matmul(x, x, transpose_b=True)), LOWER - F * F),
+}
+
+
+def _run(fn, passes=PASSES):
+    graph_def, inputs, outputs = frozen_graph(fn, XSPEC)
+    optimized, results = optimize_graph(graph_def, inputs, outputs, passes=passes)
+    want = run_graph(graph_def, inputs, outputs, [X])
+    got = run_graph(optimized, inputs, outputs, [X])
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    return ops_of(optimized), results
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_interaction_forms_fuse(ops, form):
+    got_ops, _ = _run(FORMS[form])
+    assert got_ops.count("Recopt>DotInteraction") == 1, got_ops
+    assert not STOCK & set(got_ops), got_ops
+
+
+def _gram_twice(x):
+    gram = tf.matmul(x, x, transpose_b=True)
+    return tf.gather(_flat(gram), LOWER, axis=1), tf.reduce_sum(gram, axis=[1, 2])
+
+
+NEAR_MISSES = {
+    "other_operand": lambda x: tf.gather(_flat(tf.matmul(x, 2.0 * x, transpose_b=True)), LOWER, axis=1),
+    "gram_used_elsewhere": lambda x: _gram_twice(x),
+    "wrong_transpose": lambda x: tf.gather(_flat(tf.matmul(tf.transpose(x, [0, 2, 1]), x)), LOWER, axis=1),
+    "gather_rows": lambda x: tf.gather(_flat(tf.matmul(x, x, transpose_b=True)), [0, 1], axis=0),
+}
+
+
+@pytest.mark.parametrize("form", sorted(NEAR_MISSES))
+def test_near_misses_stay_stock(ops, form):
+    got_ops, _ = _run(NEAR_MISSES[form])
+    assert "Recopt>DotInteraction" not in got_ops, got_ops
+
+
+def test_runtime_indices_stay_stock(ops):
+    def fn(x, idx):
+        return tf.gather(_flat(tf.matmul(x, x, transpose_b=True)), idx, axis=1)
+    graph_def, inputs, outputs = frozen_graph(fn, XSPEC, tf.TensorSpec([None], tf.int32))
+    optimized, results = optimize_graph(graph_def, inputs, outputs, passes=PASSES)
+    assert "Recopt>DotInteraction" not in ops_of(optimized)
