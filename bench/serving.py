@@ -53,12 +53,10 @@ def _prepare(args):
 def _request(src, model, batch):
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
-    from tf_recopt import saved_model_io, verify
-    from tf_recopt.options import OptimizeOptions
-    sig = saved_model_io.load(src, OptimizeOptions(freeze_max_bytes=0)).signatures["serving_default"]
+    from tf_recopt.benchmark import sample_feeds
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
-    for k, v in verify.generate_inputs(sig, src, batch, seed=1).items():
+    for k, v in sample_feeds(src, "serving_default", batch, seed=1).items():
         request.inputs[k].CopyFrom(tf.make_tensor_proto(np.asarray(v)))
     return request
 

@@ -1,7 +1,6 @@
 """Helpers for the serving tests: the subprocess server (from
 tf_recopt.serving.launch), and a small tf.Example model with classify
 and regress signatures (the zoo's Keras exports only have predict ones)."""
-import numpy as np
 import tensorflow as tf
 
 
@@ -63,7 +62,3 @@ def example(x, bucket=None):
     if bucket is not None:
         ex.features.feature["bucket"].int64_list.value.append(bucket)
     return ex
-
-
-def array_feeds(arrays):
-    return {k: np.asarray(v) for k, v in arrays.items()}

@@ -24,25 +24,29 @@ def test_tensor_proto_round_trip_matches_tensorflow(value):
     np.testing.assert_array_equal(back, value)
 
 
-def test_typed_fields_follow_tensorflow_padding_rule():
-    proto = tf.make_tensor_proto(np.zeros(1, np.int64))
-    proto.tensor_shape.dim[0].size = 4
-    del proto.int64_val[:]
-    proto.int64_val.append(9)
+def _typed_int64(values, shape):
+    """A TensorProto in the typed-field encoding (int64_val), not tensor_content."""
+    proto = tf.make_tensor_proto(0, tf.int64)
+    proto.ClearField("int64_val")
+    proto.int64_val.extend(values)
+    for size in shape:  # set by hand: malformed sizes must get through
+        proto.tensor_shape.dim.add().size = size
+    return proto
+
+
+@pytest.mark.parametrize("values", [[9], []])
+def test_typed_fields_follow_tensorflow_padding_rule(values):
+    proto = _typed_int64(values, [4])
     np.testing.assert_array_equal(tensors.to_array(proto, "x"), tf.make_ndarray(proto))
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda p: p.int64_val.extend([1, 2, 3]),                     # more values than the shape holds
-    lambda p: setattr(p.tensor_shape.dim[0], "size", -3),
+@pytest.mark.parametrize("values, shape", [
+    ([1, 2, 3, 4, 5], [2]),     # more values than the shape holds
+    ([1, 2], [-3]),             # negative dimension
+    ([1, 2], [3]),              # neither a full list nor one value to repeat
 ])
-def test_malformed_typed_tensor_names_the_input(mutate):
-    proto = tf.make_tensor_proto(np.array([1, 2], np.int64))
-    if proto.tensor_content:
-        proto = tf.make_tensor_proto([1, 2], tf.int64)
-        proto.ClearField("tensor_content")
-        proto.int64_val.extend([1, 2])
-    mutate(proto)
+def test_malformed_typed_tensor_names_the_input(values, shape):
+    proto = _typed_int64(values, shape)
     with pytest.raises(status.ServingError, match="input `ids`: malformed TensorProto"):
         tensors.to_array(proto, "ids")
 

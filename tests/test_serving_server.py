@@ -14,8 +14,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
 import tf_recopt
-from tf_recopt import saved_model_io, verify
-from tf_recopt.options import OptimizeOptions
+from tf_recopt import verify
+from tf_recopt.benchmark import sample_feeds
 from tests.conftest import assert_outputs_close
 from tests.serving_util import example, export_example_model, model_config
 from tf_recopt.serving.launch import Server, http
@@ -62,8 +62,7 @@ def served(ops, zoo_dir, tmp_path_factory):
 
 
 def _feeds(src, batch, seed=3):
-    sig = saved_model_io.load(src, OptimizeOptions(freeze_max_bytes=0)).signatures["serving_default"]
-    return {k: np.asarray(v) for k, v in verify.generate_inputs(sig, src, batch, seed=seed).items()}
+    return {k: np.asarray(v) for k, v in sample_feeds(src, "serving_default", batch, seed).items()}
 
 
 def _in_process(path, feeds, signature="serving_default"):

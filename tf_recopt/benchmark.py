@@ -36,7 +36,8 @@ def configure_threads(mode):
         raise ValueError(f"threads must be 'default' or 'inline', got {mode!r}")
 
 
-def _feeds(path, signature, batch_size, seed):
+def sample_feeds(path, signature, batch_size, seed):
+    """Inputs for `signature` of the SavedModel at `path`, valid ids included."""
     model = saved_model_io.load(path, OptimizeOptions(freeze_max_bytes=0))
     sig = model.signatures[signature]
     return verify.generate_inputs(sig, path, batch_size, seed)
@@ -50,7 +51,7 @@ def bench(models: Dict[str, str], batch_sizes=(1, 64, 512), signature="serving_d
     fns = {label: tf.saved_model.load(path).signatures[signature] for label, path in models.items()}
     results = []
     for batch in batch_sizes:
-        feeds = _feeds(first, signature, batch, seed)
+        feeds = sample_feeds(first, signature, batch, seed)
         for fn in fns.values():
             for _ in range(warmup):
                 fn(**feeds)

@@ -6,6 +6,7 @@ manager.py    versions per model: file-system polling, version policy, hot swap
 batching.py   server-side batch scheduler (TF Serving's BatchingParameters)
 service.py    request handling shared by both front ends
 examples.py   Classify/Regress: tf.Example inputs and results
+tensors.py    gRPC TensorProto <-> numpy
 json_codec.py REST JSON (row/columnar, b64) <-> numpy
 grpc_api.py   PredictionService + ModelService servicers
 rest_api.py   /v1/models/... HTTP front end, Prometheus endpoint
@@ -13,4 +14,5 @@ metrics.py    Prometheus counters/histograms under TF Serving's names
 config.py     model config, batching and monitoring text protos
 warmup.py     assets.extra/tf_serving_warmup_requests replay
 server.py     flags, start/stop
+launch.py     the server in a subprocess on free ports (tests, bench, smoke tests)
 """

@@ -1,31 +1,8 @@
 """gRPC front end: tensorflow.serving.PredictionService and ModelService on
 the generated stubs from tensorflow-serving-api."""
-import time
-
-import grpc
-from absl import logging
 from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from tf_recopt.serving import status
-
-
-def handle(metrics, api, entrypoint, model_name, fn):
-    """Runs fn() and records the request; returns (result, None) or
-    (None, ServingError). A bug in a handler answers INTERNAL, never kills
-    the server."""
-    started = time.monotonic()
-    result, error = None, None
-    try:
-        result = fn()
-    except status.ServingError as exc:
-        error = exc
-    except Exception as exc:
-        logging.exception("%s %s on model %s failed", entrypoint, api, model_name)
-        error = status.ServingError(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-    if metrics is not None:
-        metrics.record_request(model_name or "", api, entrypoint, "OK" if error is None else error.code_name,
-                               time.monotonic() - started)
-    return result, error
+from tf_recopt.serving.service import handle
 
 
 class _Base:

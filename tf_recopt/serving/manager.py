@@ -198,10 +198,7 @@ class ModelManager:
             if name not in self._configs:
                 raise status.not_found(f"Servable not found for request: Latest({name}): "
                                        f"no model named `{name}` is configured")
-            if label:
-                if label not in self._configs[name].labels:
-                    raise status.invalid_argument(f"Unrecognized servable version label: {label}")
-                version = self._configs[name].labels[label]
+            version = self._labelled(name, label) if label else version
             records = self._records[name]
             if version:
                 rec = records.get(int(version))
@@ -216,10 +213,18 @@ class ModelManager:
             rec.servable.acquire()
             return rec.servable
 
-    def status(self, name, version=None) -> List[VersionRecord]:
+    def _labelled(self, name, label):
+        """The version a label names (caller holds the lock)."""
+        labels = self._configs[name].labels
+        if label not in labels:
+            raise status.invalid_argument(f"Unrecognized servable version label: {label}")
+        return labels[label]
+
+    def status(self, name, version=None, label=None) -> List[VersionRecord]:
         with self._lock:
             if name not in self._configs:
                 raise status.not_found(f"Could not find any versions of model {name}")
+            version = self._labelled(name, label) if label else version
             records = self._records[name]
             if version:
                 if int(version) not in records:
@@ -228,12 +233,6 @@ class ModelManager:
             if not records:
                 raise status.not_found(f"Could not find any versions of model {name}")
             return [dataclasses.replace(r) for _, r in sorted(records.items())]
-
-    def labels(self, name):
-        with self._lock:
-            if name not in self._configs:
-                raise status.not_found(f"Could not find any versions of model {name}")
-            return dict(self._configs[name].labels)
 
     def model_names(self):
         with self._lock:

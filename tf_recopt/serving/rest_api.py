@@ -11,8 +11,7 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from tf_recopt.serving import examples, json_codec, status
-from tf_recopt.serving.grpc_api import handle
-from tf_recopt.serving.service import ModelRef
+from tf_recopt.serving.service import ModelRef, handle
 
 _INFER = re.compile(r"(?i)/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(predict|classify|regress)")
 _STATUS = re.compile(r"(?i)/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?(/metadata)?")
@@ -63,7 +62,7 @@ class RestApi:
             serialized = examples.serialized_from_json(body)
             _, _, result = self.core.infer(ref, signature, serialized, method)
             return examples.classification_json(result) if method == "classify" else examples.regression_json(result)
-        with self.core.manager.servable(ref.name, ref.version, ref.label) as servable:
+        with self.core.servable(ref) as servable:
             sig = servable.signature(signature)
             feeds, fmt = json_codec.predict_feeds(body, sig.inputs)
             _, outputs = self.core.run(servable, sig.name, feeds)

@@ -22,6 +22,8 @@ class Signature:
         self.inputs: Dict[str, tf.TensorSpec] = {k: _spec(v) for k, v in sig_def.inputs.items()}
         self.outputs = sorted(sig_def.outputs)
         self._keys = sorted(self.inputs)
+        # Batchable: every input has an unknown leading (batch) dimension.
+        self.batchable = bool(self.inputs) and all(s.shape.rank and s.shape[0] is None for s in self.inputs.values())
         # Plain-Python contracts: TensorShape/DType comparisons cost ~15 us an input.
         self._expect = {k: (None if spec.dtype == tf.string else np.dtype(spec.dtype.as_numpy_dtype),
                             None if spec.shape.rank is None else tuple(spec.shape.as_list()))
@@ -32,12 +34,6 @@ class Signature:
         options = config_pb2.CallableOptions(feed=[sig_def.inputs[k].name for k in self._keys],
                                              fetch=[sig_def.outputs[k].name for k in self.outputs])
         self._call = session._make_callable_from_options(options)  # pylint: disable=protected-access
-
-    @property
-    def batchable(self):
-        """Every input has an unknown leading (batch) dimension."""
-        return bool(self.inputs) and all(
-            s.shape.rank and s.shape[0] is None for s in self.inputs.values())
 
     def check(self, feeds: Dict[str, np.ndarray]):
         if feeds.keys() != self.inputs.keys():

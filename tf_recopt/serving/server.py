@@ -97,7 +97,7 @@ def load_op_libraries(args):
 
 @dataclasses.dataclass
 class RunningServer:
-    """Handles to stop a started server (tests and bench start it in-process too)."""
+    """Handles to stop a started server."""
     grpc_server: object
     rest_server: object
     manager: object

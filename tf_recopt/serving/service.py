@@ -2,10 +2,12 @@
 the request against the signature, run it (through the batch scheduler
 when batching is on), build TF Serving's response protos."""
 import dataclasses
+import time
 from typing import Dict, Optional, Sequence
 
 import grpc
 import numpy as np
+from absl import logging
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      inference_pb2, predict_pb2, regression_pb2)
 
@@ -26,6 +28,25 @@ class ModelRef:
         which = spec.WhichOneof("version_choice")
         return cls(spec.name, spec.version.value if which == "version" else None,
                    spec.version_label if which == "version_label" else None)
+
+
+def handle(metrics, api, entrypoint, model_name, fn):
+    """Runs fn() for one request of either front end and records it;
+    returns (result, None) or (None, ServingError). A bug in a handler
+    answers INTERNAL, never kills the server."""
+    started = time.monotonic()
+    result, error = None, None
+    try:
+        result = fn()
+    except status.ServingError as exc:
+        error = exc
+    except Exception as exc:
+        logging.exception("%s %s on model %s failed", entrypoint, api, model_name)
+        error = status.ServingError(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+    if metrics is not None:
+        metrics.record_request(model_name or "", api, entrypoint, "OK" if error is None else error.code_name,
+                               time.monotonic() - started)
+    return result, error
 
 
 def _fill_spec(spec, servable, signature_name):
@@ -58,15 +79,15 @@ class ServingCore:
             outputs = {k: outputs[k] for k in output_filter}
         return sig, outputs
 
-    def predict_arrays(self, ref: ModelRef, signature_name, feeds, output_filter=()):
-        with self.manager.servable(ref.name, ref.version, ref.label) as servable:
-            sig, outputs = self.run(servable, signature_name, feeds, output_filter)
-            return servable.name, servable.version, sig.name, outputs
+    def servable(self, ref):
+        """The manager's servable for a ModelRef or a request's model_spec."""
+        ref = ref if isinstance(ref, ModelRef) else ModelRef.from_spec(ref)
+        return self.manager.servable(ref.name, ref.version, ref.label)
 
     # -- PredictionService --------------------------------------------------
     def predict(self, request):
         feeds = {k: tensors.to_array(v, k) for k, v in request.inputs.items()}
-        with self.manager.servable(*dataclasses.astuple(ModelRef.from_spec(request.model_spec))) as servable:
+        with self.servable(request.model_spec) as servable:
             sig, outputs = self.run(servable, request.model_spec.signature_name, feeds, request.output_filter)
             response = predict_pb2.PredictResponse()
             _fill_spec(response.model_spec, servable, sig.name)
@@ -85,7 +106,7 @@ class ServingCore:
 
     def infer(self, ref: ModelRef, signature_name, serialized, method):
         """Classify/regress on serialized examples; returns (name, version, result)."""
-        with self.manager.servable(ref.name, ref.version, ref.label) as servable:
+        with self.servable(ref) as servable:
             _, result = self.infer_on(servable, signature_name, serialized, method)
             return servable.name, servable.version, result
 
@@ -97,7 +118,7 @@ class ServingCore:
 
     def _single(self, request, method, response):
         serialized = examples.serialized_from_input(request.input)
-        with self.manager.servable(*dataclasses.astuple(ModelRef.from_spec(request.model_spec))) as servable:
+        with self.servable(request.model_spec) as servable:
             sig_name, result = self.infer_on(servable, request.model_spec.signature_name, serialized, method)
             _fill_spec(response.model_spec, servable, sig_name)
         response.result.CopyFrom(result)
@@ -119,7 +140,7 @@ class ServingCore:
                                           f"Unsupported signature method_name: {t.method_name}")
         serialized = examples.serialized_from_input(request.input)
         response = inference_pb2.MultiInferenceResponse()
-        with self.manager.servable(*dataclasses.astuple(ModelRef.from_spec(request.tasks[0].model_spec))) as servable:
+        with self.servable(request.tasks[0].model_spec) as servable:
             for t in request.tasks:
                 method = t.method_name.rsplit("/", 1)[1]
                 sig_name, result = self.infer_on(servable, t.model_spec.signature_name, serialized, method)
@@ -135,7 +156,7 @@ class ServingCore:
         for f in fields:
             if f != "signature_def":
                 raise status.invalid_argument(f"Metadata field {f} is not supported")
-        with self.manager.servable(*dataclasses.astuple(ModelRef.from_spec(request.model_spec))) as servable:
+        with self.servable(request.model_spec) as servable:
             response = get_model_metadata_pb2.GetModelMetadataResponse()
             response.model_spec.name = servable.name
             response.model_spec.version.value = servable.version
@@ -147,18 +168,9 @@ class ServingCore:
 
     # -- ModelService -------------------------------------------------------
     def model_status(self, request):
-        spec = request.model_spec
-        if not spec.name:
-            raise status.invalid_argument("Missing model name in request (model_spec.name)")
-        version = spec.version.value if spec.WhichOneof("version_choice") == "version" else None
-        if spec.WhichOneof("version_choice") == "version_label":
-            label = spec.version_label
-            labels = self.manager.labels(spec.name)
-            if label not in labels:
-                raise status.invalid_argument(f"Unrecognized servable version label: {label}")
-            version = labels[label]
+        ref = ModelRef.from_spec(request.model_spec)
         response = get_model_status_pb2.GetModelStatusResponse()
-        for rec in self.manager.status(spec.name, version):
+        for rec in self.manager.status(ref.name, ref.version, ref.label):
             out = response.model_version_status.add()
             out.version = rec.version
             out.state = rec.state
