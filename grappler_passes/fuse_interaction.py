@@ -68,7 +68,7 @@ class _Interaction:
         self.product = self._single_use(self.reshape.input[0], self.reshape)
         if self.product.attr["T"].type != types_pb2.DT_FLOAT:
             raise _Skip("the product is not float32")
-        self.x, self.transpose = self._gram_operand()
+        self.x = self._gram_operand()
         x_shape = shapes.shape_of(info, self.x)
         if x_shape is None or len(x_shape) != 3 or x_shape[1] is None:
             raise _Skip(f"'{self.x}' is not [B, F, d] with a static F")
@@ -89,7 +89,7 @@ class _Interaction:
         return node
 
     def _gram_operand(self):
-        """(x, Transpose node or None) when the product is x @ x^T."""
+        """x when the product is x @ x^T."""
         p, view = self.product, self.view
         a, b = (view.skip_identity(i) for i in view.data_inputs(p)[:2])
         if p.op == "Einsum":
@@ -101,18 +101,18 @@ class _Interaction:
                 and len(set(rhs + ins[0][2])) == 4
             if not ok:
                 raise _Skip(f"einsum '{eq}' is not x x^T")
-            return a, None
+            return a
         if p.attr["adj_x"].b:
             raise _Skip("adj_x is set")
         if p.attr["adj_y"].b:
             if a != b:
                 raise _Skip("the product's operands differ")
-            return a, None
+            return a
         t = view.node(b)
         if t is None or t.op != "Transpose" or not np.array_equal(view.const_value(t.input[1]), [0, 2, 1]) \
                 or view.skip_identity(t.input[0]) != a:
             raise _Skip("the product's right side is not transpose(x, [0, 2, 1])")
-        return a, t
+        return a
 
     def _indices(self, tensor):
         value = self.view.const_value(tensor)

@@ -10,29 +10,24 @@ constexpr int32_t kRowsPerChunk = 4;  // the score kernel's row group
 
 std::string PairsFromFlat(const std::vector<int64_t>& flat, int64_t num_features, InteractionPairs* pairs) {
   const int64_t limit = num_features * num_features;
-  pairs->left.clear();
-  pairs->right.clear();
   for (size_t t = 0; t < flat.size(); ++t) {
     if (flat[t] < 0 || flat[t] >= limit) {
       return "indices[" + std::to_string(t) + "] = " + std::to_string(flat[t]) + " is not in [0, " +
              std::to_string(limit) + ")";
     }
-    pairs->left.push_back(static_cast<int32_t>(flat[t] / num_features));
-    pairs->right.push_back(static_cast<int32_t>(flat[t] % num_features));
   }
   const int64_t chunks = (num_features + kRowsPerChunk - 1) / kRowsPerChunk;
   pairs->chunk_count.assign(chunks, 0);
-  for (size_t t = 0; t < flat.size(); ++t) {
-    int32_t& count = pairs->chunk_count[pairs->left[t] / kRowsPerChunk];
-    count = std::max(count, pairs->right[t] + 1);
+  for (const int64_t v : flat) {
+    int32_t& count = pairs->chunk_count[v / num_features / kRowsPerChunk];
+    count = std::max(count, static_cast<int32_t>(v % num_features + 1));
   }
   // Chunk c's [rows, count] block starts at c * kRowsPerChunk * F.
   pairs->offset.clear();
-  for (size_t t = 0; t < flat.size(); ++t) {
-    const int32_t c = pairs->left[t] / kRowsPerChunk;
-    pairs->offset.push_back(static_cast<int32_t>(c * kRowsPerChunk * num_features +
-                                                 (pairs->left[t] - c * kRowsPerChunk) * pairs->chunk_count[c] +
-                                                 pairs->right[t]));
+  for (const int64_t v : flat) {
+    const int64_t i = v / num_features, j = v % num_features, c = i / kRowsPerChunk;
+    pairs->offset.push_back(
+        static_cast<int32_t>(c * kRowsPerChunk * num_features + (i - c * kRowsPerChunk) * pairs->chunk_count[c] + j));
   }
   return "";
 }
@@ -43,7 +38,7 @@ int64_t InteractionScratchFloats(int64_t num_features, int64_t dim) {
 
 void DotInteraction(const GemmKernels& kernels, const float* x, int64_t b0, int64_t b1, int64_t num_features,
                     int64_t dim, const InteractionPairs& pairs, float* out, float* scratch) {
-  const int64_t f = num_features, p = static_cast<int64_t>(pairs.left.size());
+  const int64_t f = num_features, p = static_cast<int64_t>(pairs.offset.size());
   float* gram = scratch;
   ScoreArgs args{};
   args.dim = static_cast<int>(dim);

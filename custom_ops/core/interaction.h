@@ -12,24 +12,22 @@
 
 namespace recopt {
 
+// Rows are scored 4 at a time against features [0, chunk_count[c]): for a
+// lower triangle that is half the Gram matrix. offset[t] is where output
+// column t's dot product lands in the scratch.
 struct InteractionPairs {
-  std::vector<int32_t> left;   // feature i of output column t
-  std::vector<int32_t> right;  // feature j of output column t
-  // Rows are scored 4 at a time against features [0, chunk_count[c]): for a
-  // lower triangle that is half the Gram matrix. offset[t] is where pair t's
-  // dot product lands in the scratch.
   std::vector<int32_t> chunk_count;
   std::vector<int32_t> offset;
 };
 
-// Splits flat Gram indices (i * F + j) into pairs; returns what is wrong
-// with which index, or "" when all are in [0, F*F).
+// Plans flat Gram indices (i * F + j); returns what is wrong with which
+// index, or "" when all are in [0, F*F).
 std::string PairsFromFlat(const std::vector<int64_t>& flat, int64_t num_features, InteractionPairs* pairs);
 
 // Floats of scratch DotInteraction needs.
 int64_t InteractionScratchFloats(int64_t num_features, int64_t dim);
 
-// out[b, t] = dot(x[b, left[t]], x[b, right[t]]) for b in [b0, b1);
+// out[b, t] = dot(x[b, i_t], x[b, j_t]) with flat[t] = i_t * F + j_t, for b in [b0, b1);
 // x is [B, F, d] row-major, out is [B, P]. Each example's Gram matrix is
 // scored into L1-resident scratch by the ISA's score kernel (an F x F block
 // of dot products, 4 rows at a time), then the requested entries are copied.

@@ -26,7 +26,7 @@ class DotInteractionOp : public OpKernel {
                 errors::InvalidArgument(name(), ": x must be [batch, ", num_features_, ", dim], got ",
                                         x.shape().DebugString()));
     const int64_t batch = x.dim_size(0), dim = x.dim_size(2);
-    const int64_t p = static_cast<int64_t>(pairs_.left.size());
+    const int64_t p = static_cast<int64_t>(pairs_.offset.size());
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, p}), &y));
     if (batch == 0 || p == 0) return;
