@@ -41,6 +41,7 @@ def test_validate_detects_a_different_model(zoo_dir):
     (["optimize", "{dlrm}", "{tmp}/o", "--passes", "bogus"], "unknown pass"),
     (["optimize", "{dlrm}", "{tmp}/o", "--signatures", "bogus"], "no signature"),
     (["inspect", "{tmp}"], "not a SavedModel"),
+    (["optimize", "{dlrm}", "{tmp}/o", "--sample-examples", "{tmp}/none*.gz"], "no TFRecord files"),
 ])
 def test_errors_are_one_line_exit_2(zoo_dir, tmp_path, args, message):
     args = [a.format(dlrm=zoo_dir("dlrm"), tmp=tmp_path) for a in args]

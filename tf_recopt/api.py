@@ -34,7 +34,9 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
       validate: compare original and optimized outputs; raise ParityError and
         write nothing when any differs beyond rtol/atol.
       sample_inputs: parity inputs: {key: array}, {signature: {key: array}},
-        or a TFRecord path of tf.Examples for a parsing signature.
+        or tf.Example TFRecords (a file, directory, glob or list of them;
+        *.gz read as GZIP): a parsing signature gets the serialized
+        records, any other signature the feature named like each input.
       rtol, atol: parity tolerances; default 1e-4/1e-5 (fp32), 2e-2/5e-3 (bf16).
       overwrite: replace an existing output_dir.
       precision: "fp32"; "bf16" stores fused dense weights and retrieval

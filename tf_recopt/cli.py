@@ -36,6 +36,9 @@ def _parser():
                    help="refuse to write when retrieval recall@k vs the original falls below this")
     o.add_argument("--rtol", type=float, help="parity rtol (default 1e-4 fp32, 2e-2 bf16)")
     o.add_argument("--atol", type=float, help="parity atol (default 1e-5 fp32, 5e-3 bf16)")
+    o.add_argument("--sample-examples", nargs="+", metavar="TFRECORD",
+                   help="parity inputs from tf.Example TFRecord files/dirs/globs (*.gz as GZIP) instead of "
+                        "generated ones")
 
     i = sub.add_parser("inspect", help="signatures, op histogram, what each pass would rewrite")
     i.add_argument("input")
@@ -69,7 +72,7 @@ def cmd_optimize(args):
     report = tf_recopt.optimize(args.input, args.output, custom_ops=not args.no_custom_ops, passes=args.passes,
                                 signatures=args.signatures, validate=not args.no_validate, rtol=args.rtol,
                                 atol=args.atol, overwrite=args.overwrite, precision=args.precision,
-                                recall_floor=args.recall_floor)
+                                recall_floor=args.recall_floor, sample_inputs=args.sample_examples)
     print(report)
     if args.report:
         with open(args.report, "w") as f:

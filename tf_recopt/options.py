@@ -17,7 +17,7 @@ class OptimizeOptions:
     custom_ops: bool = True                      # False: stock TF ops only (unmodified TF Serving)
     passes: Optional[Sequence[str]] = None       # None: grappler_passes.DEFAULT_ORDER
     validate: bool = True
-    sample_inputs: Any = None                    # dict of arrays (per signature or shared) or TFRecord path
+    sample_inputs: Any = None                    # dict of arrays (per signature or shared) or tf.Example TFRecord file(s)
     rtol: Optional[float] = None                 # None: DEFAULT_TOLERANCE[precision]
     atol: Optional[float] = None
     # Variables up to this size are frozen into constants so passes can fold

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from grappler_passes.graph_view import GraphView, parse_input
+from tf_recopt import example_feeds
 from tf_recopt.ops.retrieval import OP_NAME as SCORE_TOPK_OP, recall_at_k
 
 # Ops through which an integer input keeps its meaning as an index.
@@ -115,27 +116,15 @@ def inputs_for(sig, model_dir, options):
     given = options.sample_inputs
     if given is None:
         return generate_inputs(sig, model_dir, options.parity_batch_size, options.seed)
-    if isinstance(given, (str, os.PathLike)):
-        return _examples_from_tfrecord(sig, given, options.parity_batch_size)
+    if isinstance(given, (str, os.PathLike, list, tuple)):
+        records = example_feeds.read_records(example_feeds.tfrecord_files(given), options.parity_batch_size)
+        return example_feeds.feeds_from_examples(sig, records)
     if isinstance(given, dict) and sig.name in given and isinstance(given[sig.name], dict):
         given = given[sig.name]
     missing = [k for k in sig.input_specs if k not in given]
     if missing:
         raise ValueError(f"sample_inputs for signature '{sig.name}' lack input(s) {missing}")
     return {k: tf.convert_to_tensor(given[k], dtype=sig.input_specs[k].dtype) for k in sig.input_specs}
-
-
-def _examples_from_tfrecord(sig, path, batch_size):
-    """Serialized tf.Examples for a parsing signature (one string input)."""
-    if len(sig.input_specs) != 1 or next(iter(sig.input_specs.values())).dtype != tf.string:
-        raise ValueError(f"signature '{sig.name}' is not a parsing signature (one string input); "
-                         f"it takes {list(sig.input_specs)}: pass sample_inputs as a dict")
-    records = [r.numpy() for r in tf.data.TFRecordDataset(path).take(batch_size)]
-    if not records:
-        raise ValueError(f"sample_inputs {path}: no records")
-    key, spec = next(iter(sig.input_specs.items()))
-    value = tf.constant(records)
-    return {key: value if spec.shape.rank == 1 else tf.reshape(value, [-1] + [1] * (spec.shape.rank - 1))}
 
 
 # Ops that carry top-k indices (or what they index) to an output unchanged in meaning.
