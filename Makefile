@@ -8,10 +8,12 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: install ops test demo bench clean
 
-$(STAMP): setup.py requirements.txt
+$(STAMP): setup.py requirements.txt requirements-tfx.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-tfx.txt
+	# TFX 1.21's Python code without its glibc-2.39-only wheels: see requirements-tfx.txt.
+	$(PY) -m pip install -q --no-deps ml-metadata==1.17.1 ml-pipelines-sdk==1.21.0 tfx==1.21.0
 	$(PY) -m pip install -q --no-build-isolation -e .
 	touch $@
 

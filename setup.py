@@ -48,6 +48,8 @@ setup(
     extras_require={
         "cpu": ["tensorflow-cpu>=2.21,<2.22"],
         "test": ["pytest"],
+        # tf_recopt.tfx.RecOptimizer; the pipeline image already has it.
+        "tfx": ["tfx>=1.21,<1.22"],
         # Peers for bench/: Faiss is the exact-search reference for retrieval.
         "bench": ["faiss-cpu"],
     },

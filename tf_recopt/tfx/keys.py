@@ -1,0 +1,20 @@
+"""Names of RecOptimizer's channels, parameters and output properties."""
+MODEL = "model"
+MODEL_BLESSING = "model_blessing"
+EXAMPLES = "examples"
+OPTIMIZED_MODEL = "optimized_model"
+
+CUSTOM_OPS = "custom_ops"
+PASSES = "passes"
+SIGNATURES = "signatures"
+PRECISION = "precision"
+RTOL = "rtol"
+ATOL = "atol"
+RECALL_FLOOR = "recall_floor"
+EXAMPLES_SPLIT = "examples_split"
+PARITY_BATCH_SIZE = "parity_batch_size"
+OPTIMIZE_OPTIONS = "optimize_options"
+
+# Custom properties of the output Model artifact.
+OPTIMIZED_PROPERTY = "recopt_optimized"
+REPORT_PROPERTY = "recopt_report"
