@@ -1,10 +1,13 @@
 """Shared benchmark plumbing: timing loops, machine description, JSON results."""
 import json
 import os
-import platform
 import time
 
 import numpy as np
+
+from tf_recopt import benchmark as _benchmark
+
+machine = _benchmark.machine   # the bench scripts' machine description
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -34,24 +37,6 @@ def copy_bandwidth_gbs(repeats=5):
         np.copyto(dst, src)
         best = min(best, time.perf_counter() - t0)
     return 2 * src.nbytes / best / 1e9
-
-
-def machine():
-    model = "unknown CPU"
-    flags = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and model == "unknown CPU":
-                    model = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    import tensorflow as tf
-    isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "generic"
-    return {"cpu": model, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version(),
-            "tensorflow": tf.__version__}
 
 
 def write_result(name, payload):

@@ -5,6 +5,9 @@ Models are timed round-robin within each repetition so that machine noise
 and p99 of per-call latency and the throughput at the median.
 """
 import dataclasses
+import importlib.metadata
+import os
+import platform
 import time
 from typing import Dict, List
 
@@ -83,3 +86,28 @@ def format_table(timings: List[Timing], baseline=None):
         lines.append(f"{t.model:<28} {t.batch_size:>5} {t.median_ms:>10.3f} {t.p99_ms:>9.3f} "
                      f"{t.throughput:>11.0f} {ratio:>7.2f}x")
     return "\n".join(lines)
+
+
+def machine():
+    """CPU model, cores, widest ISA, Python, TensorFlow and peer versions."""
+    model = "unknown CPU"
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model == "unknown CPU":
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    import tensorflow as tf
+    isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "generic"
+    info = {"cpu": model, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version(),
+            "tensorflow": tf.__version__}
+    for peer in ("onnxruntime", "tf2onnx"):
+        try:
+            info[peer] = importlib.metadata.version(peer)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return info

@@ -16,6 +16,10 @@ def _csv(value):
     return [v for v in value.split(",") if v] if value else None
 
 
+from tf_recopt.peers import PEERS as PEER_NAMES  # noqa: E402 - constants only, no TensorFlow import
+THREAD_MODES = {"default": "default", "inline": "inline", "all": "default", "1": "inline"}
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="tf-recopt", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -59,8 +63,19 @@ def _parser():
     b.add_argument("--signature", default="serving_default")
     b.add_argument("--repeats", type=int, default=200)
     b.add_argument("--warmup", type=int, default=20)
-    b.add_argument("--threads", choices=["default", "inline"], default="default")
+    b.add_argument("--threads", type=_csv, default=None,
+                   help="default|inline (all intra-op threads | one, in the caller); with --peers a list "
+                        "of 1 and all (default 1,all), each measured in its own process")
     b.add_argument("--json", action="store_true")
+    b.add_argument("--peers", action="store_true",
+                   help="compare each (original) model against its peers; optimizes the models itself")
+    b.add_argument("--peer-set", type=_csv, default=list(PEER_NAMES), metavar="P1,P2",
+                   help="with --peers: which of " + ",".join(PEER_NAMES) + " (default all; stock always runs)")
+    b.add_argument("--sla-ms", type=float, help="with --peers: also find each peer's largest batch "
+                                                "(powers of 2) whose p99 stays under this")
+    b.add_argument("--max-batch", type=int, default=4096, help="upper end of the --sla-ms search")
+    b.add_argument("--out", default="recopt_bench", help="with --peers: folder for peers.json and the PNG plots")
+    b.add_argument("--workdir", help="with --peers: where optimized/converted copies go (default: a temp dir)")
     # Parsed by tf_recopt.serving.server (TF Serving's flag names); listed here for --help.
     sub.add_parser("serve", add_help=False,
                    help="TF-Serving-compatible gRPC/REST model server (see `tf-recopt serve --help`)")
@@ -146,21 +161,50 @@ def cmd_validate(args):
 
 
 def cmd_bench(args):
+    models = _bench_models(args.models)
+    if args.peers:
+        return _bench_peers(args, models)
     from tf_recopt import benchmark
-    from tf_recopt.saved_model_io import check_saved_model_dir
-    benchmark.configure_threads(args.threads)
+    threads = args.threads or ["default"]
+    if len(threads) != 1 or threads[0] not in THREAD_MODES:
+        raise ValueError(f"--threads: one of {sorted(THREAD_MODES)} without --peers, got {threads}")
+    benchmark.configure_threads(THREAD_MODES[threads[0]])
     import tf_recopt
     tf_recopt.load_ops()
-    models = {}
-    for m in args.models:
-        label, _, path = m.rpartition("=") if "=" in m else (os.path.basename(m.rstrip("/")), "", m)
-        check_saved_model_dir(path)
-        models[label] = path
     timings = benchmark.bench(models, args.batch_sizes, args.signature, args.warmup, args.repeats)
     if args.json:
         print(json.dumps([dataclasses.asdict(t) for t in timings], indent=1))
     else:
         print(benchmark.format_table(timings))
+    return 0
+
+
+def _bench_models(specs):
+    from tf_recopt.saved_model_io import check_saved_model_dir
+    models = {}
+    for m in specs:
+        label, _, path = m.rpartition("=") if "=" in m else (os.path.basename(m.rstrip("/")), "", m)
+        check_saved_model_dir(path)
+        models[label] = path
+    return models
+
+
+def _bench_peers(args, models):
+    import tempfile
+    from tf_recopt.peers import suite
+    unknown = sorted(set(args.peer_set) - set(PEER_NAMES))
+    if unknown:
+        raise ValueError(f"--peer-set: unknown peer(s) {unknown}; known: {list(PEER_NAMES)}")
+    threads = [{"default": "all", "inline": "1"}.get(t, t) for t in (args.threads or ["1", "all"])]
+    if set(threads) - {"1", "all"}:
+        raise ValueError(f"--threads with --peers: 1 and/or all, got {args.threads}")
+    peers = [p for p in PEER_NAMES if p in args.peer_set or p == "stock"]   # stock is every ratio's baseline
+    with tempfile.TemporaryDirectory(prefix="recopt_peers_") as tmp:
+        results = suite.run(models, args.out, args.workdir or tmp, args.batch_sizes, threads, args.warmup,
+                            args.repeats, args.sla_ms, args.max_batch, peers, args.signature)
+    print(json.dumps(results, indent=1) if args.json else suite.format_table(results))
+    if not args.json:
+        print(f"results: {os.path.join(args.out, 'peers.json')}; plots: {', '.join(results.get('plots', []))}")
     return 0
 
 

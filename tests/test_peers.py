@@ -1,0 +1,100 @@
+"""The peer benchmark harness (tf-recopt bench --peers) on small models:
+every installed peer runs and agrees with stock TF; a failing or missing
+peer is reported with its error, not fatal. Timings are not asserted."""
+import importlib.util
+import json
+import os
+
+import pytest
+
+from tests import savedmodel_flavours as flavours
+from tests.conftest import run_cli
+from tf_recopt.peers import PEERS, measure, prepare, suite
+
+INSTALLED = [p for p in PEERS if p != "onnxruntime" or
+             (importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("tf2onnx"))]
+
+
+@pytest.fixture(scope="module")
+def dlrm_results(zoo_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("peers_out")
+    results = suite.run({"dlrm": zoo_dir("dlrm")}, str(out), str(out / "work"), batch_sizes=(1, 4),
+                        threads=("1", "all"), warmup=1, repeats=3, sla_ms=10_000, max_batch=4)
+    return results, out
+
+
+def test_every_installed_peer_runs_and_agrees(dlrm_results):
+    results, _ = dlrm_results
+    assert set(results["settings"]["peers"]) == set(PEERS)
+    for mode in ("1", "all"):
+        run = results["models"]["dlrm"]["runs"][mode]
+        for peer in INSTALLED:
+            assert "error" not in run["peers"][peer], run["peers"][peer]
+            assert run["peers"][peer]["parity"]["ok"], (peer, run["peers"][peer])
+        timed = {(r["peer"], r["batch"]) for r in run["timings"]}
+        assert timed == {(p, b) for p in INSTALLED for b in (1, 4)}
+        assert all(r["median_ms"] > 0 and r["p99_ms"] >= r["median_ms"] and r["calls"] == 3 for r in run["timings"])
+        # A 10 s SLA holds at every batch up to max_batch for every peer.
+        assert {p: s["batch"] for p, s in run["sla"].items()} == {p: 4 for p in INSTALLED}
+
+
+def test_outputs_json_table_and_plots(dlrm_results):
+    results, out = dlrm_results
+    with open(out / "peers.json") as f:
+        assert json.load(f)["models"]["dlrm"]["runs"].keys() == {"1", "all"}
+    assert set(results["plots"]) == {"dlrm_latency.png", "speedup_threads_1.png", "speedup_threads_all.png"}
+    for name in results["plots"]:
+        with open(out / name, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    table = suite.format_table(results)
+    assert "== dlrm  (intra-op threads: 1)" in table and "recopt_stock" in table and "SLA" in table
+    best, ratio = suite.best_peer_ratio(results["models"]["dlrm"]["runs"]["1"], 4)
+    assert best in ("stock", "xla", "onnxruntime") and ratio > 0
+
+
+def test_failing_and_missing_peers_are_reported(tmp_path, monkeypatch):
+    src = flavours.export_multi_signature(str(tmp_path / "multi"))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(prepare.importlib.util, "find_spec", lambda name, *a: None if name == "tf2onnx" else real(name, *a))
+    results = suite.run({"multi": src}, str(tmp_path / "out"), str(tmp_path / "work"), batch_sizes=(2,),
+                        threads=("1",), warmup=1, repeats=2)
+    run = results["models"]["multi"]["runs"]["1"]
+    assert "not installed (tf2onnx)" in run["peers"]["onnxruntime"]["error"]
+    # XLA cannot compile the string hash-table lookup; the run goes on without it.
+    assert "XLA" in run["peers"]["xla"]["error"] or "compile" in run["peers"]["xla"]["error"]
+    assert {r["peer"] for r in run["timings"]} == {"stock", "recopt", "recopt_stock"}
+    assert "onnxruntime: RuntimeError: not installed" in suite.format_table(results)
+
+
+def test_crashed_measurement_is_reported(tmp_path):
+    spec = dict(model="gone", src=str(tmp_path / "missing"), signature="serving_default", threads="1",
+                batch_sizes=[1], warmup=1, repeats=1, sla_ms=None, max_batch=1, seed=0, baseline="stock",
+                artifacts={"stock": {"path": str(tmp_path / "missing")}})
+    result = suite.measure_in_subprocess(spec)
+    assert result["error"].startswith("measurement process exited 1")
+
+
+@pytest.mark.parametrize("got,ok", [
+    ({"y": [1.0, 2.0005]}, True),          # inside rtol 1e-3
+    ({"y": [1.0, 2.01]}, False),
+    ({"y": [1.0]}, False),                  # shape
+    ({}, False),                            # missing output
+])
+def test_compare(got, ok):
+    assert measure.compare({"y": [1.0, 2.0]}, got)["ok"] is ok
+
+
+def test_compare_ids_as_match_fraction():
+    result = measure.compare({"ids": [1, 2, 3, 4]}, {"ids": [1, 2, 4, 3]})
+    assert not result["ok"] and result["id_match"] == 0.5
+
+
+def test_cli_peers_and_bad_peer_set(zoo_dir, tmp_path):
+    r = run_cli("bench", "--peers", f"dlrm={zoo_dir('dlrm')}", "--peer-set", "recopt", "--threads", "1",
+                "--batch-sizes", "2", "--repeats", "2", "--warmup", "1", "--out", str(tmp_path / "o"), "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = json.loads(r.stdout)["models"]["dlrm"]["runs"]["1"]
+    assert {x["peer"] for x in run["timings"]} == {"stock", "recopt"}
+    assert os.path.exists(tmp_path / "o" / "dlrm_latency.png")
+    r = run_cli("bench", "--peers", zoo_dir("dlrm"), "--peer-set", "tvm")
+    assert r.returncode == 2 and "--peer-set: unknown peer(s) ['tvm']" in r.stderr

@@ -1,0 +1,15 @@
+"""`tf-recopt bench --peers`: each model against what users already have,
+side by side in one run: stock TensorFlow, TensorFlow + XLA
+(jit_compile=True), ONNX Runtime on the tf2onnx conversion (CPU provider),
+and tf-recopt's output with and without custom ops.
+
+Modules: prepare.py (optimized copies and the ONNX conversion, once per
+model), runners.py (one callable per peer), measure.py (parity, interleaved
+timing and the SLA search for one model in one threading mode; run in its
+own process because TensorFlow fixes its thread pools at start-up),
+suite.py (orchestration, JSON, terminal table), plots.py (PNGs).
+Optional peers come from `pip install tf-recopt[bench]`; a missing or
+failing peer is reported with its error, never dropped.
+"""
+PEERS = ("stock", "xla", "onnxruntime", "recopt", "recopt_stock")
+BASELINE = "stock"

@@ -1,0 +1,144 @@
+"""Parity, timing and the SLA search for one model in one threading mode.
+
+    python -m tf_recopt.peers.measure SPEC.json   (prints the result as JSON)
+
+Runs in its own process: TensorFlow's thread pools are fixed at start-up.
+Peers are timed round-robin inside each repetition so the host's noise
+lands on all of them alike.
+"""
+import json
+import sys
+import time
+
+import numpy as np
+
+PARITY_BATCH = 8
+PARITY_RTOL, PARITY_ATOL = 1e-3, 1e-4
+
+
+def measure(spec):
+    """spec: model, src, signature, threads ("1"|"all"), batch_sizes, warmup,
+    repeats, sla_ms (or None), max_batch, seed, artifacts (peer -> path|error)."""
+    from tf_recopt.benchmark import configure_threads
+    configure_threads("inline" if spec["threads"] == "1" else "default")
+    result = {"model": spec["model"], "threads": spec["threads"], "peers": {}, "timings": [], "sla": {}}
+    runners = _runners(spec, result["peers"])
+    reference = _parity(spec, runners, result["peers"])
+    if reference is None:
+        return result
+    for batch in spec["batch_sizes"]:
+        result["timings"] += _time_batch(spec, runners, result["peers"], batch)
+    if spec.get("sla_ms"):
+        result["sla"] = _sla_search(spec, runners, result["peers"])
+    return result
+
+
+def _runners(spec, status):
+    from tf_recopt.peers.runners import make_runner
+    runners = {}
+    for peer, artifact in spec["artifacts"].items():
+        if "error" in artifact:
+            status[peer] = {"error": artifact["error"]}
+            continue
+        try:
+            runners[peer] = make_runner(peer, artifact["path"], spec["signature"], spec["threads"])
+            status[peer] = {"prepare_seconds": artifact.get("seconds")}
+        except Exception as e:  # noqa: BLE001 - reported per peer
+            status[peer] = {"error": _describe(e)}
+    return runners
+
+
+def _describe(e, limit=400):
+    lines = [l for l in str(e).splitlines() if l.strip()]
+    return f"{type(e).__name__}: " + (lines[0] if lines else repr(e))[:limit]
+
+
+def feeds_for(spec, batch):
+    from tf_recopt.benchmark import sample_feeds
+    return {k: v.numpy() for k, v in sample_feeds(spec["src"], spec["signature"], batch, spec["seed"]).items()}
+
+
+def _call_all(runners, status, feeds):
+    """peer -> bound call; a peer that cannot run these feeds is marked failed and dropped."""
+    calls = {}
+    for peer in list(runners):
+        try:
+            call = runners[peer].bind(feeds)
+            call()   # compiles (XLA) or fails here, not inside the timed loop
+            calls[peer] = call
+        except Exception as e:  # noqa: BLE001
+            status[peer]["error"] = _describe(e)
+            del runners[peer]
+    return calls
+
+
+def _parity(spec, runners, status):
+    calls = _call_all(runners, status, feeds_for(spec, PARITY_BATCH))
+    baseline = spec["baseline"]
+    if baseline not in calls:
+        return None
+    want = calls[baseline]()
+    for peer, call in calls.items():
+        status[peer]["parity"] = compare(want, call())
+    return want
+
+
+def compare(want, got):
+    """Float outputs within rtol/atol; ids and strings as the fraction that match."""
+    worst, match, missing = 0.0, 1.0, sorted(set(want) - set(got))
+    for key in set(want) & set(got):
+        a, b = np.asarray(want[key]), np.asarray(got[key])
+        if a.shape != b.shape:
+            return {"ok": False, "detail": f"output '{key}' shape {b.shape} != {a.shape}"}
+        if a.dtype.kind == "f":
+            worst = max(worst, float(np.max(np.abs(a - b) - PARITY_RTOL * np.abs(a), initial=0.0)))
+        else:
+            match = min(match, float(np.mean(a == b)) if a.size else 1.0)
+    ok = not missing and worst <= PARITY_ATOL and match >= 0.99
+    return {"ok": ok, "excess_abs": worst, "id_match": match, **({"missing": missing} if missing else {})}
+
+
+def _time_batch(spec, runners, status, batch, repeats=None):
+    calls = _call_all(runners, status, feeds_for(spec, batch))
+    for call in calls.values():
+        for _ in range(spec["warmup"]):
+            call()
+    samples = {peer: [] for peer in calls}
+    for _ in range(repeats or spec["repeats"]):
+        for peer, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            samples[peer].append(time.perf_counter() - t0)
+    rows = []
+    for peer, s in samples.items():
+        ms = np.asarray(s) * 1e3
+        median = float(np.median(ms))
+        rows.append({"peer": peer, "batch": batch, "median_ms": median, "p99_ms": float(np.percentile(ms, 99)),
+                     "throughput": batch / median * 1e3, "calls": len(s)})
+    return rows
+
+
+def _sla_search(spec, runners, status):
+    """Per peer: the largest power-of-two batch whose p99 stays within sla_ms."""
+    best, alive, batch = {}, dict(runners), 1
+    repeats = max(20, spec["repeats"] // 4)
+    while alive and batch <= spec["max_batch"]:
+        for row in _time_batch(spec, alive, status, batch, repeats):
+            if row["p99_ms"] <= spec["sla_ms"]:
+                best[row["peer"]] = {k: row[k] for k in ("batch", "median_ms", "p99_ms", "throughput")}
+            else:
+                alive.pop(row["peer"], None)
+        batch *= 2
+    return {peer: best.get(peer, {"batch": 0, "throughput": 0.0, "detail": "p99 over the SLA at batch 1"})
+            for peer in runners}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    with open(argv[0]) as f:
+        spec = json.load(f)
+    json.dump(measure(spec), sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

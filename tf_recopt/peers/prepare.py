@@ -1,0 +1,73 @@
+"""What each peer needs on disk, made once per model: tf-recopt's outputs
+(custom ops and stock-ops only) and the tf2onnx conversion."""
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from absl import logging
+
+ONNX_OPSET = 17
+# tf2onnx folds constants through TensorFlow and keeps copies: on a 0.7 GB
+# model it takes minutes and ~15 GB. Past this, ONNX Runtime is reported as
+# unable to run the model rather than holding up the whole suite.
+CONVERT_TIMEOUT_S = 600
+
+
+def prepare(src, workdir, label, peers):
+    """label -> {"path": ..., "seconds": ...} or {"error": ...} per peer."""
+    os.makedirs(workdir, exist_ok=True)
+    out = {}
+    for peer in peers:
+        logging.info("bench --peers: preparing %s for %s", peer, label)
+        t0 = time.perf_counter()
+        try:
+            path = _MAKERS[peer](src, os.path.join(workdir, f"{label}_{peer}"))
+            out[peer] = {"path": path, "seconds": round(time.perf_counter() - t0, 2)}
+        except Exception as e:  # noqa: BLE001 - any failure is reported for this peer only
+            out[peer] = {"error": f"{type(e).__name__}: {_first_line(e)}"}
+    return out
+
+
+def _first_line(e, limit=400):
+    text = str(e).strip() or repr(e)
+    lines = [l for l in text.splitlines() if l.strip()]
+    return (lines[-1] if lines else text)[:limit]
+
+
+def _as_is(src, _dst):
+    return src
+
+
+def _optimized(custom_ops):
+    def make(src, dst):
+        import tf_recopt
+        shutil.rmtree(dst, ignore_errors=True)
+        tf_recopt.optimize(src, dst, custom_ops=custom_ops)
+        return dst
+    return make
+
+
+def _onnx(src, dst):
+    """tf2onnx in a subprocess: its converter imports and configures
+    TensorFlow its own way, and a crash there must not end the run."""
+    missing = [m for m in ("onnxruntime", "tf2onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RuntimeError(f"not installed ({', '.join(missing)}): pip install 'tf-recopt[bench]'")
+    path = dst + ".onnx"
+    cmd = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", src, "--output", path,
+           "--opset", str(ONNX_OPSET), "--signature_def", "serving_default"]
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S)
+    except subprocess.TimeoutExpired as e:
+        raise RuntimeError(f"tf2onnx did not finish in {CONVERT_TIMEOUT_S} s") from e
+    if result.returncode != 0:
+        errors = [l for l in result.stderr.splitlines() if "Error" in l or "error" in l]
+        raise RuntimeError("tf2onnx failed: " + (errors[-1] if errors else result.stderr[-400:]).strip())
+    return path
+
+
+_MAKERS = {"stock": _as_is, "xla": _as_is, "recopt": _optimized(True), "recopt_stock": _optimized(False),
+           "onnxruntime": _onnx}

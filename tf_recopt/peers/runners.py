@@ -1,0 +1,47 @@
+"""One runner per peer: bind(feeds) -> a zero-argument call returning the
+outputs as numpy arrays (so every peer pays for materialising its results)."""
+import numpy as np
+import tensorflow as tf
+
+
+class TFRunner:
+    """A SavedModel signature, as is or wrapped in tf.function(jit_compile=True)."""
+
+    def __init__(self, path, signature, jit=False):
+        self._module = tf.saved_model.load(path)   # keeps the signature's variables alive
+        fn = self._module.signatures[signature]
+        self._fn = tf.function(fn, jit_compile=True) if jit else fn
+
+    def bind(self, feeds):
+        tensors = {k: tf.constant(v) for k, v in feeds.items()}
+        return lambda: {k: v.numpy() for k, v in self._fn(**tensors).items()}
+
+
+class OnnxRunner:
+    """ONNX Runtime's CPU provider; threads=1 sets one intra-op thread, as TF's."""
+
+    def __init__(self, path, threads):
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1 if threads == "1" else 0
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self._inputs = {i.name.split(":")[0]: i.name for i in self._session.get_inputs()}
+        self._outputs = [o.name for o in self._session.get_outputs()]
+
+    def bind(self, feeds):
+        missing = sorted(set(self._inputs) - set(feeds))
+        if missing:
+            raise ValueError(f"ONNX model inputs {missing} are not signature inputs {sorted(feeds)}")
+        bound = {self._inputs[k]: np.asarray(v) for k, v in feeds.items() if k in self._inputs}
+        names = [o.split(":")[0] for o in self._outputs]
+        return lambda: dict(zip(names, self._session.run(self._outputs, bound)))
+
+
+def make_runner(peer, path, signature, threads):
+    if peer == "onnxruntime":
+        return OnnxRunner(path, threads)
+    if peer in ("recopt",):
+        import tf_recopt
+        tf_recopt.load_ops()
+    return TFRunner(path, signature, jit=peer == "xla")
