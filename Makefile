@@ -6,7 +6,7 @@ STAMP := $(VENV)/.recopt-installed
 DEMO_DIR ?= /tmp/tf_recopt_demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install ops test demo bench clean
+.PHONY: install ops test demo bench bench-all clean
 
 $(STAMP): setup.py requirements.txt requirements-tfx.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,15 @@ test: ops
 demo: ops
 	$(PY) -m tf_recopt.demo --workdir $(DEMO_DIR)
 
-# Peers (Faiss for retrieval) are the [bench] extra, installed only here.
+# The peer suite (stock TF, XLA, ONNX Runtime, tf-recopt) on every zoo model,
+# then its part of BENCHMARKS.md; about 20 minutes on 2 cores.
 bench: ops
+	$(PY) -m bench.peers
+	$(PY) -m bench.report --peers
+
+# Every unit and component benchmark as well (Faiss is the retrieval
+# reference), then all of BENCHMARKS.md.
+bench-all: ops
 	$(PY) -m pip install -q --no-build-isolation --no-deps faiss-cpu
 	$(PY) -m bench.run_all
 

@@ -167,6 +167,94 @@ def _variants_section(lines):
     lines.append("")
 
 
+PEERS_BEGIN, PEERS_END = "<!-- peers:begin -->", "<!-- peers:end -->"
+
+
+def _peers_section(lines):
+    data = _load("peers")
+    if not data:
+        return
+    from tf_recopt.peers import PEERS
+    from tf_recopt.peers.suite import best_peer_ratio
+    m = data["machine"]
+    lines += [PEERS_BEGIN, "## Against the peers: stock TF, XLA, ONNX Runtime", "",
+              f"Command: `{data['command']}` ({data['seconds'] // 60} min; `make bench` runs it and rewrites "
+              "this part). Every zoo model at medium size (full's layers; tables and candidate sets 10x smaller, so tf2onnx converts each in seconds); `xla` is the serving signature in "
+              "`tf.function(jit_compile=True)`; `onnxruntime` is the tf2onnx conversion (opset 17) on the "
+              "CPU provider; `recopt` is tf-recopt's output, `recopt_stock` the same without custom ops. "
+              "TF peers are called as `tf.saved_model.load(...).signatures[...]` is. threads=1: one intra-op "
+              "thread (TF inter-op -1, ORT intra 1); threads=all: every core. Medians and p99 of "
+              f"{data['settings']['repeats']} interleaved calls after {data['settings']['warmup']} warm-up "
+              "calls; every peer first checked against stock on 8 examples.", "",
+              f"Machine: {m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}, onnxruntime "
+              f"{m.get('onnxruntime', 'n/a')}, tf2onnx {m.get('tf2onnx', 'n/a')}, Python {m['python']}.", "",
+              "### Summary: recopt vs the best peer that runs the model (best peer median / recopt median)", "",
+              "| model | threads | batch | best peer | recopt vs best peer | recopt vs stock |",
+              "|---|---|---:|---|---:|---:|"]
+    for label, entry in data["models"].items():
+        for mode, run in entry["runs"].items():
+            batches = sorted({r["batch"] for r in run.get("timings", [])})
+            for batch in batches[:1] + batches[-1:]:
+                best, ratio = best_peer_ratio(run, batch)
+                stock = {r["peer"]: r["median_ms"] for r in run["timings"] if r["batch"] == batch}
+                vs_stock = stock["stock"] / stock["recopt"] if "recopt" in stock and "stock" in stock else None
+                lines.append(f"| {label} | {mode} | {batch} | {best or 'n/a'} | "
+                             + (f"{ratio:.2f}x" if ratio else "n/a") + " | "
+                             + (f"{vs_stock:.2f}x" if vs_stock else "n/a") + " |")
+    lines.append("")
+    for label, entry in data["models"].items():
+        lines += _peer_model_table(label, entry, PEERS, data["settings"]["sla_ms"])
+    lines += [PEERS_END, ""]
+
+
+def _peer_model_table(label, entry, peers, sla_ms):
+    lines = [f"### {label}", "", f"![{label} latency](bench/results/peers/{label}_latency.png)", "",
+             "Median ms (p99 ms) per call:", "",
+             "| threads | batch | " + " | ".join(peers) + " |", "|---|---:|" + "---:|" * len(peers)]
+    errors, sla = {}, []
+    for mode, run in entry["runs"].items():
+        if "error" in run:
+            errors[f"threads={mode}"] = run["error"]
+            continue
+        for batch in sorted({r["batch"] for r in run["timings"]}):
+            rows = {r["peer"]: r for r in run["timings"] if r["batch"] == batch}
+            cells = [f"{rows[p]['median_ms']:.3f} ({rows[p]['p99_ms']:.3f})" if p in rows else "n/a" for p in peers]
+            lines.append(f"| {mode} | {batch} | " + " | ".join(cells) + " |")
+        for peer, status in run["peers"].items():
+            if "error" in status:
+                errors.setdefault(peer, status["error"])
+            elif not status.get("parity", {}).get("ok", True):
+                errors.setdefault(peer, f"outputs differ from stock: {status['parity']}")
+        if run.get("sla"):
+            sla.append(f"| {mode} | " + " | ".join(
+                f"{run['sla'][p]['batch']} / {run['sla'][p]['throughput']:.0f}" if p in run["sla"] else "n/a"
+                for p in peers) + " |")
+    lines.append("")
+    if sla:
+        lines += [f"Largest power-of-two batch with p99 under {sla_ms:g} ms / examples per second there:", "",
+                  "| threads | " + " | ".join(peers) + " |", "|---|" + "---:|" * len(peers)] + sla + [""]
+    lines += [f"- `{peer}` did not run: {err}" for peer, err in errors.items()]
+    return lines + [""]
+
+
+def render_peers():
+    """Rewrites only the peers part of BENCHMARKS.md (between its markers)."""
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    with open(path) as f:
+        text = f.read()
+    section = []
+    _peers_section(section)
+    block = "\n".join(section).rstrip() + "\n"
+    if PEERS_BEGIN in text:
+        head, rest = text.split(PEERS_BEGIN, 1)
+        text = head + block + rest.split(PEERS_END, 1)[1].lstrip("\n")
+    else:
+        first_section = text.index("\n### ")
+        text = text[:first_section + 1] + block + "\n" + text[first_section + 1:]
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def render():
     machine = next((d["machine"] for d in (_load("end_to_end"), _load("mlp_inline"), _load("mlp_default")) if d),
                    None)
@@ -179,6 +267,7 @@ def render():
     if machine:
         lines += [f"Machine: {machine['cpu']}, {machine['cores']} cores, ISA path {machine['isa']}, "
                   f"TensorFlow {machine['tensorflow']}, Python {machine['python']}.", ""]
+    _peers_section(lines)
     _mlp_section(lines)
     _embedding_section(lines)
     _topk_section(lines)
@@ -193,4 +282,5 @@ def render():
 
 
 if __name__ == "__main__":
-    render()
+    import sys
+    render_peers() if sys.argv[1:] == ["--peers"] else render()

@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark, each threading mode in its own process
+"""`make bench-all`: every benchmark, each threading mode in its own process
 (TensorFlow's pools are fixed at start-up), then BENCHMARKS.md."""
 import subprocess
 import sys
@@ -17,6 +17,7 @@ STEPS = [
     ["-m", "bench.interaction", "--threads", "default"],
     ["-m", "bench.end_to_end"],
     ["-m", "bench.serving"],
+    ["-m", "bench.peers"],
 ]
 
 

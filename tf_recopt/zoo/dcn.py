@@ -7,6 +7,7 @@ import sys
 
 CONFIG = {
     "full": dict(tables=26, vocab=100_000, dim=16, cross=3, deep=(512, 256)),
+    "medium": dict(tables=26, vocab=10_000, dim=16, cross=3, deep=(512, 256)),
     "small": dict(tables=4, vocab=1000, dim=8, cross=2, deep=(32, 16)),
 }
 

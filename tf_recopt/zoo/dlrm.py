@@ -8,6 +8,7 @@ from tf_recopt.zoo.layers import mlp
 
 CONFIG = {
     "full": dict(tables=26, vocab=100_000, dim=64, bottom=(512, 256, 64), top=(512, 256, 1)),
+    "medium": dict(tables=26, vocab=10_000, dim=64, bottom=(512, 256, 64), top=(512, 256, 1)),
     "small": dict(tables=4, vocab=1000, dim=8, bottom=(32, 8), top=(32, 16, 1)),
 }
 

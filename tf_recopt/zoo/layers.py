@@ -24,6 +24,7 @@ def attention_pool(query, keys, mask, units, name):
 # sequence of item ids (0 = padding) looked up in one item table.
 SEQUENCE_CONFIG = {
     "full": dict(items=1_000_000, dim=32, seq=50, att=(80, 40), top=(200, 80, 1)),
+    "medium": dict(items=100_000, dim=32, seq=50, att=(80, 40), top=(200, 80, 1)),
     "small": dict(items=1000, dim=8, seq=10, att=(16, 8), top=(16, 1)),
 }
 

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-SIZES = ("small", "full")
+SIZES = ("small", "medium", "full")
 
 
 def _keras3(module, path, size, seed):

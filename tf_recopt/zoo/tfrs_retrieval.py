@@ -9,6 +9,7 @@ import sys
 
 CONFIG = {
     "full": dict(features=32, candidates=1_000_000, dim=64, k=500),
+    "medium": dict(features=32, candidates=100_000, dim=64, k=100),
     "small": dict(features=8, candidates=20_000, dim=16, k=50),
 }
 

@@ -5,6 +5,7 @@ import numpy as np
 
 CONFIG = {
     "full": dict(users=100_000, candidates=1_000_000, dim=64, k=500, tower=(256, 64)),
+    "medium": dict(users=10_000, candidates=100_000, dim=64, k=100, tower=(256, 64)),
     "small": dict(users=1000, candidates=5000, dim=16, k=50, tower=(32, 16)),
 }
 

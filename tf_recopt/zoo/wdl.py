@@ -6,6 +6,7 @@ from tf_recopt.zoo.layers import mlp
 
 CONFIG = {
     "full": dict(features=26, buckets=100_000, dim=32, deep=(1024, 512, 256)),
+    "medium": dict(features=26, buckets=10_000, dim=32, deep=(1024, 512, 256)),
     "small": dict(features=4, buckets=1000, dim=8, deep=(32, 16)),
 }
 

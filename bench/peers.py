@@ -1,0 +1,69 @@
+"""Every zoo model (medium size: full's layers, tables and candidate sets
+10x smaller, so tf2onnx converts each in seconds and the suite fits in
+about 20 minutes on 2 cores) against its peers: stock TF, XLA, ONNX
+Runtime (tf2onnx), tf-recopt with and without custom ops; intra-op threads
+1 and all; an SLA search. Writes bench/results/peers.json and the PNGs in
+bench/results/peers/ (BENCHMARKS.md is rendered from them).
+
+    python -m bench.peers [--models dlrm,wdl] [--repeats N] [--sla-ms MS]
+"""
+import argparse
+import os
+import shutil
+import sys
+import time
+
+MODELS = ("dlrm", "wdl", "dcn", "din", "dien", "two_tower", "tfrs_retrieval")
+SIZE = "medium"
+# Retrieval scores 100k candidates per query: 0.8 GFLOP a call at batch 64.
+RETRIEVAL = ("two_tower", "tfrs_retrieval")
+BATCHES = {"ranking": (1, 64, 512), "retrieval": (1, 8, 64)}
+MAX_BATCH = {"ranking": 1024, "retrieval": 64}
+OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "peers")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--sla-ms", type=float, default=10.0)
+    p.add_argument("--workdir", default="/tmp/tf_recopt_bench_peers")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from bench import common
+    from tf_recopt import zoo
+    from tf_recopt.peers import suite
+    shutil.rmtree(OUT_DIR, ignore_errors=True)
+    merged, start = None, time.perf_counter()
+    for name in args.models.split(","):
+        kind = "retrieval" if name in RETRIEVAL else "ranking"
+        print(f"[peers] {name}", file=sys.stderr, flush=True)
+        src = os.path.join(args.workdir, name)
+        shutil.rmtree(args.workdir, ignore_errors=True)
+        zoo.export(name, src, size=SIZE)
+        results = suite.run({name: src}, OUT_DIR, os.path.join(args.workdir, "peers"), BATCHES[kind],
+                            ("1", "all"), args.warmup, args.repeats, args.sla_ms, MAX_BATCH[kind], plots=False)
+        merged = results if merged is None else _merge(merged, results)
+        print(suite.format_table(results), file=sys.stderr, flush=True)
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    from tf_recopt.peers import plots
+    merged["plots"] = plots.write_all(merged, OUT_DIR)
+    merged["settings"]["batch_sizes"] = {k: list(v) for k, v in BATCHES.items()}
+    merged["settings"]["max_batch"] = MAX_BATCH
+    merged["seconds"] = round(time.perf_counter() - start)
+    merged["command"] = (f"python -m bench.peers --models {args.models} --repeats {args.repeats} "
+                         f"--warmup {args.warmup} --sla-ms {args.sla_ms:g}")
+    os.remove(os.path.join(OUT_DIR, "peers.json"))
+    merged["bench"] = "peers"
+    merged["machine"] = common.machine()
+    common.write_result("peers", merged)
+
+
+def _merge(into, more):
+    into["models"].update(more["models"])
+    return into
+
+
+if __name__ == "__main__":
+    main()
