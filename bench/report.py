@@ -189,22 +189,34 @@ def _peers_section(lines):
               f"Machine: {m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}, onnxruntime "
               f"{m.get('onnxruntime', 'n/a')}, tf2onnx {m.get('tf2onnx', 'n/a')}, Python {m['python']}.", "",
               "### Summary: recopt vs the best peer that runs the model (best peer median / recopt median)", "",
-              "| model | threads | batch | best peer | recopt vs best peer | recopt vs stock |",
-              "|---|---|---:|---|---:|---:|"]
+              "`recopt` is compared with stock / xla / onnxruntime as Python calls them; `recopt_session` "
+              "(TF Serving's Session path) with the best of those and `stock_session`. A peer whose outputs "
+              "differ from stock's is not counted.", "",
+              "| model | threads | batch | best peer | recopt vs best peer | recopt vs stock "
+              "| recopt_session vs best peer | recopt_session vs stock_session |",
+              "|---|---|---:|---|---:|---:|---:|---:|"]
     for label, entry in data["models"].items():
         for mode, run in entry["runs"].items():
             batches = sorted({r["batch"] for r in run.get("timings", [])})
             for batch in batches[:1] + batches[-1:]:
-                best, ratio = best_peer_ratio(run, batch)
-                stock = {r["peer"]: r["median_ms"] for r in run["timings"] if r["batch"] == batch}
-                vs_stock = stock["stock"] / stock["recopt"] if "recopt" in stock and "stock" in stock else None
-                lines.append(f"| {label} | {mode} | {batch} | {best or 'n/a'} | "
-                             + (f"{ratio:.2f}x" if ratio else "n/a") + " | "
-                             + (f"{vs_stock:.2f}x" if vs_stock else "n/a") + " |")
+                python_peers = {k: v for k, v in run["peers"].items() if not k.endswith("_session")}
+                best, ratio = best_peer_ratio(dict(run, peers=python_peers), batch)
+                _, session_ratio = best_peer_ratio(run, batch, ours="recopt_session")
+                ms = {r["peer"]: r["median_ms"] for r in run["timings"] if r["batch"] == batch}
+                lines.append(f"| {label} | {mode} | {batch} | {best or 'n/a'} | {_ratio(ratio)} | "
+                             f"{_ratio(ms, 'stock', 'recopt')} | {_ratio(session_ratio)} | "
+                             f"{_ratio(ms, 'stock_session', 'recopt_session')} |")
     lines.append("")
     for label, entry in data["models"].items():
         lines += _peer_model_table(label, entry, PEERS, data["settings"]["sla_ms"])
     lines += [PEERS_END, ""]
+
+
+def _ratio(value, base=None, ours=None):
+    """'1.23x' from a ratio, or from medians[base] / medians[ours]; 'n/a' when missing."""
+    if base is not None:
+        value = value[base] / value[ours] if base in value and ours in value else None
+    return f"{value:.2f}x" if value else "n/a"
 
 
 def _peer_model_table(label, entry, peers, sla_ms):

@@ -62,7 +62,8 @@ def test_failing_and_missing_peers_are_reported(tmp_path, monkeypatch):
     assert "not installed (tf2onnx)" in run["peers"]["onnxruntime"]["error"]
     # XLA cannot compile the string hash-table lookup; the run goes on without it.
     assert "XLA" in run["peers"]["xla"]["error"] or "compile" in run["peers"]["xla"]["error"]
-    assert {r["peer"] for r in run["timings"]} == {"stock", "recopt", "recopt_stock"}
+    assert {r["peer"] for r in run["timings"]} == {"stock", "recopt", "recopt_stock", "stock_session",
+                                                  "recopt_session"}
     assert "onnxruntime: RuntimeError: not installed" in suite.format_table(results)
 
 
@@ -82,6 +83,11 @@ def test_crashed_measurement_is_reported(tmp_path):
 ])
 def test_compare(got, ok):
     assert measure.compare({"y": [1.0, 2.0]}, got)["ok"] is ok
+
+
+def test_compare_strings_from_onnxruntime_as_bytes():
+    assert measure.compare({"ids": [[b"a", b"b"]]}, {"ids": [["a", "b"]]})["ok"]
+    assert not measure.compare({"ids": [[b"a", b"b"]]}, {"ids": [["a", "c"]]})["ok"]
 
 
 def test_compare_ids_as_match_fraction():

@@ -1,7 +1,11 @@
 """`tf-recopt bench --peers`: each model against what users already have,
 side by side in one run: stock TensorFlow, TensorFlow + XLA
 (jit_compile=True), ONNX Runtime on the tf2onnx conversion (CPU provider),
-and tf-recopt's output with and without custom ops.
+and tf-recopt's output with and without custom ops. TF peers are called as
+Python users call them (the loaded signature); `stock_session` and
+`recopt_session` run the same SavedModels through a v1 Session callable, the
+path TF Serving and `tf-recopt serve` take, without TF's Python function-call
+overhead.
 
 Modules: prepare.py (optimized copies and the ONNX conversion, once per
 model), runners.py (one callable per peer), measure.py (parity, interleaved
@@ -11,5 +15,5 @@ suite.py (orchestration, JSON, terminal table), plots.py (PNGs).
 Optional peers come from `pip install tf-recopt[bench]`; a missing or
 failing peer is reported with its error, never dropped.
 """
-PEERS = ("stock", "xla", "onnxruntime", "recopt", "recopt_stock")
+PEERS = ("stock", "xla", "onnxruntime", "recopt", "recopt_stock", "stock_session", "recopt_session")
 BASELINE = "stock"

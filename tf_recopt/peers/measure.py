@@ -87,7 +87,7 @@ def compare(want, got):
     """Float outputs within rtol/atol; ids and strings as the fraction that match."""
     worst, match, missing = 0.0, 1.0, sorted(set(want) - set(got))
     for key in set(want) & set(got):
-        a, b = np.asarray(want[key]), np.asarray(got[key])
+        a, b = _comparable(want[key]), _comparable(got[key])
         if a.shape != b.shape:
             return {"ok": False, "detail": f"output '{key}' shape {b.shape} != {a.shape}"}
         if a.dtype.kind == "f":
@@ -96,6 +96,14 @@ def compare(want, got):
             match = min(match, float(np.mean(a == b)) if a.size else 1.0)
     ok = not missing and worst <= PARITY_ATOL and match >= 0.99
     return {"ok": ok, "excess_abs": worst, "id_match": match, **({"missing": missing} if missing else {})}
+
+
+def _comparable(value):
+    """ONNX Runtime returns strings as str, TensorFlow as bytes."""
+    a = np.asarray(value)
+    if a.dtype.kind in "OU":
+        a = np.array([v.encode() if isinstance(v, str) else v for v in a.reshape(-1)], dtype=object).reshape(a.shape)
+    return a
 
 
 def _time_batch(spec, runners, status, batch, repeats=None):

@@ -5,7 +5,7 @@ import os
 from tf_recopt.peers import BASELINE, PEERS
 
 COLORS = {"stock": "#7f7f7f", "xla": "#1f77b4", "onnxruntime": "#ff7f0e", "recopt": "#2ca02c",
-          "recopt_stock": "#98df8a"}
+          "recopt_stock": "#98df8a", "stock_session": "#c7c7c7", "recopt_session": "#17becf"}
 
 
 def _pyplot():

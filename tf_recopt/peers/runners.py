@@ -38,10 +38,28 @@ class OnnxRunner:
         return lambda: dict(zip(names, self._session.run(self._outputs, bound)))
 
 
+class SessionRunner:
+    """The SavedModel in a v1 Session, signature run as a Session callable:
+    TF Serving's path (tf_recopt.serving's Servable), no eager call overhead."""
+
+    def __init__(self, path, signature, threads):
+        from tf_recopt.serving.servable import Servable
+        n = 1 if threads == "1" else 0
+        config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=n, inter_op_parallelism_threads=n)
+        self._servable = Servable("bench", 1, path, session_config=config)
+        self._signature = self._servable.signature(signature)
+
+    def bind(self, feeds):
+        arrays = {k: np.asarray(v) for k, v in feeds.items()}
+        return lambda: self._signature.run(arrays)
+
+
 def make_runner(peer, path, signature, threads):
     if peer == "onnxruntime":
         return OnnxRunner(path, threads)
-    if peer in ("recopt",):
+    if peer.startswith("recopt") and peer != "recopt_stock":
         import tf_recopt
         tf_recopt.load_ops()
+    if peer.endswith("_session"):
+        return SessionRunner(path, signature, threads)
     return TFRunner(path, signature, jit=peer == "xla")

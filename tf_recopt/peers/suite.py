@@ -10,7 +10,7 @@ from absl import logging
 
 from tf_recopt.peers import BASELINE, PEERS, prepare
 
-OURS = ("recopt", "recopt_stock")
+OURS = ("recopt", "recopt_stock", "recopt_session")
 
 
 def run(models, out_dir, workdir, batch_sizes=(1, 64, 512), threads=("1", "all"), warmup=10, repeats=50,
