@@ -271,7 +271,8 @@ def render():
     machine = next((d["machine"] for d in (_load("end_to_end"), _load("mlp_inline"), _load("mlp_default")) if d),
                    None)
     lines = ["# Benchmarks", "",
-             "Every number below comes from `make bench-all` (bench/run_all.py; `make bench` reruns only the peers part) on the machine described, "
+             "Every number below comes from `make bench-all` (bench/run_all.py; `make bench` reruns only "
+             "the peers part) on the machine described, "
              "written by bench/report.py from bench/results/*.json. Stock TensorFlow includes its Grappler "
              "remapper and oneDNN. `threads=default` is TensorFlow's default pools; `threads=inline` is "
              "inter-op -1 / intra-op 1 (one model per thread, run in the caller). Latencies are per call "
