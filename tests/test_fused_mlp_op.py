@@ -88,6 +88,12 @@ x = rng.standard_normal((101, 33)).astype(np.float32)
 got = ops.recopt_fused_mlp(x, ws, bs, activations=["gelu", "linear"], alphas=[0., 0.]).numpy()
 want = reference.fused_mlp(x, ws, bs, ["gelu", "linear"], [0., 0.]).numpy()
 np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+for k, bf16 in ((9, False), (1100, False), (1100, True)):   # one-column layers: the dot-product path
+    w, b = (rng.standard_normal((k, 1)) / np.sqrt(k)).astype(np.float32), np.array([0.3], np.float32)
+    x = rng.standard_normal((37, k)).astype(np.float32)
+    got = ops.recopt_fused_mlp(x, [w], [b], activations=["sigmoid"], alphas=[0.], weights_bf16=bf16).numpy()
+    want = reference.fused_mlp(x, [w], [b], ["sigmoid"], [0.], weights_bf16=bf16).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 print("ok")
 """
 
@@ -144,6 +150,27 @@ def test_activation_over_the_whole_float_range(ops, act):
     got = _run(ops, x, [w], [b], [act], alpha)
     want = reference.fused_mlp(x, [w], [b], [act], alpha).numpy()
     np.testing.assert_allclose(got, want, rtol=3e-6, atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("k", [1, 7, 16, 40, 512, 513, 1100])
+@pytest.mark.parametrize("rows", [0, 1, 5, 1000])
+def test_one_column_layer_is_a_dot_product_per_row(ops, k, rows):
+    """n == 1 (logit layers) runs as row-by-weights dot products, k in
+    chunks of 512: chunk edges, vector tails and every activation class."""
+    for act, bf16 in (("linear", False), ("relu", False), ("softplus", False), ("sigmoid", True)):
+        ws, bs, acts, alphas = _layers([k, 1], [act])
+        x = RNG.standard_normal((rows, k)).astype(np.float32)
+        got = ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=alphas, weights_bf16=bf16).numpy()
+        want = reference.fused_mlp(x, ws, bs, acts, alphas, weights_bf16=bf16).numpy()
+        assert got.shape == (rows, 1)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=f"{act} bf16={bf16}")
+
+
+def test_one_column_layer_propagates_nan_and_inf(ops):
+    w, b = np.array([[1.0], [2.0], [0.5]], np.float32), np.zeros(1, np.float32)
+    x = np.array([[1, 1, 1], [np.nan, 0, 0], [np.inf, 0, 0], [-np.inf, 1, 1]], np.float32)
+    got = _run(ops, x, [w], [b], ["linear"], [0.0])
+    np.testing.assert_array_equal(got.reshape(-1), np.array([3.5, np.nan, np.inf, -np.inf], np.float32))
 
 
 @pytest.mark.parametrize("rows", [0, 1, 7, 130])
