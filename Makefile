@@ -30,7 +30,7 @@ demo: ops
 	$(PY) -m tf_recopt.demo --workdir $(DEMO_DIR)
 
 # The peer suite (stock TF, XLA, ONNX Runtime, tf-recopt) on every zoo model,
-# then its part of BENCHMARKS.md; about 20 minutes on 2 cores.
+# then its part of BENCHMARKS.md; about 10 minutes on 2 cores.
 bench: ops
 	$(PY) -m bench.peers
 	$(PY) -m bench.report --peers

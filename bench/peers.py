@@ -1,6 +1,6 @@
 """Every zoo model (medium size: full's layers, tables and candidate sets
 10x smaller, so tf2onnx converts each in seconds and the suite fits in
-about 20 minutes on 2 cores) against its peers: stock TF, XLA, ONNX
+well under 20 minutes on 2 cores) against its peers: stock TF, XLA, ONNX
 Runtime (tf2onnx), tf-recopt with and without custom ops; intra-op threads
 1 and all; an SLA search. Writes bench/results/peers.json and the PNGs in
 bench/results/peers/ (BENCHMARKS.md is rendered from them).
