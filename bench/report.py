@@ -179,10 +179,13 @@ def _peers_section(lines):
     m = data["machine"]
     lines += [PEERS_BEGIN, "## Against the peers: stock TF, XLA, ONNX Runtime", "",
               f"Command: `{data['command']}` ({data['seconds'] // 60} min; `make bench` runs it and rewrites "
-              "this part). Every zoo model at medium size (full's layers; tables and candidate sets 10x smaller, so tf2onnx converts each in seconds); `xla` is the serving signature in "
+              "this part). Every zoo model at medium size (full's layers; tables and candidate sets 10x "
+              "smaller, so tf2onnx converts each in seconds); `xla` is the serving signature in "
               "`tf.function(jit_compile=True)`; `onnxruntime` is the tf2onnx conversion (opset 17) on the "
               "CPU provider; `recopt` is tf-recopt's output, `recopt_stock` the same without custom ops. "
-              "TF peers are called as `tf.saved_model.load(...).signatures[...]` is. threads=1: one intra-op "
+              "TF peers are called as `tf.saved_model.load(...).signatures[...]` is; `stock_session` and "
+              "`recopt_session` run the same SavedModels as a v1 Session callable (TF Serving's and "
+              "`tf-recopt serve`'s path, without TF's Python call overhead). threads=1: one intra-op "
               "thread (TF inter-op -1, ORT intra 1); threads=all: every core. Medians and p99 of "
               f"{data['settings']['repeats']} interleaved calls after {data['settings']['warmup']} warm-up "
               "calls; every peer first checked against stock on 8 examples.", "",
