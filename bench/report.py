@@ -202,8 +202,7 @@ def _peers_section(lines):
         for mode, run in entry["runs"].items():
             batches = sorted({r["batch"] for r in run.get("timings", [])})
             for batch in batches[:1] + batches[-1:]:
-                python_peers = {k: v for k, v in run["peers"].items() if not k.endswith("_session")}
-                best, ratio = best_peer_ratio(dict(run, peers=python_peers), batch)
+                best, ratio = best_peer_ratio(run, batch, among=("stock", "xla", "onnxruntime"))
                 _, session_ratio = best_peer_ratio(run, batch, ours="recopt_session")
                 ms = {r["peer"]: r["median_ms"] for r in run["timings"] if r["batch"] == batch}
                 lines.append(f"| {label} | {mode} | {batch} | {best or 'n/a'} | {_ratio(ratio)} | "

@@ -69,7 +69,7 @@ def test_failing_and_missing_peers_are_reported(tmp_path, monkeypatch):
 
 def test_crashed_measurement_is_reported(tmp_path):
     spec = dict(model="gone", src=str(tmp_path / "missing"), signature="serving_default", threads="1",
-                batch_sizes=[1], warmup=1, repeats=1, sla_ms=None, max_batch=1, seed=0, baseline="stock",
+                batch_sizes=[1], warmup=1, repeats=1, sla_ms=None, max_batch=1, seed=0,
                 artifacts={"stock": {"path": str(tmp_path / "missing")}})
     result = suite.measure_in_subprocess(spec)
     assert result["error"].startswith("measurement process exited 1")

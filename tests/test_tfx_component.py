@@ -17,6 +17,7 @@ from tfx.dsl.components.common import importer  # noqa: E402
 from tfx.orchestration import metadata, pipeline  # noqa: E402
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # noqa: E402
 from tfx.types import standard_artifacts  # noqa: E402
+from tfx.utils import io_utils  # noqa: E402
 
 import tf_recopt  # noqa: E402
 from tests.examples_util import feeds_to_examples, write_examples  # noqa: E402
@@ -76,8 +77,8 @@ def _pipeline(root, model_uri, examples_uri, **optimizer_args):
 def _optimizer_outputs(root):
     store = metadata_store.MetadataStore(
         metadata.sqlite_metadata_connection_config(os.path.join(root, "mlmd.sqlite")))
-    executions = [e for e in store.get_executions() if "RecOptimizer" in e.type or "RecOptimizer" in
-                  store.get_execution_types_by_id([e.type_id])[0].name]
+    executions = [e for e in store.get_executions()
+                  if "RecOptimizer" in store.get_execution_types_by_id([e.type_id])[0].name]
     events = store.get_events_by_execution_ids([e.id for e in executions])
     outputs = [ev.artifact_id for ev in events if ev.type == ev.OUTPUT]
     return executions, store.get_artifacts_by_id(outputs)
@@ -178,8 +179,7 @@ def test_missing_model_and_split_are_named(trainer_output, tmp_path):
 
 
 def test_remote_uris_are_staged_through_a_local_dir(zoo_dir):
-    from tf_recopt.tfx import staging
-    staging.copy_tree(zoo_dir("dlrm"), "ram://recopt_test/model/Format-Serving")
+    io_utils.copy_dir(zoo_dir("dlrm"), "ram://recopt_test/model/Format-Serving")
     out = _artifact(standard_artifacts.Model, "ram://recopt_test/out")
     Executor().Do({keys.MODEL: [_artifact(standard_artifacts.Model, "ram://recopt_test/model")]},
                   {keys.OPTIMIZED_MODEL: [out]}, {})
@@ -196,8 +196,7 @@ def test_remote_uris_are_staged_through_a_local_dir(zoo_dir):
 
 
 def test_remote_output_untouched_when_parity_fails(zoo_dir):
-    from tf_recopt.tfx import staging
-    staging.copy_tree(zoo_dir("dlrm"), "ram://recopt_fail/model")
+    io_utils.copy_dir(zoo_dir("dlrm"), "ram://recopt_fail/model")
     out = _artifact(standard_artifacts.Model, "ram://recopt_fail/out")
     with pytest.raises(RecOptimizerError, match="nothing was written"):
         Executor().Do({keys.MODEL: [_artifact(standard_artifacts.Model, "ram://recopt_fail/model")]},

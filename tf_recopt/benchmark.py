@@ -39,11 +39,16 @@ def configure_threads(mode):
         raise ValueError(f"threads must be 'default' or 'inline', got {mode!r}")
 
 
+def feed_maker(path, signature, seed):
+    """batch_size -> inputs for `signature` of the SavedModel at `path`
+    (valid ids included); the model is read once (about a second), not per batch size."""
+    sig = saved_model_io.load(path, OptimizeOptions(freeze_max_bytes=0)).signatures[signature]
+    return lambda batch_size: verify.generate_inputs(sig, path, batch_size, seed)
+
+
 def sample_feeds(path, signature, batch_size, seed):
     """Inputs for `signature` of the SavedModel at `path`, valid ids included."""
-    model = saved_model_io.load(path, OptimizeOptions(freeze_max_bytes=0))
-    sig = model.signatures[signature]
-    return verify.generate_inputs(sig, path, batch_size, seed)
+    return feed_maker(path, signature, seed)(batch_size)
 
 
 def bench(models: Dict[str, str], batch_sizes=(1, 64, 512), signature="serving_default",
@@ -53,8 +58,9 @@ def bench(models: Dict[str, str], batch_sizes=(1, 64, 512), signature="serving_d
     first = next(iter(models.values()))
     fns = {label: tf.saved_model.load(path).signatures[signature] for label, path in models.items()}
     results = []
+    make_feeds = feed_maker(first, signature, seed)
     for batch in batch_sizes:
-        feeds = sample_feeds(first, signature, batch, seed)
+        feeds = make_feeds(batch)
         for fn in fns.values():
             for _ in range(warmup):
                 fn(**feeds)

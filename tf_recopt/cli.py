@@ -200,8 +200,9 @@ def _bench_peers(args, models):
         raise ValueError(f"--threads with --peers: 1 and/or all, got {args.threads}")
     peers = [p for p in PEER_NAMES if p in args.peer_set or p == "stock"]   # stock is every ratio's baseline
     with tempfile.TemporaryDirectory(prefix="recopt_peers_") as tmp:
-        results = suite.run(models, args.out, args.workdir or tmp, args.batch_sizes, threads, args.warmup,
-                            args.repeats, args.sla_ms, args.max_batch, peers, args.signature)
+        results = suite.run(models, args.out, args.workdir or tmp, batch_sizes=args.batch_sizes, threads=threads,
+                            warmup=args.warmup, repeats=args.repeats, sla_ms=args.sla_ms,
+                            max_batch=args.max_batch, peers=peers, signature=args.signature)
     print(json.dumps(results, indent=1) if args.json else suite.format_table(results))
     if not args.json:
         print(f"results: {os.path.join(args.out, 'peers.json')}; plots: {', '.join(results.get('plots', []))}")

@@ -17,3 +17,9 @@ failing peer is reported with its error, never dropped.
 """
 PEERS = ("stock", "xla", "onnxruntime", "recopt", "recopt_stock", "stock_session", "recopt_session")
 BASELINE = "stock"
+
+
+def describe_error(e, limit=400):
+    """'Type: first line of the message', how a peer that cannot run is reported."""
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return f"{type(e).__name__}: " + (lines[0] if lines else repr(e))[:limit]

@@ -12,6 +12,8 @@ import time
 
 import numpy as np
 
+from tf_recopt.peers import BASELINE, describe_error
+
 PARITY_BATCH = 8
 PARITY_RTOL, PARITY_ATOL = 1e-3, 1e-4
 
@@ -21,15 +23,20 @@ def measure(spec):
     repeats, sla_ms (or None), max_batch, seed, artifacts (peer -> path|error)."""
     from tf_recopt.benchmark import configure_threads
     configure_threads("inline" if spec["threads"] == "1" else "default")
+    from tf_recopt.benchmark import feed_maker
     result = {"model": spec["model"], "threads": spec["threads"], "peers": {}, "timings": [], "sla": {}}
     runners = _runners(spec, result["peers"])
-    reference = _parity(spec, runners, result["peers"])
-    if reference is None:
+    make_feeds = feed_maker(spec["src"], spec["signature"], spec["seed"])
+
+    def feeds(batch):
+        return {k: v.numpy() for k, v in make_feeds(batch).items()}
+
+    if not _parity(runners, result["peers"], feeds(PARITY_BATCH)):
         return result
     for batch in spec["batch_sizes"]:
-        result["timings"] += _time_batch(spec, runners, result["peers"], batch)
+        result["timings"] += _time_batch(spec, runners, result["peers"], batch, feeds(batch))
     if spec.get("sla_ms"):
-        result["sla"] = _sla_search(spec, runners, result["peers"])
+        result["sla"] = _sla_search(spec, runners, result["peers"], feeds)
     return result
 
 
@@ -44,18 +51,8 @@ def _runners(spec, status):
             runners[peer] = make_runner(peer, artifact["path"], spec["signature"], spec["threads"])
             status[peer] = {"prepare_seconds": artifact.get("seconds")}
         except Exception as e:  # noqa: BLE001 - reported per peer
-            status[peer] = {"error": _describe(e)}
+            status[peer] = {"error": describe_error(e)}
     return runners
-
-
-def _describe(e, limit=400):
-    lines = [l for l in str(e).splitlines() if l.strip()]
-    return f"{type(e).__name__}: " + (lines[0] if lines else repr(e))[:limit]
-
-
-def feeds_for(spec, batch):
-    from tf_recopt.benchmark import sample_feeds
-    return {k: v.numpy() for k, v in sample_feeds(spec["src"], spec["signature"], batch, spec["seed"]).items()}
 
 
 def _call_all(runners, status, feeds):
@@ -67,20 +64,20 @@ def _call_all(runners, status, feeds):
             call()   # compiles (XLA) or fails here, not inside the timed loop
             calls[peer] = call
         except Exception as e:  # noqa: BLE001
-            status[peer]["error"] = _describe(e)
+            status[peer]["error"] = describe_error(e)
             del runners[peer]
     return calls
 
 
-def _parity(spec, runners, status):
-    calls = _call_all(runners, status, feeds_for(spec, PARITY_BATCH))
-    baseline = spec["baseline"]
-    if baseline not in calls:
-        return None
-    want = calls[baseline]()
+def _parity(runners, status, feeds):
+    """Every peer's outputs against stock's; False when stock itself cannot run."""
+    calls = _call_all(runners, status, feeds)
+    if BASELINE not in calls:
+        return False
+    want = calls[BASELINE]()
     for peer, call in calls.items():
         status[peer]["parity"] = compare(want, call())
-    return want
+    return True
 
 
 def compare(want, got):
@@ -106,8 +103,8 @@ def _comparable(value):
     return a
 
 
-def _time_batch(spec, runners, status, batch, repeats=None):
-    calls = _call_all(runners, status, feeds_for(spec, batch))
+def _time_batch(spec, runners, status, batch, feeds, repeats=None):
+    calls = _call_all(runners, status, feeds)
     for call in calls.values():
         for _ in range(spec["warmup"]):
             call()
@@ -126,12 +123,12 @@ def _time_batch(spec, runners, status, batch, repeats=None):
     return rows
 
 
-def _sla_search(spec, runners, status):
+def _sla_search(spec, runners, status, feeds):
     """Per peer: the largest power-of-two batch whose p99 stays within sla_ms."""
     best, alive, batch = {}, dict(runners), 1
     repeats = max(20, spec["repeats"] // 4)
     while alive and batch <= spec["max_batch"]:
-        for row in _time_batch(spec, alive, status, batch, repeats):
+        for row in _time_batch(spec, alive, status, batch, feeds(batch), repeats):
             if row["p99_ms"] <= spec["sla_ms"]:
                 best[row["peer"]] = {k: row[k] for k in ("batch", "median_ms", "p99_ms", "throughput")}
             else:

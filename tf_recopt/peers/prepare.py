@@ -9,6 +9,8 @@ import time
 
 from absl import logging
 
+from tf_recopt.peers import describe_error
+
 ONNX_OPSET = 17
 # tf2onnx folds constants through TensorFlow and keeps copies: on a 0.7 GB
 # model it takes minutes and ~15 GB. Past this, ONNX Runtime is reported as
@@ -30,14 +32,8 @@ def prepare(src, workdir, label, peers):
             path = _MAKERS[peer](src, os.path.join(workdir, f"{label}_{peer}"))
             out[peer] = {"path": path, "seconds": round(time.perf_counter() - t0, 2)}
         except Exception as e:  # noqa: BLE001 - any failure is reported for this peer only
-            out[peer] = {"error": f"{type(e).__name__}: {_first_line(e)}"}
+            out[peer] = {"error": describe_error(e)}
     return out
-
-
-def _first_line(e, limit=400):
-    text = str(e).strip() or repr(e)
-    lines = [l for l in text.splitlines() if l.strip()]
-    return (lines[-1] if lines else text)[:limit]
 
 
 def _as_is(src, _dst):

@@ -13,10 +13,22 @@ from tf_recopt.peers import BASELINE, PEERS, prepare
 OURS = ("recopt", "recopt_stock", "recopt_session")
 
 
-def run(models, out_dir, workdir, batch_sizes=(1, 64, 512), threads=("1", "all"), warmup=10, repeats=50,
-        sla_ms=None, max_batch=4096, peers=PEERS, signature="serving_default", seed=0, plots=True):
-    """models: label -> SavedModel dir. Returns the results dict, also
-    written to out_dir/peers.json (and PNGs beside it)."""
+def run(models, out_dir, workdir, **settings):
+    """models: label -> SavedModel dir; settings as measure_models(). Returns
+    the results dict, also written to out_dir/peers.json, PNGs beside it."""
+    results = measure_models(models, workdir, **settings)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "peers.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    from tf_recopt.peers import plots
+    results["plots"] = plots.write_all(results, out_dir)
+    return results
+
+
+def measure_models(models, workdir, batch_sizes=(1, 64, 512), threads=("1", "all"), warmup=10, repeats=50,
+                   sla_ms=None, max_batch=4096, peers=PEERS, signature="serving_default", seed=0):
+    """Prepares each model's peers once (in workdir), then measures each
+    threading mode in its own process; returns the results, writes nothing else."""
     from tf_recopt.benchmark import machine
     results = {"machine": machine(), "settings": dict(batch_sizes=list(batch_sizes), threads=list(threads),
                                                      warmup=warmup, repeats=repeats, sla_ms=sla_ms,
@@ -28,15 +40,9 @@ def run(models, out_dir, workdir, batch_sizes=(1, 64, 512), threads=("1", "all")
         for mode in threads:
             spec = dict(model=label, src=src, signature=signature, threads=mode, batch_sizes=list(batch_sizes),
                         warmup=warmup, repeats=repeats, sla_ms=sla_ms, max_batch=max_batch, seed=seed,
-                        artifacts=artifacts, baseline=BASELINE)
+                        artifacts=artifacts)
             entry["runs"][mode] = measure_in_subprocess(spec)
         results["models"][label] = entry
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "peers.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    if plots:
-        from tf_recopt.peers import plots as plotting
-        results["plots"] = plotting.write_all(results, out_dir)
     return results
 
 
@@ -55,10 +61,12 @@ def measure_in_subprocess(spec):
     return json.loads(proc.stdout)
 
 
-def best_peer_ratio(run, batch, ours="recopt"):
-    """(best non-tf-recopt peer, its median / ours' median) at one batch size."""
+def best_peer_ratio(run, batch, ours="recopt", among=None):
+    """(best peer, its median / ours' median) at one batch size; candidates
+    are `among` (default every peer that is not tf-recopt's) whose outputs match stock's."""
     rows = {r["peer"]: r["median_ms"] for r in run.get("timings", []) if r["batch"] == batch}
-    others = {p: ms for p, ms in rows.items() if p not in OURS and _parity_ok(run, p)}
+    among = [p for p in PEERS if p not in OURS] if among is None else among
+    others = {p: ms for p, ms in rows.items() if p in among and _parity_ok(run, p)}
     if ours not in rows or not others:
         return None, None
     best = min(others, key=others.get)

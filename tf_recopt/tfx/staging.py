@@ -1,13 +1,14 @@
 """optimize() works on local directories (it stages its output next to the
 target and renames it into place); Kubeflow and Vertex hand components
-gs:// URIs. Remote models are copied to a local temp dir and back."""
+gs:// URIs. Remote models are copied to a local temp dir and back with
+TFX's own io_utils.copy_dir (what Pusher uses)."""
 import contextlib
 import os
 import re
 import shutil
 import tempfile
 
-import tensorflow as tf
+from tfx.utils import io_utils
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -20,18 +21,6 @@ def local_path(uri):
     return uri[len("file://"):] if uri.startswith("file://") else uri
 
 
-def copy_tree(src, dst):
-    """Recursive copy through tf.io.gfile (any filesystem TensorFlow reads)."""
-    tf.io.gfile.makedirs(dst)
-    for name in tf.io.gfile.listdir(src):
-        name = name.rstrip("/")
-        s, d = src.rstrip("/") + "/" + name, dst.rstrip("/") + "/" + name
-        if tf.io.gfile.isdir(s):
-            copy_tree(s, d)
-        else:
-            tf.io.gfile.copy(s, d, overwrite=True)
-
-
 @contextlib.contextmanager
 def staged(src_uri, dst_uri):
     """Yields local (src, dst) paths; a remote dst is uploaded only when the
@@ -41,11 +30,11 @@ def staged(src_uri, dst_uri):
         src = local_path(src_uri)
         if is_remote(src_uri):
             src = os.path.join(tmp, "input")
-            copy_tree(src_uri, src)
+            io_utils.copy_dir(src_uri, src)
         dst = os.path.join(tmp, "output") if is_remote(dst_uri) else local_path(dst_uri)
         yield src, dst
         if is_remote(dst_uri):
-            copy_tree(dst, dst_uri)
+            io_utils.copy_dir(dst, dst_uri)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
