@@ -6,7 +6,7 @@ STAMP := $(VENV)/.recopt-installed
 DEMO_DIR ?= /tmp/tf_recopt_demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install ops test demo bench bench-all clean
+.PHONY: install ops cuda-check gpu-core test demo bench bench-all clean
 
 $(STAMP): setup.py requirements.txt requirements-tfx.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,16 @@ install: $(STAMP)
 # Rebuilds the op library after a C++ change (objects are cached in build/).
 ops: $(STAMP)
 	$(PY) -m custom_ops.build
+
+# Compiles every CUDA source without a GPU (tests/test_cuda_build.py runs the
+# same check inside `make test` whenever nvcc is on the PATH).
+cuda-check: $(STAMP)
+	$(PY) -m custom_ops.cuda_build check
+
+# The TensorFlow-free GPU core as a shared library for the PyTorch harness
+# (tests/test_gpu_core.py, bench/gpu.py) on a GPU machine.
+gpu-core:
+	python3 -m custom_ops.cuda_build core build/gpu_core
 
 test: ops
 	$(PY) -m pytest -q -ra tests
