@@ -36,13 +36,21 @@ def _tf_flags():
     return tf.__version__, tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()
 
 
+def _tf_cuda_version():
+    import tensorflow as tf
+    version = tf.sysconfig.get_build_info().get("cuda_version")
+    if not version:
+        raise RuntimeError("RECOPT_CUDA=1 needs a CUDA build of TensorFlow (tf.sysconfig reports no cuda_version)")
+    return version
+
+
 def sources():
     is_x86 = platform.machine() in ("x86_64", "AMD64")
     found = []
     for sub in ("core", "kernels", "ops"):
         for path in sorted((ROOT / sub).glob("*.cc")):
             if path.name.endswith(".cu.cc"):
-                continue  # GPU sources are built only with RECOPT_CUDA=1
+                continue  # GPU kernels: only with RECOPT_CUDA=1 (custom_ops/cuda_build.py)
             if path.name in X86_ONLY and not is_x86:
                 continue
             found.append(path)
@@ -78,10 +86,15 @@ def build(out_dir, build_dir=None, verbose=True):
         futures = [pool.submit(_compile, cxx, s, build_dir / (s.parent.name + "_" + s.stem + ".o"), flags)
                    for s in srcs]
         objs = [f.result() for f in futures]
+    gpu_link = []
+    if os.environ.get("RECOPT_CUDA") == "1":
+        from custom_ops import cuda_build
+        gpu_objs, gpu_link = cuda_build.gpu_objects(build_dir, cflags, _tf_cuda_version())
+        objs += gpu_objs
     out_dir.mkdir(parents=True, exist_ok=True)
     lib = out_dir / library_name()
     tmp = lib.with_suffix(".so.tmp")
-    subprocess.run([cxx, "-shared", "-o", str(tmp)] + [str(o) for o in objs] + lflags + ["-O3"],
+    subprocess.run([cxx, "-shared", "-o", str(tmp)] + [str(o) for o in objs] + lflags + gpu_link + ["-O3"],
                    check=True)
     os.replace(tmp, lib)
     if verbose:

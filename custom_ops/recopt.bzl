@@ -67,3 +67,35 @@ def recopt_op_library(name, tf_version, tf_deps = _TF_DEPS, visibility = None):
         deps = [":" + name],
         visibility = visibility,
     )
+
+_CUDA_DEPS = [
+    "@local_config_cuda//cuda:cuda_headers",
+    "@local_config_cuda//cuda:cudart",
+    "@local_config_cuda//cuda:cublas",
+]
+
+def recopt_gpu_library(name, cuda_library, cuda_deps = _CUDA_DEPS, tf_deps = _TF_DEPS, visibility = None):
+    """The GPU kernels, for a CUDA build of tensorflow_model_server.
+
+    <name>_gpu: cc_library, alwayslink; add it next to the CPU target in
+    SUPPORTED_TENSORFLOW_OPS. `cuda_library` is the CUDA rule of the
+    workspace (TensorFlow's: load("@local_config_cuda//cuda:build_defs.bzl",
+    "cuda_library")), passed in so this file loads without CUDA configured.
+    The device code (custom_ops/gpu/*.cu) has no TensorFlow include; the
+    OpKernels (kernels/*.cu.cc) are plain C++ over it.
+    """
+    cuda_library(
+        name = name + "_gpu_core",
+        srcs = native.glob(["custom_ops/gpu/*.cu"]),
+        hdrs = native.glob(["custom_ops/gpu/*.h", "custom_ops/gpu/*.cuh", "custom_ops/core/activation.h"]),
+        copts = ["-O3", "-DNDEBUG"],
+        deps = cuda_deps,
+    )
+    native.cc_library(
+        name = name + "_gpu",
+        srcs = native.glob(["custom_ops/kernels/*.cu.cc", "custom_ops/kernels/gpu_support.h"]),
+        copts = _COPTS,
+        deps = [":" + name + "_gpu_core", ":" + name] + tf_deps,
+        alwayslink = 1,
+        visibility = visibility,
+    )

@@ -10,6 +10,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/util/work_sharder.h"
+#include "topk_inputs.h"
 #include "topk_plain.h"
 
 namespace tensorflow {
@@ -47,47 +48,24 @@ class ScoreTopKOp : public OpKernel {
 
  private:
   Status Parse(OpKernelContext* ctx, recopt::ScoreTopKProblem* p) const {
+    recopt_kernels::ScoreTopKShape s;
+    TF_RETURN_IF_ERROR(recopt_kernels::ParseScoreTopK(ctx, StorageOf<Tcand>() == recopt::kScoreInt8, &s));
     const Tensor& q = ctx->input(0);
     const Tensor& cand = ctx->input(1);
     const Tensor& scales = ctx->input(2);
     const Tensor& bias = ctx->input(3);
-    const Tensor& k_in = ctx->input(4);
-    if (q.dims() != 2) return errors::InvalidArgument(name(), ": queries must be [batch, dim], got ", q.shape().DebugString());
-    if (cand.dims() != 2 || cand.dim_size(1) != q.dim_size(1)) {
-      return errors::InvalidArgument(name(), ": candidates must be [n, ", q.dim_size(1), "] to match queries ",
-                                     q.shape().DebugString(), ", got ", cand.shape().DebugString());
-    }
-    const int64_t n = cand.dim_size(0);
-    if (n > std::numeric_limits<int32>::max()) return errors::InvalidArgument(name(), ": more than INT_MAX candidates");
-    for (const Tensor* t : {&scales, &bias}) {
-      if (t->dims() != 1 || (t->dim_size(0) != 0 && t->dim_size(0) != n)) {
-        return errors::InvalidArgument(name(), ": ", t == &scales ? "row_scales" : "bias", " must be [", n,
-                                       "] or [0], got ", t->shape().DebugString());
-      }
-    }
-    if (StorageOf<Tcand>() == recopt::kScoreInt8 && scales.dim_size(0) != n) {
-      return errors::InvalidArgument(name(), ": int8 candidates need row_scales [", n, "]");
-    }
-    if (!TensorShapeUtils::IsScalar(k_in.shape())) {
-      return errors::InvalidArgument(name(), ": k must be scalar, got shape ", k_in.shape().DebugString());
-    }
-    const int k = k_in.scalar<int32>()();
-    if (k < 0) return errors::InvalidArgument(name(), ": need k >= 0, got ", k);
-    if (k > n) {
-      return errors::InvalidArgument(name(), ": input must have at least k columns. Had ", n, ", needed ", k);
-    }
     recopt::ScoreArgs& g = p->scoring;
     g = recopt::ScoreArgs{};
     g.q = q.flat<float>().data();
-    g.batch = q.dim_size(0);
-    g.dim = static_cast<int>(q.dim_size(1));
+    g.batch = s.batch;
+    g.dim = s.dim;
     g.rows = cand.flat<Tcand>().data();
     g.storage = StorageOf<Tcand>();
-    g.row_scales = scales.NumElements() ? scales.flat<float>().data() : nullptr;
-    g.bias = bias.NumElements() ? bias.flat<float>().data() : nullptr;
+    g.row_scales = s.has_scales ? scales.flat<float>().data() : nullptr;
+    g.bias = s.has_bias ? bias.flat<float>().data() : nullptr;
     g.scale = scale_;
-    p->n = n;
-    p->k = k;
+    p->n = s.n;
+    p->k = s.k;
     return OkStatus();
   }
 

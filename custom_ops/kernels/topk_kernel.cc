@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../core/topk.h"
+#include "topk_inputs.h"
 #include "topk_plain.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -27,29 +28,15 @@ class RecoptTopKOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& k_in = ctx->input(1);
-    OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(k_in.shape()),
-                errors::InvalidArgument(name(), ": k must be scalar, got shape ",
-                                        k_in.shape().DebugString()));
-    const int k = k_in.scalar<int32>()();
-    OP_REQUIRES(ctx, k >= 0, errors::InvalidArgument(name(), ": need k >= 0, got ", k));
-    const Tensor& input = ctx->input(0);
-    OP_REQUIRES(ctx, input.dims() >= 1,
-                errors::InvalidArgument(name(), ": input must be >= 1-D, got shape ",
-                                        input.shape().DebugString()));
-    const int64_t n = input.dim_size(input.dims() - 1);
-    OP_REQUIRES(ctx, n >= k,
-                errors::InvalidArgument(name(), ": input must have at least k columns. Had ", n,
-                                        ", needed ", k));
-    OP_REQUIRES(ctx, n <= std::numeric_limits<int32>::max(),
-                errors::InvalidArgument(name(), ": last dimension must be <= INT_MAX, got ", n));
-    TensorShape out_shape = input.shape();
-    out_shape.set_dim(input.dims() - 1, k);
+    recopt_kernels::TopKShape s;
+    OP_REQUIRES_OK(ctx, recopt_kernels::ParseTopK(ctx, &s));
     Tensor *values = nullptr, *indices = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &values));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, out_shape, &indices));
-    const int64_t rows = n == 0 ? 0 : input.NumElements() / n;
-    if (k == 0 || rows == 0) return;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, s.out, &values));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, s.out, &indices));
+    if (s.k == 0 || s.rows == 0) return;
+    const Tensor& input = ctx->input(0);
+    const int64_t rows = s.rows, n = s.n;
+    const int k = s.k;
     Rows rs{input.flat<T>().data(), rows, n, k, values->flat<T>().data(), indices->flat<int32>().data()};
     if (n >= recopt::kTopKSampledMinCols && k <= n / recopt::kTopKSampledMaxKFraction) {
       Sampled(ctx, rs);
