@@ -45,6 +45,7 @@ def _type_list(types):
 class FuseEmbedding(GraphPass):
     name = "fuse_embedding"
     requires_custom_ops = True
+    gpu_kernels = False  # CPU kernel only so far
     description = "embedding lookups (gather, pooled, sparse, hashed) -> Recopt>FusedEmbeddingLookup"
 
     def run(self, ctx, result):

@@ -32,6 +32,7 @@ class _Skip(Exception):
 class FuseInteraction(GraphPass):
     name = "fuse_interaction"
     requires_custom_ops = True
+    gpu_kernels = False  # CPU kernel only so far
     description = "x @ x^T -> reshape -> gather(const) -> Recopt>DotInteraction"
 
     def run(self, ctx, result):

@@ -17,6 +17,11 @@ r"""Top-k rewrites for retrieval.
    or int8 with per-row scales.
 
 2. Any other TopKV2 whose last axis may be long -> Recopt>TopK (same results).
+
+For options.device == "gpu" both rewrites also need what the GPU kernels take
+(custom_ops/gpu/gpu_core.h): a constant k <= 4096, float32 rows for TopK, and
+d <= 1536 for ScoreTopK; anything else stays a TopKV2 that TensorFlow's own
+GPU kernel runs.
 """
 import re
 
@@ -33,6 +38,9 @@ MIN_TOPK_COLS = 16384
 _TOPK_TYPES = {types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_INT32, types_pb2.DT_INT64}
 _EINSUM = re.compile(r"^([a-z])([a-z]),([a-z])([a-z])->([a-z])([a-z])$")
 _TCAND = {"fp32": types_pb2.DT_FLOAT, "bf16": types_pb2.DT_BFLOAT16, "int8": types_pb2.DT_INT8}
+# custom_ops/gpu/gpu_core.h kMaxK and kMaxScoreDim.
+GPU_MAX_K = 4096
+GPU_MAX_DIM = 1536
 
 
 class _Skip(Exception):
@@ -52,18 +60,27 @@ class FuseTopK(GraphPass):
         info = shapes.tensor_info(view.graph_def)
         # OptimizeOptions.precision (validated there) names the candidate storage too.
         storage = getattr(ctx.options, "precision", "fp32")
+        gpu = getattr(ctx.options, "device", "cpu") == "gpu"
         for node in topks:
             if not _int32_k_and_indices(node):
                 result.skip(node.name, "k or indices are not int32 (the fused ops return int32 indices)")
                 continue
+            gpu_reason = _gpu_limits(view, node) if gpu else None
+            if gpu_reason:
+                result.skip(node.name, gpu_reason)
+                continue
             try:
                 chain = _ScoreChain(view, ctx, info, node)
+                if gpu and chain.dim is not None and chain.dim > GPU_MAX_DIM:
+                    raise _Skip(f"d={chain.dim} is above the GPU kernel's {GPU_MAX_DIM}")
                 _emit_score_topk(view, node, chain, storage)
                 result.apply()
                 continue
             except _Skip as why:
                 reason = str(why)
-            if _long_rows(info, node) and node.attr["T"].type in _TOPK_TYPES:
+            if gpu and node.attr["T"].type != types_pb2.DT_FLOAT:
+                result.skip(node.name, f"{reason}; Recopt>TopK has a GPU kernel for float32 only")
+            elif _long_rows(info, node) and node.attr["T"].type in _TOPK_TYPES:
                 node.op = "Recopt>TopK"
                 for attr in ("Tk", "index_type"):  # TopKV2's, always int32 here
                     node.attr.pop(attr, None)
@@ -76,6 +93,16 @@ class FuseTopK(GraphPass):
 def _int32_k_and_indices(node):
     return all(attr not in node.attr or node.attr[attr].type == types_pb2.DT_INT32
                for attr in ("Tk", "index_type"))
+
+
+def _gpu_limits(view, node):
+    """Why the GPU kernels cannot take this TopKV2, or None."""
+    k = view.const_value(node.input[1])
+    if k is None:
+        return f"k is not a constant, so the GPU limit k <= {GPU_MAX_K} cannot be checked"
+    if int(k) > GPU_MAX_K:
+        return f"k={int(k)} is above the GPU kernels' {GPU_MAX_K}"
+    return None
 
 
 def _long_rows(info, node):
@@ -151,6 +178,7 @@ class _ScoreChain:
         if q_shape is None or len(q_shape) != 2:
             raise _Skip(f"query of '{node.name}' is not [batch, d]")
         self.query = inputs[0]
+        self.dim = q_shape[1]
         self.removed.append(node)
         self._take_candidates(inputs[1], transposed)
 

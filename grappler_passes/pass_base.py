@@ -46,6 +46,9 @@ class GraphPass:
 
     name = ""
     requires_custom_ops = False
+    # False where the ops a pass emits have no GPU kernel: optimize(device="gpu")
+    # leaves it out rather than pin part of the model to the CPU.
+    gpu_kernels = True
     description = ""
 
     def run(self, ctx, result):

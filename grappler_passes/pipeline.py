@@ -42,13 +42,23 @@ def available_passes():
     return {name: p.description for name, p in _PASSES.items()}
 
 
-def resolve_passes(passes=None, custom_ops=True):
-    """Names -> pass classes, in DEFAULT_ORDER unless `passes` gives an order."""
+def resolve_passes(passes=None, custom_ops=True, device="cpu"):
+    """Names -> pass classes, in DEFAULT_ORDER unless `passes` gives an order.
+
+    For device="gpu" the default order drops the passes whose ops have no GPU
+    kernel; asking for one of them by name is an error.
+    """
     names = list(DEFAULT_ORDER if passes is None else passes)
     unknown = [n for n in names if n not in _PASSES]
     if unknown:
         raise UnknownPassError(f"unknown pass name(s) {unknown}; known: {sorted(_PASSES)}")
-    return [_PASSES[n] for n in names if custom_ops or not _PASSES[n].requires_custom_ops]
+    chosen = [_PASSES[n] for n in names if custom_ops or not _PASSES[n].requires_custom_ops]
+    if device == "gpu" and custom_ops:
+        cpu_only = sorted({p.name for p in chosen if not p.gpu_kernels})
+        if cpu_only and passes is not None:
+            raise UnknownPassError(f"pass(es) {cpu_only} emit ops with no GPU kernel; not available for device='gpu'")
+        chosen = [p for p in chosen if p.gpu_kernels]
+    return chosen
 
 
 def run_pipeline(graph_def, protected, passes=None, custom_ops=True, options=None, resources=None,
@@ -61,7 +71,7 @@ def run_pipeline(graph_def, protected, passes=None, custom_ops=True, options=Non
     """
     current = copy.deepcopy(graph_def)
     results = []
-    for cls in resolve_passes(passes, custom_ops):
+    for cls in resolve_passes(passes, custom_ops, getattr(options, "device", "cpu")):
         trial = copy.deepcopy(current)
         view = GraphView(trial, protected)
         result = PassResult(name=cls.name, nodes_before=len(trial.node))

@@ -42,6 +42,9 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
       precision: "fp32"; "bf16" stores fused dense weights and retrieval
         candidates as bfloat16 (fp32 inputs and accumulation); "int8" stores
         retrieval candidates as int8 with per-row scales (dense stays fp32).
+      device (option): "cpu" (default) or "gpu": for GPU serving, only rewrites
+        whose ops have GPU kernels (fused embedding and interaction are left
+        out) and within those kernels' limits (k <= 4096, d <= 1536).
       recall_floor (option): retrieval ids (fused score+top-k) are compared as
         sets; nothing is written when mean recall@k is below it (default 0.99).
       **options: further OptimizeOptions fields (freeze_max_bytes, ...).
@@ -55,12 +58,12 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
     src = os.path.abspath(saved_model_dir)
     out = os.path.abspath(output_dir) if output_dir else src.rstrip(os.sep) + "_recopt"
     _check_paths(src, out, overwrite)
-    resolve_passes(opts.passes, opts.custom_ops)  # unknown names fail before any work
+    resolve_passes(opts.passes, opts.custom_ops, opts.device)  # unknown names fail before any work
     if opts.custom_ops:
         from tf_recopt.ops import load_ops
         load_ops()
 
-    report = OptimizationReport(input_dir=src, custom_ops=opts.custom_ops)
+    report = OptimizationReport(input_dir=src, custom_ops=opts.custom_ops, device=opts.device)
     with _stage(report, "load"):
         model = saved_model_io.load(src, opts)
     report.frozen_variables, report.frozen_bytes = model.frozen_variables, model.frozen_bytes

@@ -36,6 +36,8 @@ def _parser():
     o.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
                    help="bf16: fused dense weights and retrieval candidates stored as bfloat16; "
                         "int8: retrieval candidates stored as int8 with per-row scales")
+    o.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                   help="gpu: only rewrites whose ops have GPU kernels, within their limits (k <= 4096)")
     o.add_argument("--recall-floor", type=float, default=0.99,
                    help="refuse to write when retrieval recall@k vs the original falls below this")
     o.add_argument("--rtol", type=float, help="parity rtol (default 1e-4 fp32, 2e-2 bf16)")
@@ -87,7 +89,8 @@ def cmd_optimize(args):
     report = tf_recopt.optimize(args.input, args.output, custom_ops=not args.no_custom_ops, passes=args.passes,
                                 signatures=args.signatures, validate=not args.no_validate, rtol=args.rtol,
                                 atol=args.atol, overwrite=args.overwrite, precision=args.precision,
-                                recall_floor=args.recall_floor, sample_inputs=args.sample_examples)
+                                recall_floor=args.recall_floor, sample_inputs=args.sample_examples,
+                                device=args.device)
     print(report)
     if args.report:
         with open(args.report, "w") as f:

@@ -8,7 +8,9 @@ PRECISIONS = ("fp32", "bf16", "int8")
 # int8 applies to retrieval candidates only; their scores move by about
 # 1e-2 relative (per-row scales over 64 dims), and ids are held to recall_floor.
 DEFAULT_TOLERANCE = {"fp32": (1e-4, 1e-5), "bf16": (2e-2, 5e-3), "int8": (5e-2, 5e-2)}
-DEVICES = ("cpu",)
+# "gpu": only rewrites whose ops have GPU kernels (custom_ops/kernels/*.cu.cc),
+# within the GPU kernels' limits; parity is checked wherever optimize() runs.
+DEVICES = ("cpu", "gpu")
 
 
 @dataclasses.dataclass

@@ -23,6 +23,7 @@ class OptimizationReport:
     input_dir: str
     output_dir: str = ""
     custom_ops: bool = True
+    device: str = "cpu"
     written: bool = False
     frozen_variables: int = 0
     frozen_bytes: int = 0
