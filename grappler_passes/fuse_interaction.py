@@ -13,8 +13,21 @@ are computed; the [B, F, F] Gram matrix is never written):
                                        wrap SelectV2(c < 0, c + n, c) of a Const c
 
 The gather node is rewritten in place (same name); the matmul, reshape,
-transpose and index wrap are left for prune_dead_nodes. Triangles taken with boolean_mask
-or band_part are not matched yet (they stay stock).
+transpose and index wrap are left for prune_dead_nodes.
+
+The second form is tensorflow-recommenders' DotInteraction (and the Model
+Garden DLRM that uses it): the triangle is a boolean_mask whose mask is a
+band of ones_like(x x^T), so it is the same for every example:
+
+   P = x x^T [B, F, F] --- OnesLike --- MatrixBandPart(lo, hi) [-> Sub(ones, band)]
+        |                                  [-> Cast] -> Reshape [-1] -> Where -> Squeeze
+     Reshape [-1]                                                          |
+        |                                                                  |
+     GatherV2(axis 0) <----------------------------------------------------'
+        |
+     Reshape [B, m]   rewritten in place; F is the size whose band keeps m entries
+
+tf.where(upper, 0, P) (tfrs' skip_gather) keeps all F*F entries and is left alone.
 """
 import numpy as np
 from tensorflow.core.framework import attr_value_pb2, types_pb2
@@ -43,7 +56,8 @@ class FuseInteraction(GraphPass):
         info = shapes.tensor_info(view.graph_def)
         for node in gathers:
             try:
-                match = _Interaction(view, info, node)
+                masked = _const_int(view, node.input[2]) == 0
+                match = (_MaskedInteraction if masked else _Interaction)(view, info, node)
             except _Skip as why:
                 result.skip(node.name, str(why))
                 continue
@@ -145,7 +159,10 @@ class _Interaction:
         return c
 
     def emit(self):
-        view, g = self.view, self.gather
+        self._rewrite(self.gather)
+
+    def _rewrite(self, g):
+        view = self.view
         controls = [i for i in g.input if i.startswith("^")]
         g.op = "Recopt>DotInteraction"
         del g.input[:]
@@ -156,6 +173,80 @@ class _Interaction:
         # The product, reshape, transpose and index wrap are now unused:
         # prune_dead_nodes (next in the order) removes them.
         view.touch()
+
+
+class _MaskedInteraction(_Interaction):
+    """The boolean_mask form (module docstring); rewrites the final Reshape."""
+
+    def __init__(self, view, info, gather):
+        self.view, self.gather = view, gather
+        if gather.attr["batch_dims"].i != 0:
+            raise _Skip("a batched gather")
+        consumers = view.consumers(gather.name)
+        if len(consumers) != 1 or consumers[0][0].op != "Reshape" or view.has_control_inputs(gather):
+            raise _Skip("the masked gather is not reshaped to [B, m] alone")
+        self.out = consumers[0][0]
+        out_shape = shapes.shape_of(info, self.out.name)
+        if out_shape is None or len(out_shape) != 2 or out_shape[1] is None:
+            raise _Skip(f"'{self.out.name}' is not [B, m] with a static m")
+        flat = view.node(view.skip_identity(gather.input[0]))
+        self.product = view.node(view.skip_identity(flat.input[0]))
+        flat_shape = shapes.shape_of(info, flat.name)
+        if flat_shape is None or len(flat_shape) != 1:
+            raise _Skip(f"'{flat.name}' does not flatten the Gram matrix")
+        if self.product.attr["T"].type != types_pb2.DT_FLOAT:
+            raise _Skip("the product is not float32")
+        self.x = self._gram_operand()
+        keep = self._band_mask(gather.input[1])
+        self.f = _features_keeping(keep, out_shape[1])
+        self.indices = [int(i) for i in np.flatnonzero(keep(self.f))]
+
+    def _band_mask(self, tensor):
+        """keep(F) -> [F, F] bool, from Squeeze(Where(Reshape(mask, [-1])))."""
+        view = self.view
+        squeeze = view.node(view.skip_identity(tensor))
+        where = view.node(view.skip_identity(squeeze.input[0])) if squeeze is not None else None
+        flat = view.node(view.skip_identity(where.input[0])) if where is not None else None
+        if squeeze is None or squeeze.op != "Squeeze" or list(squeeze.attr["squeeze_dims"].list.i) not in ([1], [-1]) \
+                or where is None or where.op != "Where" or flat is None or flat.op != "Reshape" \
+                or not np.array_equal(view.const_value(flat.input[1]), [-1]):
+            raise _Skip("indices are not a flattened mask's nonzeros")
+        mask = view.node(view.skip_identity(flat.input[0]))
+        if mask is not None and mask.op == "Cast":
+            mask = view.node(view.skip_identity(mask.input[0]))
+        complement = mask is not None and mask.op == "Sub"
+        band = view.node(view.skip_identity(mask.input[1])) if complement else mask
+        if band is None or band.op != "MatrixBandPart" or not self._ones_of_product(band.input[0]) \
+                or (complement and not self._ones_of_product(mask.input[0])):
+            raise _Skip("the mask is not a band of ones_like(x x^T)")
+        lo, hi = _const_int(self.view, band.input[1]), _const_int(self.view, band.input[2])
+        if lo is None or hi is None:
+            raise _Skip("the band's bounds are not constants")
+
+        def keep(f):
+            i, j = np.indices((f, f))
+            inside = ((lo < 0) | (i - j <= lo)) & ((hi < 0) | (j - i <= hi))
+            return ~inside if complement else inside
+        return keep
+
+    def _ones_of_product(self, tensor):
+        ones = self.view.node(self.view.skip_identity(tensor))
+        return ones is not None and ones.op == "OnesLike" and \
+            self.view.skip_identity(ones.input[0]) == self.product.name
+
+    def emit(self):
+        self._rewrite(self.out)
+
+
+def _features_keeping(keep, m, limit=512):
+    """The F whose mask keeps m entries (the count grows with F)."""
+    for f in range(1, limit + 1):
+        count = int(keep(f).sum())
+        if count == m:
+            return f
+        if count > m:
+            break
+    raise _Skip(f"no feature count gives {m} masked entries")
 
 
 def _const_int(view, tensor):

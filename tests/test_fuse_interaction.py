@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tf_recopt
+from tests.conftest import saved_model_nodes
 from tests.graph_util import frozen_graph, ops_of, optimize_graph, run_graph
 
 RNG = np.random.default_rng(1)
@@ -28,6 +30,31 @@ def _keras_take(flat, indices):
     return tf.gather(flat, tf.where(idx < 0, idx + n, idx), axis=1)
 
 
+def _tfrs_dot_interaction(x, self_interaction, skip_gather=False):
+    """tensorflow_recommenders' DotInteraction.call body (v0.7), on [B, F, d]
+    built the way it builds it: concat of the features, reshape to [B, -1, d]."""
+    features = tf.unstack(x, axis=1)
+    batch, dim = tf.shape(features[0])[0], tf.shape(features[0])[1]
+    stacked = tf.reshape(tf.concat(features, axis=-1), [batch, -1, dim])
+    xactions = tf.matmul(stacked, stacked, transpose_b=True)
+    ones = tf.ones_like(xactions)
+    if self_interaction:
+        lower = tf.linalg.band_part(ones, -1, 0)
+        upper = ones - lower
+        out_dim = F * (F + 1) // 2
+    else:
+        upper = tf.linalg.band_part(ones, 0, -1)
+        lower = ones - upper
+        out_dim = F * (F - 1) // 2
+    if skip_gather:
+        return tf.reshape(tf.where(tf.cast(upper, tf.bool), tf.zeros_like(xactions), xactions), (batch, F * F))
+    return tf.reshape(tf.boolean_mask(xactions, lower), (batch, out_dim))
+
+
+def _masked(gram, mask_fn, out_dim):
+    return tf.reshape(tf.boolean_mask(gram, mask_fn(gram)), (-1, out_dim))
+
+
 FORMS = {
     "transpose_op": lambda x: tf.gather(_flat(tf.matmul(x, tf.transpose(x, [0, 2, 1]))), LOWER, axis=1),
     "transpose_b": lambda x: tf.gather(_flat(tf.matmul(x, x, transpose_b=True)), LOWER, axis=1),
@@ -35,6 +62,10 @@ FORMS = {
     "with_diagonal": lambda x: tf.gather(_flat(tf.matmul(x, x, transpose_b=True)), LOWER_DIAG, axis=1),
     "keras_take": lambda x: _keras_take(_flat(tf.matmul(x, tf.transpose(x, [0, 2, 1]))), LOWER),
     "negative_indices": lambda x: _keras_take(_flat(tf.matmul(x, x, transpose_b=True)), LOWER - F * F),
+    "tfrs_boolean_mask": lambda x: _tfrs_dot_interaction(x, self_interaction=False),
+    "tfrs_self_interaction": lambda x: _tfrs_dot_interaction(x, self_interaction=True),
+    "bool_mask_cast": lambda x: _masked(tf.matmul(x, x, transpose_b=True), lambda g: tf.cast(
+        tf.linalg.band_part(tf.ones_like(g), -1, 0), tf.bool), F * (F + 1) // 2),
 }
 
 
@@ -65,6 +96,10 @@ NEAR_MISSES = {
     "gram_used_elsewhere": lambda x: _gram_twice(x),
     "wrong_transpose": lambda x: tf.gather(_flat(tf.matmul(tf.transpose(x, [0, 2, 1]), x)), LOWER, axis=1),
     "gather_rows": lambda x: tf.gather(_flat(tf.matmul(x, x, transpose_b=True)), [0, 1], axis=0),
+    "tfrs_skip_gather": lambda x: _tfrs_dot_interaction(x, self_interaction=False, skip_gather=True),
+    # A data-dependent mask keeps a different count per example: never a constant selection.
+    "mask_not_from_ones": lambda x: _masked(tf.matmul(x, x, transpose_b=True),
+                                            lambda g: tf.linalg.band_part(g, -1, 0) > 100.0, 0),
 }
 
 
@@ -80,3 +115,13 @@ def test_runtime_indices_stay_stock(ops):
     graph_def, inputs, outputs = frozen_graph(fn, XSPEC, tf.TensorSpec([None], tf.int32))
     optimized, results = optimize_graph(graph_def, inputs, outputs, passes=PASSES)
     assert "Recopt>DotInteraction" not in ops_of(optimized)
+
+
+def test_tfrs_dlrm_interaction_fuses_end_to_end(ops, zoo_dir, tmp_path):
+    """A tf_keras DLRM with tfrs' DotInteraction, exported and optimized:
+    its boolean_mask triangle becomes one Recopt>DotInteraction, with parity."""
+    out = tmp_path / "tfrs_dlrm"
+    report = tf_recopt.optimize(zoo_dir("tfrs_dlrm"), str(out))
+    assert report.written and report.parity_ok
+    assert len(saved_model_nodes(str(out), "Recopt>DotInteraction")) == 1
+    assert not saved_model_nodes(str(out), "Where")

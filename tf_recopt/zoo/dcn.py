@@ -3,7 +3,7 @@
 Run as `TF_USE_LEGACY_KERAS=1 python -m tf_recopt.zoo.dcn PATH SIZE SEED`
 (registry.py does this in a subprocess).
 """
-import sys
+from tf_recopt.zoo import legacy_keras
 
 CONFIG = {
     "full": dict(tables=26, vocab=100_000, dim=16, cross=3, deep=(512, 256)),
@@ -25,18 +25,8 @@ def build(size="full"):
         x = tfrs.layers.dcn.Cross(name=f"cross_{i}")(x0, x)
     for i, n in enumerate(c["deep"]):
         x = tf.keras.layers.Dense(n, activation="relu", name=f"deep_{i}")(x)
-    out = tf.keras.layers.Dense(1, activation="sigmoid", name="ctr")(x)
-    return tf.keras.Model({"dense_features": dense, **{f"cat_{i}": t for i, t in enumerate(cats)}}, {"ctr": out})
-
-
-def export(path, size, seed):
-    import tensorflow as tf
-    tf.keras.utils.set_random_seed(seed)
-    model = build(size)
-    specs = {k: tf.TensorSpec(t.shape, t.dtype, name=k) for k, t in model.input.items()}
-    serve = tf.function(lambda features: model(features), input_signature=[specs])
-    tf.saved_model.save(model, path, signatures={"serving_default": serve.get_concrete_function()})
+    return legacy_keras.ctr_model(dense, cats, x)
 
 
 if __name__ == "__main__":
-    export(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    legacy_keras.main(build)

@@ -33,6 +33,7 @@ MODELS = {
     "two_tower": lambda p, s, seed: _keras3("two_tower", p, s, seed),
     "dcn": lambda p, s, seed: _legacy_keras_subprocess("dcn", p, s, seed),
     "tfrs_retrieval": lambda p, s, seed: _legacy_keras_subprocess("tfrs_retrieval", p, s, seed),
+    "tfrs_dlrm": lambda p, s, seed: _legacy_keras_subprocess("tfrs_dlrm", p, s, seed),
 }
 
 
