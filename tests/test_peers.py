@@ -49,7 +49,9 @@ def test_outputs_json_table_and_plots(dlrm_results):
     table = suite.format_table(results)
     assert "== dlrm  (intra-op threads: 1)" in table and "recopt_stock" in table and "SLA" in table
     best, ratio = suite.best_peer_ratio(results["models"]["dlrm"]["runs"]["1"], 4)
-    assert best in ("stock", "xla", "onnxruntime") and ratio > 0
+    # Any peer that is not tf-recopt's may be fastest (stock_session often is at batch 4).
+    assert best in [p for p in PEERS if p not in suite.OURS] and ratio > 0
+    assert suite.best_peer_ratio(results["models"]["dlrm"]["runs"]["1"], 4, among=["xla"])[0] == "xla"
 
 
 def test_failing_and_missing_peers_are_reported(tmp_path, monkeypatch):
