@@ -115,9 +115,9 @@ def _run(cmd, what):
         raise CudaBuildError(f"{what} failed:\n{' '.join(cmd)}\n{result.stderr}")
 
 
-def _nvcc_compile(nvcc, src, obj):
+def _nvcc_compile(nvcc, src, obj, includes):
     cmd = [nvcc, "-std=c++17", "-O3", "-c", str(src), "-o", str(obj), "-Xcompiler", "-fPIC",
-           "-DNDEBUG"] + _gencode() + include_flags(nvcc)
+           "-DNDEBUG"] + _gencode() + includes
     _run(cmd, f"nvcc {src.relative_to(ROOT.parent)}")
     return obj
 
@@ -138,12 +138,13 @@ def _tf_cflags():
 
 def _compile_all(nvcc, build_dir, tf_cflags, syntax_only, extra_cc=()):
     build_dir.mkdir(parents=True, exist_ok=True)
+    includes = include_flags(nvcc)  # once: the lookup may import TensorFlow
     jobs = []
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         for src in cu_sources():
-            jobs.append(pool.submit(_nvcc_compile, nvcc, src, build_dir / (src.stem + ".cu.o")))
+            jobs.append(pool.submit(_nvcc_compile, nvcc, src, build_dir / (src.stem + ".cu.o"), includes))
         for src in extra_cc:
-            jobs.append(pool.submit(_nvcc_compile, nvcc, src, build_dir / (src.stem + ".o")))
+            jobs.append(pool.submit(_nvcc_compile, nvcc, src, build_dir / (src.stem + ".o"), includes))
         if tf_cflags is not None:
             for src in kernel_sources():
                 jobs.append(pool.submit(_gxx_kernel, src, build_dir / (src.name + ".o"), tf_cflags, syntax_only))

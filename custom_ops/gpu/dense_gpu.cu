@@ -106,12 +106,18 @@ struct MlpBuffers {
   float* act[2] = {nullptr, nullptr};
 };
 
-MlpBuffers CarveMlp(void* workspace, int64_t rows, const DenseLayer* layers, int num_layers, GemmPrecision p) {
-  int64_t weights = 0, widest = 0;
+// All layers' weight elements, and the widest layer side (activation room per row).
+void MlpSizes(const DenseLayer* layers, int num_layers, int64_t* weights, int64_t* widest) {
+  *weights = *widest = 0;
   for (int l = 0; l < num_layers; ++l) {
-    weights += static_cast<int64_t>(layers[l].in) * layers[l].out;
-    widest = std::max<int64_t>(widest, std::max(layers[l].in, layers[l].out));
+    *weights += static_cast<int64_t>(layers[l].in) * layers[l].out;
+    *widest = std::max<int64_t>(*widest, std::max(layers[l].in, layers[l].out));
   }
+}
+
+MlpBuffers CarveMlp(void* workspace, int64_t rows, const DenseLayer* layers, int num_layers, GemmPrecision p) {
+  int64_t weights, widest;
+  MlpSizes(layers, num_layers, &weights, &widest);
   MlpBuffers b;
   char* q = static_cast<char*>(workspace);
   if (p != kGemmF32) {
@@ -156,11 +162,8 @@ std::string CheckLayers(const DenseLayer* layers, int num_layers) {
 }  // namespace
 
 size_t MlpWorkspaceBytes(int64_t rows, const DenseLayer* layers, int num_layers, GemmPrecision precision) {
-  int64_t weights = 0, widest = 0;
-  for (int l = 0; l < num_layers; ++l) {
-    weights += static_cast<int64_t>(layers[l].in) * layers[l].out;
-    widest = std::max<int64_t>(widest, std::max(layers[l].in, layers[l].out));
-  }
+  int64_t weights, widest;
+  MlpSizes(layers, num_layers, &weights, &widest);
   size_t bytes = 2 * Align256(rows * widest * 4);
   if (precision != kGemmF32) bytes += Align256(weights * 2) + Align256(rows * widest * 2);
   return bytes;

@@ -71,12 +71,6 @@ __host__ __device__ inline int64_t SamplePos(int64_t r, int64_t n, int64_t s) {
 
 inline int64_t SampleCount(int64_t n) { return n < kSampleSize ? n : kSampleSize; }
 
-inline int NextPow2(int x) {
-  int p = 1;
-  while (p < x) p <<= 1;
-  return p;
-}
-
 // Ascending bitonic sort of p (a power of two) keys in shared memory.
 __device__ inline void BlockSort(uint64_t* keys, int p) {
   for (int size = 2; size <= p; size <<= 1) {

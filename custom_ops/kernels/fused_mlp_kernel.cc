@@ -9,6 +9,7 @@
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/platform/mutex.h"
 #include "tensorflow/core/util/work_sharder.h"
+#include "mlp_attrs.h"
 
 namespace tensorflow {
 namespace {
@@ -16,22 +17,9 @@ namespace {
 class FusedMlpOp : public OpKernel {
  public:
   explicit FusedMlpOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_layers", &num_layers_));
-    std::vector<string> names;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("activations", &names));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("alphas", &alphas_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("weights_bf16", &weights_bf16_));
-    OP_REQUIRES(ctx, names.size() == static_cast<size_t>(num_layers_) &&
-                         alphas_.size() == static_cast<size_t>(num_layers_),
-                errors::InvalidArgument(name(), ": activations and alphas need ",
-                                        num_layers_, " entries"));
-    for (const string& n : names) {
-      const recopt::Activation act = recopt::ActivationFromName(n.c_str());
-      OP_REQUIRES(ctx, act != recopt::kActCount,
-                  errors::InvalidArgument(name(), ": unknown activation '", n, "'"));
-      activations_.push_back(act);
-    }
+    OP_REQUIRES_OK(ctx, recopt_kernels::ReadMlpAttrs(ctx, &attrs_));
   }
+
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x = ctx->input(0);
@@ -69,20 +57,20 @@ class FusedMlpOp : public OpKernel {
     // Same order as the inputs (all weights, then all biases): SameWeights
     // compares held[i] with input 1 + i.
     std::vector<Tensor> held;
-    for (int i = 0; i < 2 * num_layers_; ++i) held.push_back(ctx->input(1 + i));
-    for (int l = 0; l < num_layers_; ++l) {
+    for (int i = 0; i < 2 * attrs_.num_layers; ++i) held.push_back(ctx->input(1 + i));
+    for (int l = 0; l < attrs_.num_layers; ++l) {
       const Tensor& w = ctx->input(1 + l);
-      const Tensor& b = ctx->input(1 + num_layers_ + l);
+      const Tensor& b = ctx->input(1 + attrs_.num_layers + l);
       if (w.dims() != 2 || b.dims() != 1 || b.dim_size(0) != w.dim_size(1)) {
         return errors::InvalidArgument(name(), ": layer ", l, " needs weights [k, n] and bias [n], got ",
                                        w.shape().DebugString(), " and ", b.shape().DebugString());
       }
       specs.push_back({w.flat<float>().data(), b.flat<float>().data(),
                        static_cast<int>(w.dim_size(0)), static_cast<int>(w.dim_size(1)),
-                       activations_[l], alphas_[l]});
+                       attrs_.activations[l], attrs_.alphas[l]});
     }
     auto mlp = std::make_shared<recopt::PackedMlp>();
-    const std::string err = mlp->Pack(specs, recopt::SelectedGemmKernels(), weights_bf16_);
+    const std::string err = mlp->Pack(specs, recopt::SelectedGemmKernels(), attrs_.weights_bf16);
     if (!err.empty()) return errors::InvalidArgument(name(), ": ", err);
     mutex_lock l(mu_);
     packed_ = mlp;
@@ -92,7 +80,7 @@ class FusedMlpOp : public OpKernel {
   }
 
   bool SameWeights(OpKernelContext* ctx) const {
-    for (int i = 0; i < 2 * num_layers_; ++i) {
+    for (int i = 0; i < 2 * attrs_.num_layers; ++i) {
       const Tensor& t = ctx->input(1 + i);
       if (t.tensor_data().data() != held_[i].tensor_data().data() ||
           t.shape() != held_[i].shape()) {
@@ -121,10 +109,7 @@ class FusedMlpOp : public OpKernel {
           mlp.FlopsPerRow() * recopt::kMlpRowBlock, work);
   }
 
-  int num_layers_ = 0;
-  std::vector<recopt::Activation> activations_;
-  std::vector<float> alphas_;
-  bool weights_bf16_ = false;
+  recopt_kernels::MlpAttrs attrs_;
   mutex mu_;
   std::shared_ptr<const recopt::PackedMlp> packed_ TF_GUARDED_BY(mu_);
   std::vector<Tensor> held_ TF_GUARDED_BY(mu_);

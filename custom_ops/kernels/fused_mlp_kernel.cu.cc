@@ -3,9 +3,9 @@
 // on bf16 Tensor Cores with fp32 accumulation; otherwise they are exact fp32.
 #include <vector>
 
-#include "../core/activation.h"
 #include "../gpu/gpu_core.h"
 #include "gpu_support.h"
+#include "mlp_attrs.h"
 #include "tensorflow/core/platform/mutex.h"
 
 namespace tensorflow {
@@ -14,21 +14,10 @@ namespace {
 class FusedMlpGpuOp : public OpKernel {
  public:
   explicit FusedMlpGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_layers", &num_layers_));
-    std::vector<string> names;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("activations", &names));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("alphas", &alphas_));
-    bool bf16 = false;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("weights_bf16", &bf16));
-    precision_ = bf16 ? recopt::gpu::kGemmBF16 : recopt::gpu::kGemmF32;
-    OP_REQUIRES(ctx, names.size() == static_cast<size_t>(num_layers_) && alphas_.size() == names.size(),
-                errors::InvalidArgument(name(), ": activations and alphas need ", num_layers_, " entries"));
-    for (const string& n : names) {
-      const recopt::Activation act = recopt::ActivationFromName(n.c_str());
-      OP_REQUIRES(ctx, act != recopt::kActCount, errors::InvalidArgument(name(), ": unknown activation '", n, "'"));
-      activations_.push_back(act);
-    }
+    OP_REQUIRES_OK(ctx, recopt_kernels::ReadMlpAttrs(ctx, &attrs_));
+    precision_ = attrs_.weights_bf16 ? recopt::gpu::kGemmBF16 : recopt::gpu::kGemmF32;
   }
+
 
   ~FusedMlpGpuOp() override { recopt::gpu::DestroyBlasHandles(cublas_, cublaslt_); }
 
@@ -50,19 +39,19 @@ class FusedMlpGpuOp : public OpKernel {
     OP_REQUIRES_OK(ctx, Handle(ctx, &cublas));
     Tensor scratch;
     void* workspace = nullptr;
-    const size_t bytes = recopt::gpu::MlpWorkspaceBytes(rows, layers.data(), num_layers_, precision_);
+    const size_t bytes = recopt::gpu::MlpWorkspaceBytes(rows, layers.data(), attrs_.num_layers, precision_);
     OP_REQUIRES_OK(ctx, recopt_kernels::GpuScratch(ctx, bytes, &scratch, &workspace));
     mutex_lock lock(mu_);  // one cuBLAS handle per kernel: calls on it are serialised
-    const std::string err = recopt::gpu::Mlp(cublas, x.flat<float>().data(), rows, layers.data(), num_layers_,
+    const std::string err = recopt::gpu::Mlp(cublas, x.flat<float>().data(), rows, layers.data(), attrs_.num_layers,
                                              precision_, y->flat<float>().data(), workspace, bytes, stream);
     OP_REQUIRES_OK(ctx, recopt_kernels::CoreStatus(ctx, err));
   }
 
  private:
   Status Layers(OpKernelContext* ctx, int64_t in, std::vector<recopt::gpu::DenseLayer>* layers) const {
-    for (int l = 0; l < num_layers_; ++l) {
+    for (int l = 0; l < attrs_.num_layers; ++l) {
       const Tensor& w = ctx->input(1 + l);
-      const Tensor& b = ctx->input(1 + num_layers_ + l);
+      const Tensor& b = ctx->input(1 + attrs_.num_layers + l);
       if (w.dims() != 2 || w.dim_size(0) != in || b.dims() != 1 || b.dim_size(0) != w.dim_size(1)) {
         return errors::InvalidArgument(name(), ": layer ", l, " needs weights [", in, ", m] and bias [m], got ",
                                        w.shape().DebugString(), " and ", b.shape().DebugString());
@@ -72,8 +61,8 @@ class FusedMlpGpuOp : public OpKernel {
       d.bias = b.flat<float>().data();
       d.in = static_cast<int>(in);
       d.out = static_cast<int>(w.dim_size(1));
-      d.activation = activations_[l];
-      d.alpha = alphas_[l];
+      d.activation = attrs_.activations[l];
+      d.alpha = attrs_.alphas[l];
       layers->push_back(d);
       in = d.out;
     }
@@ -89,9 +78,7 @@ class FusedMlpGpuOp : public OpKernel {
     return OkStatus();
   }
 
-  int num_layers_ = 0;
-  std::vector<recopt::Activation> activations_;
-  std::vector<float> alphas_;
+  recopt_kernels::MlpAttrs attrs_;
   recopt::gpu::GemmPrecision precision_ = recopt::gpu::kGemmF32;
   mutex mu_;
   void* cublas_ = nullptr;

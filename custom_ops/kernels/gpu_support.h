@@ -27,19 +27,16 @@ inline Status GpuStream(OpKernelContext* ctx, void** stream) {
 
 // Device scratch of `bytes`, alive until `scratch` goes out of scope; the
 // allocator keeps it ordered with the op's stream.
-inline Status GpuScratch(OpKernelContext* ctx, size_t bytes, Tensor* scratch,
-                                     void** data) {
-  TF_RETURN_IF_ERROR(ctx->allocate_temp(DT_INT8,
-                                        TensorShape({static_cast<int64_t>(bytes > 0 ? bytes : 1)}),
-                                        scratch));
+inline Status GpuScratch(OpKernelContext* ctx, size_t bytes, Tensor* scratch, void** data) {
+  TF_RETURN_IF_ERROR(
+      ctx->allocate_temp(DT_INT8, TensorShape({static_cast<int64_t>(bytes > 0 ? bytes : 1)}), scratch));
   *data = scratch->flat<int8>().data();
   return OkStatus();
 }
 
 // Core messages that follow argument checks become InvalidArgument;
 // everything else (a CUDA or cuBLAS call) is Internal.
-inline Status CoreStatus(const OpKernelContext* ctx, const std::string& err,
-                                     bool invalid_argument = false) {
+inline Status CoreStatus(const OpKernelContext* ctx, const std::string& err, bool invalid_argument = false) {
   if (err.empty()) return OkStatus();
   const std::string message = ctx->op_kernel().name() + " (GPU): " + err;
   return invalid_argument ? errors::InvalidArgument(message) : errors::Internal(message);

@@ -40,8 +40,7 @@ class ScoreTopKOp : public OpKernel {
     recopt::ScoreTopKProblem p;
     OP_REQUIRES_OK(ctx, Parse(ctx, &p));
     Tensor *values = nullptr, *indices = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({p.scoring.batch, p.k}), &values));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({p.scoring.batch, p.k}), &indices));
+    OP_REQUIRES_OK(ctx, recopt_kernels::AllocateTopKOutputs(ctx, TensorShape({p.scoring.batch, p.k}), &values, &indices));
     if (p.k == 0 || p.scoring.batch == 0) return;
     Run(ctx, p, values->flat<float>().data(), indices->flat<int32>().data());
   }

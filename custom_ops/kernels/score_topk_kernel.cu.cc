@@ -27,8 +27,7 @@ class ScoreTopKGpuOp : public OpKernel {
     recopt::gpu::ScoreTopKArgs a;
     OP_REQUIRES_OK(ctx, Parse(ctx, &a));
     Tensor *values = nullptr, *indices = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({a.batch, a.k}), &values));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({a.batch, a.k}), &indices));
+    OP_REQUIRES_OK(ctx, recopt_kernels::AllocateTopKOutputs(ctx, TensorShape({a.batch, a.k}), &values, &indices));
     if (a.k == 0 || a.batch == 0) return;
     void* stream = nullptr;
     OP_REQUIRES_OK(ctx, recopt_kernels::GpuStream(ctx, &stream));

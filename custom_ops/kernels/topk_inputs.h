@@ -20,7 +20,6 @@ struct TopKShape {
 };
 
 inline Status ParseTopK(OpKernelContext* ctx, TopKShape* s) {
-  namespace errors = errors;
   const std::string& name = ctx->op_kernel().name();
   const Tensor& k_in = ctx->input(1);
   if (!TensorShapeUtils::IsScalar(k_in.shape())) {
@@ -45,6 +44,13 @@ inline Status ParseTopK(OpKernelContext* ctx, TopKShape* s) {
   return OkStatus();
 }
 
+// TopK's two outputs (values in the input's dtype, int32 indices) of one shape.
+inline Status AllocateTopKOutputs(OpKernelContext* ctx, const TensorShape& shape, Tensor** values,
+                                  Tensor** indices) {
+  TF_RETURN_IF_ERROR(ctx->allocate_output(0, shape, values));
+  return ctx->allocate_output(1, shape, indices);
+}
+
 // Recopt>ScoreTopK: queries [B, d], candidates [n, d], row_scales and bias
 // [n] or [0], scalar k; int8 candidates need row_scales.
 struct ScoreTopKShape {
@@ -57,7 +63,6 @@ struct ScoreTopKShape {
 };
 
 inline Status ParseScoreTopK(OpKernelContext* ctx, bool int8, ScoreTopKShape* s) {
-  namespace errors = errors;
   const std::string& name = ctx->op_kernel().name();
   const Tensor& q = ctx->input(0);
   const Tensor& cand = ctx->input(1);

@@ -31,8 +31,7 @@ class RecoptTopKOp : public OpKernel {
     recopt_kernels::TopKShape s;
     OP_REQUIRES_OK(ctx, recopt_kernels::ParseTopK(ctx, &s));
     Tensor *values = nullptr, *indices = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, s.out, &values));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, s.out, &indices));
+    OP_REQUIRES_OK(ctx, recopt_kernels::AllocateTopKOutputs(ctx, s.out, &values, &indices));
     if (s.k == 0 || s.rows == 0) return;
     const Tensor& input = ctx->input(0);
     const int64_t rows = s.rows, n = s.n;

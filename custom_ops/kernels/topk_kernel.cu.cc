@@ -16,8 +16,7 @@ class RecoptTopKGpuOp : public OpKernel {
     recopt_kernels::TopKShape s;
     OP_REQUIRES_OK(ctx, recopt_kernels::ParseTopK(ctx, &s));
     Tensor *values = nullptr, *indices = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, s.out, &values));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, s.out, &indices));
+    OP_REQUIRES_OK(ctx, recopt_kernels::AllocateTopKOutputs(ctx, s.out, &values, &indices));
     const int64_t rows = s.rows, n = s.n;
     const int k = s.k;
     if (k == 0 || rows == 0) return;
