@@ -93,7 +93,8 @@ def recopt_gpu_library(name, cuda_library, cuda_deps = _CUDA_DEPS, tf_deps = _TF
     )
     native.cc_library(
         name = name + "_gpu",
-        srcs = native.glob(["custom_ops/kernels/*.cu.cc", "custom_ops/kernels/gpu_support.h"]),
+        # Every kernels/ header: the GPU kernels share topk_inputs.h and mlp_attrs.h with the CPU ones.
+        srcs = native.glob(["custom_ops/kernels/*.cu.cc", "custom_ops/kernels/*.h"]),
         copts = _COPTS,
         deps = [":" + name + "_gpu_core", ":" + name] + tf_deps,
         alwayslink = 1,
