@@ -42,7 +42,6 @@ struct ScoreArgs {
   const float* bias;        // [n] or nullptr
   float scale;
   float* out;               // [batch, count]
-  float* row_buf;           // 4 * dim floats of scratch
 };
 
 struct GemmKernels {

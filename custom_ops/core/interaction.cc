@@ -32,8 +32,8 @@ std::string PairsFromFlat(const std::vector<int64_t>& flat, int64_t num_features
   return "";
 }
 
-int64_t InteractionScratchFloats(int64_t num_features, int64_t dim) {
-  return num_features * num_features + 4 * dim;
+int64_t InteractionScratchFloats(int64_t num_features) {
+  return num_features * num_features;
 }
 
 void DotInteraction(const GemmKernels& kernels, const float* x, int64_t b0, int64_t b1, int64_t num_features,
@@ -45,7 +45,6 @@ void DotInteraction(const GemmKernels& kernels, const float* x, int64_t b0, int6
   args.storage = kScoreF32;
   args.first = 0;
   args.scale = 1.0f;
-  args.row_buf = scratch + f * f;
   const int64_t chunks = static_cast<int64_t>(pairs.chunk_count.size());
   const int32_t* offset = pairs.offset.data();
   for (int64_t b = b0; b < b1; ++b) {

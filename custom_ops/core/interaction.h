@@ -25,7 +25,7 @@ struct InteractionPairs {
 std::string PairsFromFlat(const std::vector<int64_t>& flat, int64_t num_features, InteractionPairs* pairs);
 
 // Floats of scratch DotInteraction needs.
-int64_t InteractionScratchFloats(int64_t num_features, int64_t dim);
+int64_t InteractionScratchFloats(int64_t num_features);
 
 // out[b, t] = dot(x[b, i_t], x[b, j_t]) with flat[t] = i_t * F + j_t, for b in [b0, b1);
 // x is [B, F, d] row-major, out is [B, P]. Each example's Gram matrix is

@@ -9,10 +9,8 @@ void ScoreRangeTopK(const GemmKernels& kernels, const ScoreTopKProblem& p, int64
                     TopKCollector<float>* collectors, char* nan_query) {
   const int64_t batch = p.scoring.batch;
   std::unique_ptr<float[]> scores(new float[batch * kScoreBlock]);
-  std::unique_ptr<float[]> row_buf(new float[4 * static_cast<int64_t>(p.scoring.dim)]);
   ScoreArgs g = p.scoring;
   g.out = scores.get();
-  g.row_buf = row_buf.get();
   for (int64_t j = begin; j < end; j += kScoreBlock) {
     g.first = j;
     g.count = std::min(kScoreBlock, end - j);
@@ -25,14 +23,12 @@ void ScoreRangeTopK(const GemmKernels& kernels, const ScoreTopKProblem& p, int64
 }
 
 void ScoreAll(const GemmKernels& kernels, const ScoreTopKProblem& p, int64_t b, float* out) {
-  std::unique_ptr<float[]> row_buf(new float[4 * static_cast<int64_t>(p.scoring.dim)]);
   ScoreArgs g = p.scoring;
   g.q = p.scoring.q + b * p.scoring.dim;
   g.batch = 1;
   g.first = 0;
   g.count = p.n;
   g.out = out;
-  g.row_buf = row_buf.get();
   kernels.score(g);
 }
 

@@ -34,7 +34,7 @@ class DotInteractionOp : public OpKernel {
     float* yp = y->flat<float>().data();
     const recopt::GemmKernels& kernels = recopt::SelectedGemmKernels();
     auto work = [&](int64_t b0, int64_t b1) {
-      std::unique_ptr<float[]> scratch(new float[recopt::InteractionScratchFloats(num_features_, dim)]);
+      std::unique_ptr<float[]> scratch(new float[recopt::InteractionScratchFloats(num_features_)]);
       recopt::DotInteraction(kernels, xp, b0, b1, num_features_, dim, pairs_, yp, scratch.get());
     };
     auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
