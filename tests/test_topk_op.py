@@ -29,7 +29,7 @@ def _assert_same(ops, x, k, sorted=True):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])
 @pytest.mark.parametrize("n,k", [(1, 1), (7, 3), (1000, 1000), (SAMPLED_MIN, 1), (SAMPLED_MIN, 500),
-                                 (BIG, 1000), (BIG, 16)])
+                                 (BIG, 1000), (BIG, 16), (SAMPLED_MIN + 37, 10), (100_003, 100)])
 def test_random_rows_match(ops, dtype, n, k):
     rng = np.random.default_rng(n + k)
     if np.issubdtype(dtype, np.integer):

@@ -11,26 +11,52 @@ namespace {
 constexpr int kGroup = 16;          // elements per sample group and per scan block
 constexpr int64_t kMinSample = 8192;
 
-// One vector compare per block: !(v < t) is "v >= t or NaN", !(v <= t) is
-// "v > t or NaN", so the NaN check costs nothing on the common path.
-template <typename T, bool kStrict>
-inline bool BlockMayPass(const T* p, T threshold) {
-  // 16-byte vectors: every x86-64 CPU has them, and GCC turns wider generic
-  // vectors into scalar compares when the target lacks the width.
-  typedef T V __attribute__((vector_size(16)));
+// 16-byte vectors: every x86-64 CPU has them, and GCC turns wider generic
+// vectors into scalar compares when the target lacks the width.
+template <typename T>
+struct Vec16Of {
+  typedef T type __attribute__((vector_size(16)));
+};
+template <typename T>
+using Vec16 = typename Vec16Of<T>::type;
+
+template <typename T>
+inline Vec16<T> Splat16(T x) {
+  Vec16<T> t;
+  for (size_t j = 0; j < 16 / sizeof(T); ++j) t[j] = x;
+  return t;
+}
+
+// One vector compare per 16 bytes: !(v < t) is "v >= t or NaN", !(v <= t)
+// is "v > t or NaN", so the NaN check costs nothing on the common path.
+template <typename T, bool kStrict, int kCount>
+inline bool AnyMayPass(const T* p, Vec16<T> t) {
   constexpr int kLanes = 16 / sizeof(T);
-  V t;
-  for (int j = 0; j < kLanes; ++j) t[j] = threshold;
-  V v;
+  Vec16<T> v;
   std::memcpy(&v, p, sizeof v);
   auto fails = kStrict ? (v <= t) : (v < t);
-  for (int j = kLanes; j < kGroup; j += kLanes) {
+  for (int j = kLanes; j < kCount; j += kLanes) {
     std::memcpy(&v, p + j, sizeof v);
     fails &= kStrict ? (v <= t) : (v < t);
   }
   uint64_t words[2];
   std::memcpy(words, &fails, sizeof words);
   return (words[0] & words[1]) != ~uint64_t{0};
+}
+
+// The first block at or after i (in steps of kGroup) that may hold an
+// element passing `threshold`, or the start of the tail shorter than a block.
+// The threshold is fixed here, so its vector is built once rather than per
+// block, and four blocks are tested per step: 14 instructions per 16 floats
+// instead of 26 in the disassembly of the float scan.
+template <typename T, bool kStrict>
+inline int64_t SkipFailingBlocks(const T* x, int64_t i, int64_t len, T threshold) {
+  const Vec16<T> t = Splat16(threshold);
+  while (i + 4 * kGroup <= len && !AnyMayPass<T, kStrict, 4 * kGroup>(x + i, t)) i += 4 * kGroup;
+  for (; i + kGroup <= len; i += kGroup) {
+    if (AnyMayPass<T, kStrict, kGroup>(x + i, t)) return i;
+  }
+  return i;
 }
 
 template <typename T>
@@ -102,8 +128,7 @@ template <typename T>
 template <bool kStrict>
 bool TopKCollector<T>::ScanT(const T* x, int64_t len, int64_t first_index) {
   int64_t i = 0;
-  for (; i + kGroup <= len; i += kGroup) {
-    if (!BlockMayPass<T, kStrict>(x + i, threshold_)) continue;
+  for (; (i = SkipFailingBlocks<T, kStrict>(x, i, len, threshold_)) + kGroup <= len; i += kGroup) {
     for (int j = 0; j < kGroup; ++j) {
       const T v = x[i + j];
       if (IsNan(v)) return false;
