@@ -27,6 +27,25 @@ def time_calls(fns, warmup=20, repeats=200):
     return {label: (float(np.median(s)) * 1e3, float(np.percentile(s, 99)) * 1e3) for label, s in samples.items()}
 
 
+def in_graph(make_outputs, inner):
+    """A zero-argument callable that runs make_outputs() `inner` times in one
+    tf.function (a tf.while_loop), for per-op time = call time / inner free
+    of Python's eager dispatch. make_outputs returns (values, indices) of a
+    top-k; each iteration's first entries feed a carried sum, so no
+    iteration is pruned or merged with another."""
+    import tensorflow as tf
+
+    def body(i, acc):
+        values, indices = make_outputs()
+        return i + 1, acc + values[0, 0] + tf.cast(indices[0, 0], tf.float32)
+
+    # parallel_iterations=1: the iterations share no data, and TensorFlow
+    # would otherwise run several at once on the inter-op pool.
+    fn = tf.function(lambda: tf.while_loop(lambda i, _: i < inner, body, (tf.constant(0), tf.constant(0.)),
+                                           parallel_iterations=1)[1])
+    return lambda: fn().numpy()
+
+
 def copy_bandwidth_gbs(repeats=5):
     """Read+write bytes per second of a 256 MiB numpy copy (best of repeats)."""
     src = np.ones(64 << 20, np.float32)

@@ -24,18 +24,6 @@ def _inner(n, batch):
     return int(np.clip(16_000_000 // (batch * n), 1, 10))
 
 
-def _in_graph(top_k, x, k, inner):
-    """A zero-argument callable running top_k(x, k) `inner` times in one graph."""
-    import tensorflow as tf
-
-    def body(i, acc):
-        values, indices = top_k(x, k)
-        return i + 1, acc + values[0, 0] + tf.cast(indices[0, 0], tf.float32)
-
-    fn = tf.function(lambda: tf.while_loop(lambda i, _: i < inner, body, (tf.constant(0), tf.constant(0.)))[1])
-    return lambda: fn().numpy()
-
-
 def main(argv=None):
     from bench import common
     args = common.unit_args(argv)
@@ -52,8 +40,8 @@ def main(argv=None):
         repeats = args.repeats if n >= 1_000_000 else 10 * args.repeats
         inner = _inner(n, batch)
         timings = common.time_calls({"stock": lambda: stock()[1].numpy(), "recopt": lambda: fused()[1].numpy(),
-                                     "stock_graph": _in_graph(tf.math.top_k, x, k, inner),
-                                     "recopt_graph": _in_graph(ops.recopt_top_k, x, k, inner)},
+                                     "stock_graph": common.in_graph(lambda x=x, k=k: tf.math.top_k(x, k), inner),
+                                     "recopt_graph": common.in_graph(lambda x=x, k=k: ops.recopt_top_k(x, k), inner)},
                                     warmup=3, repeats=repeats)
         (sm, sp), (rm, rp) = timings["stock"], timings["recopt"]
         (gsm, gsp), (grm, grp) = [[t / inner for t in timings[v]] for v in ("stock_graph", "recopt_graph")]
