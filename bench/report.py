@@ -94,17 +94,8 @@ def _topk_section(lines):
                   "equal to TopKV2's before timing. `per call`: one tf.function call from Python per op, "
                   "eager dispatch included. `in graph`: the op run `inner` times in a tf.while_loop per call, "
                   "time / inner (the loop's overhead included for both); `input GB/s` = bytes of the input / "
-                  "recopt in-graph median.", ""]
-        if "graph_speedup" not in data["rows"][0]:  # results from before the in-graph timing
-            lines += ["| n | k | batch | stock median / p99 ms | recopt median / p99 ms | speed-up |",
-                      "|---:|---:|---:|---:|---:|---:|"]
-            for r in data["rows"]:
-                lines.append(f"| {r['n']:,} | {r['k']} | {r['batch']} | {r['stock_ms']:.3f} / "
-                             f"{r['stock_p99_ms']:.3f} | {r['recopt_ms']:.3f} / {r['recopt_p99_ms']:.3f} | "
-                             f"{r['speedup']:.2f}x |")
-            lines.append("")
-            continue
-        lines += ["| n | k | batch | per call: stock / recopt median ms | speed-up | inner | in graph: stock "
+                  "recopt in-graph median.", "",
+                  "| n | k | batch | per call: stock / recopt median ms | speed-up | inner | in graph: stock "
                   "median / p99 ms | recopt median / p99 ms | speed-up | input GB/s |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in data["rows"]:
@@ -118,26 +109,20 @@ def _topk_section(lines):
 
 def _retrieval_section(lines):
     for threads, data in _by_threads("retrieval"):
-        graph = "graph_median_ms" in data["rows"][0]
         lines += [f"### Retrieval: {data['setup']}, threads={threads}", "",
                   f"Command: `{data['command']}`", "",
                   f"Copy bandwidth in the same run: {data['copy_bandwidth_gbs']:.1f} GB/s; `of bound` = candidate "
                   "bytes read / median time / copy bandwidth. Recall@k is against exact fp32 (stock)."
-                  + (" TensorFlow variants are timed per call from Python and in graph (the op run "
-                     f"{data['inner']} times in a tf.while_loop per call, time / {data['inner']}); ratios and "
-                     "`of bound` use the in-graph medians, and Faiss's search call." if graph else "")
+                  + " TensorFlow variants are timed per call from Python and in graph (the op run "
+                    f"{data['inner']} times in a tf.while_loop per call, time / {data['inner']}); ratios and "
+                    "`of bound` use the in-graph medians, and Faiss's search call."
                   + (f" Faiss: {data['faiss_error']}." if data.get("faiss_error") else ""), ""]
-        if graph:
-            lines += ["| batch | variant | per call median ms | in graph median / p99 ms | vs stock | vs Faiss | "
-                      "recall@k | of bound |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
-        else:
-            lines += ["| batch | variant | median ms | p99 ms | vs stock | vs Faiss | recall@k | of bound |",
-                      "|---:|---|---:|---:|---:|---:|---:|---:|"]
+        lines += ["| batch | variant | per call median ms | in graph median / p99 ms | vs stock | vs Faiss | "
+                  "recall@k | of bound |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
         for r in data["rows"]:
             vs_faiss = f"{r['vs_faiss']:.2f}x" if r.get("vs_faiss") else "n/a"
-            times = (f"{r['median_ms']:.3f} | {r['graph_median_ms']:.3f} / {r['graph_p99_ms']:.3f}" if graph
-                     else f"{r['median_ms']:.3f} | {r['p99_ms']:.3f}")
-            lines.append(f"| {r['batch']} | {r['variant']} | {times} | {r['vs_stock']:.2f}x | {vs_faiss} | "
+            lines.append(f"| {r['batch']} | {r['variant']} | {r['median_ms']:.3f} | {r['graph_median_ms']:.3f} / "
+                         f"{r['graph_p99_ms']:.3f} | {r['vs_stock']:.2f}x | {vs_faiss} | "
                          f"{r['recall']:.4f} | {100 * r['bound_fraction']:.0f}% |")
         lines.append("")
 
