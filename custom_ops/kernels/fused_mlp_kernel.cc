@@ -42,52 +42,25 @@ class FusedMlpOp : public OpKernel {
   }
 
  private:
-  // Packs on the first call and whenever a weight buffer changes; holding the
-  // input tensors keeps their buffers alive, so an unchanged address means
-  // unchanged constant weights.
+  // Packs on the first call and whenever a weight buffer changes.
   Status GetPacked(OpKernelContext* ctx, std::shared_ptr<const recopt::PackedMlp>* out) {
     {
       tf_shared_lock l(mu_);
-      if (packed_ != nullptr && SameWeights(ctx)) {
+      if (packed_ != nullptr && held_.Same(ctx)) {
         *out = packed_;
         return OkStatus();
       }
     }
     std::vector<recopt::DenseLayerSpec> specs;
-    // Same order as the inputs (all weights, then all biases): SameWeights
-    // compares held[i] with input 1 + i.
-    std::vector<Tensor> held;
-    for (int i = 0; i < 2 * attrs_.num_layers; ++i) held.push_back(ctx->input(1 + i));
-    for (int l = 0; l < attrs_.num_layers; ++l) {
-      const Tensor& w = ctx->input(1 + l);
-      const Tensor& b = ctx->input(1 + attrs_.num_layers + l);
-      if (w.dims() != 2 || b.dims() != 1 || b.dim_size(0) != w.dim_size(1)) {
-        return errors::InvalidArgument(name(), ": layer ", l, " needs weights [k, n] and bias [n], got ",
-                                       w.shape().DebugString(), " and ", b.shape().DebugString());
-      }
-      specs.push_back({w.flat<float>().data(), b.flat<float>().data(),
-                       static_cast<int>(w.dim_size(0)), static_cast<int>(w.dim_size(1)),
-                       attrs_.activations[l], attrs_.alphas[l]});
-    }
+    TF_RETURN_IF_ERROR(recopt_kernels::LayerSpecs(ctx, attrs_, 1, &specs));
     auto mlp = std::make_shared<recopt::PackedMlp>();
     const std::string err = mlp->Pack(specs, recopt::SelectedGemmKernels(), attrs_.weights_bf16);
     if (!err.empty()) return errors::InvalidArgument(name(), ": ", err);
     mutex_lock l(mu_);
     packed_ = mlp;
-    held_ = std::move(held);
+    held_.Hold(ctx, 1, 2 * attrs_.num_layers);
     *out = packed_;
     return OkStatus();
-  }
-
-  bool SameWeights(OpKernelContext* ctx) const {
-    for (int i = 0; i < 2 * attrs_.num_layers; ++i) {
-      const Tensor& t = ctx->input(1 + i);
-      if (t.tensor_data().data() != held_[i].tensor_data().data() ||
-          t.shape() != held_[i].shape()) {
-        return false;
-      }
-    }
-    return true;
   }
 
   static void Run(OpKernelContext* ctx, const recopt::PackedMlp& mlp, const float* x,
@@ -112,7 +85,7 @@ class FusedMlpOp : public OpKernel {
   recopt_kernels::MlpAttrs attrs_;
   mutex mu_;
   std::shared_ptr<const recopt::PackedMlp> packed_ TF_GUARDED_BY(mu_);
-  std::vector<Tensor> held_ TF_GUARDED_BY(mu_);
+  recopt_kernels::HeldInputs held_ TF_GUARDED_BY(mu_);
 };
 
 REGISTER_KERNEL_BUILDER(Name("Recopt>FusedMLP").Device(DEVICE_CPU), FusedMlpOp);
