@@ -102,3 +102,19 @@ def dot_interaction(x, indices):
     f = x.shape[1]
     gram = tf.reshape(tf.matmul(x, x, transpose_b=True), [-1, f * f])
     return tf.gather(gram, tf.constant(indices, tf.int32), axis=1)
+
+
+def din_attention(query, keys, mask, weights, biases, activations, alphas, parts, softmax=False,
+                  pad_value=0.0, weights_bf16=False):
+    """Recopt>DinAttention: the activation-unit MLP over the concatenation of
+    `parts` (each of "q", "k", "q-k", "k-q", "q*k") per position, masked
+    scores (pad_value where mask is False), optional softmax over T, weighted sum of keys."""
+    keys = tf.convert_to_tensor(keys)
+    q = tf.repeat(tf.expand_dims(query, 1), tf.shape(keys)[1], axis=1)
+    blocks = {"q": q, "k": keys, "q-k": q - keys, "k-q": keys - q, "q*k": q * keys}
+    feats = tf.concat([blocks[p] for p in parts], axis=-1)
+    scores = fused_mlp(feats, weights, biases, activations, alphas, weights_bf16)[..., 0]   # [B, T]
+    scores = tf.where(mask, scores, tf.cast(pad_value, scores.dtype))
+    if softmax:
+        scores = tf.nn.softmax(scores, axis=-1)
+    return tf.reduce_sum(scores[..., None] * keys, axis=1)

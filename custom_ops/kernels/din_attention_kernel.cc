@@ -1,0 +1,104 @@
+// Thin OpKernel over core/din_attention: validates shapes, packs the
+// attention MLP once, and shards examples over the intra-op pool.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/din_attention.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/platform/mutex.h"
+#include "tensorflow/core/util/work_sharder.h"
+#include "mlp_attrs.h"
+
+namespace tensorflow {
+namespace {
+
+constexpr int kFirstWeight = 3;  // query, keys, mask, then the MLP's weights and biases
+
+class DinAttentionOp : public OpKernel {
+ public:
+  explicit DinAttentionOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, recopt_kernels::ReadMlpAttrs(ctx, &attrs_));
+    std::vector<string> parts;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("parts", &parts));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("softmax", &softmax_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_value", &pad_value_));
+    for (const string& p : parts) {
+      const recopt::AttentionPart part = recopt::AttentionPartFromName(p.c_str());
+      OP_REQUIRES(ctx, part != recopt::kPartCount,
+                  errors::InvalidArgument(name(), ": unknown part '", p, "' (q, k, q-k, k-q or q*k)"));
+      parts_.push_back(part);
+    }
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& query = ctx->input(0);
+    const Tensor& keys = ctx->input(1);
+    const Tensor& mask = ctx->input(2);
+    OP_REQUIRES(ctx, query.dims() == 2 && keys.dims() == 3 && mask.dims() == 2,
+                errors::InvalidArgument(name(), ": need query [B, d], keys [B, T, d] and mask [B, T], got ",
+                                        query.shape().DebugString(), ", ", keys.shape().DebugString(), " and ",
+                                        mask.shape().DebugString()));
+    const int64_t batch = query.dim_size(0), steps = keys.dim_size(1), dim = query.dim_size(1);
+    OP_REQUIRES(ctx, keys.dim_size(0) == batch && keys.dim_size(2) == dim && mask.dim_size(0) == batch &&
+                         mask.dim_size(1) == steps,
+                errors::InvalidArgument(name(), ": query ", query.shape().DebugString(), ", keys ",
+                                        keys.shape().DebugString(), " and mask ", mask.shape().DebugString(),
+                                        " disagree on B, T or d"));
+    std::shared_ptr<const recopt::PackedDinAttention> att;
+    OP_REQUIRES_OK(ctx, GetPacked(ctx, dim, &att));
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, query.shape(), &out));
+    if (batch == 0) return;
+    Run(ctx, *att, query.flat<float>().data(), keys.flat<float>().data(), mask.flat<bool>().data(), batch, steps,
+        out->flat<float>().data());
+  }
+
+ private:
+  Status GetPacked(OpKernelContext* ctx, int64_t dim, std::shared_ptr<const recopt::PackedDinAttention>* out) {
+    {
+      tf_shared_lock l(mu_);
+      if (packed_ != nullptr && packed_->dim() == dim && held_.Same(ctx)) {
+        *out = packed_;
+        return OkStatus();
+      }
+    }
+    recopt::AttentionSpec spec{static_cast<int>(dim), parts_, {}, softmax_, pad_value_};
+    TF_RETURN_IF_ERROR(recopt_kernels::LayerSpecs(ctx, attrs_, kFirstWeight, &spec.layers));
+    auto att = std::make_shared<recopt::PackedDinAttention>();
+    const std::string err = att->Pack(spec, recopt::SelectedGemmKernels(), attrs_.weights_bf16);
+    if (!err.empty()) return errors::InvalidArgument(name(), ": ", err);
+    mutex_lock l(mu_);
+    packed_ = att;
+    held_.Hold(ctx, kFirstWeight, 2 * attrs_.num_layers);
+    *out = packed_;
+    return OkStatus();
+  }
+
+  static void Run(OpKernelContext* ctx, const recopt::PackedDinAttention& att, const float* query,
+                  const float* keys, const bool* mask, int64_t batch, int64_t steps, float* out) {
+    auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
+    const int64_t dim = att.dim();
+    auto work = [&](int64_t b0, int64_t b1) {
+      std::unique_ptr<float[]> scratch(new float[att.ScratchFloats(steps)]);
+      for (int64_t b = b0; b < b1; ++b) {
+        att.Forward(query + b * dim, keys + b * steps * dim, mask + b * steps, steps, out + b * dim, scratch.get());
+      }
+    };
+    Shard(threads->num_threads, threads->workers, batch, att.FlopsPerKey() * std::max<int64_t>(steps, 1), work);
+  }
+
+  recopt_kernels::MlpAttrs attrs_;
+  std::vector<recopt::AttentionPart> parts_;
+  bool softmax_ = false;
+  float pad_value_ = 0.f;
+  mutex mu_;
+  std::shared_ptr<const recopt::PackedDinAttention> packed_ TF_GUARDED_BY(mu_);
+  recopt_kernels::HeldInputs held_ TF_GUARDED_BY(mu_);
+};
+
+REGISTER_KERNEL_BUILDER(Name("Recopt>DinAttention").Device(DEVICE_CPU), DinAttentionOp);
+
+}  // namespace
+}  // namespace tensorflow
