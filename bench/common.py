@@ -30,14 +30,16 @@ def time_calls(fns, warmup=20, repeats=200):
 def in_graph(make_outputs, inner):
     """A zero-argument callable that runs make_outputs() `inner` times in one
     tf.function (a tf.while_loop), for per-op time = call time / inner free
-    of Python's eager dispatch. make_outputs returns (values, indices) of a
-    top-k; each iteration's first entries feed a carried sum, so no
-    iteration is pruned or merged with another."""
+    of Python's eager dispatch. make_outputs returns a tensor or a tuple of
+    non-empty tensors; each iteration's first entries feed a carried sum, so
+    no iteration is pruned or merged with another."""
     import tensorflow as tf
 
     def body(i, acc):
-        values, indices = make_outputs()
-        return i + 1, acc + values[0, 0] + tf.cast(indices[0, 0], tf.float32)
+        outputs = make_outputs()
+        for out in outputs if isinstance(outputs, (tuple, list)) else (outputs,):
+            acc += tf.cast(tf.reshape(out, [-1])[0], tf.float32)
+        return i + 1, acc
 
     # parallel_iterations=1: the iterations share no data, and TensorFlow
     # would otherwise run several at once on the inter-op pool.

@@ -138,6 +138,25 @@ def _interaction_section(lines):
         lines.append("")
 
 
+def _attention_section(lines):
+    for threads, data in _by_threads("attention"):
+        lines += [f"### DIN attention: Recopt>DinAttention vs the stock subgraph and vs its MLP as Recopt>FusedMLP, "
+                  f"{data['setup']}, threads={threads}", "", f"Command: `{data['command']}`", "",
+                  "Per-op times in graph (each call runs the op `inner` times in a tf.while_loop).", "",
+                  "| batch | stock median / p99 ms | stock + FusedMLP median / p99 ms | recopt median / p99 ms "
+                  "| vs stock | vs stock + FusedMLP |", "|---:|---:|---:|---:|---:|---:|"]
+        for r in data["rows"]:
+            lines.append(f"| {r['batch']} | {r['stock_ms']:.4f} / {r['stock_p99_ms']:.4f} | "
+                         f"{r['fused_mlp_ms']:.4f} / {r['fused_mlp_p99_ms']:.4f} | "
+                         f"{r['recopt_ms']:.4f} / {r['recopt_p99_ms']:.4f} | {r['vs_stock']:.2f}x | "
+                         f"{r['vs_fused_mlp']:.2f}x |")
+        lines.append("")
+
+
+def _e2e_attention_section(lines):
+    _e2e_section(lines, "end_to_end_attention", "DIN and DIEN after fuse_attention (full size)")
+
+
 def _serving_section(lines):
     data = _load("serving")
     if not data:
@@ -279,9 +298,23 @@ def render_peers():
         f.write(text)
 
 
-# Sections that can be rerendered alone: name -> (renderer, header prefix).
-SECTIONS = {"topk": (_topk_section, "### TopK:"), "retrieval": (_retrieval_section, "### Retrieval:"),
-            "interaction": (_interaction_section, "### DLRM dot interaction:")}
+# Sections that can be rerendered alone: name -> (renderer, header prefix,
+# the section a missing one is first written after, in render()'s order).
+SECTIONS = {"topk": (_topk_section, "### TopK:", None), "retrieval": (_retrieval_section, "### Retrieval:", None),
+            "interaction": (_interaction_section, "### DLRM dot interaction:", None),
+            "attention": (_attention_section, "### DIN attention:", "### DLRM dot interaction:"),
+            "end_to_end_attention": (_e2e_attention_section, "### End to end, DIN and DIEN after fuse_attention",
+                                     "### End to end, DLRM after fuse_interaction")}
+
+
+def _section_span(lines, prefix):
+    """[start, end) of the run of sections whose headers start with prefix, or None."""
+    starts = [i for i, line in enumerate(lines) if line.startswith(prefix)]
+    if not starts:
+        return None
+    end = next((i for i in range(starts[-1] + 1, len(lines))
+                if lines[i].startswith(("## ", "### ")) and not lines[i].startswith(prefix)), len(lines))
+    return starts[0], end
 
 
 def render_sections(names):
@@ -293,15 +326,16 @@ def render_sections(names):
     for name in names:
         if name not in SECTIONS:
             raise SystemExit(f"unknown section {name!r}; known: {', '.join(sorted(SECTIONS))}")
-        renderer, prefix = SECTIONS[name]
-        starts = [i for i, line in enumerate(lines) if line.startswith(prefix)]
-        if not starts:
+        renderer, prefix, after = SECTIONS[name]
+        span = _section_span(lines, prefix)
+        if span is None and after is not None and _section_span(lines, after) is not None:
+            span = (_section_span(lines, after)[1],) * 2
+        if span is None:
             raise SystemExit(f"BENCHMARKS.md has no section starting with {prefix!r}")
-        end = next((i for i in range(starts[-1] + 1, len(lines))
-                    if lines[i].startswith(("## ", "### ")) and not lines[i].startswith(prefix)), len(lines))
+        start, end = span
         fresh = []
         renderer(fresh)
-        lines[starts[0]:end] = fresh
+        lines[start:end] = fresh
     with open(path, "w") as f:
         f.write("\n".join(lines))
 
@@ -325,9 +359,11 @@ def render():
     _topk_section(lines)
     _retrieval_section(lines)
     _interaction_section(lines)
+    _attention_section(lines)
     _variants_section(lines)
     _e2e_section(lines)
     _e2e_section(lines, "end_to_end_dlrm", "DLRM after fuse_interaction (full size)")
+    _e2e_attention_section(lines)
     _serving_section(lines)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
