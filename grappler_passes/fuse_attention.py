@@ -113,12 +113,13 @@ class _Attention:
     def _scorer(self, tensor, layout):
         node = self._producer(tensor)
         if layout == "flat" and node is not None and node.op in ("Squeeze", "Reshape") and \
-                len(self._dims(tensor)) == 2 and (node.op == "Reshape" or
-                                                   list(node.attr["squeeze_dims"].list.i) in ([2], [-1])):
+                (node.op == "Reshape" or list(node.attr["squeeze_dims"].list.i) in ([2], [-1])):
+            self._same_positions(tensor, node, 1)
             node = self._producer(node.input[0])
         elif layout == "row" and node is not None and node.op in ("Transpose", "Reshape"):
             if node.op == "Transpose" and not np.array_equal(self.view.const_value(node.input[1]), [0, 2, 1]):
                 raise _NotHere()
+            self._same_positions(tensor, node, 2)
             node = self._producer(node.input[0])
         if node is None or node.op != "Recopt>FusedMLP":
             raise _NotHere()
@@ -127,6 +128,14 @@ class _Attention:
         if self.view.has_control_inputs(node) or node.name in self.view.protected:
             raise _Skip(f"'{node.name}' has control inputs or is a signature output")
         return node
+
+    def _same_positions(self, tensor, node, axis):
+        """A reshape of the [B, T, 1] scores must leave T at `axis` (a static
+        T on both sides), not regroup positions across examples."""
+        out, src = self._dims(tensor), self._dims(node.input[0])
+        if len(out) != axis + 1 or len(src) != 3 or src[1] is None or out[axis] != src[1] or \
+                (axis == 2 and out[1] != 1):
+            raise _Skip(f"'{node.name}' does not keep one score per position")
 
     def _mask(self, cond, layout):
         if layout != "flat":
@@ -220,6 +229,9 @@ class _Attention:
         keys = self._dims(self.keys)
         if len(keys) != 3 or keys[-1] is None:
             raise _Skip(f"keys '{self.keys}' are not [B, T, d] with a static d")
+        mask = self._dims(self.mask)
+        if mask[1] != keys[1] or (mask[0] == 1 and keys[0] != 1):
+            raise _Skip(f"the mask '{self.mask}' {mask} is not [B, T] for keys {keys}")
         for t in (self.keys, self.query):
             if shapes.dtype_of(self.info, t) != types_pb2.DT_FLOAT:
                 raise _Skip(f"'{t}' is not float32")

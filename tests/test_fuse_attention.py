@@ -152,3 +152,16 @@ def test_zoo_models_fuse(ops, zoo_dir, tmp_path, model):
     want = tf.saved_model.load(zoo_dir(model)).signatures["serving_default"](**feeds)
     got = tf.saved_model.load(out).signatures["serving_default"](**feeds)
     np.testing.assert_allclose(got["ctr"].numpy(), want["ctr"].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_mask_shared_by_the_batch_is_left_alone(ops):
+    """A [1, T] mask broadcasts in where(); the op wants one row per example."""
+    layers = _weights(2 * D)
+
+    def fn(q, keys, lengths):
+        s = _mlp(tf.concat([_tile(q), keys], -1), layers)
+        w = tf.where(tf.sequence_mask([5], T)[..., None], s, tf.zeros_like(s))
+        return tf.reduce_sum(w * keys, axis=1) + tf.cast(lengths[:, None], tf.float32)
+    found, results = _run(fn)
+    assert "Recopt>DinAttention" not in found
+    assert any("is not [B, T]" in reason for _, reason in results["fuse_attention"].skipped)
