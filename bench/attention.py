@@ -22,7 +22,7 @@ def _inner(batch):
     return max(2, 2048 // batch)   # enough calls per timed loop that loop overhead stays small
 
 
-def _subgraph(tf, q, keys, mask, weights, biases, mlp):
+def _subgraph(tf, q, keys, mask, mlp):
     q_rep = tf.repeat(tf.expand_dims(q, 1), T, axis=1)
     s = mlp(tf.concat([q_rep, keys, q_rep - keys, q_rep * keys], -1))
     w = tf.where(mask[..., None], s, tf.zeros_like(s))
@@ -54,8 +54,8 @@ def main(argv=None):
         keys = tf.constant(rng.standard_normal((batch, T, D)), tf.float32)
         mask = tf.constant(np.arange(T)[None] < rng.integers(1, T + 1, (batch, 1)))
         fns = {
-            "stock": lambda: _subgraph(tf, q, keys, mask, weights, biases, stock_mlp),
-            "fused_mlp": lambda: _subgraph(tf, q, keys, mask, weights, biases, fused_mlp),
+            "stock": lambda: _subgraph(tf, q, keys, mask, stock_mlp),
+            "fused_mlp": lambda: _subgraph(tf, q, keys, mask, fused_mlp),
             "recopt": lambda: ops.recopt_din_attention(q, keys, mask, weights, biases, activations=ACTS,
                                                        alphas=alphas, parts=PARTS),
         }

@@ -328,8 +328,9 @@ def render_sections(names):
             raise SystemExit(f"unknown section {name!r}; known: {', '.join(sorted(SECTIONS))}")
         renderer, prefix, after = SECTIONS[name]
         span = _section_span(lines, prefix)
-        if span is None and after is not None and _section_span(lines, after) is not None:
-            span = (_section_span(lines, after)[1],) * 2
+        before = _section_span(lines, after) if span is None and after is not None else None
+        if before is not None:
+            span = (before[1], before[1])
         if span is None:
             raise SystemExit(f"BENCHMARKS.md has no section starting with {prefix!r}")
         start, end = span

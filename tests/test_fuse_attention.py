@@ -146,7 +146,7 @@ def test_zoo_models_fuse(ops, zoo_dir, tmp_path, model):
     report = tf_recopt.optimize(zoo_dir(model), out)
     assert report.parity_ok
     assert len(saved_model_nodes(out, "Recopt>DinAttention")) == 2   # serve and serving_default
-    ids = np.array([[3, 9, 0, 0], [0, 0, 0, 0], [5, 1, 2, 7]] + [[0] * 4] * 0, np.int64)
+    ids = np.array([[3, 9, 0, 0], [0, 0, 0, 0], [5, 1, 2, 7]], np.int64)
     feeds = {"target_item": tf.constant([4, 2, 8], tf.int64),
              "history": tf.constant(np.pad(ids, [(0, 0), (0, 6)]), tf.int64)}
     want = tf.saved_model.load(zoo_dir(model)).signatures["serving_default"](**feeds)

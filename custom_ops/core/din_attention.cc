@@ -16,18 +16,6 @@ float RoundToBf16(float f) {
   return out;
 }
 
-// Copies row-major [k, n] into the dense kernels' panel-major [panels][k][nr].
-void PackPanels(const std::vector<float>& w, int k, int n, int n_pad, int nr, std::vector<float>* out) {
-  out->assign(static_cast<size_t>(k) * n_pad, 0.f);
-  for (int p = 0; p < n_pad / nr; ++p) {
-    const int cols = std::min(nr, n - p * nr);
-    for (int kk = 0; kk < k; ++kk) {
-      std::copy_n(w.data() + static_cast<size_t>(kk) * n + p * nr, cols,
-                  out->data() + (static_cast<size_t>(p) * k + kk) * nr);
-    }
-  }
-}
-
 }  // namespace
 
 AttentionPart AttentionPartFromName(const char* name) {
@@ -78,9 +66,9 @@ std::string PackedDinAttention::Pack(const AttentionSpec& spec, const GemmKernel
       if (part == kPartProduct) prod_w[e] += w;
     }
   }
-  PackPanels(key_w, d, h, hidden_pad_, kernels.nr, &key_packed_);
+  PackPanels(key_w.data(), d, h, hidden_pad_, kernels.nr, &key_packed_);
   if (has_product) {
-    PackPanels(prod_w, d, h, hidden_pad_, kernels.nr, &prod_packed_);
+    PackPanels(prod_w.data(), d, h, hidden_pad_, kernels.nr, &prod_packed_);
   } else {
     prod_packed_.clear();
   }

@@ -16,6 +16,16 @@ uint16_t FloatToBf16(float f) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
+void PackPanels(const float* w, int k, int n, int n_pad, int nr, std::vector<float>* out) {
+  out->assign(static_cast<size_t>(k) * n_pad, 0.f);
+  for (int p = 0; p < n_pad / nr; ++p) {
+    const int cols = std::min(nr, n - p * nr);
+    for (int kk = 0; kk < k; ++kk) {
+      std::copy_n(w + static_cast<size_t>(kk) * n + p * nr, cols, out->data() + (static_cast<size_t>(p) * k + kk) * nr);
+    }
+  }
+}
+
 std::string PackedMlp::Pack(const std::vector<DenseLayerSpec>& layers,
                             const GemmKernels& kernels, bool weights_bf16) {
   kernels_ = &kernels;
@@ -39,16 +49,8 @@ std::string PackedMlp::Pack(const std::vector<DenseLayerSpec>& layers,
     out.n_pad = (s.n + nr - 1) / nr * nr;
     out.activation = s.activation;
     out.alpha = s.alpha;
-    out.packed.assign(static_cast<size_t>(out.k) * out.n_pad, 0.f);
+    PackPanels(s.weights, s.k, s.n, out.n_pad, nr, &out.packed);
     out.bias.assign(out.n_pad, 0.f);
-    const int panels = out.n_pad / nr;
-    for (int p = 0; p < panels; ++p) {
-      float* dst = out.packed.data() + static_cast<size_t>(p) * out.k * nr;
-      const int cols = std::min(nr, s.n - p * nr);
-      for (int kk = 0; kk < s.k; ++kk) {
-        std::copy_n(s.weights + static_cast<size_t>(kk) * s.n + p * nr, cols, dst + kk * nr);
-      }
-    }
     if (s.bias != nullptr) std::copy_n(s.bias, s.n, out.bias.data());
     if (weights_bf16) {
       // Word j of each k row: (column half + j) << 16 | column j, per panel.

@@ -56,6 +56,10 @@ class PackedMlp {
 // fp32 -> bfloat16 bits, round to nearest even; NaN stays a (quiet) NaN.
 uint16_t FloatToBf16(float f);
 
+// Row-major [k, n] -> the dense kernels' panel-major [n_pad / nr][k][nr],
+// zero padded past n (see gemm_kernels.h).
+void PackPanels(const float* w, int k, int n, int n_pad, int nr, std::vector<float>* out);
+
 // Rows per block: small enough that a block's activations stay in L2 between
 // layers, large enough to amortise the panel loads.
 constexpr int64_t kMlpRowBlock = 48;
