@@ -44,11 +44,36 @@ struct ScoreArgs {
   float* out;               // [batch, count]
 };
 
+// One GRU time step's element-wise part for `rows` examples, after the
+// matrix products. Gate order z (update), r (reset), h (candidate), as Keras.
+//   kGruResetAfter: x = [xz|xr|xh] + input bias, rec = [hz|hr|hh] + recurrent
+//     bias; out = z*h + (1-z)*tanh(xh + r*hh).
+//   kGruResetBeforeGates: rec = [hz|hr]; writes z to `z` and r*h to `rh`.
+//   kGruResetBeforeMix: rec = (r*h) Wh; out = z*h + (1-z)*tanh(xh + rec).
+enum GruPhase { kGruResetAfter = 0, kGruResetBeforeGates = 1, kGruResetBeforeMix = 2 };
+
+struct GruStepArgs {
+  int64_t rows;
+  int units;
+  int phase;               // GruPhase
+  const float* x;          // [rows, 3u], row stride ldx
+  int64_t ldx;
+  const float* rec;        // [rows, 3u | 2u | u], row stride ldr
+  int64_t ldr;
+  const float* h;          // previous state [rows, u], row stride ldh
+  int64_t ldh;
+  float* z;                // [rows, u] contiguous, reset-before only
+  float* rh;               // [rows, u] contiguous, reset-before only
+  float* out;              // new state [rows, u], row stride ldo
+  int64_t ldo;
+};
+
 struct GemmKernels {
   const char* isa;
   int nr;  // panel width in floats
   void (*dense)(const DenseArgs& args);
   void (*score)(const ScoreArgs& args);
+  void (*gru_step)(const GruStepArgs& args);
 };
 
 namespace generic { const GemmKernels& Kernels(); }

@@ -21,6 +21,20 @@ struct DenseLayerSpec {
   float alpha;
 };
 
+// One dense layer packed into the kernels' panel layout (fp32 or bf16 pairs).
+struct PackedLayer {
+  int k = 0, n = 0, n_pad = 0, activation = 0;
+  float alpha = 0.f;
+  bool weights_bf16 = false;
+  std::vector<float> packed, bias;    // bias zero padded to n_pad
+  std::vector<uint32_t> packed_bf16;  // see gemm_isa.inc: two bf16 columns per word
+
+  // Returns an empty string on success, else what is wrong with the spec.
+  std::string Pack(const DenseLayerSpec& spec, int nr, bool bf16);
+  // c[rows, n] (row stride ldc) = act(a[rows, k] (row stride lda) * W + bias).
+  DenseArgs Args(const float* a, int64_t lda, int64_t rows, float* c, int64_t ldc) const;
+};
+
 class PackedMlp {
  public:
   // Returns an empty string on success, else what is wrong with which layer.
@@ -39,18 +53,11 @@ class PackedMlp {
   void Forward(const float* x, int64_t rows, float* y, float* scratch) const;
 
  private:
-  struct Layer {
-    int k, n, n_pad, activation;
-    float alpha;
-    std::vector<float> packed, bias;
-    std::vector<uint32_t> packed_bf16;  // see gemm_isa.inc: two bf16 columns per word
-  };
   void RunBlock(const float* x, int64_t rows, float* y, float* scratch, int64_t half) const;
 
   const GemmKernels* kernels_ = nullptr;
-  std::vector<Layer> layers_;
+  std::vector<PackedLayer> layers_;
   int max_hidden_pad_ = 0;
-  bool weights_bf16_ = false;
 };
 
 // fp32 -> bfloat16 bits, round to nearest even; NaN stays a (quiet) NaN.

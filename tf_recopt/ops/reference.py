@@ -118,3 +118,33 @@ def din_attention(query, keys, mask, weights, biases, activations, alphas, parts
     if softmax:
         scores = tf.nn.softmax(scores, axis=-1)
     return tf.reduce_sum(scores[..., None] * keys, axis=1)
+
+
+def gru(x, initial_state, kernel, recurrent_kernel, input_bias, recurrent_bias, reset_after=True,
+        time_major=False, weights_bf16=False):
+    """Recopt>GRU: a Keras GRU cell (gates z, r, h) unrolled over T; returns
+    (every step's state in x's layout, the last state)."""
+    def rounded(w):
+        w = tf.convert_to_tensor(w)
+        return tf.cast(tf.cast(w, tf.bfloat16), tf.float32) if weights_bf16 else w
+    kernel, recurrent_kernel = rounded(kernel), rounded(recurrent_kernel)
+    xs = tf.convert_to_tensor(x)
+    if not time_major:
+        xs = tf.transpose(xs, [1, 0, 2])
+    units = recurrent_kernel.shape[0]
+    h, states = tf.convert_to_tensor(initial_state), []
+    for t in range(xs.shape[0]):
+        x_z, x_r, x_h = tf.split(tf.matmul(xs[t], kernel) + input_bias, 3, axis=-1)
+        if reset_after:
+            r_z, r_r, r_h = tf.split(tf.matmul(h, recurrent_kernel) + recurrent_bias, 3, axis=-1)
+        else:
+            r_z, r_r = tf.split(tf.matmul(h, recurrent_kernel[:, :2 * units]) + recurrent_bias[:2 * units], 2, -1)
+        z, r = tf.sigmoid(x_z + r_z), tf.sigmoid(x_r + r_r)
+        if reset_after:
+            cand = tf.tanh(x_h + r * r_h)
+        else:
+            cand = tf.tanh(x_h + recurrent_bias[2 * units:] + tf.matmul(r * h, recurrent_kernel[:, 2 * units:]))
+        h = z * h + (1 - z) * cand
+        states.append(h)
+    seq = tf.stack(states) if states else tf.zeros([0, xs.shape[1], units])
+    return (seq if time_major else tf.transpose(seq, [1, 0, 2])), h

@@ -1,0 +1,138 @@
+"""Recopt>GRU against a real Keras GRU layer (what the pass replaces) and
+against its pure-TF reference (layouts, initial state, bf16, edge cases)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_recopt.ops import reference
+
+RNG = np.random.default_rng(21)
+
+
+def _weights(d, units, reset_after=True):
+    kernel = (RNG.standard_normal((d, 3 * units)) / np.sqrt(d)).astype(np.float32)
+    recurrent = (RNG.standard_normal((units, 3 * units)) / np.sqrt(units)).astype(np.float32)
+    biases = (RNG.standard_normal((2, 3 * units)) * 0.3).astype(np.float32)
+    if not reset_after:
+        biases[1] = 0.0
+    return kernel, recurrent, biases[0], biases[1]
+
+
+def _gru(ops, x, h0, w, reset_after=True, time_major=False, bf16=False):
+    return ops.recopt_gru(x, h0, *w, reset_after=reset_after, time_major=time_major, weights_bf16=bf16)
+
+
+def _check(ops, x, h0, w, reset_after=True, time_major=False, bf16=False, tol=2e-5):
+    seq, last = _gru(ops, x, h0, w, reset_after, time_major, bf16)
+    want_seq, want_last = reference.gru(x, h0, *w, reset_after=reset_after, time_major=time_major,
+                                        weights_bf16=bf16)
+    assert seq.shape == want_seq.shape and last.shape == want_last.shape
+    np.testing.assert_allclose(seq.numpy(), want_seq.numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(last.numpy(), want_last.numpy(), rtol=tol, atol=tol)
+    return seq.numpy(), last.numpy()
+
+
+def _keras_gru(units, d, reset_after, weights):
+    import keras
+    layer = keras.layers.GRU(units, return_sequences=True, return_state=True, reset_after=reset_after)
+    layer.build((None, None, d))
+    kernel, recurrent, b_in, b_rec = weights
+    layer.set_weights([kernel, recurrent, np.stack([b_in, b_rec]) if reset_after else b_in])
+    return layer
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("batch", [1, 7, 512])
+def test_matches_keras_gru_layer(ops, reset_after, batch):
+    d, units, steps = 32, 32, 50
+    w = _weights(d, units, reset_after)
+    x = RNG.standard_normal((batch, steps, d)).astype(np.float32)
+    layer = _keras_gru(units, d, reset_after, w)
+    want_seq, want_last = layer(x)
+    seq, last = _gru(ops, x, np.zeros((batch, units), np.float32), w, reset_after)
+    np.testing.assert_allclose(seq.numpy(), np.asarray(want_seq), rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(last.numpy(), np.asarray(want_last), rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("d, units", [(1, 1), (5, 3), (16, 9), (33, 40), (64, 17)])
+def test_widths_and_initial_state(ops, reset_after, d, units):
+    w = _weights(d, units, reset_after)
+    x = RNG.standard_normal((6, 11, d)).astype(np.float32)
+    h0 = RNG.standard_normal((6, units)).astype(np.float32)
+    _check(ops, x, h0, w, reset_after)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("batch", [1, 3, 300])
+def test_time_major_layout(ops, reset_after, batch):
+    w = _weights(8, 12, reset_after)
+    x = RNG.standard_normal((9, batch, 8)).astype(np.float32)
+    seq, _ = _check(ops, x, np.zeros((batch, 12), np.float32), w, reset_after, time_major=True)
+    assert seq.shape == (9, batch, 12)
+
+
+def test_long_sequence_many_rows_projects_per_step(ops):
+    # 300 rows x 97 steps is above the project-every-step-at-once threshold.
+    w = _weights(16, 24)
+    x = RNG.standard_normal((300, 97, 16)).astype(np.float32)
+    _check(ops, x, np.zeros((300, 24), np.float32), w, tol=5e-5)
+
+
+def test_empty_batch_and_no_steps(ops):
+    w = _weights(4, 5)
+    seq, last = _gru(ops, np.zeros((0, 7, 4), np.float32), np.zeros((0, 5), np.float32), w)
+    assert seq.shape == (0, 7, 5) and last.shape == (0, 5)
+    h0 = RNG.standard_normal((3, 5)).astype(np.float32)
+    seq, last = _gru(ops, np.zeros((3, 0, 4), np.float32), h0, w)
+    assert seq.shape == (3, 0, 5)
+    np.testing.assert_array_equal(last.numpy(), h0)
+
+
+def test_bf16_weights(ops):
+    w = _weights(32, 32)
+    x = RNG.standard_normal((16, 20, 32)).astype(np.float32)
+    _check(ops, x, np.zeros((16, 32), np.float32), w, bf16=True, tol=5e-5)
+    fp32, _ = _gru(ops, x, np.zeros((16, 32), np.float32), w)
+    bf16, _ = _gru(ops, x, np.zeros((16, 32), np.float32), w, bf16=True)
+    assert np.abs(fp32.numpy() - bf16.numpy()).max() > 0  # the rounding really happened
+
+
+def test_nan_stays_in_its_example(ops):
+    w = _weights(6, 4)
+    x = RNG.standard_normal((3, 5, 6)).astype(np.float32)
+    x[1, 2, 0] = np.nan
+    seq, _ = _check(ops, x, np.zeros((3, 4), np.float32), w)
+    assert np.isnan(seq[1, 2:]).all() and not np.isnan(seq[1, :2]).any()
+    assert not np.isnan(seq[[0, 2]]).any()
+
+
+def test_saturated_gates(ops):
+    w = _weights(4, 8)
+    x = (RNG.standard_normal((5, 6, 4)) * 1e4).astype(np.float32)
+    _check(ops, x, np.zeros((5, 8), np.float32), w)
+
+
+def test_new_weights_are_repacked(ops):
+    x = RNG.standard_normal((2, 4, 3)).astype(np.float32)
+    h0 = np.zeros((2, 5), np.float32)
+    w1, w2 = _weights(3, 5), _weights(3, 5)
+    fn = tf.function(lambda k, r, bi, br: ops.recopt_gru(x, h0, k, r, bi, br)[1])
+    for w in (w1, w2, w1):
+        np.testing.assert_allclose(fn(*w).numpy(), reference.gru(x, h0, *w)[1].numpy(), rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("args, message", [
+    (dict(x=np.zeros((2, 3), np.float32)), "need x"),
+    (dict(kernel=np.zeros((4, 14), np.float32)), "kernel \\[d, 3u\\]"),
+    (dict(input_bias=np.zeros(16, np.float32)), "biases \\[3u\\]"),
+    (dict(x=np.zeros((2, 3, 5), np.float32)), "do not fit a kernel of 4 inputs and 5 units"),
+    (dict(initial_state=np.zeros((3, 5), np.float32)), "do not fit"),
+])
+def test_bad_inputs_name_the_problem(ops, args, message):
+    k, r, bi, br = _weights(4, 5)
+    inputs = dict(x=np.zeros((2, 3, 4), np.float32), initial_state=np.zeros((2, 5), np.float32), kernel=k,
+                  recurrent_kernel=r, input_bias=bi, recurrent_bias=br)
+    inputs.update(args)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=message):
+        ops.recopt_gru(**inputs)
