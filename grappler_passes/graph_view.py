@@ -27,6 +27,24 @@ def tensor_name(node, port=0):
     return node if port == 0 else f"{node}:{port}"
 
 
+def _drop_colocation_with(nodes, removed):
+    """Strips `_class` colocation hints naming removed nodes (inlined tf_keras
+    GRU/LSTM calls colocate the inputs with call-frame Identity nodes):
+    TensorFlow refuses to import a graph whose hints name missing nodes."""
+    for node in nodes:
+        if "_class" not in node.attr:
+            continue
+        hints = list(node.attr["_class"].list.s)
+        kept = [h for h in hints if h.decode().removeprefix("loc:@") not in removed]
+        if len(kept) == len(hints):
+            continue
+        if kept:
+            del node.attr["_class"].list.s[:]
+            node.attr["_class"].list.s.extend(kept)
+        else:
+            del node.attr["_class"]
+
+
 class GraphView:
     def __init__(self, graph_def, protected=()):
         self.graph_def = graph_def
@@ -131,6 +149,7 @@ class GraphView:
         kept = [n for n in self.graph_def.node if n.name not in names]
         del self.graph_def.node[:]
         self.graph_def.node.extend(kept)
+        _drop_colocation_with(self.graph_def.node, names)
         self.touch()
 
     def removable(self, name, allowed_consumers=()):
