@@ -5,10 +5,13 @@ from tensorflow.python.framework import convert_to_constants
 from grappler_passes import run_pipeline
 
 
-def frozen_graph(fn, *specs):
-    """(GraphDef, input names, output names) of fn traced on specs, variables frozen."""
+def frozen_graph(fn, *specs, functional_loops=False):
+    """(GraphDef, input names, output names) of fn traced on specs, variables
+    frozen. functional_loops keeps While as one node over library functions,
+    as tf_recopt's loader does, instead of lowering it to Enter/Exit frames."""
     concrete = tf.function(fn).get_concrete_function(*specs)
-    frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+    frozen = convert_to_constants.convert_variables_to_constants_v2(
+        concrete, lower_control_flow=not functional_loops, aggressive_inlining=functional_loops)
     graph_def = frozen.graph.as_graph_def()
     inputs = [t.name for t in frozen.inputs]
     outputs = [t.name for t in frozen.outputs]

@@ -30,6 +30,8 @@ def test_zoo_model_round_trips(ops, zoo_dir, tmp_path, name):
         assert ops_after.get("Recopt>DotInteraction") == 1 and "BatchMatMulV2" not in ops_after, ops_after
     if name in ("din", "dien"):
         assert ops_after.get("Recopt>DinAttention") == 1 and "Tile" not in ops_after, ops_after
+    if name == "dien":
+        assert ops_after.get("Recopt>GRU") == 1 and "While" not in ops_after, ops_after
     original = saved_model_io.load(src, OptimizeOptions(freeze_max_bytes=0))
     optimized = tf.saved_model.load(out)
     for sig_name, sig in original.signatures.items():

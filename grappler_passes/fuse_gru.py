@@ -1,0 +1,327 @@
+r"""A GRU layer's While loop -> Recopt>GRU.
+
+Keras (3 and tf_keras) and hand-written recurrences export a GRU as
+
+   x [B, T, d] -> Transpose([1, 0, 2]) [-> ReverseV2 when go_backwards]
+        -> TensorListFromTensor ---------------------------------+
+   h0 (Fill zeros or initial_state) ---------------------------+ |
+   TensorListReserve -----------------------------------------+ | |
+   counter 0, time 0, bounds, kernels (loop invariants) ----> (Stateless)While
+        while:<list> -> TensorListStack [T, B, u] [-> Transpose([1, 0, 2])]
+        while:<state> -> last state [B, u]
+
+The body (a library function) must compute one GRU step from the list item
+at `time` and the state (grappler_passes/gru_cell.py reads the weights out
+of it), write the new state at `time` (or at 0 into a one-slot list, Keras'
+return_sequences=False), and advance time and the counter by one; the cond
+must stop exactly at T. The rewrite feeds x (or the time-major list source)
+to one Recopt>GRU and points the stack, its transpose and the last state at
+the op's outputs. What it orphans is left for prune_dead_nodes.
+"""
+import numpy as np
+from tensorflow.core.framework import attr_value_pb2, types_pb2
+
+from grappler_passes import gru_cell, shapes
+from grappler_passes.graph_view import parse_input, tensor_name
+from grappler_passes.pass_base import GraphPass
+
+FUSED_OP = "Recopt>GRU"
+_WHILE_OPS = ("While", "StatelessWhile")
+_COND_OPS = ("Less", "LogicalAnd", "Const", "Identity", "NoOp")
+
+
+class _Skip(Exception):
+    """A loop that cannot be fused (the message says why)."""
+
+
+class FuseGru(GraphPass):
+    name = "fuse_gru"
+    requires_custom_ops = True
+    gpu_kernels = False  # CPU kernel only so far
+    description = "Keras/tf_keras GRU While loop (reset_after both ways) -> Recopt>GRU"
+
+    def run(self, ctx, result):
+        view = ctx.view
+        loops = [n for n in view.nodes() if n.op in _WHILE_OPS]
+        if not loops:
+            return
+        info = shapes.tensor_info(view.graph_def)
+        library = {f.signature.name: f for f in view.graph_def.library.function}
+        bf16 = getattr(ctx.options, "precision", "fp32") == "bf16"
+        for node in loops:
+            try:
+                _Loop(view, info, library, node).emit(bf16)
+            except (_Skip, gru_cell.NotAGru) as why:
+                result.skip(node.name, str(why))
+                continue
+            result.apply()
+
+
+def _body_ref(fdef, ref):
+    """Follows Identity nodes inside a function body back to a producer ref."""
+    nodes = {n.name: n for n in fdef.node_def}
+    while True:
+        node = nodes.get(ref.partition(":")[0])
+        if node is None or node.op != "Identity":
+            return ref
+        ref = next(i for i in node.input if not i.startswith("^"))
+
+
+def _body_node(fdef, ref):
+    return next((n for n in fdef.node_def if n.name == ref.partition(":")[0]), None)
+
+
+class _Loop:
+    def __init__(self, view, info, library, node):
+        self.view, self.info, self.node = view, info, node
+        self.body = library.get(node.attr["body"].func.name)
+        self.cond = library.get(node.attr["cond"].func.name)
+        if self.body is None or self.cond is None:
+            raise _Skip("the loop's body or cond is not in the graph's function library")
+        self.inputs = view.data_inputs(node)
+        self.args = [a.name for a in self.body.signature.input_arg]
+        self.outs = [_body_ref(self.body, self.body.ret[o.name]) for o in self.body.signature.output_arg]
+
+    # ---- loop variables --------------------------------------------------
+    def _roles(self):
+        steps, lists, states = [], [], []
+        for i, (arg, out) in enumerate(zip(self.args, self.outs)):
+            if out == arg:
+                continue
+            node = _body_node(self.body, out)
+            if node is not None and node.op in ("AddV2", "Add") and self._plus_one(node, arg):
+                steps.append(i)
+            elif node is not None and node.op == "TensorListSetItem" and node.input[0] == arg:
+                lists.append(i)
+            else:
+                states.append(i)
+        if len(states) != 1 or len(lists) != 1:
+            raise _Skip(f"the loop carries {len(states)} states and {len(lists)} output lists, not one of each")
+        time, input_list = self._input_read(steps)
+        self.time, self.input_list, self.state, self.out_list = time, input_list, states[0], lists[0]
+        self.counters = [s for s in steps if s != time]
+
+    def _plus_one(self, node, arg):
+        ins = [i for i in node.input if not i.startswith("^")]
+        others = [i for i in ins if _body_ref(self.body, i) != arg]
+        if len(others) != 1 or len(ins) != 2:
+            return False
+        const = _body_node(self.body, _body_ref(self.body, others[0]))
+        return const is not None and const.op == "Const" and _scalar(const) == 1
+
+    def _input_read(self, steps):
+        reads = [n for n in self.body.node_def if n.op == "TensorListGetItem"]
+        if len(reads) != 1:
+            raise _Skip(f"the body reads {len(reads)} list items, not one step input")
+        handle, index = (_body_ref(self.body, i) for i in reads[0].input[:2])
+        if handle not in self.args or index not in self.args or self.args.index(index) not in steps:
+            raise _Skip("the body's list read is not item `time` of a loop-invariant list")
+        input_list = self.args.index(handle)
+        if self.outs[input_list] != handle:
+            raise _Skip("the input list changes inside the loop")
+        return self.args.index(index), input_list
+
+    # ---- outer graph -------------------------------------------------------
+    def _producer(self, i, ops):
+        node = self.view.node(self.inputs[i])
+        if node is None or node.op not in ops:
+            raise _Skip(f"loop input {i} ({self.inputs[i]}) is not a {' or '.join(ops)}")
+        return node
+
+    def _outer_const(self, i):
+        name, port = parse_input(self.inputs[i])
+        node = self.view.node(name)
+        if node is not None and node.op == "Unpack":
+            value = self.view.const_value(node.input[0])
+            return None if value is None else np.moveaxis(value, node.attr["axis"].i, 0)[port]
+        if node is not None and node.op == "Max":
+            return self._static_max(node)
+        return self.view.const_value(self.inputs[i]) if port == 0 else None
+
+    def _static_max(self, node):
+        values = [self.view.const_value(node.input[0])]
+        axes = self.view.node(node.input[1])
+        if axes is not None and axes.op == "Range":
+            values.append(np.arange(*[int(self.view.const_value(i)) for i in axes.input[:3]]) if all(
+                self.view.const_value(i) is not None for i in axes.input[:3]) else None)
+        else:
+            values.append(self.view.const_value(node.input[1]))
+        if any(v is None for v in values):
+            return None
+        return np.max(values[0], axis=tuple(np.atleast_1d(values[1]).tolist()))
+
+    def _source(self):
+        """(x, time_major, steps): the tensor the op reads and its static T."""
+        unstack = self._producer(self.input_list, ("TensorListFromTensor",))
+        if unstack.attr["element_dtype"].type != types_pb2.DT_FLOAT:
+            raise _Skip("the step input is not float32")
+        src = unstack.input[0]
+        shape = shapes.shape_of(self.info, src)
+        if shape is None or len(shape) != 3:
+            raise _Skip(f"the loop input {src} is not a rank-3 tensor")
+        self.src = src
+        node = self.view.node(src)
+        if node is not None and node.op == "Transpose":
+            perm = self.view.const_value(node.input[1])
+            if perm is not None and list(perm) == [1, 0, 2]:
+                return node.input[0], False, shape[0]
+        return src, True, shape[0]
+
+    def _check_start(self):
+        for i in [self.time] + self.counters:
+            value = self._outer_const(i)
+            if value is None or value.size != 1 or int(value.reshape(-1)[0]) != 0:
+                raise _Skip(f"loop variable {i} does not start at 0")
+        self._producer(self.out_list, ("TensorListReserve",))
+
+    def _check_cond(self, steps):
+        bounded = False
+        self.cond_args = [a.name for a in self.cond.signature.input_arg]
+        for n in self.cond.node_def:
+            if n.op not in _COND_OPS:
+                raise _Skip(f"the loop condition uses {n.op}, not only `time < T` and `counter < max`")
+            if n.op != "Less":
+                continue
+            var, bound = (_body_ref(self.cond, i) for i in n.input[:2])
+            if var not in self.cond_args:
+                raise _Skip(f"the loop condition compares {var}, not a loop counter")
+            i = self.cond_args.index(var)
+            limit = self._cond_bound(bound, steps)
+            if i == self.time and limit == "T":
+                bounded = True
+            elif not (i in self.counters and limit is not None and (limit == "T" or limit >= (steps or np.inf))):
+                raise _Skip(f"the loop condition's bound on {var} is not the sequence length")
+        if not bounded:
+            raise _Skip("the loop does not stop at `time < T`")
+
+    def _cond_bound(self, ref, steps):
+        """"T" when the bound is the sequence length, else its static value or None."""
+        if ref in self.cond_args:
+            i = self.cond_args.index(ref)
+            if self._is_length_of_source(self.inputs[i]):
+                return "T"
+            value = self._outer_const(i)
+        else:
+            node = _body_node(self.cond, ref)
+            value = _scalar(node) if node is not None and node.op == "Const" else None
+        if value is None:
+            return None
+        value = int(np.asarray(value).reshape(-1)[0])
+        return "T" if steps is not None and value == steps else value
+
+    def _is_length_of_source(self, tensor):
+        """tf_keras: the bound is StridedSlice(Shape(list source))[0], taken
+        before the ReverseV2 of go_backwards (which keeps the shape)."""
+        node = self.view.node(tensor)
+        if node is None or node.op != "StridedSlice" or not node.attr["shrink_axis_mask"].i & 1:
+            return False
+        shape = self.view.node(node.input[0])
+        begin = self.view.const_value(node.input[1])
+        sources = {parse_input(self.src)}
+        src = self.view.node(self.src)
+        if src is not None and src.op == "ReverseV2":
+            sources.add(parse_input(src.input[0]))
+        return (shape is not None and shape.op == "Shape" and parse_input(shape.input[0]) in sources
+                and begin is not None and list(begin) == [0])
+
+    def _cell(self):
+        consts = {}
+        for i, (arg, out) in enumerate(zip(self.args, self.outs)):
+            if out == arg and i != self.input_list:
+                value = self._outer_const(i)
+                if value is not None:
+                    consts[i] = np.asarray(value)
+        new_state = self.outs[self.state]
+        write = _body_node(self.body, self.outs[self.out_list])
+        if _body_ref(self.body, write.input[2]) != new_state:
+            raise _Skip("the loop writes something other than the new state to its output list")
+        index = _body_ref(self.body, write.input[1])
+        if index in self.args and self.args.index(index) == self.time:
+            self.last_only = False
+        else:
+            node = _body_node(self.body, index)
+            if node is None or node.op != "Const" or _scalar(node) != 0:
+                raise _Skip("the output list is written neither at `time` nor at 0")
+            self.last_only = True
+        return gru_cell.read_cell(self.body, new_state, self.state, self.input_list, self.time, consts)
+
+    # ---- rewrite -----------------------------------------------------------
+    def _consumers(self, port):
+        return self.view.consumers(self.node.name, port)
+
+    def _stack(self):
+        uses = self._consumers(self.out_list)
+        if not uses or any(c.op != "TensorListStack" for c, _ in uses):
+            raise _Skip("the output list is read by something other than TensorListStack")
+        for port in range(len(self.inputs)):
+            if port not in (self.out_list, self.state) and self._consumers(port):
+                raise _Skip(f"loop output {port} is used after the loop")
+        return [c for c, _ in uses]
+
+    def _drop_control_edges(self):
+        """A stateful While gets control edges from the function's output
+        NoOps; the body was just read as pure arithmetic, so they order nothing."""
+        edge = "^" + self.node.name
+        for consumer in self.view.control_consumers(self.node.name):
+            kept = [i for i in consumer.input if i != edge]
+            del consumer.input[:]
+            consumer.input.extend(kept)
+        self.view.touch()
+
+    def emit(self, bf16):
+        self._roles()
+        x, time_major, steps = self._source()
+        self._check_start()
+        self._check_cond(steps)
+        weights = self._cell()
+        stacks = self._stack()
+        if any(s.name in self.view.protected for s in stacks):
+            raise _Skip("the stacked sequence is itself a signature output")
+        if weights.kernel.shape[0] != shapes.shape_of(self.info, x)[2]:
+            raise _Skip("the input projection does not match the input width")
+        op = self._add_op(x, time_major, weights, bf16)
+        self._drop_control_edges()
+        self.view.replace_uses(tensor_name(self.node.name, self.state), tensor_name(op.name, 1))
+        for stack in stacks:
+            self._replace_stack(stack, op, time_major)
+
+    def _add_op(self, x, time_major, w, bf16):
+        view, base = self.view, self.node.name + "/recopt_gru"
+        consts = [view.add_const(f"{base}/{k}", getattr(w, k)).name
+                  for k in ("kernel", "recurrent_kernel", "input_bias", "recurrent_bias")]
+        return view.add_node(FUSED_OP, base, [x, self.inputs[self.state]] + consts, {
+            "reset_after": attr_value_pb2.AttrValue(b=w.reset_after),
+            "time_major": attr_value_pb2.AttrValue(b=time_major),
+            "weights_bf16": attr_value_pb2.AttrValue(b=bf16),
+        }, device=self.node.device)
+
+    def _replace_stack(self, stack, op, time_major):
+        view = self.view
+        if self.last_only:
+            axis = view.add_const(stack.name + "/recopt_axis", np.int32(0)).name
+            expand = view.add_node("ExpandDims", stack.name + "/recopt_last", [tensor_name(op.name, 1), axis], {
+                "T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT),
+                "Tdim": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)})
+            view.replace_uses(stack.name, expand.name)
+            return
+        if time_major:
+            view.replace_uses(stack.name, op.name)
+            return
+        bypassed = set()
+        for consumer, _ in view.consumers(stack.name):
+            perm = view.const_value(consumer.input[1]) if consumer.op == "Transpose" else None
+            if perm is not None and list(perm) == [1, 0, 2] and consumer.name not in view.protected:
+                view.replace_uses(consumer.name, op.name)
+                bypassed.add(consumer.name)
+        if any(c.name not in bypassed for c, _ in view.consumers(stack.name)):
+            perm = view.add_const(stack.name + "/recopt_perm", np.array([1, 0, 2], np.int32)).name
+            back = view.add_node("Transpose", stack.name + "/recopt_time_major", [op.name, perm], {
+                "T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT),
+                "Tperm": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)})
+            view.replace_uses(stack.name, back.name)
+
+
+def _scalar(node):
+    from tensorflow.python.framework import tensor_util
+    value = tensor_util.MakeNdarray(node.attr["value"].tensor)
+    return value.reshape(-1)[0] if value.size == 1 else None

@@ -1,0 +1,152 @@
+"""fuse_gru: Keras 3, tf_keras and hand-written GRU loops become Recopt>GRU
+with the same answers; loops that are not a GRU step stay stock."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_recopt
+from tests.conftest import run_signature, saved_model_nodes
+from tests.graph_util import frozen_graph, ops_of, optimize_graph, run_graph
+
+RNG = np.random.default_rng(17)
+B, T, D, U = 5, 10, 8, 6
+X = RNG.standard_normal((B, T, D)).astype(np.float32)
+SPEC = tf.TensorSpec([None, T, D], tf.float32)
+
+
+def _fuse(fn, feeds=(X,), specs=(SPEC,)):
+    tf_recopt.load_ops()
+    graph_def, inputs, outputs = frozen_graph(fn, *specs, functional_loops=True)
+    optimized, results = optimize_graph(graph_def, inputs, outputs)
+    want = run_graph(graph_def, inputs, outputs, list(feeds))
+    got = run_graph(optimized, inputs, outputs, list(feeds))
+    for w, g in zip(want, got):
+        assert w.shape == g.shape
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-6)
+    return optimized, {r.name: r for r in results if r.name == "fuse_gru"}["fuse_gru"]
+
+
+def _assert_fused(optimized):
+    ops = ops_of(optimized)
+    assert ops.count("Recopt>GRU") == 1
+    assert not {"While", "StatelessWhile", "TensorListFromTensor", "TensorListStack"} & set(ops)
+
+
+def _keras_layer(**kwargs):
+    import keras
+    keras.utils.set_random_seed(4)
+    layer = keras.layers.GRU(U, bias_initializer="random_normal", **kwargs)
+    layer.build((None, T, D))
+    return layer
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(return_sequences=True),
+    dict(return_sequences=True, reset_after=False),
+    dict(),                                               # last output only: a one-slot list
+    dict(return_sequences=True, go_backwards=True),
+    dict(return_sequences=True, implementation=1),
+    dict(return_sequences=True, use_bias=False),
+], ids=["seq", "reset_before", "last", "backwards", "impl1", "no_bias"])
+def test_keras3_gru_forms(kwargs):
+    layer = _keras_layer(**kwargs)
+    optimized, result = _fuse(lambda x: layer(x))
+    _assert_fused(optimized)
+    assert result.applied == 1
+
+
+def test_keras3_return_state_and_initial_state():
+    layer = _keras_layer(return_sequences=True, return_state=True)
+    h0 = RNG.standard_normal((B, U)).astype(np.float32)
+    optimized, _ = _fuse(lambda x, h: layer(x, initial_state=h), feeds=(X, h0),
+                         specs=(SPEC, tf.TensorSpec([None, U], tf.float32)))
+    _assert_fused(optimized)
+
+
+def test_sequence_consumed_time_major():
+    layer = _keras_layer(return_sequences=True)
+    optimized, _ = _fuse(lambda x: tf.transpose(layer(x), [1, 0, 2]) * 2.0)
+    _assert_fused(optimized)
+
+
+def _hand_written_gru(x):
+    """A DIEN-style cell written out by hand: per-gate weights, a
+    tf.while_loop over a TensorArray, and the mix spelled (1 - z) * c + z * h."""
+    w = {k: tf.constant(RNG.standard_normal(s) * 0.3, tf.float32)
+         for k, s in [("wz", (D, U)), ("wr", (D, U)), ("wh", (D, U)), ("uz", (U, U)), ("ur", (U, U)),
+                      ("uh", (U, U)), ("bz", (U,)), ("br", (U,)), ("bh", (U,))]}
+    xs = tf.TensorArray(tf.float32, size=T).unstack(tf.transpose(x, [1, 0, 2]))
+    out = tf.TensorArray(tf.float32, size=T)
+
+    def body(t, h, out):
+        xt = xs.read(t)
+        z = tf.sigmoid(tf.matmul(xt, w["wz"]) + w["bz"] + tf.matmul(h, w["uz"]))
+        r = tf.sigmoid(tf.matmul(h, w["ur"]) + tf.matmul(xt, w["wr"]) + w["br"])
+        c = tf.tanh(tf.matmul(xt, w["wh"]) + tf.matmul(r * h, w["uh"]) + w["bh"])
+        h = (1.0 - z) * c + z * h
+        return t + 1, h, out.write(t, h)
+
+    _, h, out = tf.while_loop(lambda t, h, out: t < T, body, (0, tf.zeros([tf.shape(x)[0], U]), out))
+    return tf.transpose(out.stack(), [1, 0, 2]), h
+
+
+def test_hand_written_while_loop():
+    optimized, result = _fuse(_hand_written_gru)
+    assert result.applied == 1
+    _assert_fused(optimized)
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    (dict(return_sequences=True, activation="relu"), "Relu"),
+    (dict(return_sequences=True, recurrent_activation="hard_sigmoid"), "not part of a GRU step"),
+], ids=["relu_candidate", "hard_sigmoid_gates"])
+def test_non_gru_cells_stay_stock(kwargs, reason):
+    layer = _keras_layer(**kwargs)
+    optimized, result = _fuse(lambda x: layer(x))
+    assert "Recopt>GRU" not in ops_of(optimized)
+    assert result.skipped and reason in result.skipped[0][1]
+
+
+def test_masked_gru_stays_stock():
+    layer = _keras_layer(return_sequences=True)
+    lengths = np.array([0, 3, T, 1, 7], np.int32)
+    optimized, result = _fuse(lambda x, n: layer(x, mask=tf.sequence_mask(n, T)), feeds=(X, lengths),
+                              specs=(SPEC, tf.TensorSpec([None], tf.int32)))
+    assert "Recopt>GRU" not in ops_of(optimized)
+    assert result.skipped
+
+
+def test_lstm_stays_stock():
+    import keras
+    layer = keras.layers.LSTM(U, return_sequences=True)
+    layer.build((None, T, D))
+    optimized, result = _fuse(lambda x: layer(x))
+    assert "Recopt>GRU" not in ops_of(optimized)
+    assert "not one of each" in result.skipped[0][1]
+
+
+@pytest.fixture(scope="module")
+def legacy_models(tmp_path_factory):
+    out = tmp_path_factory.mktemp("legacy_gru")
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-m", "tests.legacy_gru_export", str(out)], env=env, cwd=root,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("variant", ["standard", "reset_before", "backwards", "last"])
+def test_tf_keras_saved_models(legacy_models, tmp_path, variant):
+    src, dst = str(legacy_models / variant), str(tmp_path / "opt")
+    tf_recopt.optimize(src, dst)
+    assert saved_model_nodes(dst, "Recopt>GRU")
+    assert not saved_model_nodes(dst, "StatelessWhile") and not saved_model_nodes(dst, "While")
+    want = run_signature(src, {"x": X})
+    got = run_signature(dst, {"x": X})
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=2e-5, atol=2e-6)
