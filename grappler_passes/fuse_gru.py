@@ -95,11 +95,43 @@ class _Loop:
                 lists.append(i)
             else:
                 states.append(i)
-        if len(states) != 1 or len(lists) != 1:
+        if len(states) not in (1, 2) or len(lists) != 1:
             raise _Skip(f"the loop carries {len(states)} states and {len(lists)} output lists, not one of each")
-        time, input_list = self._input_read(steps)
-        self.time, self.input_list, self.state, self.out_list = time, input_list, states[0], lists[0]
-        self.counters = [s for s in steps if s != time]
+        self.out_list = lists[0]
+        self._input_reads(steps)
+        self.counters = [s for s in steps if s != self.time]
+        if len(states) == 2:
+            self._masked_states(states)
+        elif self.mask_list is not None:
+            raise _Skip("the loop reads a mask but carries one state")
+        else:
+            self.state, self.out_carry, self.new_state = states[0], None, self.outs[states[0]]
+
+    def _masked_states(self, states):
+        """Keras' masked loop carries the output and the state, each updated
+        as where(mask_t, new, old) with the same new state."""
+        if self.mask_list is None:
+            raise _Skip("the loop carries 2 states, not one of each")
+        new = set()
+        for i in states:
+            sel = _body_node(self.body, self.outs[i])
+            if sel is None or sel.op not in ("SelectV2", "Select"):
+                raise _Skip("the loop carries two states that are not where(mask, new, old)")
+            cond, then, other = (_body_ref(self.body, r) for r in sel.input[:3])
+            tile = _body_node(self.body, cond)
+            if tile is not None and tile.op == "Tile":
+                cond = _body_ref(self.body, tile.input[0])
+            if cond != self.mask_item or other != self.args[i]:
+                raise _Skip("a carried state is not where(mask_t, new, itself)")
+            new.add(then)
+        write = _body_node(self.body, self.outs[self.out_list])
+        written = _body_ref(self.body, write.input[2])
+        outputs = [i for i in states if self.outs[i] == written]
+        if len(new) != 1 or len(outputs) != 1:
+            raise _Skip("the masked output and state do not share one new state")
+        self.out_carry = outputs[0]
+        self.state = next(i for i in states if i != self.out_carry)
+        self.new_state = new.pop()
 
     def _plus_one(self, node, arg):
         ins = [i for i in node.input if not i.startswith("^")]
@@ -109,17 +141,28 @@ class _Loop:
         const = _body_node(self.body, _body_ref(self.body, others[0]))
         return const is not None and const.op == "Const" and _scalar(const) == 1
 
-    def _input_read(self, steps):
+    def _input_reads(self, steps):
+        """Sets time, input_list and (Keras' masked loop) mask_list / mask_item."""
+        self.mask_list = self.mask_item = None
         reads = [n for n in self.body.node_def if n.op == "TensorListGetItem"]
-        if len(reads) != 1:
-            raise _Skip(f"the body reads {len(reads)} list items, not one step input")
-        handle, index = (_body_ref(self.body, i) for i in reads[0].input[:2])
-        if handle not in self.args or index not in self.args or self.args.index(index) not in steps:
-            raise _Skip("the body's list read is not item `time` of a loop-invariant list")
-        input_list = self.args.index(handle)
-        if self.outs[input_list] != handle:
-            raise _Skip("the input list changes inside the loop")
-        return self.args.index(index), input_list
+        kinds = [n.attr["element_dtype"].type for n in reads]
+        if kinds.count(types_pb2.DT_FLOAT) != 1 or len(reads) - 1 > kinds.count(types_pb2.DT_BOOL):
+            raise _Skip(f"the body reads {len(reads)} list items, not one step input and at most one mask")
+        times = set()
+        for node, kind in zip(reads, kinds):
+            handle, index = (_body_ref(self.body, i) for i in node.input[:2])
+            if handle not in self.args or index not in self.args or self.args.index(index) not in steps:
+                raise _Skip("the body's list read is not item `time` of a loop-invariant list")
+            if self.outs[self.args.index(handle)] != handle:
+                raise _Skip("an input list changes inside the loop")
+            times.add(self.args.index(index))
+            if kind == types_pb2.DT_FLOAT:
+                self.input_list = self.args.index(handle)
+            else:
+                self.mask_list, self.mask_item = self.args.index(handle), f"{node.name}:item:0"
+        if len(times) != 1:
+            raise _Skip("the input and the mask are read at different steps")
+        self.time = times.pop()
 
     # ---- outer graph -------------------------------------------------------
     def _producer(self, i, ops):
@@ -173,7 +216,31 @@ class _Loop:
             if value is None or value.size != 1 or int(value.reshape(-1)[0]) != 0:
                 raise _Skip(f"loop variable {i} does not start at 0")
         self._producer(self.out_list, ("TensorListReserve",))
+        if self.out_carry is not None and not self._is_zeros(self.inputs[self.out_carry]):
+            raise _Skip("the masked loop's output does not start from zeros")
 
+    def _is_zeros(self, tensor):
+        node = self.view.node(tensor)
+        if node is not None and node.op == "ZerosLike":
+            return True
+        if node is not None and node.op == "Fill":
+            value = self.view.const_value(node.input[1])
+        else:
+            value = self.view.const_value(tensor)
+        return value is not None and not np.any(value)
+
+    def _mask(self, time_major):
+        """The [B, T] (or time-major [T, B]) bool mask the loop's mask list
+        was built from: Keras unstacks transpose(expand_dims(mask, -1))."""
+        unstack = self._producer(self.mask_list, ("TensorListFromTensor",))
+        src = self.view.node(unstack.input[0])
+        if not time_major and src is not None and src.op == "Transpose":
+            perm = self.view.const_value(src.input[1])
+            expand = self.view.node(src.input[0])
+            if (perm is not None and list(perm) == [1, 0, 2] and expand is not None and expand.op == "ExpandDims"
+                    and self.view.const_value(expand.input[1]) in (-1, 2)):
+                return expand.input[0]
+        raise _Skip("the mask list is not transpose(expand_dims(mask, -1)) in the input's layout")
     def _check_cond(self, steps):
         bounded = False
         self.cond_args = [a.name for a in self.cond.signature.input_arg]
@@ -231,9 +298,10 @@ class _Loop:
                 value = self._outer_const(i)
                 if value is not None:
                     consts[i] = np.asarray(value)
-        new_state = self.outs[self.state]
+        new_state = self.new_state
+        written = self.new_state if self.out_carry is None else self.outs[self.out_carry]
         write = _body_node(self.body, self.outs[self.out_list])
-        if _body_ref(self.body, write.input[2]) != new_state:
+        if _body_ref(self.body, write.input[2]) != written:
             raise _Skip("the loop writes something other than the new state to its output list")
         index = _body_ref(self.body, write.input[1])
         if index in self.args and self.args.index(index) == self.time:
@@ -279,20 +347,27 @@ class _Loop:
             raise _Skip("the stacked sequence is itself a signature output")
         if weights.kernel.shape[0] != shapes.shape_of(self.info, x)[2]:
             raise _Skip("the input projection does not match the input width")
-        op = self._add_op(x, time_major, weights, bf16)
+        mask = None
+        if self.mask_list is not None:
+            if self.last_only:
+                raise _Skip("a masked loop keeping only its last output")
+            mask = self._mask(time_major)
+        op = self._add_op(x, time_major, weights, bf16, mask)
         self._drop_control_edges()
         self.view.replace_uses(tensor_name(self.node.name, self.state), tensor_name(op.name, 1))
         for stack in stacks:
             self._replace_stack(stack, op, time_major)
 
-    def _add_op(self, x, time_major, w, bf16):
+    def _add_op(self, x, time_major, w, bf16, mask):
         view, base = self.view, self.node.name + "/recopt_gru"
         consts = [view.add_const(f"{base}/{k}", getattr(w, k)).name
                   for k in ("kernel", "recurrent_kernel", "input_bias", "recurrent_bias")]
-        return view.add_node(FUSED_OP, base, [x, self.inputs[self.state]] + consts, {
+        masks = [] if mask is None else [mask]
+        return view.add_node(FUSED_OP, base, [x, self.inputs[self.state]] + consts + masks, {
             "reset_after": attr_value_pb2.AttrValue(b=w.reset_after),
             "time_major": attr_value_pb2.AttrValue(b=time_major),
             "weights_bf16": attr_value_pb2.AttrValue(b=bf16),
+            "num_masks": attr_value_pb2.AttrValue(i=len(masks)),
         }, device=self.node.device)
 
     def _replace_stack(self, stack, op, time_major):

@@ -111,8 +111,19 @@ def test_non_gru_cells_stay_stock(kwargs, reason):
     assert result.skipped and reason in result.skipped[0][1]
 
 
-def test_masked_gru_stays_stock():
-    layer = _keras_layer(return_sequences=True)
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_keras3_masked_gru(reset_after):
+    layer = _keras_layer(return_sequences=True, reset_after=reset_after)
+    lengths = np.array([0, 3, T, 1, 7], np.int32)   # a zero-length sequence included
+    optimized, result = _fuse(lambda x, n: layer(x, mask=tf.sequence_mask(n, T)), feeds=(X, lengths),
+                              specs=(SPEC, tf.TensorSpec([None], tf.int32)))
+    _assert_fused(optimized)
+    node = next(n for n in optimized.node if n.op == "Recopt>GRU")
+    assert node.attr["num_masks"].i == 1
+
+
+def test_masked_gru_keeping_last_output_stays_stock():
+    layer = _keras_layer()
     lengths = np.array([0, 3, T, 1, 7], np.int32)
     optimized, result = _fuse(lambda x, n: layer(x, mask=tf.sequence_mask(n, T)), feeds=(X, lengths),
                               specs=(SPEC, tf.TensorSpec([None], tf.int32)))

@@ -18,14 +18,15 @@ def _weights(d, units, reset_after=True):
     return kernel, recurrent, biases[0], biases[1]
 
 
-def _gru(ops, x, h0, w, reset_after=True, time_major=False, bf16=False):
-    return ops.recopt_gru(x, h0, *w, reset_after=reset_after, time_major=time_major, weights_bf16=bf16)
+def _gru(ops, x, h0, w, reset_after=True, time_major=False, bf16=False, mask=None):
+    return ops.recopt_gru(x, h0, *w, [] if mask is None else [mask], reset_after=reset_after,
+                          time_major=time_major, weights_bf16=bf16)
 
 
-def _check(ops, x, h0, w, reset_after=True, time_major=False, bf16=False, tol=2e-5):
-    seq, last = _gru(ops, x, h0, w, reset_after, time_major, bf16)
+def _check(ops, x, h0, w, reset_after=True, time_major=False, bf16=False, tol=2e-5, mask=None):
+    seq, last = _gru(ops, x, h0, w, reset_after, time_major, bf16, mask)
     want_seq, want_last = reference.gru(x, h0, *w, reset_after=reset_after, time_major=time_major,
-                                        weights_bf16=bf16)
+                                        weights_bf16=bf16, mask=mask)
     assert seq.shape == want_seq.shape and last.shape == want_last.shape
     np.testing.assert_allclose(seq.numpy(), want_seq.numpy(), rtol=tol, atol=tol)
     np.testing.assert_allclose(last.numpy(), want_last.numpy(), rtol=tol, atol=tol)
@@ -52,6 +53,32 @@ def test_matches_keras_gru_layer(ops, reset_after, batch):
     seq, last = _gru(ops, x, np.zeros((batch, units), np.float32), w, reset_after)
     np.testing.assert_allclose(seq.numpy(), np.asarray(want_seq), rtol=2e-5, atol=2e-5)
     np.testing.assert_allclose(last.numpy(), np.asarray(want_last), rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("batch", [1, 7, 300])
+def test_masked_matches_keras_gru_layer(ops, reset_after, batch):
+    d, units, steps = 16, 12, 20
+    w = _weights(d, units, reset_after)
+    x = RNG.standard_normal((batch, steps, d)).astype(np.float32)
+    mask = RNG.random((batch, steps)) < 0.7
+    mask[0, :3] = False          # output zeros until the first unmasked step
+    if batch > 1:
+        mask[1] = False          # a row that never steps: zeros out, h0 kept
+    want_seq, want_last = _keras_gru(units, d, reset_after, w)(x, mask=mask)
+    seq, last = _gru(ops, x, np.zeros((batch, units), np.float32), w, reset_after, mask=mask)
+    np.testing.assert_allclose(seq.numpy(), np.asarray(want_seq), rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(last.numpy(), np.asarray(want_last), rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("time_major", [False, True])
+def test_masked_with_initial_state(ops, time_major):
+    w = _weights(5, 4)
+    shape = (9, 6) if time_major else (6, 9)
+    x = RNG.standard_normal(shape + (5,)).astype(np.float32)
+    mask = RNG.random(shape) < 0.5
+    h0 = RNG.standard_normal((6, 4)).astype(np.float32)
+    _check(ops, x, h0, w, time_major=time_major, mask=mask)
 
 
 @pytest.mark.parametrize("reset_after", [True, False])
@@ -117,7 +144,7 @@ def test_new_weights_are_repacked(ops):
     x = RNG.standard_normal((2, 4, 3)).astype(np.float32)
     h0 = np.zeros((2, 5), np.float32)
     w1, w2 = _weights(3, 5), _weights(3, 5)
-    fn = tf.function(lambda k, r, bi, br: ops.recopt_gru(x, h0, k, r, bi, br)[1])
+    fn = tf.function(lambda k, r, bi, br: ops.recopt_gru(x, h0, k, r, bi, br, [])[1])
     for w in (w1, w2, w1):
         np.testing.assert_allclose(fn(*w).numpy(), reference.gru(x, h0, *w)[1].numpy(), rtol=2e-5, atol=2e-5)
 
@@ -128,11 +155,12 @@ def test_new_weights_are_repacked(ops):
     (dict(input_bias=np.zeros(16, np.float32)), "biases \\[3u\\]"),
     (dict(x=np.zeros((2, 3, 5), np.float32)), "do not fit a kernel of 4 inputs and 5 units"),
     (dict(initial_state=np.zeros((3, 5), np.float32)), "do not fit"),
+    (dict(mask=[np.ones((2, 4), bool)]), "mask \\[2,4\\] does not match x"),
 ])
 def test_bad_inputs_name_the_problem(ops, args, message):
     k, r, bi, br = _weights(4, 5)
     inputs = dict(x=np.zeros((2, 3, 4), np.float32), initial_state=np.zeros((2, 5), np.float32), kernel=k,
-                  recurrent_kernel=r, input_bias=bi, recurrent_bias=br)
+                  recurrent_kernel=r, input_bias=bi, recurrent_bias=br, mask=[])
     inputs.update(args)
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=message):
         ops.recopt_gru(**inputs)

@@ -20,6 +20,35 @@ std::vector<float> Columns(const float* w, int k, int cols, int first, int n) {
   return out;
 }
 
+// Keras' masked recurrence: a masked step keeps the state, and its output
+// repeats the last unmasked output (zeros before the first one).
+struct MaskedState {
+  float* state;   // [rows, u]
+  int64_t rows;
+  int64_t u;
+  float* fresh = state + rows * u;          // [rows, u] this step's cell output
+  float* started = fresh + rows * u;        // [rows] 1 once an unmasked step was seen
+
+  void Start(const float* h0) {
+    std::memcpy(state, h0, rows * u * sizeof(float));
+    std::fill_n(started, rows, 0.f);
+  }
+  template <typename MaskAt>
+  void Advance(MaskAt mask_at, float* out, int64_t ldo) {
+    for (int64_t b = 0; b < rows; ++b) {
+      if (mask_at(b)) {
+        std::memcpy(state + b * u, fresh + b * u, u * sizeof(float));
+        started[b] = 1.f;
+      }
+      if (started[b] != 0.f) {
+        std::memcpy(out + b * ldo, state + b * u, u * sizeof(float));
+      } else {
+        std::fill_n(out + b * ldo, u, 0.f);
+      }
+    }
+  }
+};
+
 }  // namespace
 
 std::string PackedGru::Pack(const GruSpec& s, const GemmKernels& kernels, bool weights_bf16) {
@@ -58,7 +87,8 @@ bool PackedGru::ProjectAtOnce(const GruLayout& l, int64_t rows) const {
 int64_t PackedGru::ScratchFloats(const GruLayout& l, int64_t rows) const {
   const int64_t u = units_;
   const int64_t xp = (ProjectAtOnce(l, rows) ? rows * l.steps : rows) * 3 * u;
-  return xp + rows * 3 * u + 3 * rows * u;  // projections, recurrent product, z / r*h / candidate
+  // projections, recurrent product, z / r*h / candidate, then (masked) state, new state, started flags
+  return xp + rows * 3 * u + 3 * rows * u + 2 * rows * u + rows;
 }
 
 void PackedGru::Step(const float* xp, int64_t ldx, const float* h, int64_t ldh, int64_t rows, float* out,
@@ -78,18 +108,20 @@ void PackedGru::Step(const float* xp, int64_t ldx, const float* h, int64_t ldh, 
   kernels_->gru_step({rows, u, kGruResetBeforeMix, xp, ldx, cand, u, h, ldh, z, nullptr, out, ldo});
 }
 
-void PackedGru::Forward(const GruLayout& l, const float* x, const float* h0, int64_t b0, int64_t b1, float* seq,
-                        float* final_state, float* scratch) const {
+void PackedGru::Forward(const GruLayout& l, const float* x, const bool* mask, const float* h0, int64_t b0,
+                        int64_t b1, float* seq, float* final_state, float* scratch) const {
   const int64_t rows = b1 - b0, T = l.steps, d = input_dim_, u = units_, g = 3 * u;
   if (rows <= 0) return;
   const bool at_once = ProjectAtOnce(l, rows);
   float* xp = scratch;
   float* step_scratch = xp + (at_once ? rows * T : rows) * g;
-  // Element (b, t) of x / seq, and the row stride between examples of one step.
+  // Element (b, t) of x / seq / mask, and the row stride between examples of one step.
   auto row = [&](int64_t b, int64_t t) { return l.time_major ? t * l.batch + b : b * T + t; };
   const int64_t stride = l.time_major ? 1 : T;
   if (at_once && T > 0) kernels_->dense(input_.Args(x + row(b0, 0) * d, d, rows * T, xp, g));
-  const float* h = h0 + b0 * u;
+  MaskedState masked{step_scratch + 6 * rows * u, rows, u};
+  if (mask != nullptr) masked.Start(h0 + b0 * u);
+  const float* h = mask != nullptr ? masked.state : h0 + b0 * u;
   int64_t ldh = u;
   for (int64_t t = 0; t < T; ++t) {
     const float* xt = xp;
@@ -101,9 +133,14 @@ void PackedGru::Forward(const GruLayout& l, const float* x, const float* h0, int
       kernels_->dense(input_.Args(x + row(b0, t) * d, stride * d, rows, xp, g));
     }
     float* out = seq + row(b0, t) * u;
-    Step(xt, ldx, h, ldh, rows, out, stride * u, step_scratch);
-    h = out;
-    ldh = stride * u;
+    if (mask == nullptr) {
+      Step(xt, ldx, h, ldh, rows, out, stride * u, step_scratch);
+      h = out;
+      ldh = stride * u;
+    } else {
+      Step(xt, ldx, masked.state, u, rows, masked.fresh, u, step_scratch);
+      masked.Advance([&](int64_t b) { return mask[row(b0 + b, t)]; }, out, stride * u);
+    }
   }
   for (int64_t b = 0; b < rows; ++b) std::memcpy(final_state + (b0 + b) * u, h + b * ldh, u * sizeof(float));
 }

@@ -40,10 +40,12 @@ class PackedGru {
   int input_dim() const { return input_dim_; }
   int64_t FlopsPerStep() const;
   int64_t ScratchFloats(const GruLayout& layout, int64_t rows) const;
-  // Runs examples [b0, b1): reads x and h0 [B, u], writes their rows of seq
-  // and final [B, u] (final = h0 when there are no steps).
-  void Forward(const GruLayout& layout, const float* x, const float* h0, int64_t b0, int64_t b1, float* seq,
-               float* final_state, float* scratch) const;
+  // Runs examples [b0, b1): reads x, h0 [B, u] and mask (in x's layout, or
+  // nullptr), writes their rows of seq and final [B, u] (final = h0 when no
+  // step ran). A masked step keeps the state and repeats the last unmasked
+  // output (zeros before the first), as Keras' masked RNN loop does.
+  void Forward(const GruLayout& layout, const float* x, const bool* mask, const float* h0, int64_t b0, int64_t b1,
+               float* seq, float* final_state, float* scratch) const;
 
  private:
   bool ProjectAtOnce(const GruLayout& layout, int64_t rows) const;

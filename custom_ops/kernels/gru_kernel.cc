@@ -39,6 +39,14 @@ class GruOp : public OpKernel {
                 errors::InvalidArgument(name(), ": x ", x.shape().DebugString(), " and initial_state ",
                                         h0.shape().DebugString(), " do not fit a kernel of ", gru->input_dim(),
                                         " inputs and ", gru->units(), " units"));
+    const bool* mask = nullptr;
+    if (ctx->num_inputs() > 6) {
+      const Tensor& m = ctx->input(6);
+      OP_REQUIRES(ctx, m.dims() == 2 && m.dim_size(0) == x.dim_size(0) && m.dim_size(1) == x.dim_size(1),
+                  errors::InvalidArgument(name(), ": mask ", m.shape().DebugString(), " does not match x ",
+                                          x.shape().DebugString(), " in its first two axes"));
+      mask = m.flat<bool>().data();
+    }
     const int64_t u = gru->units();
     Tensor *seq = nullptr, *final_state = nullptr;
     const TensorShape seq_shape = time_major_ ? TensorShape({layout.steps, layout.batch, u})
@@ -46,7 +54,7 @@ class GruOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, seq_shape, &seq));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h0.shape(), &final_state));
     if (layout.batch == 0) return;
-    Run(ctx, *gru, layout, x.flat<float>().data(), h0.flat<float>().data(), seq->flat<float>().data(),
+    Run(ctx, *gru, layout, x.flat<float>().data(), mask, h0.flat<float>().data(), seq->flat<float>().data(),
         final_state->flat<float>().data());
   }
 
@@ -85,11 +93,11 @@ class GruOp : public OpKernel {
   }
 
   static void Run(OpKernelContext* ctx, const recopt::PackedGru& gru, const recopt::GruLayout& layout,
-                  const float* x, const float* h0, float* seq, float* final_state) {
+                  const float* x, const bool* mask, const float* h0, float* seq, float* final_state) {
     auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
     auto work = [&](int64_t b0, int64_t b1) {
       std::unique_ptr<float[]> scratch(new float[gru.ScratchFloats(layout, b1 - b0)]);
-      gru.Forward(layout, x, h0, b0, b1, seq, final_state, scratch.get());
+      gru.Forward(layout, x, mask, h0, b0, b1, seq, final_state, scratch.get());
     };
     const int64_t cost = gru.FlopsPerStep() * std::max<int64_t>(layout.steps, 1);
     Shard(threads->num_threads, threads->workers, layout.batch, cost, work);

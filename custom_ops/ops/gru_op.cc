@@ -33,7 +33,10 @@ Status GruShape(shape_inference::InferenceContext* c) {
 //   otherwise:   c = tanh(x Wh + bh + rbh + (r * h) Rh)
 //   h' = z * h + (1 - z) * c.
 // Outputs every step's state (in x's layout) and the last state (h0 when
-// T = 0). Weights must be constants: they are packed on first use.
+// T = 0). With a mask ([B, T] bool in x's layout; num_masks = 1) a masked
+// step keeps the state and outputs the last unmasked step's state (zeros
+// before the first), as Keras' masked RNN loop does. Weights must be
+// constants: they are packed on first use.
 REGISTER_OP("Recopt>GRU")
     .Input("x: float")
     .Input("initial_state: float")
@@ -41,11 +44,13 @@ REGISTER_OP("Recopt>GRU")
     .Input("recurrent_kernel: float")
     .Input("input_bias: float")
     .Input("recurrent_bias: float")
+    .Input("mask: num_masks * bool")
     .Output("sequence: float")
     .Output("final_state: float")
     .Attr("reset_after: bool = true")
     .Attr("time_major: bool = false")
     .Attr("weights_bf16: bool = false")
+    .Attr("num_masks: int >= 0 = 0")
     .SetShapeFn(GruShape);
 
 }  // namespace tensorflow

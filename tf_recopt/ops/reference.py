@@ -121,9 +121,11 @@ def din_attention(query, keys, mask, weights, biases, activations, alphas, parts
 
 
 def gru(x, initial_state, kernel, recurrent_kernel, input_bias, recurrent_bias, reset_after=True,
-        time_major=False, weights_bf16=False):
+        time_major=False, weights_bf16=False, mask=None):
     """Recopt>GRU: a Keras GRU cell (gates z, r, h) unrolled over T; returns
-    (every step's state in x's layout, the last state)."""
+    (every step's output in x's layout, the last state). Where mask [B, T]
+    (x's layout) is False the state is kept and the output repeats the last
+    unmasked output, zeros before the first (Keras' masked loop)."""
     def rounded(w):
         w = tf.convert_to_tensor(w)
         return tf.cast(tf.cast(w, tf.bfloat16), tf.float32) if weights_bf16 else w
@@ -133,7 +135,11 @@ def gru(x, initial_state, kernel, recurrent_kernel, input_bias, recurrent_bias, 
         xs = tf.transpose(xs, [1, 0, 2])
     units = recurrent_kernel.shape[0]
     h, states = tf.convert_to_tensor(initial_state), []
+    if mask is not None:
+        mask = tf.convert_to_tensor(mask) if time_major else tf.transpose(mask)
+        out = tf.zeros_like(h)
     for t in range(xs.shape[0]):
+        h_prev = h
         x_z, x_r, x_h = tf.split(tf.matmul(xs[t], kernel) + input_bias, 3, axis=-1)
         if reset_after:
             r_z, r_r, r_h = tf.split(tf.matmul(h, recurrent_kernel) + recurrent_bias, 3, axis=-1)
@@ -145,6 +151,11 @@ def gru(x, initial_state, kernel, recurrent_kernel, input_bias, recurrent_bias, 
         else:
             cand = tf.tanh(x_h + recurrent_bias[2 * units:] + tf.matmul(r * h, recurrent_kernel[:, 2 * units:]))
         h = z * h + (1 - z) * cand
-        states.append(h)
+        if mask is None:
+            states.append(h)
+            continue
+        m = mask[t][:, None]
+        h, out = tf.where(m, h, h_prev), tf.where(m, h, out)
+        states.append(out)
     seq = tf.stack(states) if states else tf.zeros([0, xs.shape[1], units])
     return (seq if time_major else tf.transpose(seq, [1, 0, 2])), h
