@@ -153,8 +153,21 @@ def _attention_section(lines):
         lines.append("")
 
 
+def _gru_section(lines):
+    for threads, data in _by_threads("gru"):
+        lines += [f"### DIEN GRU: Recopt>GRU vs the stock Keras GRU layer, {data['setup']}, threads={threads}", "",
+                  f"Command: `{data['command']}`", "",
+                  "Per-op times in graph (each call runs the layer `inner` times in a tf.while_loop).", "",
+                  "| reset_after | batch | stock median / p99 ms | recopt median / p99 ms | speed-up |",
+                  "|---|---:|---:|---:|---:|"]
+        for r in data["rows"]:
+            lines.append(f"| {r['reset_after']} | {r['batch']} | {r['stock_ms']:.4f} / {r['stock_p99_ms']:.4f} | "
+                         f"{r['recopt_ms']:.4f} / {r['recopt_p99_ms']:.4f} | {r['vs_stock']:.2f}x |")
+        lines.append("")
+
+
 def _e2e_attention_section(lines):
-    _e2e_section(lines, "end_to_end_attention", "DIN and DIEN after fuse_attention (full size)")
+    _e2e_section(lines, "end_to_end_attention", "DIN and DIEN after fuse_attention and fuse_gru (full size)")
 
 
 def _serving_section(lines):
@@ -303,7 +316,8 @@ def render_peers():
 SECTIONS = {"topk": (_topk_section, "### TopK:", None), "retrieval": (_retrieval_section, "### Retrieval:", None),
             "interaction": (_interaction_section, "### DLRM dot interaction:", None),
             "attention": (_attention_section, "### DIN attention:", "### DLRM dot interaction:"),
-            "end_to_end_attention": (_e2e_attention_section, "### End to end, DIN and DIEN after fuse_attention",
+            "gru": (_gru_section, "### DIEN GRU:", "### DIN attention:"),
+            "end_to_end_attention": (_e2e_attention_section, "### End to end, DIN and DIEN after",
                                      "### End to end, DLRM after fuse_interaction")}
 
 
@@ -361,6 +375,7 @@ def render():
     _retrieval_section(lines)
     _interaction_section(lines)
     _attention_section(lines)
+    _gru_section(lines)
     _variants_section(lines)
     _e2e_section(lines)
     _e2e_section(lines, "end_to_end_dlrm", "DLRM after fuse_interaction (full size)")

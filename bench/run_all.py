@@ -15,7 +15,12 @@ STEPS = [
     ["-m", "bench.retrieval", "--threads", "default"],
     ["-m", "bench.interaction", "--threads", "inline"],
     ["-m", "bench.interaction", "--threads", "default"],
+    ["-m", "bench.attention", "--threads", "inline"],
+    ["-m", "bench.attention", "--threads", "default"],
+    ["-m", "bench.gru", "--threads", "inline"],
+    ["-m", "bench.gru", "--threads", "default"],
     ["-m", "bench.end_to_end"],
+    ["-m", "bench.end_to_end", "--models", "din,dien", "--name", "end_to_end_attention"],
     ["-m", "bench.serving"],
     ["-m", "bench.peers"],
 ]

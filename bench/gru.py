@@ -1,0 +1,70 @@
+"""Unit benchmark: Recopt>GRU vs the stock Keras GRU layer it replaces (a
+While loop over TensorLists, one cell's dozen ops per step). DIEN's full
+size: input d = 32, 32 units, T = 50, return_sequences, batch 1, 64, 512,
+reset_after True (the Keras default) and False. Timed in graph
+(bench.common.in_graph), so eager dispatch does not hide either side.
+
+    python -m bench.gru --threads inline|default [--repeats N]
+"""
+import sys
+
+import numpy as np
+
+D, UNITS, T = 32, 32, 50
+BATCHES = (1, 64, 512)
+
+
+def _inner(batch):
+    return max(2, 512 // batch)   # enough calls per timed loop that loop overhead stays small
+
+
+def _layer(reset_after):
+    import keras
+    keras.utils.set_random_seed(0)
+    layer = keras.layers.GRU(UNITS, return_sequences=True, reset_after=reset_after,
+                             bias_initializer="random_normal")
+    layer.build((None, T, D))
+    weights = [w.numpy() for w in layer.weights]
+    kernel, recurrent, bias = weights
+    biases = (bias[0], bias[1]) if reset_after else (bias, np.zeros_like(bias))
+    return layer, (kernel, recurrent) + biases
+
+
+def _row(tf, ops, common, args, batch, reset_after, rng):
+    layer, weights = _layer(reset_after)
+    x = tf.constant(rng.standard_normal((batch, T, D)), tf.float32)
+    h0 = tf.zeros([batch, UNITS])
+    w = [tf.constant(a) for a in weights]
+    fns = {"stock": lambda: layer(x),
+           "recopt": lambda: ops.recopt_gru(x, h0, *w, [], reset_after=reset_after)[0]}
+    np.testing.assert_allclose(tf.function(fns["recopt"])().numpy(), tf.function(fns["stock"])().numpy(),
+                               rtol=1e-4, atol=1e-4)
+    inner = _inner(batch)
+    timings = common.time_calls({k: common.in_graph(f, inner) for k, f in fns.items()}, warmup=3,
+                                repeats=args.repeats)
+    row = {"batch": batch, "reset_after": reset_after, "inner": inner}
+    for label, (median, p99) in timings.items():
+        row[f"{label}_ms"], row[f"{label}_p99_ms"] = median / inner, p99 / inner
+    row["vs_stock"] = row["stock_ms"] / row["recopt_ms"]
+    print(f"reset_after={reset_after!s:5} batch={batch:>4}: stock {row['stock_ms']:.4f} ms  "
+          f"recopt {row['recopt_ms']:.4f} ms  {row['vs_stock']:.2f}x", file=sys.stderr)
+    return row
+
+
+def main(argv=None):
+    from bench import common
+    args = common.unit_args(argv, default_repeats=30)
+    import tensorflow as tf
+    import tf_recopt
+    ops = tf_recopt.load_ops()
+    rng = np.random.default_rng(0)
+    rows = [_row(tf, ops, common, args, batch, reset_after, rng)
+            for reset_after in (True, False) for batch in BATCHES]
+    common.write_result(f"gru_{args.threads}", {
+        "bench": "gru", "threads": args.threads, "machine": common.machine(),
+        "setup": f"keras.layers.GRU({UNITS}, return_sequences=True), input d={D}, T={T}",
+        "command": f"python -m bench.gru --threads {args.threads} --repeats {args.repeats}", "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
