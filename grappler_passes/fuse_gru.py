@@ -28,6 +28,13 @@ from grappler_passes.pass_base import GraphPass
 FUSED_OP = "Recopt>GRU"
 _WHILE_OPS = ("While", "StatelessWhile")
 _COND_OPS = ("Less", "LogicalAnd", "Const", "Identity", "NoOp")
+# Everything a GRU step may run. The rewrite drops the loop, so a body with
+# any other op (a tf.print, an assert, a stateful read) is left alone even
+# when that op does not feed the state.
+_BODY_OPS = frozenset({
+    "Const", "Identity", "NoOp", "MatMul", "BiasAdd", "AddV2", "Add", "Sub", "Mul", "Sigmoid", "Tanh", "Split",
+    "SplitV", "Squeeze", "Unpack", "StridedSlice", "ConcatV2", "TensorListGetItem", "TensorListSetItem",
+    "SelectV2", "Select", "Tile"})
 
 
 class _Skip(Exception):
@@ -78,6 +85,9 @@ class _Loop:
         self.cond = library.get(node.attr["cond"].func.name)
         if self.body is None or self.cond is None:
             raise _Skip("the loop's body or cond is not in the graph's function library")
+        extra = sorted({n.op for n in self.body.node_def} - _BODY_OPS)
+        if extra:
+            raise _Skip(f"the loop body runs {', '.join(extra)}: not part of a GRU step")
         self.inputs = view.data_inputs(node)
         self.args = [a.name for a in self.body.signature.input_arg]
         self.outs = [_body_ref(self.body, self.body.ret[o.name]) for o in self.body.signature.output_arg]

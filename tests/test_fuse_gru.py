@@ -73,7 +73,7 @@ def test_sequence_consumed_time_major():
     _assert_fused(optimized)
 
 
-def _hand_written_gru(x):
+def _hand_written_gru(x, side_effect=False):
     """A DIEN-style cell written out by hand: per-gate weights, a
     tf.while_loop over a TensorArray, and the mix spelled (1 - z) * c + z * h."""
     w = {k: tf.constant(RNG.standard_normal(s) * 0.3, tf.float32)
@@ -88,6 +88,8 @@ def _hand_written_gru(x):
         r = tf.sigmoid(tf.matmul(h, w["ur"]) + tf.matmul(xt, w["wr"]) + w["br"])
         c = tf.tanh(tf.matmul(xt, w["wh"]) + tf.matmul(r * h, w["uh"]) + w["bh"])
         h = (1.0 - z) * c + z * h
+        if side_effect:
+            tf.print("step", t)
         return t + 1, h, out.write(t, h)
 
     _, h, out = tf.while_loop(lambda t, h, out: t < T, body, (0, tf.zeros([tf.shape(x)[0], U]), out))
@@ -129,6 +131,15 @@ def test_masked_gru_keeping_last_output_stays_stock():
                               specs=(SPEC, tf.TensorSpec([None], tf.int32)))
     assert "Recopt>GRU" not in ops_of(optimized)
     assert result.skipped
+
+
+def test_loop_with_a_side_effect_stays_stock():
+    def fn(x):
+        out, h = _hand_written_gru(x, side_effect=True)
+        return out, h
+    optimized, result = _fuse(fn)
+    assert "Recopt>GRU" not in ops_of(optimized)
+    assert "PrintV2" in result.skipped[0][1]
 
 
 def test_lstm_stays_stock():
