@@ -14,6 +14,11 @@ Lookups (the root is the node whose output is replaced):
     Sum | Mean(<that gather>, axis=1) over [batch, n] ids           sum / mean
     SparseSegmentSum|Mean|SqrtN[WithNumSegments](table, ids, segment_ids[, n])
         (tf.nn.embedding_lookup_sparse; also its older Unique + Gather form)
+    weighted embedding_lookup_sparse (sp_weights given):
+        rows = Gather(Gather(table, Unique(ids)), Unique:1) | Gather(table, ids)
+        e = SegmentSum(Mul(rows, Reshape(w, [n, 1])), segment_ids)              sum
+        DivNoNan(e, SegmentSum(Reshape(w), segment_ids))                         mean
+        DivNoNan(e, Sqrt(SegmentSum(Pow(Reshape(w), 2), segment_ids)))           sqrtn
 """
 import dataclasses
 from typing import List, Optional
@@ -44,6 +49,7 @@ class Lookup:
     rank2: bool                 # output is [batch, width]: can join a concat
     ids_sources: List[str]      # tensors the lookup reads (for dependency checks)
     inner: List[str] = dataclasses.field(default_factory=list)  # replaced nodes besides the root
+    weights: Optional[str] = None  # per-id weights (feature.weighted)
 
 
 def _const_int(view, tensor):
@@ -215,4 +221,83 @@ def match_segments(node, view, shapes, resources) -> Optional[Lookup]:
     return Lookup(node, table, ids, parts, feature, True, [ids] + parts, inner)
 
 
-MATCHERS = (match_pooled, match_segments, match_gather)  # longest first
+def _unique_rows(view, node, resources):
+    """(table, ids, inner) of Gather(Gather(table, Unique(ids):0), Unique:1) or Gather(table, ids)."""
+    if node is None:
+        return None
+    found = _gather(node, view, resources)
+    if found is not None:
+        return found[0], found[1], []
+    if node.op != "GatherV2" or _const_int(view, node.input[2]) != 0:
+        return None
+    inner_gather = view.node(view.skip_identity(node.input[0]))
+    unique = view.node(view.skip_identity(node.input[1]))
+    found = _gather(inner_gather, view, resources) if inner_gather is not None else None
+    if (found is None or unique is None or unique.op != "Unique" or view.skip_identity(found[1]) != unique.name
+            or view.skip_identity(node.input[1]) != f"{unique.name}:1"):
+        return None
+    return found[0], unique.input[0], [inner_gather.name]
+
+
+def _weighted_sum(view, node, resources):
+    """(table, ids, segments, reshaped weights node, inner) of SegmentSum(Mul(rows, Reshape(w)), segments)."""
+    if node is None or node.op != "SegmentSum" or node.attr["T"].type != types_pb2.DT_FLOAT:
+        return None
+    mul = view.node(view.skip_identity(node.input[0]))
+    if mul is None or mul.op != "Mul":
+        return None
+    for a, b in ((0, 1), (1, 0)):
+        shaped = view.node(view.skip_identity(mul.input[b]))
+        found = _unique_rows(view, view.node(view.skip_identity(mul.input[a])), resources)
+        if found is not None and shaped is not None and shaped.op == "Reshape":
+            table, ids, inner = found
+            rows = view.skip_identity(mul.input[a]).split(":")[0]
+            return table, ids, node.input[1], shaped, inner + [mul.name, rows]
+    return None
+
+
+def _weight_norm(view, tensor, shaped, segments):
+    """"mean" for SegmentSum(w, segments), "sqrtn" for Sqrt(SegmentSum(Pow(w, 2), segments)), else None."""
+    node = view.node(view.skip_identity(tensor))
+    combiner = "mean"
+    if node is not None and node.op == "Sqrt":
+        node, combiner = view.node(view.skip_identity(node.input[0])), "sqrtn"
+    if node is None or node.op != "SegmentSum" or node.input[1] != segments:
+        return None
+    data = view.node(view.skip_identity(node.input[0]))
+    if combiner == "sqrtn":
+        if data is None or data.op != "Pow" or not _const_value_is(view, data.input[1], 2.0):
+            return None
+        data = view.node(view.skip_identity(data.input[0]))
+    return combiner if data is not None and data.name == shaped.name else None
+
+
+def _const_value_is(view, tensor, expected):
+    value = view.const_value(tensor)
+    return value is not None and value.size == 1 and float(value.reshape(-1)[0]) == expected
+
+
+def match_weighted_segments(node, view, shapes, resources) -> Optional[Lookup]:
+    """Weighted embedding_lookup_sparse: the SegmentSum (sum) or DivNoNan (mean, sqrtn) root."""
+    combiner, total = "sum", node
+    if node.op == "DivNoNan":
+        total = view.node(view.skip_identity(node.input[0]))
+    found = _weighted_sum(view, total, resources)
+    if found is None:
+        return None
+    table, indices, segments, shaped, inner = found
+    if node.op == "DivNoNan":
+        combiner = _weight_norm(view, node.input[1], shaped, segments)
+        if combiner is None:
+            return None
+        inner.append(total.name)
+    weights = view.skip_identity(shaped.input[0])
+    if _ids_rank(shapes, weights) != 1 or shape_of(shapes, weights) != shape_of(shapes, view.skip_identity(indices)):
+        return None
+    ids, buckets, _ = _resolve_ids(view, indices, table)
+    feature = EmbeddingFeature(0, layout="segments", combiner=combiner, hash_buckets=buckets, weighted=True)
+    return Lookup(node, table, ids, [segments], feature, True, [ids, segments, weights], inner, weights)
+
+
+# Longest first: a weighted mean's DivNoNan root before the SegmentSum inside it.
+MATCHERS = (match_weighted_segments, match_pooled, match_segments, match_gather)

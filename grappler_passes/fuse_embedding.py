@@ -77,6 +77,7 @@ class FuseEmbedding(GraphPass):
                 if found is not None:
                     lookups[node.name] = found
                     inner.update(view.skip_identity(i).split(":")[0] for i in node.input)
+                    inner.update(found.inner)
                     break
         for name in inner:
             lookups.pop(name, None)  # a gather absorbed by its pooling
@@ -185,12 +186,13 @@ class FuseEmbedding(GraphPass):
         ordered = [t for _, t in sorted(tables.values(), key=lambda it: it[0])]
         ids = [l.ids for l in lookups]
         parts = [p for l in lookups for p in l.parts]
+        weights = [l.weights for l in lookups if l.feature.weighted]
         attrs = {k: _attr(v) for k, v in op_attrs(features, [t.dim for t in ordered], concat).items()}
-        attrs["num_weights"] = _attr(0)
+        attrs["num_weights"] = _attr(len(weights))
         attrs["Ttables"] = _type_list([dtype_of(info, t.tensor) for t in ordered])
         attrs["Tids"] = _type_list([dtype_of(info, i) for i in ids])
         attrs["Tpartitions"] = _type_list([dtype_of(info, p) for p in parts])
-        fused = view.add_node(OP_NAME, name, [t.tensor for t in ordered] + ids + parts, attrs, device)
+        fused = view.add_node(OP_NAME, name, [t.tensor for t in ordered] + ids + parts + weights, attrs, device)
         _move_control_edges(view, {n for l in lookups for n in [l.root.name] + l.inner}, fused.name)
         return fused
 

@@ -114,6 +114,24 @@ def test_near_misses_are_left_alone(ops):
     assert any("depend on another embedding lookup" in r for r in skipped)
 
 
+@pytest.mark.parametrize("combiner", ["sum", "mean", "sqrtn"])
+@pytest.mark.parametrize("fast", [False, True], ids=["unique", "allow_fast_lookup"])
+def test_weighted_embedding_lookup_sparse(ops, combiner, fast):
+    def fn(indices, values, weights, shape):
+        sp, sw = tf.SparseTensor(indices, values, shape), tf.SparseTensor(indices, weights, shape)
+        return tf.concat([tf.nn.embedding_lookup_sparse(T[1], sp, sw, combiner=combiner, allow_fast_lookup=fast),
+                          tf.nn.embedding_lookup_sparse(T[2], sp, sw, combiner=combiner, allow_fast_lookup=fast)], 1)
+    dense = np.array([[1, 2, 0], [0, 0, 0], [3, 0, 0], [4, 5, 6], [7, 7, 7]])
+    sp = tf.sparse.from_dense(dense)
+    # Zero and negative weights included: div_no_nan gives a zero row where they cancel.
+    weights = np.array([0.5, 2.0, 0.0, -1.0, 3.0, 1.5, 1.0, -1.0, 2.0], np.float32)[:len(sp.values)]
+    ops_after = _check(fn, [tf.TensorSpec([None, 2], tf.int64), I64, tf.TensorSpec([None], tf.float32),
+                            tf.TensorSpec([2], tf.int64)],
+                       [sp.indices.numpy(), sp.values.numpy(), weights, sp.dense_shape.numpy()],
+                       gone=("SegmentSum", "DivNoNan", "GatherV2", "Unique"), rtol=2e-6)
+    assert "Mul" not in ops_after
+
+
 class _VariableTables(tf.Module):
     """Tables as variables (as every real model keeps them): ResourceGather,
     and embedding_lookup_sparse on a variable."""
