@@ -166,6 +166,11 @@ def _gru_section(lines):
         lines.append("")
 
 
+def _e2e_retrieval_section(lines):
+    _e2e_section(lines, "end_to_end_retrieval", "retrieval models (full size, rerun after the TopK/ScoreTopK kernel "
+                 "changes)")
+
+
 def _e2e_attention_section(lines):
     _e2e_section(lines, "end_to_end_attention", "DIN and DIEN after fuse_attention and fuse_gru (full size)")
 
@@ -317,6 +322,7 @@ SECTIONS = {"topk": (_topk_section, "### TopK:", None), "retrieval": (_retrieval
             "interaction": (_interaction_section, "### DLRM dot interaction:", None),
             "attention": (_attention_section, "### DIN attention:", "### DLRM dot interaction:"),
             "gru": (_gru_section, "### DIEN GRU:", "### DIN attention:"),
+            "end_to_end_retrieval": (_e2e_retrieval_section, "### End to end, retrieval models", None),
             "end_to_end_attention": (_e2e_attention_section, "### End to end, DIN and DIEN after",
                                      "### End to end, DLRM after fuse_interaction")}
 
@@ -378,6 +384,7 @@ def render():
     _gru_section(lines)
     _variants_section(lines)
     _e2e_section(lines)
+    _e2e_retrieval_section(lines)
     _e2e_section(lines, "end_to_end_dlrm", "DLRM after fuse_interaction (full size)")
     _e2e_attention_section(lines)
     _serving_section(lines)
