@@ -68,12 +68,34 @@ struct GruStepArgs {
   int64_t ldo;
 };
 
+// Attention weights in place, row by row: x = x * scale, masked as the model
+// wrote it, then softmax along the row. A row of the mask applies to a row
+// of x; mask_ld = 0 repeats mask row 0 for every row (a [B, 1, S] mask).
+//   kMaskSelect: a masked-out score becomes mask_value (Keras 3: where()).
+//   kMaskAdd:    a masked-out score gets mask_value added (tf_keras' adder).
+// zero_masked: Keras 3's explicit-scores path also zeroes masked weights.
+enum MaskMode { kMaskSelect = 0, kMaskAdd = 1 };
+
+struct SoftmaxArgs {
+  float* x;               // [rows, cols], row stride ld
+  int64_t ld;
+  int64_t rows;
+  int64_t cols;
+  float scale;
+  const bool* mask;       // [rows, cols] row stride mask_ld, or nullptr
+  int64_t mask_ld;
+  int mask_mode;          // MaskMode
+  float mask_value;
+  bool zero_masked;       // masked-out weights are 0 after the softmax too (a fully masked row sums to 0)
+};
+
 struct GemmKernels {
   const char* isa;
   int nr;  // panel width in floats
   void (*dense)(const DenseArgs& args);
   void (*score)(const ScoreArgs& args);
   void (*gru_step)(const GruStepArgs& args);
+  void (*softmax_rows)(const SoftmaxArgs& args);
 };
 
 namespace generic { const GemmKernels& Kernels(); }

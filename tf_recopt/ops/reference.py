@@ -159,3 +159,34 @@ def gru(x, initial_state, kernel, recurrent_kernel, input_bias, recurrent_bias, 
         states.append(out)
     seq = tf.stack(states) if states else tf.zeros([0, xs.shape[1], units])
     return (seq if time_major else tf.transpose(seq, [1, 0, 2])), h
+
+
+def multi_head_attention(query, key, value, query_kernel, query_bias, key_kernel, key_bias, value_kernel,
+                         value_bias, output_kernel, output_bias, num_heads, key_dim, value_dim, scale,
+                         mask=None, mask_mode="select", mask_value=0.0, zero_masked=False, weights_bf16=False):
+    """Recopt>MultiHeadAttention: Keras' MultiHeadAttention at inference with
+    2-D kernels (heads side by side in the columns). mask [B, T or 1, S]:
+    where False the scaled score becomes mask_value ("select") or has it
+    added ("add"); softmax over S; zero_masked then zeroes the masked weights."""
+    def rounded(w):
+        w = tf.convert_to_tensor(w)
+        return tf.cast(tf.cast(w, tf.bfloat16), tf.float32) if weights_bf16 else w
+
+    def heads(x, kernel, bias, width):   # [B, L, d] -> [B, N, L, width]
+        y = tf.tensordot(x, rounded(kernel), axes=1) + bias
+        y = tf.reshape(y, tf.concat([tf.shape(y)[:2], [num_heads, width]], 0))
+        return tf.transpose(y, [0, 2, 1, 3])
+    q = heads(query, query_kernel, query_bias, key_dim)
+    k = heads(key, key_kernel, key_bias, key_dim)
+    v = heads(value, value_kernel, value_bias, value_dim)
+    scores = tf.matmul(q, k, transpose_b=True) * scale
+    if mask is not None:
+        keep = tf.expand_dims(tf.convert_to_tensor(mask), 1)
+        masked = scores + mask_value if mask_mode == "add" else tf.fill(tf.shape(scores), mask_value)
+        scores = tf.where(keep, scores, masked)
+    weights = tf.nn.softmax(scores, axis=-1)
+    if mask is not None and zero_masked:
+        weights = tf.where(keep, weights, 0.0)
+    ctx = tf.transpose(tf.matmul(weights, v), [0, 2, 1, 3])
+    ctx = tf.reshape(ctx, tf.concat([tf.shape(ctx)[:2], [num_heads * value_dim]], 0))
+    return tf.tensordot(ctx, rounded(output_kernel), axes=1) + output_bias
