@@ -23,7 +23,6 @@ import numpy as np
 from tensorflow.core.framework import attr_value_pb2, types_pb2
 
 from grappler_passes import shapes
-from grappler_passes.graph_view import parse_input, tensor_name
 from grappler_passes.pass_base import GraphPass
 
 FUSED_OP = "Recopt>DinAttention"
@@ -253,29 +252,18 @@ class _Attention:
             "pad_value": attr_value_pb2.AttrValue(f=self.pad),
         })
         a = self.anchor
-        controls = [i for i in a.input if i.startswith("^")]
         if a.op == "Sum":
-            del a.input[:]
-            a.op = FUSED_OP
-            a.input.extend(inputs + controls)
-            a.attr.clear()
-            for k, v in attrs.items():
-                a.attr[k].CopyFrom(v)
+            view.rewrite(a, FUSED_OP, inputs, attrs)
         else:  # [B, 1, d]: the fused op's [B, d] with the axis put back
             fused = view.add_node(FUSED_OP, a.name + "/recopt_attention", inputs, attrs, device=a.device)
             axis = view.add_const(a.name + "/recopt_axis", np.int32(1))
-            del a.input[:]
-            a.op = "ExpandDims"
-            a.input.extend([fused.name, axis.name] + controls)
-            a.attr.clear()
-            a.attr["T"].CopyFrom(attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT))
-            a.attr["Tdim"].CopyFrom(attr_value_pb2.AttrValue(type=types_pb2.DT_INT32))
-        view.touch()
+            view.rewrite(a, "ExpandDims", [fused.name, axis.name],
+                         {"T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT),
+                          "Tdim": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)})
 
     # ---- helpers ---------------------------------------------------------
     def _t(self, tensor):
-        """The tensor's real producer output, one spelling ("n" for "n:0")."""
-        return tensor_name(*parse_input(self.view.skip_identity(tensor)))
+        return self.view.source(tensor)
 
     def _producer(self, tensor):
         return self.view.node(self._t(tensor))

@@ -102,6 +102,10 @@ class GraphView:
             node = self.node(name)
         return name
 
+    def source(self, tensor):
+        """The real producer's output behind Identity chains, spelt one way ("n" for "n:0")."""
+        return tensor_name(*parse_input(self.skip_identity(tensor)))
+
     def const_value(self, name):
         """numpy value of a Const (through Identity), else None."""
         node = self.node(self.skip_identity(name))
@@ -134,6 +138,18 @@ class GraphView:
             "value": attr_value_pb2.AttrValue(tensor=proto),
             "dtype": attr_value_pb2.AttrValue(type=proto.dtype),
         })
+
+    def rewrite(self, node, op, inputs, attrs):
+        """Turns `node` into `op` over `inputs` in place: its name, and so its
+        consumers, stay; its control inputs are kept."""
+        controls = [i for i in node.input if i.startswith("^")]
+        del node.input[:]
+        node.op = op
+        node.input.extend(list(inputs) + controls)
+        node.attr.clear()
+        for k, v in attrs.items():
+            node.attr[k].CopyFrom(v)
+        self.touch()
 
     def replace_uses(self, old, new):
         """Points every data use of tensor `old` at tensor `new`."""

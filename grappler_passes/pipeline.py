@@ -5,14 +5,14 @@ import time
 from absl import logging
 
 from grappler_passes import (canonicalize, cleanup, combine_parallel, fold_constants, fuse_attention, fuse_dense,
-                             fuse_embedding, fuse_gru, fuse_interaction, fuse_topk)
+                             fuse_embedding, fuse_gru, fuse_interaction, fuse_mha, fuse_topk)
 from grappler_passes.graph_view import GraphView
 from grappler_passes.pass_base import PassContext, PassResult
 
 _PASSES = {p.name: p for p in (
     cleanup.PruneIdentity, cleanup.PruneDeadNodes, fold_constants.FoldConstants, canonicalize.Canonicalize,
     fuse_embedding.FuseEmbedding, fuse_topk.FuseTopK, fuse_interaction.FuseInteraction, fuse_dense.FuseDense,
-    fuse_attention.FuseAttention, fuse_gru.FuseGru,
+    fuse_attention.FuseAttention, fuse_gru.FuseGru, fuse_mha.FuseMultiHeadAttention,
     combine_parallel.CombineParallelDense)}
 
 # Why this order: pruning Identity first makes producers adjacent so patterns
@@ -29,14 +29,17 @@ _PASSES = {p.name: p for p in (
 # candidate matrix for a (million-output) dense layer. fuse_interaction runs after
 # fuse_embedding, whose stacked output is the interaction's x. fuse_gru only
 # reads loop bodies and rewires the loop's outer tensors, so its place is free;
-# it runs before fuse_attention so DIEN's attention sees the op's sequence. fuse_attention runs after
+# it runs before fuse_attention so DIEN's attention sees the op's sequence. fuse_mha runs before
+# fuse_dense, which would turn its Q/K/V and output projections into FusedMLPs
+# and hide their kernels. fuse_attention runs after
 # fuse_dense: it takes the attention unit's MLP as the Recopt>FusedMLP that
 # pass made, in whatever spelling the author wrote the layers. combine_parallel_dense is opt-in (passes=[...]): one
 # wider layer + SplitV measured 1.11x at batch 1 but 0.79x at batch 512 for
 # 8 experts of 256->64 (bench/dense_variants.py), so it is not a default.
 DEFAULT_ORDER = ("prune_identity", "fold_constants", "canonicalize", "prune_dead_nodes", "fuse_embedding",
                  "prune_dead_nodes", "fuse_topk", "prune_dead_nodes", "fuse_interaction", "prune_dead_nodes",
-                 "fuse_gru", "prune_dead_nodes", "fuse_dense", "prune_dead_nodes", "fuse_attention", "prune_dead_nodes")
+                 "fuse_gru", "prune_dead_nodes", "fuse_mha", "prune_dead_nodes", "fuse_dense", "prune_dead_nodes",
+                 "fuse_attention", "prune_dead_nodes")
 
 
 class UnknownPassError(ValueError):

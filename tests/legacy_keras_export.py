@@ -1,31 +1,64 @@
-"""Exports tf_keras (Keras 2) GRU models for tests/test_fuse_gru.py. Run as
-`python -m tests.legacy_gru_export OUT_DIR` with TF_USE_LEGACY_KERAS=1:
-tf_keras and Keras 3 cannot share a process."""
+"""Exports tf_keras (Keras 2) models for the pass tests. Run as
+`python -m tests.legacy_keras_export gru|mha OUT_DIR` with
+TF_USE_LEGACY_KERAS=1: tf_keras and Keras 3 cannot share a process."""
 import os
+import subprocess
 import sys
 
 import numpy as np
 import tensorflow as tf
 
-T, D, UNITS = 10, 8, 6
-VARIANTS = {
+T, D, UNITS = 10, 8, 6          # GRU models (tests/test_fuse_gru.py)
+GRU_VARIANTS = {
     "standard": dict(return_sequences=True),                   # tf_keras' standard_gru function
     "reset_before": dict(return_sequences=True, reset_after=False),   # the generic RNN loop
     "backwards": dict(return_sequences=True, go_backwards=True),
     "last": dict(),
 }
+MHA_T, MHA_S, MHA_D = 6, 9, 16   # MultiHeadAttention models (tests/test_fuse_mha.py)
+MHA_VARIANTS = ("self_masked", "cross")
 
 
-def export(out_dir):
+def _keras():
     keras = tf.keras
     assert "tf_keras" in keras.__name__ or os.environ.get("TF_USE_LEGACY_KERAS") == "1"
-    tf.random.set_seed(0)
-    for name, kwargs in VARIANTS.items():
+    return keras
+
+
+def export_gru(out_dir):
+    keras = _keras()
+    for name, kwargs in GRU_VARIANTS.items():
         x = keras.Input((T, D), name="x")
         y = keras.layers.GRU(UNITS, name="gru", bias_initializer="random_normal", **kwargs)(x)
         tf.saved_model.save(keras.Model(x, y), os.path.join(out_dir, name))
 
 
+def export_mha(out_dir):
+    keras = _keras()
+    for name in MHA_VARIANTS:
+        layer = keras.layers.MultiHeadAttention(num_heads=2, key_dim=8, value_dim=6, name="mha",
+                                                bias_initializer="random_normal")
+        q = keras.Input((MHA_T, MHA_D), name="q")
+        if name == "self_masked":
+            m = keras.Input((MHA_T, MHA_T), dtype=tf.bool, name="m")
+            model = keras.Model([q, m], layer(q, q, attention_mask=m))
+        else:
+            kv = keras.Input((MHA_S, MHA_D), name="kv")
+            model = keras.Model([q, kv], layer(q, kv))
+        tf.saved_model.save(model, os.path.join(out_dir, name))
+
+
+def export_in_subprocess(kind, out_dir):
+    """Runs this module for `kind` in a TF_USE_LEGACY_KERAS=1 subprocess;
+    returns its stderr tail on failure, else None."""
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-m", "tests.legacy_keras_export", kind, str(out_dir)], env=env,
+                            cwd=root, capture_output=True, text=True)
+    return None if result.returncode == 0 else result.stderr[-3000:]
+
+
 if __name__ == "__main__":
     np.random.seed(0)
-    export(sys.argv[1])
+    tf.random.set_seed(0)
+    {"gru": export_gru, "mha": export_mha}[sys.argv[1]](sys.argv[2])

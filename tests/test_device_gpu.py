@@ -41,8 +41,8 @@ def test_options_accept_gpu_only_as_a_new_device():
 def test_gpu_order_drops_passes_without_gpu_kernels():
     cpu = [p.name for p in resolve_passes()]
     gpu = [p.name for p in resolve_passes(device="gpu")]
-    assert {"fuse_embedding", "fuse_interaction", "fuse_attention", "fuse_gru"} <= set(cpu)
-    assert not {"fuse_embedding", "fuse_interaction", "fuse_attention", "fuse_gru"} & set(gpu)
+    assert {"fuse_embedding", "fuse_interaction", "fuse_attention", "fuse_gru", "fuse_mha"} <= set(cpu)
+    assert not {"fuse_embedding", "fuse_interaction", "fuse_attention", "fuse_gru", "fuse_mha"} & set(gpu)
     assert {"fuse_topk", "fuse_dense"} <= set(gpu)
     with pytest.raises(UnknownPassError, match="fuse_embedding.*no GPU kernel"):
         resolve_passes(["fuse_embedding", "fuse_dense"], device="gpu")

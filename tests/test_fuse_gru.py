@@ -1,15 +1,12 @@
 """fuse_gru: Keras 3, tf_keras and hand-written GRU loops become Recopt>GRU
 with the same answers; loops that are not a GRU step stay stock."""
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import tf_recopt
 from tests.conftest import run_signature, saved_model_nodes
+from tests import legacy_keras_export
 from tests.graph_util import frozen_graph, ops_of, optimize_graph, run_graph
 
 RNG = np.random.default_rng(17)
@@ -154,11 +151,8 @@ def test_lstm_stays_stock():
 @pytest.fixture(scope="module")
 def legacy_models(tmp_path_factory):
     out = tmp_path_factory.mktemp("legacy_gru")
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-m", "tests.legacy_gru_export", str(out)], env=env, cwd=root,
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    failure = legacy_keras_export.export_in_subprocess("gru", out)
+    assert failure is None, failure
     return out
 
 

@@ -1,0 +1,77 @@
+"""Multi-head attention -> Recopt>MultiHeadAttention (core/mha.h): the
+projections, the [B, N, T, S] scores, the softmax and the context are one
+op that keeps them in cache. mha_match reads the subgraph; this pass emits
+the op in place of the output projection's last node, so its consumers and
+name are unchanged. What the rewrite orphans is left for prune_dead_nodes.
+
+Runs before fuse_dense, which would otherwise take the projections for
+FusedMLPs and hide their kernels."""
+import numpy as np
+from tensorflow.core.framework import attr_value_pb2, types_pb2
+
+from grappler_passes import mha_match, shapes
+from grappler_passes.pass_base import GraphPass
+
+FUSED_OP = "Recopt>MultiHeadAttention"
+
+
+class FuseMultiHeadAttention(GraphPass):
+    name = "fuse_mha"
+    requires_custom_ops = True
+    gpu_kernels = False  # CPU kernel only so far
+    description = "multi-head attention (Q/K/V projections, scaled scores, mask, softmax, output projection) " \
+                  "-> Recopt>MultiHeadAttention"
+
+    def run(self, ctx, result):
+        view = ctx.view
+        anchors = [n for n in view.nodes() if n.op == "Softmax"]
+        if not anchors:
+            return  # spares the shape inference of the whole graph
+        info = shapes.tensor_info(view.graph_def)
+        bf16 = getattr(ctx.options, "precision", "fp32") == "bf16"
+        for node in anchors:
+            try:
+                found = mha_match.Matcher(view, info, node).match()
+            except mha_match.NotHere:
+                continue
+            except mha_match.Skip as why:
+                result.skip(node.name, str(why))
+                continue
+            _emit(view, found, bf16)
+            result.apply()
+
+
+def _emit(view, att, bf16):
+    final = att.final
+    base = final.name + "/recopt_mha"
+    inputs = [att.query.source, att.key.source, att.value.source]
+    for i, (kernel, bias) in enumerate([(att.query.kernel, att.query.bias), (att.key.kernel, att.key.bias),
+                                        (att.value.kernel, att.value.bias), (att.output_kernel, att.output_bias)]):
+        inputs.append(view.add_const(f"{base}/kernel{i}", kernel.astype(np.float32)).name)
+        inputs.append(view.add_const(f"{base}/bias{i}", bias.astype(np.float32)).name)
+    if att.mask is not None:
+        inputs.append(_mask_input(view, att.mask, base, final.device))
+    attrs = {
+        "num_heads": attr_value_pb2.AttrValue(i=att.query.heads),
+        "key_dim": attr_value_pb2.AttrValue(i=att.query.width),
+        "value_dim": attr_value_pb2.AttrValue(i=att.value.width),
+        "scale": attr_value_pb2.AttrValue(f=att.scale),
+        "mask_mode": attr_value_pb2.AttrValue(s=(att.mask.mode if att.mask else "select").encode()),
+        "mask_value": attr_value_pb2.AttrValue(f=att.mask.value if att.mask else 0.0),
+        "zero_masked": attr_value_pb2.AttrValue(b=att.zero_masked),
+        "num_masks": attr_value_pb2.AttrValue(i=0 if att.mask is None else 1),
+        "weights_bf16": attr_value_pb2.AttrValue(b=bf16),
+    }
+    view.rewrite(final, FUSED_OP, inputs, attrs)
+
+
+def _mask_input(view, mask, base, device):
+    """The op's [B, T or 1, S] keep-mask from the graph's tensor."""
+    tensor = mask.tensor
+    if mask.squeeze:
+        axis = attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(i=[1]))
+        tensor = view.add_node("Squeeze", f"{base}/mask", [tensor], {
+            "T": attr_value_pb2.AttrValue(type=types_pb2.DT_BOOL), "squeeze_dims": axis}, device=device).name
+    if mask.negate:
+        tensor = view.add_node("LogicalNot", f"{base}/keep", [tensor], device=device).name
+    return tensor

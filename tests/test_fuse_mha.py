@@ -1,0 +1,238 @@
+"""fuse_mha: Keras 3, tf_keras and hand-written multi-head attention become
+Recopt>MultiHeadAttention with the same answers; attention whose pieces
+are used elsewhere, or whose mask the op cannot take, stays stock."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_recopt
+from tests.conftest import run_signature, saved_model_nodes
+from tests import legacy_keras_export
+from tests.graph_util import frozen_graph, ops_of, optimize_graph, run_graph
+from tests.legacy_keras_export import MHA_D, MHA_S, MHA_T
+
+RNG = np.random.default_rng(23)
+B, T, S, D = 6, 7, 11, 16
+FUSED = "Recopt>MultiHeadAttention"
+
+
+def _x(steps, batch=B, width=D):
+    return RNG.standard_normal((batch, steps, width)).astype(np.float32)
+
+
+def _spec(steps, width=D, dtype=tf.float32):
+    return tf.TensorSpec([None, steps, width], dtype)
+
+
+def _lengths_mask(t, s, batch=B):
+    lengths = RNG.integers(0, s + 1, batch)
+    lengths[0] = 0   # one example attends to nothing
+    return np.broadcast_to((np.arange(s)[None, :] < lengths[:, None])[:, None, :], (batch, t, s)).copy()
+
+
+def _fuse(fn, feeds, specs):
+    tf_recopt.load_ops()
+    graph_def, inputs, outputs = frozen_graph(fn, *specs)
+    optimized, results = optimize_graph(graph_def, inputs, outputs)
+    want = run_graph(graph_def, inputs, outputs, list(feeds))
+    got = run_graph(optimized, inputs, outputs, list(feeds))
+    for w, g in zip(want, got):
+        assert w.shape == g.shape
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+    return optimized, {r.name: r for r in results}["fuse_mha"]
+
+
+def _assert_fused(optimized, count=1):
+    ops = ops_of(optimized)
+    assert ops.count(FUSED) == count
+    assert not {"Softmax", "Einsum", "Recopt>FusedMLP"} & set(ops), ops
+
+
+def _keras_mha(**kwargs):
+    import keras
+    keras.utils.set_random_seed(5)
+    kwargs.setdefault("num_heads", 2)
+    kwargs.setdefault("key_dim", 8)
+    layer = keras.layers.MultiHeadAttention(bias_initializer="random_normal", **kwargs)
+    layer(np.zeros((1, T, D), np.float32), np.zeros((1, S, D), np.float32))
+    return layer
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(value_dim=5), dict(output_shape=12), dict(use_bias=False),
+                                    dict(num_heads=4, key_dim=3)],
+                         ids=["default", "value_dim", "output_shape", "no_bias", "4_heads"])
+def test_keras3_self_attention_masked(kwargs):
+    layer = _keras_mha(**kwargs)
+    optimized, result = _fuse(lambda x, m: layer(x, x, attention_mask=m), [_x(T), _lengths_mask(T, T)],
+                              [_spec(T), tf.TensorSpec([None, T, T], tf.bool)])
+    _assert_fused(optimized)
+    assert result.applied == 1
+
+
+@pytest.mark.parametrize("t", [1, T])
+def test_keras3_cross_attention(t):
+    """A target item (t = 1) or a short query over a behaviour sequence."""
+    layer = _keras_mha()
+    optimized, _ = _fuse(lambda q, kv: layer(q, kv), [_x(t), _x(S)], [_spec(t), _spec(S)])
+    _assert_fused(optimized)
+
+
+def test_keras3_separate_key_and_value():
+    layer = _keras_mha()
+    optimized, _ = _fuse(lambda q, k, v: layer(q, v, key=k), [_x(T), _x(S), _x(S)],
+                         [_spec(T), _spec(S), _spec(S)])
+    _assert_fused(optimized)
+
+
+def test_keras3_two_layers_stacked():
+    first, second = _keras_mha(), _keras_mha(num_heads=3, key_dim=4)
+    optimized, result = _fuse(lambda x: second(first(x, x), x), [_x(T)], [_spec(T)])
+    _assert_fused(optimized, count=2)
+    assert result.applied == 2
+
+
+def _dense(units, seed):
+    rng = np.random.default_rng(seed)
+    w = tf.constant(rng.standard_normal((D, units)).astype(np.float32) / 4)
+    b = tf.constant(rng.standard_normal(units).astype(np.float32) / 10)
+    return lambda x: tf.matmul(x, w) + b
+
+
+def _hand_written_bst(x, ids, heads=2, depth=8, additive=True):
+    """Behaviour Sequence Transformer style: Dense projections, split heads
+    by reshape + transpose, matmul(q, k^T) / sqrt(depth), padding mask from
+    the ids, softmax, matmul, merge heads, Dense."""
+    def split(t):
+        return tf.transpose(tf.reshape(t, [-1, T, heads, depth]), [0, 2, 1, 3])
+    q, k, v = split(_dense(heads * depth, 1)(x)), split(_dense(heads * depth, 2)(x)), split(_dense(heads * depth, 3)(x))
+    scores = tf.matmul(q, k, transpose_b=True) / tf.math.sqrt(float(depth))
+    padding = tf.equal(ids, 0)[:, None, None, :]                      # [B, 1, 1, S], True = blocked
+    if additive:
+        scores += tf.cast(padding, tf.float32) * -1e9
+    else:
+        scores = tf.where(padding, -1e9 * tf.ones_like(scores), scores)
+    ctx = tf.matmul(tf.nn.softmax(scores, axis=-1), v)
+    ctx = tf.reshape(tf.transpose(ctx, [0, 2, 1, 3]), [-1, T, heads * depth])
+    w_o = tf.constant(np.random.default_rng(4).standard_normal((heads * depth, D)).astype(np.float32) / 4)
+    return tf.matmul(ctx, w_o) + 0.5
+
+
+@pytest.mark.parametrize("additive", [True, False], ids=["added_mask", "where_mask"])
+def test_hand_written_bst_block(additive):
+    ids = RNG.integers(0, 4, (B, T)).astype(np.int64)
+    ids[1] = 0   # all padding
+    optimized, _ = _fuse(lambda x, i: _hand_written_bst(x, i, additive=additive), [_x(T), ids],
+                         [_spec(T), tf.TensorSpec([None, T], tf.int64)])
+    _assert_fused(optimized)
+    assert "LogicalNot" in ops_of(optimized)   # the op takes keep, the model wrote blocked
+
+
+_EINSUM_W = [tf.constant(RNG.standard_normal(shape).astype(np.float32)) for shape in
+             [(D, 2, 4), (D, 2, 4), (D, 2, 4), (2, 4, 5)]]
+
+
+def _einsum_attention(q, kv, keep=None):
+    """Heads as einsum over [d, N, H] kernels, the scale on the query."""
+    wq, wk, wv, wo = _EINSUM_W
+    qh = tf.einsum("btd,dnh->btnh", q, wq) * 0.5
+    kh, vh = tf.einsum("bsd,dnh->bsnh", kv, wk), tf.einsum("bsd,dnh->bsnh", kv, wv)
+    scores = tf.einsum("btnh,bsnh->bnts", qh, kh)
+    if keep is not None:
+        scores = tf.where(keep, scores, -1e9)
+    return tf.einsum("btnh,nhe->bte", tf.einsum("bnts,bsnh->btnh", tf.nn.softmax(scores), vh), wo)
+
+
+def test_hand_written_einsum_heads():
+    optimized, _ = _fuse(_einsum_attention, [_x(T), _x(S)], [_spec(T), _spec(S)])
+    _assert_fused(optimized)
+
+
+def test_hand_written_mask_with_head_axis():
+    """A [B, 1, 1, S] keep-mask built by indexing: squeezed to the op's [B, 1, S]."""
+    fn = lambda q, kv, m: _einsum_attention(q, kv, keep=m[:, None, None, :])   # noqa: E731
+    optimized, _ = _fuse(fn, [_x(T), _x(S), _lengths_mask(1, S)[:, 0]],
+                         [_spec(T), _spec(S), tf.TensorSpec([None, S], tf.bool)])
+    _assert_fused(optimized)
+
+
+def test_returned_scores_stay_stock():
+    layer = _keras_mha()
+    optimized, result = _fuse(lambda x: layer(x, x, return_attention_scores=True), [_x(T)], [_spec(T)])
+    assert FUSED not in ops_of(optimized)
+    assert "other uses" in result.skipped[0][1]
+
+
+def test_keras3_scores_path_when_scores_are_dropped():
+    """With return_attention_scores Keras 3 takes its transpose + BatchMatMulV2
+    path; if the signature drops the scores, that form is fused too."""
+    layer = _keras_mha()
+    optimized, _ = _fuse(lambda x, m: layer(x, x, attention_mask=m, return_attention_scores=True)[0],
+                         [_x(T), _lengths_mask(T, T)], [_spec(T), tf.TensorSpec([None, T, T], tf.bool)])
+    _assert_fused(optimized)
+    assert not {"Transpose", "BatchMatMulV2"} & set(ops_of(optimized))
+
+
+def test_batch_shared_causal_mask_stays_stock():
+    """The op takes one mask per example; a [1, 1, T, T] constant is left alone."""
+    causal = tf.constant(np.tril(np.ones((1, 1, T, T), bool)))
+    optimized, result = _fuse(lambda x: _einsum_attention(x, x, keep=causal), [_x(T)], [_spec(T)])
+    assert FUSED not in ops_of(optimized)
+    assert "whole batch" in result.skipped[0][1]
+
+
+def test_plain_softmax_is_not_attention():
+    optimized, result = _fuse(lambda x: tf.nn.softmax(tf.einsum("btd,bsd->bts", x, x)[:, None]), [_x(T)],
+                              [_spec(T)])
+    assert FUSED not in ops_of(optimized) and not result.skipped
+
+
+def test_non_constant_kernel_stays_stock():
+    def fn(x, wq):
+        q = tf.reshape(tf.matmul(x, wq), [-1, T, 2, 8])
+        k = tf.reshape(_dense(16, 5)(x), [-1, T, 2, 8])
+        p = tf.nn.softmax(tf.einsum("btnh,bsnh->bnts", q, k))
+        out = tf.einsum("bnts,bsnh->btnh", p, k)
+        return tf.matmul(tf.reshape(out, [-1, T, 16]), tf.eye(16))
+    optimized, result = _fuse(fn, [_x(T), RNG.standard_normal((D, 16)).astype(np.float32)],
+                              [_spec(T), tf.TensorSpec([D, 16], tf.float32)])
+    assert FUSED not in ops_of(optimized)
+    assert "constant" in result.skipped[0][1]
+
+
+@pytest.fixture(scope="module")
+def legacy_models(tmp_path_factory):
+    out = tmp_path_factory.mktemp("legacy_mha")
+    failure = legacy_keras_export.export_in_subprocess("mha", out)
+    assert failure is None, failure
+    return out
+
+
+@pytest.mark.parametrize("variant", ["self_masked", "cross"])
+def test_tf_keras_saved_models(legacy_models, tmp_path, variant):
+    src, dst = str(legacy_models / variant), str(tmp_path / "opt")
+    tf_recopt.optimize(src, dst)
+    assert len(saved_model_nodes(dst, FUSED)) == 1
+    assert not saved_model_nodes(dst, "Softmax")
+    q = _x(MHA_T, width=MHA_D)
+    feeds = {"q": q, "m": _lengths_mask(MHA_T, MHA_T)} if variant == "self_masked" else \
+        {"q": q, "kv": _x(MHA_S, width=MHA_D)}
+    want, got = run_signature(src, feeds), run_signature(dst, feeds)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=2e-5, atol=2e-5)
+
+
+def test_bf16_precision_sets_the_weights_attr():
+    from types import SimpleNamespace
+
+    from grappler_passes import run_pipeline
+    tf_recopt.load_ops()
+    layer = _keras_mha()
+    graph_def, inputs, outputs = frozen_graph(lambda x: layer(x, x), _spec(T))
+    protected = {n.split(":")[0] for n in inputs + outputs}
+    optimized, _ = run_pipeline(graph_def, protected, options=SimpleNamespace(precision="bf16", device="cpu"))
+    fused = [n for n in optimized.node if n.op == FUSED]
+    assert len(fused) == 1 and fused[0].attr["weights_bf16"].b
+    x = _x(T)
+    want, got = run_graph(graph_def, inputs, outputs, [x]), run_graph(optimized, inputs, outputs, [x])
+    np.testing.assert_allclose(got[0], want[0], rtol=3e-2, atol=3e-2)
+    assert not np.allclose(got[0], want[0], rtol=1e-6, atol=1e-6)
