@@ -48,6 +48,20 @@ def in_graph(make_outputs, inner):
     return lambda: fn().numpy()
 
 
+def stock_vs_recopt(fns, inner, repeats, row):
+    """Checks fns["recopt"] against fns["stock"] (rtol/atol 1e-4), times both
+    in graph, interleaved, and adds per-op median/p99 ms and the speed-up to row."""
+    import tensorflow as tf
+    np.testing.assert_allclose(tf.function(fns["recopt"])().numpy(), tf.function(fns["stock"])().numpy(),
+                               rtol=1e-4, atol=1e-4)
+    timings = time_calls({k: in_graph(f, inner) for k, f in fns.items()}, warmup=3, repeats=repeats)
+    row["inner"] = inner
+    for label, (median, p99) in timings.items():
+        row[f"{label}_ms"], row[f"{label}_p99_ms"] = median / inner, p99 / inner
+    row["vs_stock"] = row["stock_ms"] / row["recopt_ms"]
+    return row
+
+
 def copy_bandwidth_gbs(repeats=5):
     """Read+write bytes per second of a 256 MiB numpy copy (best of repeats)."""
     src = np.ones(64 << 20, np.float32)

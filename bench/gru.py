@@ -37,15 +37,7 @@ def _row(tf, ops, common, args, batch, reset_after, rng):
     w = [tf.constant(a) for a in weights]
     fns = {"stock": lambda: layer(x),
            "recopt": lambda: ops.recopt_gru(x, h0, *w, [], reset_after=reset_after)[0]}
-    np.testing.assert_allclose(tf.function(fns["recopt"])().numpy(), tf.function(fns["stock"])().numpy(),
-                               rtol=1e-4, atol=1e-4)
-    inner = _inner(batch)
-    timings = common.time_calls({k: common.in_graph(f, inner) for k, f in fns.items()}, warmup=3,
-                                repeats=args.repeats)
-    row = {"batch": batch, "reset_after": reset_after, "inner": inner}
-    for label, (median, p99) in timings.items():
-        row[f"{label}_ms"], row[f"{label}_p99_ms"] = median / inner, p99 / inner
-    row["vs_stock"] = row["stock_ms"] / row["recopt_ms"]
+    row = common.stock_vs_recopt(fns, _inner(batch), args.repeats, {"batch": batch, "reset_after": reset_after})
     print(f"reset_after={reset_after!s:5} batch={batch:>4}: stock {row['stock_ms']:.4f} ms  "
           f"recopt {row['recopt_ms']:.4f} ms  {row['vs_stock']:.2f}x", file=sys.stderr)
     return row

@@ -166,6 +166,20 @@ def _gru_section(lines):
         lines.append("")
 
 
+def _mha_section(lines):
+    for threads, data in _by_threads("mha"):
+        lines += [f"### Multi-head attention: Recopt>MultiHeadAttention vs the stock Keras 3 layer, {data['setup']}, "
+                  f"threads={threads}", "",
+                  f"Command: `{data['command']}`", "",
+                  "Per-op times in graph (each call runs the layer `inner` times in a tf.while_loop).", "",
+                  "| shape | batch | stock median / p99 ms | recopt median / p99 ms | speed-up |",
+                  "|---|---:|---:|---:|---:|"]
+        for r in data["rows"]:
+            lines.append(f"| {r['shape']} | {r['batch']} | {r['stock_ms']:.4f} / {r['stock_p99_ms']:.4f} | "
+                         f"{r['recopt_ms']:.4f} / {r['recopt_p99_ms']:.4f} | {r['vs_stock']:.2f}x |")
+        lines.append("")
+
+
 def _e2e_retrieval_section(lines):
     _e2e_section(lines, "end_to_end_retrieval", "retrieval models (full size, rerun after the TopK/ScoreTopK kernel "
                  "changes)")
@@ -322,6 +336,7 @@ SECTIONS = {"topk": (_topk_section, "### TopK:", None), "retrieval": (_retrieval
             "interaction": (_interaction_section, "### DLRM dot interaction:", None),
             "attention": (_attention_section, "### DIN attention:", "### DLRM dot interaction:"),
             "gru": (_gru_section, "### DIEN GRU:", "### DIN attention:"),
+            "mha": (_mha_section, "### Multi-head attention:", "### DIEN GRU:"),
             "end_to_end_retrieval": (_e2e_retrieval_section, "### End to end, retrieval models", None),
             "end_to_end_attention": (_e2e_attention_section, "### End to end, DIN and DIEN after",
                                      "### End to end, DLRM after fuse_interaction")}
@@ -382,6 +397,7 @@ def render():
     _interaction_section(lines)
     _attention_section(lines)
     _gru_section(lines)
+    _mha_section(lines)
     _variants_section(lines)
     _e2e_section(lines)
     _e2e_retrieval_section(lines)

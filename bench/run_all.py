@@ -19,6 +19,8 @@ STEPS = [
     ["-m", "bench.attention", "--threads", "default"],
     ["-m", "bench.gru", "--threads", "inline"],
     ["-m", "bench.gru", "--threads", "default"],
+    ["-m", "bench.mha", "--threads", "inline"],
+    ["-m", "bench.mha", "--threads", "default"],
     ["-m", "bench.end_to_end"],
     ["-m", "bench.end_to_end", "--models", "din,dien", "--name", "end_to_end_attention"],
     ["-m", "bench.end_to_end", "--models", "two_tower,tfrs_retrieval", "--name", "end_to_end_retrieval"],
