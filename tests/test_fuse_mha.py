@@ -69,6 +69,14 @@ def test_keras3_self_attention_masked(kwargs):
     assert result.applied == 1
 
 
+def test_keras3_dynamic_sequence_length():
+    """Input(shape=(None, d)): Keras 3 projects with Einsum then."""
+    layer = _keras_mha()
+    optimized, _ = _fuse(lambda x, m: layer(x, x, attention_mask=m), [_x(T), _lengths_mask(T, T)],
+                         [tf.TensorSpec([None, None, D]), tf.TensorSpec([None, None, None], tf.bool)])
+    _assert_fused(optimized)
+
+
 @pytest.mark.parametrize("t", [1, T])
 def test_keras3_cross_attention(t):
     """A target item (t = 1) or a short query over a behaviour sequence."""
@@ -127,8 +135,8 @@ def test_hand_written_bst_block(additive):
     assert "LogicalNot" in ops_of(optimized)   # the op takes keep, the model wrote blocked
 
 
-_EINSUM_W = [tf.constant(RNG.standard_normal(shape).astype(np.float32)) for shape in
-             [(D, 2, 4), (D, 2, 4), (D, 2, 4), (2, 4, 5)]]
+_EINSUM_W = [tf.constant((RNG.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)) for shape in
+             [(D, 2, 4), (D, 2, 4), (D, 2, 4), (2, 4, 5)]]   # Glorot-like scale: outputs of order 1
 
 
 def _einsum_attention(q, kv, keep=None):
