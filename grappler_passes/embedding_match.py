@@ -14,6 +14,9 @@ Lookups (the root is the node whose output is replaced):
     Sum | Mean(<that gather>, axis=1) over [batch, n] ids           sum / mean
     SparseSegmentSum|Mean|SqrtN[WithNumSegments](table, ids, segment_ids[, n])
         (tf.nn.embedding_lookup_sparse; also its older Unique + Gather form)
+    safe_embedding_lookup_sparse (feature columns): the SparseSegment* above
+        on SparseFillEmptyRows of the ids retained >= 0, then
+        Select(Tile(empty rows), ZerosLike, lookup) [-> Reshape]     segments_n over the retained ids
     weighted embedding_lookup_sparse (sp_weights given):
         rows = Gather(Gather(table, Unique(ids)), Unique:1) | Gather(table, ids)
         e = SegmentSum(Mul(rows, Reshape(w, [n, 1])), segment_ids)              sum
@@ -23,7 +26,8 @@ Lookups (the root is the node whose output is replaced):
 import dataclasses
 from typing import List, Optional
 
-from tensorflow.core.framework import types_pb2
+import numpy as np
+from tensorflow.core.framework import attr_value_pb2, types_pb2
 
 from grappler_passes.shapes import shape_of
 from tf_recopt.ops.embedding import EmbeddingFeature
@@ -299,5 +303,68 @@ def match_weighted_segments(node, view, shapes, resources) -> Optional[Lookup]:
     return Lookup(node, table, ids, [segments], feature, True, [ids, segments, weights], inner, weights)
 
 
-# Longest first: a weighted mean's DivNoNan root before the SegmentSum inside it.
-MATCHERS = (match_weighted_segments, match_pooled, match_segments, match_gather)
+def _column_zero(view, tensor):
+    """The StridedSlice x[:, 0] of a [n, 2] tensor: its input, else None."""
+    node = view.node(view.skip_identity(tensor))
+    if node is None or node.op != "StridedSlice" or node.attr["shrink_axis_mask"].i != 2 or \
+            node.attr["new_axis_mask"].i or node.attr["ellipsis_mask"].i:
+        return None
+    begin, end, strides = (view.const_value(i) for i in node.input[1:4])
+    if begin is None or end is None or strides is None or list(strides) != [1, 1] or begin[1] != 0 or end[1] != 1 \
+            or not (node.attr["begin_mask"].i & 1 and node.attr["end_mask"].i & 1):
+        return None
+    return node.input[0]
+
+
+def _index_op(view, shapes, tensor, axis, name):
+    """A GatherV2 of index 0 along `axis` of an int64 tensor, with its dtype
+    recorded in `shapes` for the emitter (which reads dtypes from there)."""
+    zero = view.add_const(f"{name}/index", np.int64(0))
+    ax = view.add_const(f"{name}/axis", np.int32(axis))
+    node = view.add_node("GatherV2", name, [tensor, zero.name, ax.name], {
+        "Tparams": attr_value_pb2.AttrValue(type=types_pb2.DT_INT64),
+        "Tindices": attr_value_pb2.AttrValue(type=types_pb2.DT_INT64),
+        "Taxis": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32),
+        "batch_dims": attr_value_pb2.AttrValue(i=0)})
+    shapes[f"{node.name}:0"] = ([None] if axis else [], types_pb2.DT_INT64)
+    return node.name
+
+
+def match_safe_segments(node, view, shapes, resources) -> Optional[Lookup]:
+    """safe_embedding_lookup_sparse (tf.feature_column's embedding columns):
+    negative ids retained away, SparseFillEmptyRows, the SparseSegment*
+    lookup, and Select(empty row, zeros, lookup), maybe Reshape'd back. The
+    fused op takes the retained ids and their rows before the fill: its
+    empty rows are zeros already, so the fill and the Select go."""
+    root, select = node, node
+    if node.op == "Reshape":
+        select = view.node(view.skip_identity(node.input[0]))
+        if _ids_rank(shapes, node.name) != 2:
+            root = select   # a higher-rank sparse input: the Select's [rows, d] is the lookup
+    if select is None or select.op not in ("Select", "SelectV2"):
+        return None
+    cond, zeros, seg = (view.skip_identity(i) for i in select.input[:3])
+    zeros_node, tile = view.node(zeros), view.node(cond)
+    if zeros_node is None or zeros_node.op != "ZerosLike" or view.skip_identity(zeros_node.input[0]) != seg or \
+            tile is None or tile.op != "Tile":
+        return None
+    empty = view.node(view.skip_identity(tile.input[0]))
+    fill_name = None if empty is None or empty.op != "Reshape" else view.skip_identity(empty.input[0])
+    fill = view.node(fill_name) if fill_name else None
+    if fill is None or fill.op != "SparseFillEmptyRows" or not fill_name.endswith(":2"):
+        return None
+    inner = match_segments(view.node(seg), view, shapes, resources)
+    if inner is None or inner.feature.layout != "segments" or inner.feature.hash_buckets or \
+            inner.ids != f"{fill.name}:1" or view.source(_column_zero(view, inner.parts[0]) or "") != fill.name:
+        return None
+    indices, ids, dense_shape = (view.skip_identity(i) for i in fill.input[:3])
+    parts = [_index_op(view, shapes, indices, 1, f"{root.name}/recopt_rows"),
+             _index_op(view, shapes, dense_shape, 0, f"{root.name}/recopt_num_rows")]
+    feature = dataclasses.replace(inner.feature, layout="segments_n")
+    replaced = inner.inner + [view.node(seg).name] + ([select.name] if root is not select else [])
+    return Lookup(root, inner.table, ids, parts, feature, True, [ids, indices, dense_shape], replaced)
+
+
+# Longest first: a weighted mean's DivNoNan root before the SegmentSum inside
+# it, a safe lookup's Reshape/Select before the SparseSegment* inside it.
+MATCHERS = (match_safe_segments, match_weighted_segments, match_pooled, match_segments, match_gather)

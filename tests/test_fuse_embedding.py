@@ -132,6 +132,48 @@ def test_weighted_embedding_lookup_sparse(ops, combiner, fast):
     assert "Mul" not in ops_after
 
 
+_SAFE_GONE = ("SparseSegmentSum", "SparseSegmentMean", "SparseSegmentSqrtN", "SparseFillEmptyRows", "Tile",
+              "ZerosLike", "Select", "SelectV2")
+
+
+@pytest.mark.parametrize("combiner", ["sum", "mean", "sqrtn"])
+def test_safe_embedding_lookup_sparse(ops, combiner):
+    """tf.feature_column's form: negative ids dropped, empty rows (and rows of
+    only negative ids) zeros, joined into one concat op with a plain lookup."""
+    def fn(indices, values, shape, dense_ids):
+        sp = tf.SparseTensor(indices, values, shape)
+        return tf.concat([tf.nn.safe_embedding_lookup_sparse(T[1], sp, combiner=combiner),
+                          tf.nn.safe_embedding_lookup_sparse(T[2], sp, combiner=combiner),
+                          tf.gather(T[0], dense_ids)], 1)
+    indices = np.array([[0, 0], [0, 1], [0, 2], [2, 0], [3, 0], [3, 1], [3, 2], [5, 1]], np.int64)
+    values = np.array([1, -2, 3, -1, 4, 5, 4, 9], np.int64)   # row 2 only negative; rows 1 and 4 empty
+    ops_after = _check(fn, [tf.TensorSpec([None, 2], tf.int64), I64, tf.TensorSpec([2], tf.int64), I64],
+                       [indices, values, np.array([6, 3], np.int64), _ids(50, 6)], gone=_SAFE_GONE)
+    assert "ConcatV2" not in ops_after
+
+
+def test_safe_embedding_lookup_sparse_of_rank3_ids(ops):
+    """[B, 2, L] ids: the lookup is [B*2, d], reshaped back to [B, 2, d] by the model."""
+    def fn(indices, values, shape):
+        sp = tf.SparseTensor(indices, values, shape)
+        return [tf.nn.safe_embedding_lookup_sparse(T[1], sp), tf.nn.safe_embedding_lookup_sparse(T[2], sp)]
+    sp = tf.sparse.from_dense(np.array([[[1, 2], [0, 0]], [[3, 0], [4, 5]], [[0, 0], [0, 0]]]))
+    _check(fn, [tf.TensorSpec([None, 3], tf.int64), I64, tf.TensorSpec([3], tf.int64)],
+           [sp.indices.numpy(), sp.values.numpy(), sp.dense_shape.numpy()], gone=_SAFE_GONE)
+
+
+def test_safe_lookup_out_of_range_id_errors_like_tensorflow(ops):
+    def fn(indices, values, shape):
+        sp = tf.SparseTensor(indices, values, shape)
+        return tf.concat([tf.nn.safe_embedding_lookup_sparse(T[1], sp), tf.nn.safe_embedding_lookup_sparse(T[2], sp)], 1)
+    graph_def, inputs, outputs = frozen_graph(fn, tf.TensorSpec([None, 2], tf.int64), I64, tf.TensorSpec([2], tf.int64))
+    new, _ = optimize_graph(graph_def, inputs, outputs)
+    assert FUSED in ops_of(new)
+    feeds = [np.array([[0, 0], [1, 0]], np.int64), np.array([3, 65], np.int64), np.array([2, 1], np.int64)]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="65"):
+        run_graph(new, inputs, outputs, feeds)
+
+
 class _VariableTables(tf.Module):
     """Tables as variables (as every real model keeps them): ResourceGather,
     and embedding_lookup_sparse on a variable."""
