@@ -26,7 +26,7 @@ def main(argv=None):
         x = tf.constant(rng.standard_normal((batch, F, D)).astype(np.float32))
         stock = tf.function(lambda x=x: tf.gather(
             tf.reshape(tf.matmul(x, tf.transpose(x, [0, 2, 1])), [-1, F * F]), lower, axis=1))
-        fused = tf.function(lambda x=x: ops.recopt_dot_interaction(x, num_features=F, indices=lower.tolist()))
+        fused = tf.function(lambda x=x: ops.recopt_dot_interaction(x, [], num_features=F, indices=lower.tolist()))
         np.testing.assert_allclose(fused().numpy(), stock().numpy(), rtol=1e-4, atol=1e-4)
         timings = common.time_calls({"stock": lambda: stock().numpy(), "recopt": lambda: fused().numpy()},
                                     warmup=20, repeats=args.repeats)

@@ -12,7 +12,9 @@ are computed; the [B, F, F] Gram matrix is never written):
      GatherV2(indices, axis=1)         indices: a Const, or Keras' negative-index
                                        wrap SelectV2(c < 0, c + n, c) of a Const c
 
-The gather node is rewritten in place (same name); the matmul, reshape,
+The gather node is rewritten in place (same name), or, when its one use is
+DLRM's concat([dense, interactions], axis=1) (either order), the concat is,
+with the dense features as the op's second input; the matmul, reshape,
 transpose and index wrap are left for prune_dead_nodes.
 
 The second form is tensorflow-recommenders' DotInteraction (and the Model
@@ -61,7 +63,7 @@ class FuseInteraction(GraphPass):
             except _Skip as why:
                 result.skip(node.name, str(why))
                 continue
-            match.emit()
+            match.emit(info)
             result.apply()
 
     @staticmethod
@@ -158,21 +160,35 @@ class _Interaction:
             raise _Skip("indices are not constant")
         return c
 
-    def emit(self):
-        self._rewrite(self.gather)
+    def emit(self, info):
+        self._rewrite(self.gather, info)
 
-    def _rewrite(self, g):
+    def _rewrite(self, g, info):
+        """The op in place of g, or of the [dense, g] / [g, dense] concat after
+        it. The product, reshape, transpose, index wrap (and g, when the concat
+        takes the op) are then unused: prune_dead_nodes removes them."""
+        target, dense, dense_first = self._dense_concat(g, info)
+        self.view.rewrite(target, "Recopt>DotInteraction", [self.x] + ([dense] if dense else []), {
+            "num_features": attr_value_pb2.AttrValue(i=self.f),
+            "indices": attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(i=self.indices)),
+            "num_dense": attr_value_pb2.AttrValue(i=1 if dense else 0),
+            "dense_first": attr_value_pb2.AttrValue(b=dense_first)})
+
+    def _dense_concat(self, g, info):
+        """(concat node, dense tensor, dense first?) for DLRM's concat of the
+        dense features with the interactions along axis 1, else (g, None, True)."""
         view = self.view
-        controls = [i for i in g.input if i.startswith("^")]
-        g.op = "Recopt>DotInteraction"
-        del g.input[:]
-        g.input.extend([self.x] + controls)
-        g.attr.clear()
-        g.attr["num_features"].CopyFrom(attr_value_pb2.AttrValue(i=self.f))
-        g.attr["indices"].CopyFrom(attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(i=self.indices)))
-        # The product, reshape, transpose and index wrap are now unused:
-        # prune_dead_nodes (next in the order) removes them.
-        view.touch()
+        users = view.consumers(g.name)
+        if g.name in view.protected or len(users) != 1 or view.control_consumers(g.name):
+            return g, None, True
+        concat, index = users[0]
+        if concat.op != "ConcatV2" or concat.attr["N"].i != 2 or _const_int(view, concat.input[2]) not in (1, -1):
+            return g, None, True
+        dense = view.skip_identity(concat.input[1 - index])
+        dims = shapes.shape_of(info, dense)
+        if dims is None or len(dims) != 2 or shapes.dtype_of(info, dense) != types_pb2.DT_FLOAT or dense == g.name:
+            return g, None, True
+        return concat, dense, index == 1
 
 
 class _MaskedInteraction(_Interaction):
@@ -234,8 +250,8 @@ class _MaskedInteraction(_Interaction):
         return ones is not None and ones.op == "OnesLike" and \
             self.view.skip_identity(ones.input[0]) == self.product.name
 
-    def emit(self):
-        self._rewrite(self.out)
+    def emit(self, info):
+        self._rewrite(self.out, info)
 
 
 def _features_keeping(keep, m, limit=512):

@@ -86,6 +86,35 @@ def test_interaction_forms_fuse(ops, form):
     assert not STOCK & set(got_ops), got_ops
 
 
+DENSE = RNG.standard_normal((9, 5)).astype(np.float32)
+
+
+def _run_with_dense(fn):
+    graph_def, inputs, outputs = frozen_graph(fn, XSPEC, tf.TensorSpec([None, 5], tf.float32))
+    optimized, _ = optimize_graph(graph_def, inputs, outputs, passes=PASSES)
+    want = run_graph(graph_def, inputs, outputs, [X, DENSE])
+    got = run_graph(optimized, inputs, outputs, [X, DENSE])
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    return [n for n in optimized.node if n.op == "Recopt>DotInteraction"], ops_of(optimized)
+
+
+@pytest.mark.parametrize("form", ["transpose_b", "tfrs_boolean_mask"])
+@pytest.mark.parametrize("dense_first", [True, False])
+def test_dense_concat_is_absorbed(ops, form, dense_first):
+    """DLRM's concat([dense, interactions], 1): the op writes it directly."""
+    def fn(x, dense):
+        parts = [dense, FORMS[form](x)]
+        return tf.concat(parts if dense_first else parts[::-1], axis=1)
+    fused, _ = _run_with_dense(fn)
+    assert len(fused) == 1 and fused[0].attr["num_dense"].i == 1 and fused[0].attr["dense_first"].b == dense_first
+
+
+def test_wider_concat_keeps_its_concat(ops):
+    fused, got_ops = _run_with_dense(lambda x, dense: tf.concat([dense, FORMS["transpose_b"](x), dense], axis=1))
+    assert len(fused) == 1 and fused[0].attr["num_dense"].i == 0 and "ConcatV2" in got_ops, got_ops
+
+
 def _gram_twice(x):
     gram = tf.matmul(x, x, transpose_b=True)
     return tf.gather(_flat(gram), LOWER, axis=1), tf.reduce_sum(gram, axis=[1, 2])
@@ -123,5 +152,6 @@ def test_tfrs_dlrm_interaction_fuses_end_to_end(ops, zoo_dir, tmp_path):
     out = tmp_path / "tfrs_dlrm"
     report = tf_recopt.optimize(zoo_dir("tfrs_dlrm"), str(out))
     assert report.written and report.parity_ok
-    assert len(saved_model_nodes(str(out), "Recopt>DotInteraction")) == 1
+    fused = saved_model_nodes(str(out), "Recopt>DotInteraction")
+    assert len(fused) == 1 and fused[0].attr["num_dense"].i == 1   # with its Concatenate([bottom, .])
     assert not saved_model_nodes(str(out), "Where")

@@ -15,7 +15,7 @@ def _lower(f, diagonal=False):
 
 
 def _check(ops, x, indices):
-    got = ops.recopt_dot_interaction(x, num_features=x.shape[1], indices=indices).numpy()
+    got = ops.recopt_dot_interaction(x, [], num_features=x.shape[1], indices=indices).numpy()
     want = reference.dot_interaction(tf.constant(x), indices).numpy()
     assert got.shape == want.shape == (x.shape[0], len(indices))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(x.shape[2]))
@@ -39,7 +39,7 @@ def test_nan_and_inf_propagate_like_matmul(ops):
     x = RNG.standard_normal((3, 4, 8)).astype(np.float32)
     x[1, 2, 3] = np.nan
     x[2, 0, 0] = np.inf
-    got = ops.recopt_dot_interaction(x, num_features=4, indices=_lower(4)).numpy()
+    got = ops.recopt_dot_interaction(x, [], num_features=4, indices=_lower(4)).numpy()
     want = reference.dot_interaction(tf.constant(x), _lower(4)).numpy()
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
@@ -48,6 +48,25 @@ def test_nan_and_inf_propagate_like_matmul(ops):
 def test_bad_indices_and_shapes_are_named(ops):
     x = np.zeros((2, 3, 4), np.float32)
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=r"indices\[1\] = 9 is not in \[0, 9\)"):
-        ops.recopt_dot_interaction(x, num_features=3, indices=[0, 9])
+        ops.recopt_dot_interaction(x, [], num_features=3, indices=[0, 9])
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="3"):
-        ops.recopt_dot_interaction(np.zeros((2, 4, 4), np.float32), num_features=3, indices=[0])
+        ops.recopt_dot_interaction(np.zeros((2, 4, 4), np.float32), [], num_features=3, indices=[0])
+
+
+@pytest.mark.parametrize("dense_first", [True, False])
+@pytest.mark.parametrize("batch, k", [(0, 5), (1, 13), (300, 64), (4, 0)])
+def test_dense_concat(ops, dense_first, batch, k):
+    """DLRM's concat([dense, interactions], 1), written by the op in place."""
+    x = RNG.standard_normal((batch, 27, 16)).astype(np.float32)
+    dense = RNG.standard_normal((batch, k)).astype(np.float32)
+    got = ops.recopt_dot_interaction(x, [dense], num_features=27, indices=_lower(27),
+                                     dense_first=dense_first).numpy()
+    want = reference.dot_interaction(tf.constant(x), _lower(27), dense, dense_first).numpy()
+    assert got.shape == want.shape == (batch, k + 351)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_dense_of_another_batch_is_named(ops):
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="dense must be"):
+        ops.recopt_dot_interaction(np.zeros((2, 3, 4), np.float32), [np.zeros((3, 5), np.float32)], num_features=3,
+                                   indices=[3])

@@ -37,7 +37,7 @@ int64_t InteractionScratchFloats(int64_t num_features) {
 }
 
 void DotInteraction(const GemmKernels& kernels, const float* x, int64_t b0, int64_t b1, int64_t num_features,
-                    int64_t dim, const InteractionPairs& pairs, float* out, float* scratch) {
+                    int64_t dim, const InteractionPairs& pairs, float* out, int64_t ldo, float* scratch) {
   const int64_t f = num_features, p = static_cast<int64_t>(pairs.offset.size());
   float* gram = scratch;
   ScoreArgs args{};
@@ -58,7 +58,7 @@ void DotInteraction(const GemmKernels& kernels, const float* x, int64_t b0, int6
       args.out = gram + c * kRowsPerChunk * f;
       kernels.score(args);
     }
-    float* ob = out + b * p;
+    float* ob = out + b * ldo;
     for (int64_t t = 0; t < p; ++t) ob[t] = gram[offset[t]];
   }
 }

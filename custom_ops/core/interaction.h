@@ -31,8 +31,9 @@ int64_t InteractionScratchFloats(int64_t num_features);
 // x is [B, F, d] row-major, out is [B, P]. Each example's Gram matrix is
 // scored into L1-resident scratch by the ISA's score kernel (an F x F block
 // of dot products, 4 rows at a time), then the requested entries are copied.
+// out row b (row stride ldo) gets the pairs' dot products of example b.
 void DotInteraction(const GemmKernels& kernels, const float* x, int64_t b0, int64_t b1, int64_t num_features,
-                    int64_t dim, const InteractionPairs& pairs, float* out, float* scratch);
+                    int64_t dim, const InteractionPairs& pairs, float* out, int64_t ldo, float* scratch);
 
 }  // namespace recopt
 

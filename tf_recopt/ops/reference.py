@@ -96,12 +96,16 @@ def fused_embedding_lookup(tables, features, ids, partitions=None, weights=None,
     return tf.concat([tf.reshape(o, [batch, -1]) for o in outs], axis=1)
 
 
-def dot_interaction(x, indices):
+def dot_interaction(x, indices, dense=None, dense_first=True):
     """Recopt>DotInteraction: columns `indices` (i * F + j) of the flattened
-    per-example Gram matrix x x^T; x is [B, F, d]."""
+    per-example Gram matrix x x^T; x is [B, F, d]. With dense [B, k]: the
+    concat of dense and those columns (dense first or last)."""
     f = x.shape[1]
     gram = tf.reshape(tf.matmul(x, x, transpose_b=True), [-1, f * f])
-    return tf.gather(gram, tf.constant(indices, tf.int32), axis=1)
+    y = tf.gather(gram, tf.constant(indices, tf.int32), axis=1)
+    if dense is None:
+        return y
+    return tf.concat([dense, y] if dense_first else [y, dense], axis=1)
 
 
 def din_attention(query, keys, mask, weights, biases, activations, alphas, parts, softmax=False,
