@@ -185,6 +185,10 @@ def _e2e_retrieval_section(lines):
                  "changes)")
 
 
+def _e2e_dlrm_section(lines):
+    _e2e_section(lines, "end_to_end_dlrm", "DLRM after fuse_interaction (full size)")
+
+
 def _e2e_attention_section(lines):
     _e2e_section(lines, "end_to_end_attention", "DIN and DIEN after fuse_attention and fuse_gru (full size)")
 
@@ -339,7 +343,8 @@ SECTIONS = {"topk": (_topk_section, "### TopK:", None), "retrieval": (_retrieval
             "mha": (_mha_section, "### Multi-head attention:", "### DIEN GRU:"),
             "end_to_end_retrieval": (_e2e_retrieval_section, "### End to end, retrieval models", None),
             "end_to_end_attention": (_e2e_attention_section, "### End to end, DIN and DIEN after",
-                                     "### End to end, DLRM after fuse_interaction")}
+                                     "### End to end, DLRM after fuse_interaction"),
+            "end_to_end_dlrm": (_e2e_dlrm_section, "### End to end, DLRM after fuse_interaction", None)}
 
 
 def _section_span(lines, prefix):
@@ -401,7 +406,7 @@ def render():
     _variants_section(lines)
     _e2e_section(lines)
     _e2e_retrieval_section(lines)
-    _e2e_section(lines, "end_to_end_dlrm", "DLRM after fuse_interaction (full size)")
+    _e2e_dlrm_section(lines)
     _e2e_attention_section(lines)
     _serving_section(lines)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:

@@ -22,6 +22,7 @@ STEPS = [
     ["-m", "bench.mha", "--threads", "inline"],
     ["-m", "bench.mha", "--threads", "default"],
     ["-m", "bench.end_to_end"],
+    ["-m", "bench.end_to_end", "--models", "dlrm", "--name", "end_to_end_dlrm"],
     ["-m", "bench.end_to_end", "--models", "din,dien", "--name", "end_to_end_attention"],
     ["-m", "bench.end_to_end", "--models", "two_tower,tfrs_retrieval", "--name", "end_to_end_retrieval"],
     ["-m", "bench.serving"],
