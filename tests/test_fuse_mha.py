@@ -69,6 +69,17 @@ def test_keras3_self_attention_masked(kwargs):
     assert result.applied == 1
 
 
+def test_keras3_causal_and_padding_mask():
+    """SASRec-style: use_causal_mask with a padding mask; Keras ands them
+    into one [B, T, T] mask before the softmax, and that is the op's mask.
+    (A causal mask alone is built from the scores' shape for the whole
+    batch, [1, T, T]: left stock, as the batch-shared test shows.)"""
+    layer = _keras_mha()
+    optimized, _ = _fuse(lambda x, m: layer(x, x, attention_mask=m, use_causal_mask=True),
+                         [_x(T), _lengths_mask(T, T)], [_spec(T), tf.TensorSpec([None, T, T], tf.bool)])
+    _assert_fused(optimized)
+
+
 def test_keras3_dynamic_sequence_length():
     """Input(shape=(None, d)): Keras 3 projects with Einsum then."""
     layer = _keras_mha()
