@@ -153,31 +153,28 @@ def _attention_section(lines):
         lines.append("")
 
 
-def _gru_section(lines):
-    for threads, data in _by_threads("gru"):
-        lines += [f"### DIEN GRU: Recopt>GRU vs the stock Keras GRU layer, {data['setup']}, threads={threads}", "",
+def _in_graph_section(lines, name, title, key):
+    """A stock-vs-recopt table of bench.common.stock_vs_recopt rows, keyed by
+    row[key] and the batch (bench.gru, bench.mha)."""
+    for threads, data in _by_threads(name):
+        lines += [f"### {title}, {data['setup']}, threads={threads}", "",
                   f"Command: `{data['command']}`", "",
                   "Per-op times in graph (each call runs the layer `inner` times in a tf.while_loop).", "",
-                  "| reset_after | batch | stock median / p99 ms | recopt median / p99 ms | speed-up |",
+                  f"| {key} | batch | stock median / p99 ms | recopt median / p99 ms | speed-up |",
                   "|---|---:|---:|---:|---:|"]
         for r in data["rows"]:
-            lines.append(f"| {r['reset_after']} | {r['batch']} | {r['stock_ms']:.4f} / {r['stock_p99_ms']:.4f} | "
+            lines.append(f"| {r[key]} | {r['batch']} | {r['stock_ms']:.4f} / {r['stock_p99_ms']:.4f} | "
                          f"{r['recopt_ms']:.4f} / {r['recopt_p99_ms']:.4f} | {r['vs_stock']:.2f}x |")
         lines.append("")
+
+
+def _gru_section(lines):
+    _in_graph_section(lines, "gru", "DIEN GRU: Recopt>GRU vs the stock Keras GRU layer", "reset_after")
 
 
 def _mha_section(lines):
-    for threads, data in _by_threads("mha"):
-        lines += [f"### Multi-head attention: Recopt>MultiHeadAttention vs the stock Keras 3 layer, {data['setup']}, "
-                  f"threads={threads}", "",
-                  f"Command: `{data['command']}`", "",
-                  "Per-op times in graph (each call runs the layer `inner` times in a tf.while_loop).", "",
-                  "| shape | batch | stock median / p99 ms | recopt median / p99 ms | speed-up |",
-                  "|---|---:|---:|---:|---:|"]
-        for r in data["rows"]:
-            lines.append(f"| {r['shape']} | {r['batch']} | {r['stock_ms']:.4f} / {r['stock_p99_ms']:.4f} | "
-                         f"{r['recopt_ms']:.4f} / {r['recopt_p99_ms']:.4f} | {r['vs_stock']:.2f}x |")
-        lines.append("")
+    _in_graph_section(lines, "mha", "Multi-head attention: Recopt>MultiHeadAttention vs the stock Keras 3 layer",
+                      "shape")
 
 
 def _e2e_retrieval_section(lines):
