@@ -1,5 +1,5 @@
 """Exports tf_keras (Keras 2) models for the pass tests. Run as
-`python -m tests.legacy_keras_export gru|mha OUT_DIR` with
+`python -m tests.legacy_keras_export gru|mha|lookup OUT_DIR` with
 TF_USE_LEGACY_KERAS=1: tf_keras and Keras 3 cannot share a process."""
 import os
 import subprocess
@@ -17,6 +17,7 @@ GRU_VARIANTS = {
 }
 MHA_T, MHA_S, MHA_D = 6, 9, 16   # MultiHeadAttention models (tests/test_fuse_mha.py)
 MHA_VARIANTS = ("self_masked", "cross")
+LOOKUP_USERS = 300               # StringLookup towers (tests/test_fuse_embedding_lookup_layers.py)
 
 
 def _keras():
@@ -48,6 +49,22 @@ def export_mha(out_dir):
         tf.saved_model.save(model, os.path.join(out_dir, name))
 
 
+def export_lookup(out_dir):
+    """A TFRS-tutorial-style query tower: StringLookup + Embedding, and an
+    IntegerLookup'd age bucketised the same way, concatenated."""
+    keras = _keras()
+    users = [f"user_{i}" for i in range(LOOKUP_USERS)]
+    user = keras.Input((), dtype=tf.string, name="user")
+    age = keras.Input((), dtype=tf.int64, name="age")
+    user_tower = keras.Sequential([keras.layers.StringLookup(vocabulary=users, mask_token=None),
+                                   keras.layers.Embedding(LOOKUP_USERS + 1, 16)])
+    age_tower = keras.Sequential([keras.layers.IntegerLookup(vocabulary=np.arange(0, 100, dtype=np.int64)),
+                                  keras.layers.Embedding(102, 4)])
+    x = keras.layers.Concatenate()([user_tower(user), age_tower(age)])
+    model = keras.Model([user, age], keras.layers.Dense(8)(x))
+    tf.saved_model.save(model, out_dir)
+
+
 def export_in_subprocess(kind, out_dir):
     """Runs this module for `kind` in a TF_USE_LEGACY_KERAS=1 subprocess;
     returns its stderr tail on failure, else None."""
@@ -61,4 +78,4 @@ def export_in_subprocess(kind, out_dir):
 if __name__ == "__main__":
     np.random.seed(0)
     tf.random.set_seed(0)
-    {"gru": export_gru, "mha": export_mha}[sys.argv[1]](sys.argv[2])
+    {"gru": export_gru, "mha": export_mha, "lookup": export_lookup}[sys.argv[1]](sys.argv[2])
