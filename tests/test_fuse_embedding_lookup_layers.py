@@ -3,8 +3,6 @@ towers): the hash-table lookup in front must not hide the gathers from
 fuse_embedding. A converted signature loses the table handle's shape data,
 so without grappler_passes.shapes' stand-in every tensor after the lookup
 was unknown rank and no gather matched."""
-import os
-
 import numpy as np
 import pytest
 import tensorflow as tf
