@@ -101,8 +101,9 @@ def test_ragged_rows_including_empty(ops, split_dtype):
                             row_splits_dtype=split_dtype)
     got, want = _both(ops, [table], [F(0, layout="ragged", combiner="mean")], [rt.values], [[rt.row_splits]])
     _assert_same(got, want, exact=False)
-    assert not got[0].numpy()[1].any()  # empty rows: zeros, as embedding_lookup_sparse
-    # (a ragged reduce_mean gives NaN there, so the pass fuses only ragged sums)
+    # Empty rows: NaN, as tf.reduce_mean over a RaggedTensor (0/0); sums stay zeros.
+    assert np.isnan(got[0].numpy()[[1, 3]]).all() and not np.isnan(got[0].numpy()[[0, 2, 4]]).any()
+    np.testing.assert_array_equal(got[0].numpy(), tf.reduce_mean(tf.gather(table, rt), axis=1).numpy())
     summed = fused_embedding_lookup(ops, [table], [F(0, layout="ragged", combiner="sum")], [rt.values],
                                     [[rt.row_splits]])
     np.testing.assert_allclose(summed[0].numpy(), tf.reduce_sum(tf.gather(table, rt), axis=1).numpy(),

@@ -82,6 +82,10 @@ void PoolRow(const EmbeddingTableView& t, const EmbeddingBag& bag, int64_t begin
       norm += bag.combiner == Combiner::kSqrtN ? static_cast<double>(w) * w : w;
     }
   }
+  if (end == begin && bag.empty_mean_is_nan && bag.combiner == Combiner::kMean) {
+    std::fill(out, out + t.dim, std::numeric_limits<float>::quiet_NaN());
+    return;
+  }
   if (bag.combiner == Combiner::kSum || end == begin) return;
   if (bag.combiner == Combiner::kSqrtN) norm = std::sqrt(norm);
   if (norm == 0.0) {

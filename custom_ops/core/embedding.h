@@ -35,11 +35,15 @@ struct EmbeddingBag {
   // larger than that when several features share one concatenated output.
   float* out;
   int64_t out_stride;
+  // kMean only: an empty row is 0/0 = NaN, as tf.reduce_mean over a
+  // RaggedTensor gives, instead of embedding_lookup_sparse's zeros.
+  bool empty_mean_is_nan = false;
 };
 
-// Fills output rows [r0, r1) of `bag`. Empty rows give zeros; mean and
-// sqrtn divide by the count (or the sum of weights / sqrt of the sum of
-// squared weights) and give zeros where that is zero, as TensorFlow does.
+// Fills output rows [r0, r1) of `bag`. Empty rows give zeros (but see
+// empty_mean_is_nan); mean and sqrtn divide by the count (or the sum of
+// weights / sqrt of the sum of squared weights) and give zeros where that
+// is zero, as embedding_lookup_sparse does.
 void EmbeddingBagRows(const EmbeddingTableView& table, const EmbeddingBag& bag, int64_t r0,
                       int64_t r1);
 

@@ -324,7 +324,8 @@ class FusedEmbeddingLookupOp : public OpKernel {
     for (size_t f = 0; f < resolved.size(); ++f) {
       const ResolvedFeature& r = resolved[f];
       (*bags)[f] = {features_[f].combiner, r.ids.data(), r.weights, r.num_rows, r.ids_per_row,
-                    r.offsets.empty() ? nullptr : r.offsets.data(), nullptr, r.width};
+                    r.offsets.empty() ? nullptr : r.offsets.data(), nullptr, r.width,
+                    features_[f].layout == Layout::kRagged && !features_[f].weighted};
     }
     if (!concat_) {
       for (size_t f = 0; f < resolved.size(); ++f) {

@@ -85,6 +85,8 @@ Status FusedEmbeddingShape(InferenceContext* c) {
 // row_splits), "segments" / "segments_n" (ids + sorted segment ids, as
 // SparseSegmentSum; segments_n also takes num_segments). combiners[f]:
 // none (gather), sum, mean, sqrtn; weighted[f] takes one float per id.
+// An empty row gives zeros, except an unweighted ragged mean: NaN there,
+// as tf.reduce_mean over a RaggedTensor (0/0).
 // hash_buckets[f] > 0 maps ids first: strings by Fingerprint64 (exactly
 // StringToHashBucketFast), integers by floormod. negative_ids[f]: "error"
 // (GatherV2) or "wrap" (Keras take: id + rows). Tables are float32 or

@@ -78,6 +78,8 @@ def _one_feature(table, ids, parts, weights, feature):
         return rows if feature.combiner == "none" else _pool_dense(rows, weights, feature.combiner)
     if feature.layout == "ragged":
         splits = tf.cast(parts[0], tf.int64)
+        if weights is None and feature.combiner == "mean":  # empty rows: 0/0 = NaN
+            return tf.reduce_mean(tf.gather(table, tf.RaggedTensor.from_row_splits(ids, splits)), axis=1)
         segments = tf.ragged.row_splits_to_segment_ids(splits)
         return _pool_segments(table, ids, segments, tf.size(splits) - 1, weights, feature.combiner)
     num = parts[1] if feature.layout == "segments_n" else None
