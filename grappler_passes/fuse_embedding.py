@@ -1,4 +1,4 @@
-r"""Fuses a graph's embedding lookups (see embedding_match for the forms
+r"""Fuses a graph's embedding lookups (see embedding_match and embedding_ragged for the forms
 recognised) into Recopt>FusedEmbeddingLookup ops:
 
   ConcatV2(l1, l2, x, l3, axis=-1)  ->  ConcatV2(Fused[concat](l1, l2), x, l3)
@@ -17,10 +17,14 @@ import dataclasses
 import numpy as np
 from tensorflow.core.framework import attr_value_pb2, types_pb2
 
-from grappler_passes.embedding_match import MATCHERS
+from grappler_passes import embedding_match
+from grappler_passes.embedding_ragged import match_ragged
 from grappler_passes.pass_base import GraphPass
 from grappler_passes.shapes import dtype_of, shape_of, tensor_info
 from tf_recopt.ops.embedding import OP_NAME, op_attrs
+
+# A ragged mean's RealDiv root before the UnsortedSegmentSum inside it.
+MATCHERS = (match_ragged,) + embedding_match.MATCHERS
 
 _FLOAT = attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT)
 

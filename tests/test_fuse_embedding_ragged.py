@@ -1,0 +1,102 @@
+"""fuse_embedding on RaggedTensor ids: reduce_sum / reduce_mean over a ragged
+lookup becomes a "ragged" feature of Recopt>FusedEmbeddingLookup, with
+TensorFlow's answers (a ragged mean of an empty row is NaN), and the row-id
+subgraph is recognised by probing what it computes."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from grappler_passes import probe
+from grappler_passes.graph_view import GraphView
+from tests.graph_util import frozen_graph, ops_of, optimize_graph, run_graph
+
+RNG = np.random.default_rng(11)
+FUSED = "Recopt>FusedEmbeddingLookup"
+T = [tf.constant(RNG.standard_normal((rows, dim)).astype(np.float32)) for rows, dim in [(50, 4), (60, 8)]]
+I64 = tf.TensorSpec([None], tf.int64)
+STOCK = ("UnsortedSegmentSum", "GatherV2", "RealDiv", "Where")
+
+
+def _ragged(lengths, rows, splits_dtype=np.int64):
+    splits = np.concatenate([[0], np.cumsum(lengths)]).astype(splits_dtype)
+    return RNG.integers(0, rows, int(splits[-1])).astype(np.int64), splits
+
+
+def _run_both(fn, specs, feeds):
+    graph_def, inputs, outputs = frozen_graph(fn, *specs)
+    new, results = optimize_graph(graph_def, inputs, outputs)
+    want = run_graph(graph_def, inputs, outputs, feeds)
+    got = run_graph(new, inputs, outputs, feeds)
+    return ops_of(new), got, want, results
+
+
+@pytest.mark.parametrize("splits_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("lengths", [[3, 0, 1, 0, 4], [0], [2], [], [5] * 300], ids=["mixed", "one_empty", "one",
+                                                                                       "no_rows", "batch300"])
+def test_ragged_sum_and_mean_join_one_concat(ops, splits_dtype, lengths):
+    def fn(a_values, a_splits, b_values, b_splits):
+        a = tf.RaggedTensor.from_row_splits(a_values, a_splits, validate=False)
+        b = tf.RaggedTensor.from_row_splits(b_values, b_splits)   # validate=True: asserts on the splits
+        return tf.concat([tf.reduce_sum(tf.nn.embedding_lookup(T[0], a), axis=1),
+                          tf.reduce_mean(tf.gather(T[1], b), axis=1)], 1)
+    splits_spec = tf.TensorSpec([None], tf.as_dtype(splits_dtype))
+    a, b = _ragged(lengths, 50, splits_dtype), _ragged(lengths[::-1], 60, splits_dtype)
+    ops_after, got, want, _ = _run_both(fn, [I64, splits_spec, I64, splits_spec], [a[0], a[1], b[0], b[1]])
+    assert ops_after.count(FUSED) == 1 and "ConcatV2" not in ops_after, " ".join(sorted(ops_after))
+    for op in STOCK:
+        assert op not in ops_after, ops_after
+    # Sums add rows in id order as UnsortedSegmentSum does, and the mean is
+    # that sum over the count: bit for bit, NaN for an empty row included.
+    np.testing.assert_array_equal(got[0], want[0])
+    assert np.isnan(got[0]).any() == (0 in lengths)
+
+
+def test_ragged_value_rowids_spelling(ops):
+    """A hand-written segment reduction over value_rowids() is the same function."""
+    def fn(values, splits):
+        rt = tf.RaggedTensor.from_row_splits(values, splits, validate=False)
+        rows = tf.gather(T[0], rt.values)
+        return tf.math.unsorted_segment_sum(rows, rt.value_rowids(), rt.nrows())
+    feeds = list(_ragged([2, 0, 3], 50))
+    ops_after, got, want, _ = _run_both(fn, [I64, I64], feeds)
+    assert FUSED in ops_after and "UnsortedSegmentSum" not in ops_after, ops_after
+    np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_ragged_out_of_range_id_errors(ops):
+    def fn(values, splits):
+        rt = tf.RaggedTensor.from_row_splits(values, splits, validate=False)
+        return tf.reduce_sum(tf.gather(T[0], rt), axis=1)
+    graph_def, inputs, outputs = frozen_graph(fn, I64, I64)
+    new, _ = optimize_graph(graph_def, inputs, outputs)
+    assert FUSED in ops_of(new)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"indices\[1\] = 50 is not in \[0, 50\)"):
+        run_graph(new, inputs, outputs, [np.array([3, 50], np.int64), np.array([0, 2], np.int64)])
+
+
+def test_near_misses_stay_stock(ops):
+    def fn(values, splits, other):
+        rt = tf.RaggedTensor.from_row_splits(values, splits, validate=False)
+        rows = tf.gather(T[0], rt.values)
+        shifted = tf.math.unsorted_segment_sum(rows, tf.minimum(rt.value_rowids() + 1, 2), 3)  # not row ids
+        foreign = tf.math.unsorted_segment_sum(rows, other, 4)                                  # ids from a feed
+        return shifted, foreign
+    feeds = [np.array([1, 2, 3], np.int64), np.array([0, 1, 3], np.int64), np.array([3, 0, 1], np.int64)]
+    ops_after, got, want, _ = _run_both(fn, [I64, I64, I64], feeds)
+    assert FUSED not in ops_after and ops_after.count("UnsortedSegmentSum") == 2, ops_after
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_probe_evaluates_a_pure_subgraph():
+    def fn(splits):
+        rt = tf.RaggedTensor.from_row_splits(tf.zeros_like(splits[1:]), splits, validate=False)
+        return rt.value_rowids(), rt.nrows()
+    graph_def, inputs, outputs = frozen_graph(fn, tf.TensorSpec([None], tf.int64))
+    view = GraphView(graph_def)
+    assert probe.leaves(view, outputs) == [view.source(inputs[0])]
+    got = probe.evaluate(view, outputs, inputs, [[np.array([0, 2, 2, 3], np.int64)], [np.zeros((2, 2), np.int64)]])
+    np.testing.assert_array_equal(got[0][0], [0, 0, 2])
+    assert int(got[0][1]) == 3
+    assert got[1] is None  # a matrix for splits: TensorFlow rejects it, and the probe says so
+
