@@ -1,5 +1,5 @@
 """Exports tf_keras (Keras 2) models for the pass tests. Run as
-`python -m tests.legacy_keras_export gru|mha|lookup OUT_DIR` with
+`python -m tests.legacy_keras_export gru|mha|lookup|ragged OUT_DIR` with
 TF_USE_LEGACY_KERAS=1: tf_keras and Keras 3 cannot share a process."""
 import os
 import subprocess
@@ -17,6 +17,7 @@ GRU_VARIANTS = {
 }
 MHA_T, MHA_S, MHA_D = 6, 9, 16   # MultiHeadAttention models (tests/test_fuse_mha.py)
 MHA_VARIANTS = ("self_masked", "cross")
+RAGGED_ROWS = 70                 # ragged Embedding (tests/test_fuse_embedding_ragged.py)
 LOOKUP_USERS = 300               # StringLookup towers (tests/test_fuse_embedding_lookup_layers.py)
 
 
@@ -65,6 +66,16 @@ def export_lookup(out_dir):
     tf.saved_model.save(model, out_dir)
 
 
+def export_ragged(out_dir):
+    """tf_keras Embedding on a ragged Input (its signature takes the values
+    and row_splits as two tensors), pooled by sum and by mean."""
+    keras = _keras()
+    hist = keras.Input((None,), ragged=True, dtype=tf.int64, name="hist")
+    e = keras.layers.Embedding(RAGGED_ROWS, 8, embeddings_initializer="random_normal")(hist)
+    pooled = keras.layers.Lambda(lambda t: tf.concat([tf.reduce_sum(t, 1), tf.reduce_mean(t, 1)], 1))(e)
+    tf.saved_model.save(keras.Model(hist, keras.layers.Dense(3)(pooled)), out_dir)
+
+
 def export_in_subprocess(kind, out_dir):
     """Runs this module for `kind` in a TF_USE_LEGACY_KERAS=1 subprocess;
     returns its stderr tail on failure, else None."""
@@ -78,4 +89,5 @@ def export_in_subprocess(kind, out_dir):
 if __name__ == "__main__":
     np.random.seed(0)
     tf.random.set_seed(0)
-    {"gru": export_gru, "mha": export_mha, "lookup": export_lookup}[sys.argv[1]](sys.argv[2])
+    {"gru": export_gru, "mha": export_mha, "lookup": export_lookup,
+     "ragged": export_ragged}[sys.argv[1]](sys.argv[2])

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tf_recopt
 from grappler_passes import probe
 from grappler_passes.graph_view import GraphView
+from tests.conftest import run_signature
 from tests.graph_util import frozen_graph, ops_of, optimize_graph, run_graph
+from tests.legacy_keras_export import RAGGED_ROWS, export_in_subprocess
 
 RNG = np.random.default_rng(11)
 FUSED = "Recopt>FusedEmbeddingLookup"
@@ -100,3 +103,22 @@ def test_probe_evaluates_a_pure_subgraph():
     assert int(got[0][1]) == 3
     assert got[1] is None  # a matrix for splits: TensorFlow rejects it, and the probe says so
 
+
+def test_tf_keras_ragged_embedding_saved_model(ops, tmp_path):
+    """tf_keras flattens a ragged Input into (values, row_splits) signature
+    inputs; optimize() fuses both poolings into one op and, recognising the
+    pair from the fused op, generates valid ragged parity inputs itself."""
+    src, out = tmp_path / "legacy", str(tmp_path / "opt")
+    failure = export_in_subprocess("ragged", src)
+    assert failure is None, failure
+    report = tf_recopt.optimize(str(src), out)
+    assert report.parity_ok
+    after = report.signatures["serving_default"].ops_after
+    assert after.get(FUSED) == 1 and "UnsortedSegmentSum" not in after and "ResourceGather" not in after, after
+    values, splits = _ragged([4, 0, 1, 7], RAGGED_ROWS)
+    keys = sorted(tf.saved_model.load(str(src)).signatures["serving_default"].structured_input_signature[1])
+    feeds = dict(zip(keys, [tf.constant(values), tf.constant(splits)]))   # args_0: values, args_0_1: splits
+    want, got = run_signature(str(src), feeds), run_signature(out, feeds)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-6, atol=1e-6)
+        assert np.isnan(got[key][1]).all()   # the empty row's mean is NaN, through the Dense layer

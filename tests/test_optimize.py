@@ -169,3 +169,27 @@ def test_bf16_precision_on_zoo_models(ops, zoo_dir, tmp_path):
         assert fused and all(n.attr["weights_bf16"].b for n in fused)
     with pytest.raises(ValueError, match="precision"):
         tf_recopt.optimize(zoo_dir("dlrm"), str(tmp_path / "x"), precision="int4")
+
+
+class _SparseComponents(tf.Module):
+    def __init__(self):
+        self.table = tf.Variable(np.ones((40, 4), np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.int64), tf.TensorSpec([None], tf.int64),
+                                  tf.TensorSpec([2], tf.int64)])
+    def serve(self, indices, values, shape):
+        sp = tf.SparseTensor(indices, values, shape)
+        return {"out": tf.nn.embedding_lookup_sparse(self.table, sp, None, combiner="sum")}
+
+
+def test_original_model_failing_on_generated_inputs_is_a_clear_error(ops, tmp_path):
+    """Random SparseTensor components are not a valid SparseTensor: the
+    original model itself fails, and the error says so and what to do."""
+    src, out = str(tmp_path / "m"), tmp_path / "out"
+    m = _SparseComponents()
+    tf.saved_model.save(m, src, signatures={"serving_default": m.serve})
+    with pytest.raises(tf_recopt.ParityError, match=r"signature 'serving_default': the original model failed on "
+                                                    r"the parity inputs: .*sample_inputs=") as info:
+        tf_recopt.optimize(src, str(out))
+    assert "nothing was written" in str(info.value) and not out.exists()
+    assert info.value.report is not None
