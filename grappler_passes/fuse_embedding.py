@@ -116,11 +116,10 @@ class FuseEmbedding(GraphPass):
     def _fuse_concat(self, node, lookups, done, view, info, result):
         n = node.attr["N"].i
         axis = view.const_value(node.input[n])
-        shape = shape_of(info, node.name)
-        if axis is None or shape is None or len(shape) != 2 or int(axis) not in (1, -1) or \
-                node.attr["T"].type != types_pb2.DT_FLOAT:
-            return
         items = self._run_candidates(node, n, lookups, done, view)
+        if axis is None or int(axis) not in (1, -1) or node.attr["T"].type != types_pb2.DT_FLOAT or \
+                _concat_rank(info, node, items) != 2:
+            return
         runs = self._runs(items)
         if not runs:
             return
@@ -199,6 +198,16 @@ class FuseEmbedding(GraphPass):
         fused = view.add_node(OP_NAME, name, [t.tensor for t in ordered] + ids + parts + weights, attrs, device)
         _move_control_edges(view, {n for l in lookups for n in [l.root.name] + l.inner}, fused.name)
         return fused
+
+
+def _concat_rank(info, node, items):
+    """The concat's rank: inferred, or 2 when one of its inputs is a
+    [batch, width] lookup (a gather from a variable table has no static shape
+    in a converted signature: the handle's shape data is lost)."""
+    shape = shape_of(info, node.name)
+    if shape is not None:
+        return len(shape)
+    return 2 if any(item is not None for item in items) else None
 
 
 def _move_control_edges(view, replaced, fused):

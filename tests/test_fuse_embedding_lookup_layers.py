@@ -70,7 +70,9 @@ def test_keras3_string_and_integer_lookup_towers(ops, keras3_model, tmp_path, ba
     out = str(tmp_path / "opt")
     feeds = _feeds(batch, np.random.default_rng(batch))
     after = _optimize(keras3_model, out, feeds)
-    assert after.get(FUSED) == 1 and "GatherV2" not in after, after
+    # One op writing the concat: the variable tables' gathers have no static
+    # shape in the converted signature, so the concat's rank comes from them.
+    assert after.get(FUSED) == 1 and "GatherV2" not in after and "ConcatV2" not in after, after
     assert after.get("LookupTableFindV2") == 3  # the tables themselves stay TensorFlow's
     want = run_signature(keras3_model, feeds)
     got = run_signature(out, feeds)
@@ -96,7 +98,7 @@ def test_tf_keras_tfrs_style_towers(ops, tmp_path):
     feeds = {"user": tf.constant(users), "age": tf.constant(rng.integers(-5, 120, 33), tf.int64)}
     out = str(tmp_path / "opt")
     after = _optimize(str(src), out, feeds)
-    assert after.get(FUSED) == 1 and "ResourceGather" not in after, after
+    assert after.get(FUSED) == 1 and "ResourceGather" not in after and "ConcatV2" not in after, after
     want = run_signature(str(src), feeds)
     got = run_signature(out, feeds)
     for key in want:
