@@ -8,7 +8,7 @@ from tf_recopt import saved_model_io, verify
 from tf_recopt.options import OptimizeOptions
 from tests.conftest import assert_outputs_close
 
-ZOO = ["dlrm", "wdl", "din", "dien", "dcn", "two_tower", "tfrs_retrieval"]
+ZOO = ["dlrm", "wdl", "din", "dien", "dcn", "two_tower", "tfrs_retrieval", "tfrs_ranking"]
 RETRIEVAL = {"two_tower", "tfrs_retrieval"}
 
 
@@ -32,6 +32,9 @@ def test_zoo_model_round_trips(ops, zoo_dir, tmp_path, name):
         assert ops_after.get("Recopt>DinAttention") == 1 and "Tile" not in ops_after, ops_after
     if name == "dien":
         assert ops_after.get("Recopt>GRU") == 1 and "While" not in ops_after, ops_after
+    if name == "tfrs_ranking":  # five lookups behind StringLookup/IntegerLookup tables: one op
+        assert ops_after.get("Recopt>FusedEmbeddingLookup") == 1 and "ConcatV2" not in ops_after, ops_after
+        assert ops_after.get("LookupTableFindV2") == 5, ops_after
     original = saved_model_io.load(src, OptimizeOptions(freeze_max_bytes=0))
     optimized = tf.saved_model.load(out)
     for sig_name, sig in original.signatures.items():
