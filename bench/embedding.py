@@ -1,8 +1,10 @@
 """Unit benchmark: 26 embedding tables (100k x 64, fp32 variables), batch
-512, one-hot and multi-hot (10 ids per row, sum), 30% of ids repeated
-within the batch. Stock: the lookups as TensorFlow ops (ResourceGather per
-table, reduce_sum for multi-hot, concat), as Keras and tf.nn write them;
-recopt: one Recopt>FusedEmbeddingLookup writing the concatenated output.
+512, one-hot, multi-hot (10 ids per row, sum) and ragged multi-hot (0-20
+ids per row, 10 on average, sum), 30% of ids repeated within the batch.
+Stock: the lookups as TensorFlow ops (ResourceGather per table, reduce_sum
+for multi-hot, a RaggedTensor's reduce_sum for ragged, concat), as Keras
+and tf.nn write them; recopt: one Recopt>FusedEmbeddingLookup writing the
+concatenated output.
 Also measures the machine's copy bandwidth in the same run and reports the
 fused op's effective bandwidth (bytes of table rows read / time).
 
@@ -42,12 +44,21 @@ def main(argv=None):
 
     rng = np.random.default_rng(0)
     tables = [tf.Variable(rng.standard_normal((ROWS, DIM)).astype(np.float32)) for _ in range(TABLES)]
-    cases = {"one-hot": (BATCH,), "multi-hot x10 sum": (BATCH, HOT)}
+    cases = {"one-hot": (BATCH,), "multi-hot x10 sum": (BATCH, HOT), "ragged 0-20 sum": "ragged"}
     rows, bandwidth = [], common.copy_bandwidth_gbs()
     for case, shape in cases.items():
-        ids = [tf.constant(_ids(rng, shape)) for _ in range(TABLES)]
-        pooled = len(shape) == 2
-        features = [EmbeddingFeature(t, combiner="sum" if pooled else "none") for t in range(TABLES)]
+        ragged = shape == "ragged"
+        if ragged:
+            splits = [np.concatenate([[0], np.cumsum(rng.integers(0, 2 * HOT + 1, BATCH))]) for _ in range(TABLES)]
+            ids = [tf.RaggedTensor.from_row_splits(_ids(rng, (int(s[-1]),)), s) for s in splits]
+            shape = (int(sum(s[-1] for s in splits) / TABLES),)   # for the bytes read
+        else:
+            ids = [tf.constant(_ids(rng, shape)) for _ in range(TABLES)]
+        pooled = ragged or len(shape) == 2
+        features = [EmbeddingFeature(t, layout="ragged" if ragged else "dense", combiner="sum" if pooled else "none")
+                    for t in range(TABLES)]
+        flat = [i.values if ragged else i for i in ids]
+        parts = [[i.row_splits] for i in ids] if ragged else None
 
         @tf.function
         def stock():
@@ -56,7 +67,7 @@ def main(argv=None):
 
         @tf.function
         def fused():
-            return fused_embedding_lookup(ops, tables, features, ids, concat=True)
+            return fused_embedding_lookup(ops, tables, features, flat, parts, concat=True)
 
         np.testing.assert_allclose(fused().numpy(), stock().numpy(), rtol=1e-5, atol=1e-5)
         time.sleep(3)  # the op's first call queues its tables for huge pages; let that finish
@@ -70,7 +81,7 @@ def main(argv=None):
     payload = {"bench": "embedding", "threads": args.threads, "machine": common.machine(),
                "copy_bandwidth_gbs": bandwidth,
                "setup": f"{TABLES} tables {ROWS}x{DIM} fp32 variables, batch {BATCH}, {int(REPEATED * 100)}% "
-                        f"repeated ids; multi-hot {HOT} ids per row",
+                        f"repeated ids; multi-hot {HOT} ids per row; ragged 0-{2 * HOT} ids per row",
                "command": f"python -m bench.embedding --threads {args.threads} --repeats {args.repeats}",
                "rows": rows}
     common.write_result(f"embedding_{args.threads}", payload)

@@ -14,7 +14,7 @@ import time
 # Two-tower scores 1M candidates per query: batch 512 would be ~65 GFLOP a call.
 BATCH_SIZES = {"two_tower": "1,8"}
 DEFAULT_BATCHES = "1,64,512"
-MODELS = ("dlrm", "wdl", "dcn", "din", "dien", "two_tower", "tfrs_retrieval")
+MODELS = ("dlrm", "wdl", "dcn", "din", "dien", "two_tower", "tfrs_retrieval", "tfrs_ranking")
 BATCH_SIZES["tfrs_retrieval"] = "1,8"
 # Models whose candidate matrix can also be stored as int8 (precision="int8").
 RETRIEVAL = ("two_tower", "tfrs_retrieval")

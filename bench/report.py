@@ -190,6 +190,11 @@ def _e2e_attention_section(lines):
     _e2e_section(lines, "end_to_end_attention", "DIN and DIEN after fuse_attention and fuse_gru (full size)")
 
 
+def _e2e_ranking_section(lines):
+    _e2e_section(lines, "end_to_end_ranking", "TFRS-tutorial ranking model (StringLookup/IntegerLookup + Embedding "
+                 "towers, full size), after lookup-table shapes were restored")
+
+
 def _serving_section(lines):
     data = _load("serving")
     if not data:
@@ -341,7 +346,10 @@ SECTIONS = {"topk": (_topk_section, "### TopK:", None), "retrieval": (_retrieval
             "end_to_end_retrieval": (_e2e_retrieval_section, "### End to end, retrieval models", None),
             "end_to_end_attention": (_e2e_attention_section, "### End to end, DIN and DIEN after",
                                      "### End to end, DLRM after fuse_interaction"),
-            "end_to_end_dlrm": (_e2e_dlrm_section, "### End to end, DLRM after fuse_interaction", None)}
+            "end_to_end_dlrm": (_e2e_dlrm_section, "### End to end, DLRM after fuse_interaction", None),
+            "end_to_end_ranking": (_e2e_ranking_section, "### End to end, TFRS-tutorial ranking",
+                                   "### End to end, DIN and DIEN after"),
+            "embedding": (_embedding_section, "### Embedding lookups:", None)}
 
 
 def _section_span(lines, prefix):
@@ -405,6 +413,7 @@ def render():
     _e2e_retrieval_section(lines)
     _e2e_dlrm_section(lines)
     _e2e_attention_section(lines)
+    _e2e_ranking_section(lines)
     _serving_section(lines)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -25,6 +25,7 @@ STEPS = [
     ["-m", "bench.end_to_end", "--models", "dlrm", "--name", "end_to_end_dlrm"],
     ["-m", "bench.end_to_end", "--models", "din,dien", "--name", "end_to_end_attention"],
     ["-m", "bench.end_to_end", "--models", "two_tower,tfrs_retrieval", "--name", "end_to_end_retrieval"],
+    ["-m", "bench.end_to_end", "--models", "tfrs_ranking", "--name", "end_to_end_ranking"],
     ["-m", "bench.serving"],
     ["-m", "bench.peers"],
 ]
