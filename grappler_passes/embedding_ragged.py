@@ -10,13 +10,14 @@ and becomes a "ragged" feature reading values and row_splits. row_ids and
 nrows are some dozens of index ops whose spelling changes between
 TensorFlow versions (tf.repeat, boolean_mask, Range, StridedSlice), so they
 are recognised by what they compute: grappler_passes.probe evaluates them
-on a few row_splits vectors. The mean of an empty row is 0/0 = NaN there,
+on a few row_splits vectors (or row lengths: from_row_lengths; the op then
+reads concat([0], cumsum(lengths))). The mean of an empty row is 0/0 = NaN there,
 and the op does the same for ragged means.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
-from tensorflow.core.framework import types_pb2
+from tensorflow.core.framework import attr_value_pb2, types_pb2
 
 from grappler_passes import probe
 from grappler_passes.embedding_match import Lookup, _float_output, _gather, _ids_rank, _resolve_ids
@@ -24,30 +25,55 @@ from grappler_passes.shapes import dtype_of
 from tf_recopt.ops.embedding import EmbeddingFeature
 
 _INT_TYPES = {types_pb2.DT_INT32: np.int32, types_pb2.DT_INT64: np.int64}
-# Uneven rows, empty rows (first, middle, last), a single row, no rows.
+# Uneven rows, empty rows (first, middle, last), a single row, no rows; as
+# row_splits (RaggedTensor.from_row_splits) and as row lengths (from_row_lengths).
 _PROBE_SPLITS = ([0, 2, 2, 5, 6], [0, 0, 3, 3], [0, 4], [0], [0, 1, 2, 3, 3])
+_PROBES = [("splits", np.array(s)) for s in _PROBE_SPLITS] + [("lengths", np.diff(s)) for s in _PROBE_SPLITS]
+
+
+def _splits_of(kind, probe_value):
+    return probe_value if kind == "splits" else np.concatenate([[0], np.cumsum(probe_value)])
+
+
+def ragged_rows(view, shapes, segments, num_segments) -> Optional[Tuple[str, str]]:
+    """("splits" | "lengths", tensor) when `segments` and `num_segments` are
+    the row ids and row count of a RaggedTensor with that row_splits or
+    row_lengths tensor, else None."""
+    found = probe.leaves(view, [segments, num_segments])
+    if found is None or len(found) != 1:
+        return None
+    source = found[0]
+    np_type = _INT_TYPES.get(dtype_of(shapes, source))
+    if np_type is None or _ids_rank(shapes, source) not in (1, None):
+        return None
+    results = probe.evaluate(view, [segments, num_segments], [source], [[v.astype(np_type)] for _, v in _PROBES])
+    for kind in ("splits", "lengths"):
+        checks = [(_splits_of(k, v), got) for (k, v), got in zip(_PROBES, results) if k == kind]
+        if all(got is not None and np.array_equal(got[0], _row_ids(splits)) and int(got[1]) == len(splits) - 1
+               for splits, got in checks):
+            return kind, source
+    return None
 
 
 def _row_ids(splits):
     return np.repeat(np.arange(len(splits) - 1), np.diff(splits))
 
 
-def ragged_splits(view, shapes, segments, num_segments) -> Optional[str]:
-    """The row_splits tensor whose row ids and row count `segments` and
-    `num_segments` are, or None."""
-    found = probe.leaves(view, [segments, num_segments])
-    if found is None or len(found) != 1:
-        return None
-    splits = found[0]
-    np_type = _INT_TYPES.get(dtype_of(shapes, splits))
-    if np_type is None or _ids_rank(shapes, splits) not in (1, None):
-        return None
-    probes = [[np.array(s, np_type)] for s in _PROBE_SPLITS]
-    results = probe.evaluate(view, [segments, num_segments], [splits], probes)
-    for s, got in zip(_PROBE_SPLITS, results):
-        if got is None or not np.array_equal(got[0], _row_ids(s)) or int(got[1]) != len(s) - 1:
-            return None
-    return splits
+def _splits_from_lengths(view, shapes, lengths, name):
+    """concat([0], cumsum(lengths)): the row_splits the op reads, with its
+    dtype recorded in `shapes` for the emitter."""
+    dtype = dtype_of(shapes, lengths)
+    typed = attr_value_pb2.AttrValue(type=dtype)
+    i32 = attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)
+    axis = view.add_const(f"{name}/axis", np.int32(0))
+    zero = view.add_const(f"{name}/zero", np.zeros([1], _INT_TYPES[dtype]))
+    total = view.add_node("Cumsum", f"{name}/cumsum", [lengths, axis.name], {
+        "T": typed, "Tidx": i32, "exclusive": attr_value_pb2.AttrValue(b=False),
+        "reverse": attr_value_pb2.AttrValue(b=False)})
+    splits = view.add_node("ConcatV2", name, [zero.name, total.name, axis.name], {
+        "T": typed, "N": attr_value_pb2.AttrValue(i=2), "Tidx": i32})
+    shapes[f"{splits.name}:0"] = ([None], dtype)
+    return splits.name
 
 
 def _ones_like_of(view, tensor):
@@ -61,14 +87,14 @@ def _ones_like_of(view, tensor):
     return view.source(shape.input[0]) if shape is not None and shape.op == "Shape" else None
 
 
-def _counts(view, shapes, count, gather, splits):
+def _counts(view, shapes, count, gather, rows):
     """True if `count` is UnsortedSegmentSum(ones_like(gather)) over the rows
-    of `splits` (TensorFlow builds a second row-id chain for it)."""
+    `rows` (TensorFlow builds a second row-id chain for it)."""
     if count is None or count.op != "UnsortedSegmentSum":
         return False
     if _ones_like_of(view, count.input[0]) != view.source(gather.name):
         return False
-    return ragged_splits(view, shapes, count.input[1], count.input[2]) == splits
+    return ragged_rows(view, shapes, count.input[1], count.input[2]) == rows
 
 
 def match_ragged(node, view, shapes, resources) -> Optional[Lookup]:
@@ -86,9 +112,12 @@ def match_ragged(node, view, shapes, resources) -> Optional[Lookup]:
     ids, buckets, negative = _resolve_ids(view, indices, table)
     if _ids_rank(shapes, ids) != 1:
         return None
-    splits = ragged_splits(view, shapes, total.input[1], total.input[2])
-    if splits is None or (count is not None and not _counts(view, shapes, count, gather, splits)):
+    rows = ragged_rows(view, shapes, total.input[1], total.input[2])
+    if rows is None or (count is not None and not _counts(view, shapes, count, gather, rows)):
         return None
+    kind, splits = rows
+    if kind == "lengths":
+        splits = _splits_from_lengths(view, shapes, splits, f"{node.name}/recopt_row_splits")
     feature = EmbeddingFeature(0, layout="ragged", combiner=combiner, hash_buckets=buckets, negative_ids=negative)
     inner = [gather.name] + ([total.name, count.name] if count is not None else [])
     return Lookup(node, table, ids, [splits], feature, True, [ids, splits], inner)

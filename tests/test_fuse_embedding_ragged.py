@@ -66,6 +66,20 @@ def test_ragged_value_rowids_spelling(ops):
     np.testing.assert_array_equal(got[0], want[0])
 
 
+@pytest.mark.parametrize("lengths", [[3, 0, 2, 0], [], [0, 0], [4] * 100], ids=["mixed", "no_rows", "empty", "batch100"])
+def test_from_row_lengths(ops, lengths):
+    """Row lengths instead of splits: the op reads concat([0], cumsum(lengths))."""
+    def fn(values, row_lengths):
+        rt = tf.RaggedTensor.from_row_lengths(values, row_lengths, validate=False)
+        looked = tf.gather(T[1], rt)
+        return tf.concat([tf.reduce_sum(looked, axis=1), tf.reduce_mean(looked, axis=1)], 1)
+    values = RNG.integers(0, 60, sum(lengths)).astype(np.int64)
+    ops_after, got, want, _ = _run_both(fn, [I64, tf.TensorSpec([None], tf.int32)],
+                                        [values, np.array(lengths, np.int32)])
+    assert ops_after.count(FUSED) == 1 and "UnsortedSegmentSum" not in ops_after, " ".join(sorted(ops_after))
+    np.testing.assert_array_equal(got[0], want[0])
+
+
 def test_ragged_out_of_range_id_errors(ops):
     def fn(values, splits):
         rt = tf.RaggedTensor.from_row_splits(values, splits, validate=False)
