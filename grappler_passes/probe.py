@@ -50,7 +50,7 @@ def leaves(view, outputs, max_nodes=MAX_NODES) -> Optional[List[str]]:
             found.append(tensor)
             continue
         stack.extend(view.source(i) for i in view.data_inputs(node))
-    return sorted(set(found))
+    return sorted(found)
 
 
 def _full(tensor):
@@ -74,6 +74,8 @@ def evaluate(view, outputs: List[str], inputs: List[str], probes: List[List[np.n
         copy = type(node)()
         copy.CopyFrom(node)
         del copy.input[:]
+        if "_class" in copy.attr:  # colocation may name a node the copy leaves out
+            del copy.attr["_class"]
         for tensor in view.data_inputs(node):  # asserts and other control deps stay out
             source = view.source(tensor)
             copy.input.append(fed.get(source, tensor))

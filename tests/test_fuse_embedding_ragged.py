@@ -110,6 +110,9 @@ def test_probe_evaluates_a_pure_subgraph():
         rt = tf.RaggedTensor.from_row_splits(tf.zeros_like(splits[1:]), splits, validate=False)
         return rt.value_rowids(), rt.nrows()
     graph_def, inputs, outputs = frozen_graph(fn, tf.TensorSpec([None], tf.int64))
+    # A colocation hint naming a node the probed copy leaves out must not break its import.
+    graph_def.node.add(name="unrelated", op="NoOp")
+    next(n for n in graph_def.node if n.op == "Range").attr["_class"].list.s.append(b"loc:@unrelated")
     view = GraphView(graph_def)
     assert probe.leaves(view, outputs) == [view.source(inputs[0])]
     got = probe.evaluate(view, outputs, inputs, [[np.array([0, 2, 2, 3], np.int64)], [np.zeros((2, 2), np.int64)]])
