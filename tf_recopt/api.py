@@ -124,8 +124,12 @@ def _verify(model, tmp, opts, report, graphs):
     failures = []
     for name, sig in model.signatures.items():
         feeds = verify.inputs_for(sig, model.path, opts, graphs[name])
-        expected = _run_for_parity(sig.function, feeds, name, "the original model", report)
-        actual = _run_for_parity(optimized.signatures[name], feeds, name, "the optimized model", report)
+        expected = _run_for_parity(sig.function, feeds, f"signature '{name}': the original model", report,
+                                   "the generated inputs may lack structure the model needs (SparseTensor "
+                                   "components, row_splits): pass sample_inputs= (--sample-examples) or "
+                                   "validate=False (--no-validate)")
+        actual = _run_for_parity(optimized.signatures[name], feeds, f"signature '{name}': the optimized model",
+                                 report, "the rewrite is wrong for these inputs")
         retrieval = verify.retrieval_outputs(graphs[name], sig.output_tensors)
         parity = verify.compare(name, expected, actual, opts.rtol, opts.atol, retrieval, opts.recall_floor)
         report.signatures[name].parity = parity
@@ -138,19 +142,16 @@ def _verify(model, tmp, opts, report, graphs):
                           f"atol={opts.atol}: {detail}; nothing was written", report)
 
 
-def _run_for_parity(fn, feeds, name, which, report):
+def _run_for_parity(fn, feeds, who, report, hint):
     """Outputs on the parity feeds; a TensorFlow error becomes a ParityError
-    naming the signature and the node at fault (the last line of TF's
-    message), since nothing can be compared."""
+    with TF's message (it names the node at fault), since nothing can be
+    compared."""
     try:
         return verify.run_signature(fn, feeds)
     except tf.errors.OpError as exc:
         cause = " ".join(line.strip() for line in str(exc.message).splitlines() if line.strip())
-        hint = ("the generated inputs may lack structure the model needs (SparseTensor components, "
-                "row_splits): pass sample_inputs= (--sample-examples) or validate=False (--no-validate)"
-                if which == "the original model" else "the rewrite is wrong for these inputs")
-        raise ParityError(f"signature '{name}': {which} failed on the parity inputs: {cause[-600:]}; "
-                          f"{hint}; nothing was written", report) from exc
+        raise ParityError(f"{who} failed on the parity inputs: {cause[-600:]}; {hint}; nothing was written",
+                          report) from exc
 
 
 def _finish(report, tmp, out, overwrite):

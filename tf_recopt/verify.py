@@ -101,9 +101,10 @@ def ragged_inputs(graph_def, sig) -> Dict[str, str]:
         tables = len(node.attr["Ttables"].list.type)
         part = tables + len(layouts)
         for f, layout in enumerate(layouts):
-            values, splits = key(node.input[tables + f]), key(node.input[part]) if layout == "ragged" else None
-            if values and splits:
-                pairs[values] = splits
+            if layout == "ragged":
+                values, splits = key(node.input[tables + f]), key(node.input[part])
+                if values and splits:
+                    pairs[values] = splits
             part += PARTITIONS_PER_LAYOUT[layout]
     return pairs
 

@@ -11,11 +11,12 @@ import os
 import sys
 import tempfile
 
-# feature -> vocabulary size; the age feature is an IntegerLookup.
+# Embedding width and each string feature's vocabulary size; the age
+# feature is an IntegerLookup over AGES.
 CONFIG = {
-    "full": dict(dim=32, user_id=1_000_000, movie_title=100_000, zip_code=40_000, occupation=21, age=7),
-    "medium": dict(dim=32, user_id=100_000, movie_title=20_000, zip_code=4_000, occupation=21, age=7),
-    "small": dict(dim=8, user_id=2_000, movie_title=500, zip_code=100, occupation=21, age=7),
+    "full": dict(dim=32, user_id=1_000_000, movie_title=100_000, zip_code=40_000, occupation=21),
+    "medium": dict(dim=32, user_id=100_000, movie_title=20_000, zip_code=4_000, occupation=21),
+    "small": dict(dim=8, user_id=2_000, movie_title=500, zip_code=100, occupation=21),
 }
 STRING_FEATURES = ("user_id", "movie_title", "zip_code", "occupation")
 AGES = (1, 18, 25, 35, 45, 50, 56)
