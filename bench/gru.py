@@ -36,7 +36,7 @@ def _row(tf, ops, common, args, batch, reset_after, rng):
     h0 = tf.zeros([batch, UNITS])
     w = [tf.constant(a) for a in weights]
     fns = {"stock": lambda: layer(x),
-           "recopt": lambda: ops.recopt_gru(x, h0, *w, [], reset_after=reset_after)[0]}
+           "recopt": lambda: ops.recopt_gru(x, h0, *w, [], [], reset_after=reset_after)[0]}
     row = common.stock_vs_recopt(fns, _inner(batch), args.repeats, {"batch": batch, "reset_after": reset_after})
     print(f"reset_after={reset_after!s:5} batch={batch:>4}: stock {row['stock_ms']:.4f} ms  "
           f"recopt {row['recopt_ms']:.4f} ms  {row['vs_stock']:.2f}x", file=sys.stderr)

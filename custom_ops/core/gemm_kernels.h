@@ -50,7 +50,11 @@ struct ScoreArgs {
 //     bias; out = z*h + (1-z)*tanh(xh + r*hh).
 //   kGruResetBeforeGates: rec = [hz|hr]; writes z to `z` and r*h to `rh`.
 //   kGruResetBeforeMix: rec = (r*h) Wh; out = z*h + (1-z)*tanh(xh + rec).
+// With an attention score a per row (DIEN's AUGRU), z is first replaced by
+//   kGruAttendUpdate: 1 - a*(1-z)  (the paper: a scales the update weight)
+//   kGruAttendKeep:   (1-a)*z      (DIEN's released code, DeepCTR's AUGRU)
 enum GruPhase { kGruResetAfter = 0, kGruResetBeforeGates = 1, kGruResetBeforeMix = 2 };
+enum GruAttention { kGruAttendNone = 0, kGruAttendUpdate = 1, kGruAttendKeep = 2 };
 
 struct GruStepArgs {
   int64_t rows;
@@ -66,6 +70,9 @@ struct GruStepArgs {
   float* rh;               // [rows, u] contiguous, reset-before only
   float* out;              // new state [rows, u], row stride ldo
   int64_t ldo;
+  int attention = kGruAttendNone;  // GruAttention
+  const float* att = nullptr;      // [rows] scores, row stride lda
+  int64_t lda = 0;
 };
 
 // Attention weights in place, row by row: x = x * scale, masked as the model

@@ -57,6 +57,8 @@ std::string PackedGru::Pack(const GruSpec& s, const GemmKernels& kernels, bool w
   input_dim_ = s.input_dim;
   units_ = s.units;
   reset_after_ = s.reset_after;
+  if (s.attention < kGruAttendNone || s.attention > kGruAttendKeep) return "unknown GRU attention mode";
+  attention_ = s.attention;
   const int u = s.units, nr = kernels.nr;
   std::vector<float> in_bias(s.input_bias, s.input_bias + 3 * u);
   std::string err;
@@ -91,13 +93,15 @@ int64_t PackedGru::ScratchFloats(const GruLayout& l, int64_t rows) const {
   return xp + rows * 3 * u + 3 * rows * u + 2 * rows * u + rows;
 }
 
-void PackedGru::Step(const float* xp, int64_t ldx, const float* h, int64_t ldh, int64_t rows, float* out,
-                     int64_t ldo, float* scratch) const {
+void PackedGru::Step(const float* xp, int64_t ldx, const float* h, int64_t ldh, int64_t rows, const float* att,
+                     int64_t lda, float* out, int64_t ldo, float* scratch) const {
   const int u = units_;
+  const int attention = att != nullptr ? attention_ : kGruAttendNone;
   float* rec = scratch;
   kernels_->dense(recurrent_.Args(h, ldh, rows, rec, recurrent_.n));
   if (reset_after_) {
-    kernels_->gru_step({rows, u, kGruResetAfter, xp, ldx, rec, 3 * u, h, ldh, nullptr, nullptr, out, ldo});
+    kernels_->gru_step(
+        {rows, u, kGruResetAfter, xp, ldx, rec, 3 * u, h, ldh, nullptr, nullptr, out, ldo, attention, att, lda});
     return;
   }
   float* z = rec + rows * 3 * u;
@@ -105,11 +109,11 @@ void PackedGru::Step(const float* xp, int64_t ldx, const float* h, int64_t ldh, 
   float* cand = rh + rows * u;
   kernels_->gru_step({rows, u, kGruResetBeforeGates, xp, ldx, rec, 2 * u, h, ldh, z, rh, nullptr, 0});
   kernels_->dense(candidate_.Args(rh, u, rows, cand, u));
-  kernels_->gru_step({rows, u, kGruResetBeforeMix, xp, ldx, cand, u, h, ldh, z, nullptr, out, ldo});
+  kernels_->gru_step({rows, u, kGruResetBeforeMix, xp, ldx, cand, u, h, ldh, z, nullptr, out, ldo, attention, att, lda});
 }
 
-void PackedGru::Forward(const GruLayout& l, const float* x, const bool* mask, const float* h0, int64_t b0,
-                        int64_t b1, float* seq, float* final_state, float* scratch) const {
+void PackedGru::Forward(const GruLayout& l, const float* x, const bool* mask, const float* att, const float* h0,
+                        int64_t b0, int64_t b1, float* seq, float* final_state, float* scratch) const {
   const int64_t rows = b1 - b0, T = l.steps, d = input_dim_, u = units_, g = 3 * u;
   if (rows <= 0) return;
   const bool at_once = ProjectAtOnce(l, rows);
@@ -133,12 +137,13 @@ void PackedGru::Forward(const GruLayout& l, const float* x, const bool* mask, co
       kernels_->dense(input_.Args(x + row(b0, t) * d, stride * d, rows, xp, g));
     }
     float* out = seq + row(b0, t) * u;
+    const float* at = att != nullptr ? att + row(b0, t) : nullptr;
     if (mask == nullptr) {
-      Step(xt, ldx, h, ldh, rows, out, stride * u, step_scratch);
+      Step(xt, ldx, h, ldh, rows, at, stride, out, stride * u, step_scratch);
       h = out;
       ldh = stride * u;
     } else {
-      Step(xt, ldx, masked.state, u, rows, masked.fresh, u, step_scratch);
+      Step(xt, ldx, masked.state, u, rows, at, stride, masked.fresh, u, step_scratch);
       masked.Advance([&](int64_t b) { return mask[row(b0 + b, t)]; }, out, stride * u);
     }
   }

@@ -22,6 +22,13 @@ class GruOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("reset_after", &reset_after_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("time_major", &time_major_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("weights_bf16", &weights_bf16_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_masks", &num_masks_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_attention", &num_attention_));
+    OP_REQUIRES(ctx, num_masks_ <= 1 && num_attention_ <= 1,
+                errors::InvalidArgument(name(), ": at most one mask and one attention input"));
+    std::string mode;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("attention_mode", &mode));
+    if (num_attention_ == 1) attention_ = mode == "keep" ? recopt::kGruAttendKeep : recopt::kGruAttendUpdate;
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -40,12 +47,14 @@ class GruOp : public OpKernel {
                                         h0.shape().DebugString(), " do not fit a kernel of ", gru->input_dim(),
                                         " inputs and ", gru->units(), " units"));
     const bool* mask = nullptr;
-    if (ctx->num_inputs() > 6) {
-      const Tensor& m = ctx->input(6);
-      OP_REQUIRES(ctx, m.dims() == 2 && m.dim_size(0) == x.dim_size(0) && m.dim_size(1) == x.dim_size(1),
-                  errors::InvalidArgument(name(), ": mask ", m.shape().DebugString(), " does not match x ",
-                                          x.shape().DebugString(), " in its first two axes"));
-      mask = m.flat<bool>().data();
+    const float* att = nullptr;
+    if (num_masks_ == 1) {
+      OP_REQUIRES_OK(ctx, CheckPerStep(ctx->input(6), x, "mask"));
+      mask = ctx->input(6).flat<bool>().data();
+    }
+    if (num_attention_ == 1) {
+      OP_REQUIRES_OK(ctx, CheckPerStep(ctx->input(6 + num_masks_), x, "attention"));
+      att = ctx->input(6 + num_masks_).flat<float>().data();
     }
     const int64_t u = gru->units();
     Tensor *seq = nullptr, *final_state = nullptr;
@@ -54,11 +63,25 @@ class GruOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, seq_shape, &seq));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h0.shape(), &final_state));
     if (layout.batch == 0) return;
-    Run(ctx, *gru, layout, x.flat<float>().data(), mask, h0.flat<float>().data(), seq->flat<float>().data(),
+    Run(ctx, *gru, layout, {x.flat<float>().data(), mask, att, h0.flat<float>().data()}, seq->flat<float>().data(),
         final_state->flat<float>().data());
   }
 
  private:
+  struct Inputs {
+    const float* x;
+    const bool* mask;
+    const float* att;
+    const float* h0;
+  };
+
+  // The mask and the attention scores are [B, T] in x's layout.
+  Status CheckPerStep(const Tensor& t, const Tensor& x, const char* what) const {
+    if (t.dims() == 2 && t.dim_size(0) == x.dim_size(0) && t.dim_size(1) == x.dim_size(1)) return OkStatus();
+    return errors::InvalidArgument(name(), ": ", what, " ", t.shape().DebugString(), " does not match x ",
+                                   x.shape().DebugString(), " in its first two axes");
+  }
+
   Status GetPacked(OpKernelContext* ctx, std::shared_ptr<const recopt::PackedGru>* out) {
     {
       tf_shared_lock l(mu_);
@@ -81,7 +104,8 @@ class GruOp : public OpKernel {
     }
     const recopt::GruSpec spec{kernel.flat<float>().data(), recurrent.flat<float>().data(),
                                in_bias.flat<float>().data(), rec_bias.flat<float>().data(),
-                               static_cast<int>(kernel.dim_size(0)), static_cast<int>(u), reset_after_};
+                               static_cast<int>(kernel.dim_size(0)), static_cast<int>(u), reset_after_,
+                               attention_};
     auto gru = std::make_shared<recopt::PackedGru>();
     const std::string err = gru->Pack(spec, recopt::SelectedGemmKernels(), weights_bf16_);
     if (!err.empty()) return errors::InvalidArgument(name(), ": ", err);
@@ -93,17 +117,18 @@ class GruOp : public OpKernel {
   }
 
   static void Run(OpKernelContext* ctx, const recopt::PackedGru& gru, const recopt::GruLayout& layout,
-                  const float* x, const bool* mask, const float* h0, float* seq, float* final_state) {
+                  const Inputs& in, float* seq, float* final_state) {
     auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
     auto work = [&](int64_t b0, int64_t b1) {
       std::unique_ptr<float[]> scratch(new float[gru.ScratchFloats(layout, b1 - b0)]);
-      gru.Forward(layout, x, mask, h0, b0, b1, seq, final_state, scratch.get());
+      gru.Forward(layout, in.x, in.mask, in.att, in.h0, b0, b1, seq, final_state, scratch.get());
     };
     const int64_t cost = gru.FlopsPerStep() * std::max<int64_t>(layout.steps, 1);
     Shard(threads->num_threads, threads->workers, layout.batch, cost, work);
   }
 
   bool reset_after_ = true, time_major_ = false, weights_bf16_ = false;
+  int num_masks_ = 0, num_attention_ = 0, attention_ = recopt::kGruAttendNone;
   mutex mu_;
   std::shared_ptr<const recopt::PackedGru> packed_ TF_GUARDED_BY(mu_);
   recopt_kernels::HeldInputs held_ TF_GUARDED_BY(mu_);

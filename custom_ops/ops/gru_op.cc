@@ -35,8 +35,11 @@ Status GruShape(shape_inference::InferenceContext* c) {
 // Outputs every step's state (in x's layout) and the last state (h0 when
 // T = 0). With a mask ([B, T] bool in x's layout; num_masks = 1) a masked
 // step keeps the state and outputs the last unmasked step's state (zeros
-// before the first), as Keras' masked RNN loop does. Weights must be
-// constants: they are packed on first use.
+// before the first), as Keras' masked RNN loop does. With attention (DIEN's
+// AUGRU; [B, T] scores in x's layout, num_attention = 1) each step's z is
+// first replaced by 1 - a * (1 - z) (attention_mode "update", the paper's
+// AUGRU) or (1 - a) * z ("keep", DIEN's released code and DeepCTR).
+// Weights must be constants: they are packed on first use.
 REGISTER_OP("Recopt>GRU")
     .Input("x: float")
     .Input("initial_state: float")
@@ -45,12 +48,15 @@ REGISTER_OP("Recopt>GRU")
     .Input("input_bias: float")
     .Input("recurrent_bias: float")
     .Input("mask: num_masks * bool")
+    .Input("attention: num_attention * float")
     .Output("sequence: float")
     .Output("final_state: float")
     .Attr("reset_after: bool = true")
     .Attr("time_major: bool = false")
     .Attr("weights_bf16: bool = false")
     .Attr("num_masks: int >= 0 = 0")
+    .Attr("num_attention: int >= 0 = 0")
+    .Attr("attention_mode: {'update', 'keep'} = 'update'")
     .SetShapeFn(GruShape);
 
 }  // namespace tensorflow

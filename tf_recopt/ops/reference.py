@@ -127,11 +127,13 @@ def din_attention(query, keys, mask, weights, biases, activations, alphas, parts
 
 
 def gru(x, initial_state, kernel, recurrent_kernel, input_bias, recurrent_bias, reset_after=True,
-        time_major=False, weights_bf16=False, mask=None):
+        time_major=False, weights_bf16=False, mask=None, attention=None, attention_mode="update"):
     """Recopt>GRU: a Keras GRU cell (gates z, r, h) unrolled over T; returns
     (every step's output in x's layout, the last state). Where mask [B, T]
     (x's layout) is False the state is kept and the output repeats the last
-    unmasked output, zeros before the first (Keras' masked loop)."""
+    unmasked output, zeros before the first (Keras' masked loop). attention
+    [B, T] makes it DIEN's AUGRU: z becomes 1 - a * (1 - z) ("update") or
+    (1 - a) * z ("keep")."""
     def rounded(w):
         w = tf.convert_to_tensor(w)
         return tf.cast(tf.cast(w, tf.bfloat16), tf.float32) if weights_bf16 else w
@@ -144,6 +146,8 @@ def gru(x, initial_state, kernel, recurrent_kernel, input_bias, recurrent_bias, 
     if mask is not None:
         mask = tf.convert_to_tensor(mask) if time_major else tf.transpose(mask)
         out = tf.zeros_like(h)
+    if attention is not None:
+        attention = tf.convert_to_tensor(attention) if time_major else tf.transpose(attention)
     for t in range(xs.shape[0]):
         h_prev = h
         x_z, x_r, x_h = tf.split(tf.matmul(xs[t], kernel) + input_bias, 3, axis=-1)
@@ -156,6 +160,9 @@ def gru(x, initial_state, kernel, recurrent_kernel, input_bias, recurrent_bias, 
             cand = tf.tanh(x_h + r * r_h)
         else:
             cand = tf.tanh(x_h + recurrent_bias[2 * units:] + tf.matmul(r * h, recurrent_kernel[:, 2 * units:]))
+        if attention is not None:
+            a = attention[t][:, None]
+            z = 1 - a * (1 - z) if attention_mode == "update" else (1 - a) * z
         h = z * h + (1 - z) * cand
         if mask is None:
             states.append(h)

@@ -35,3 +35,45 @@ def sequence_inputs(c):
     history = keras.Input((c["seq"],), dtype="int64", name="history")
     emb = keras.layers.Embedding(c["items"], c["dim"], name="item_emb")
     return target, history, emb(target), emb(history), keras.ops.not_equal(history, 0)
+
+
+class AUGRUCell(keras.layers.Layer):
+    """DIEN's GRU with attentional update gate, as a cell for keras.layers.RNN.
+
+    Keras' RNN takes one sequence, so each step's input is [x, a]: the
+    attention score rides along as the last feature. mode "keep" is DIEN's
+    released code (VecAttGRUCell, also DeepCTR's AUGRU): z = (1 - a) * z,
+    h = z * h + (1 - z) * c. mode "update" is the paper's equations: the
+    update gate u (the candidate's weight) becomes a * u, h = (1 - u) * h + u * c.
+    """
+
+    def __init__(self, units, mode="keep", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("keep", "update"):
+            raise ValueError(f"AUGRUCell mode must be 'keep' or 'update', got {mode!r}")
+        self.units, self.mode = units, mode
+        self.state_size = self.output_size = units
+
+    def build(self, input_shape):
+        d, u = input_shape[-1] - 1, self.units
+        self.kernel = self.add_weight(shape=(d, 3 * u), name="kernel", initializer="glorot_uniform")
+        self.recurrent_kernel = self.add_weight(shape=(u, 3 * u), name="recurrent_kernel", initializer="orthogonal")
+        self.bias = self.add_weight(shape=(2, 3 * u), name="bias", initializer="random_normal")
+
+    def call(self, inputs, states):
+        h = states[0] if isinstance(states, (list, tuple)) else states
+        x, a = inputs[:, :-1], inputs[:, -1:]
+        xz, xr, xh = keras.ops.split(keras.ops.matmul(x, self.kernel) + self.bias[0], 3, axis=-1)
+        hz, hr, hh = keras.ops.split(keras.ops.matmul(h, self.recurrent_kernel) + self.bias[1], 3, axis=-1)
+        gate = keras.ops.sigmoid(xz + hz)
+        c = keras.ops.tanh(xh + keras.ops.sigmoid(xr + hr) * hh)
+        if self.mode == "keep":
+            z = (1.0 - a) * gate
+            new = z * h + (1.0 - z) * c
+        else:
+            u = a * gate
+            new = (1.0 - u) * h + u * c
+        return new, [new]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "mode": self.mode}
