@@ -10,7 +10,10 @@ Keras (3 and tf_keras) and hand-written recurrences export a GRU as
         while:<list> -> TensorListStack [T, B, u] [-> Transpose([1, 0, 2])]
         while:<state> -> last state [B, u]
 
-The body (a library function) must compute one GRU step from the list item
+DIEN's AUGRU has the same loop: its attention score is the step input's
+last column (Keras 3's RNN takes one sequence), or a second [B, T, 1] list
+read at the same step (hand-written loops); it becomes the op's attention
+input. The body (a library function) must compute one GRU step from the list item
 at `time` and the state (grappler_passes/gru_cell.py reads the weights out
 of it), write the new state at `time` (or at 0 into a one-slot list, Keras'
 return_sequences=False), and advance time and the counter by one; the cond
@@ -152,13 +155,15 @@ class _Loop:
         return const is not None and const.op == "Const" and _scalar(const) == 1
 
     def _input_reads(self, steps):
-        """Sets time, input_list and (Keras' masked loop) mask_list / mask_item."""
+        """Sets time, input_lists (one, or two for an AUGRU's separate
+        scores) and (Keras' masked loop) mask_list / mask_item."""
         self.mask_list = self.mask_item = None
         reads = [n for n in self.body.node_def if n.op == "TensorListGetItem"]
         kinds = [n.attr["element_dtype"].type for n in reads]
-        if kinds.count(types_pb2.DT_FLOAT) != 1 or len(reads) - 1 > kinds.count(types_pb2.DT_BOOL):
-            raise _Skip(f"the body reads {len(reads)} list items, not one step input and at most one mask")
-        times = set()
+        if kinds.count(types_pb2.DT_FLOAT) not in (1, 2) or len(reads) - 2 > kinds.count(types_pb2.DT_BOOL):
+            raise _Skip(f"the body reads {len(reads)} list items, not one step input (or input and scores) "
+                        "and at most one mask")
+        times, lists = set(), set()
         for node, kind in zip(reads, kinds):
             handle, index = (_body_ref(self.body, i) for i in node.input[:2])
             if handle not in self.args or index not in self.args or self.args.index(index) not in steps:
@@ -167,12 +172,15 @@ class _Loop:
                 raise _Skip("an input list changes inside the loop")
             times.add(self.args.index(index))
             if kind == types_pb2.DT_FLOAT:
-                self.input_list = self.args.index(handle)
-            else:
+                lists.add(self.args.index(handle))
+            elif self.mask_list is None:
                 self.mask_list, self.mask_item = self.args.index(handle), f"{node.name}:item:0"
+            else:
+                raise _Skip("the body reads two mask lists")
         if len(times) != 1:
             raise _Skip("the input and the mask are read at different steps")
         self.time = times.pop()
+        self.input_lists = sorted(lists)
 
     # ---- outer graph -------------------------------------------------------
     def _producer(self, i, ops):
@@ -204,21 +212,31 @@ class _Loop:
         return np.max(values[0], axis=tuple(np.atleast_1d(values[1]).tolist()))
 
     def _source(self):
-        """(x, time_major, steps): the tensor the op reads and its static T."""
-        unstack = self._producer(self.input_list, ("TensorListFromTensor",))
-        if unstack.attr["element_dtype"].type != types_pb2.DT_FLOAT:
-            raise _Skip("the step input is not float32")
-        src = unstack.input[0]
-        shape = shapes.shape_of(self.info, src)
-        if shape is None or len(shape) != 3:
-            raise _Skip(f"the loop input {src} is not a rank-3 tensor")
-        self.src = src
-        node = self.view.node(src)
-        if node is not None and node.op == "Transpose":
-            perm = self.view.const_value(node.input[1])
-            if perm is not None and list(perm) == [1, 0, 2]:
-                return node.input[0], False, shape[0]
-        return src, True, shape[0]
+        """(sources, time_major, steps): the tensor behind each step-input
+        list, with its static width, in the layout the op reads, and static T."""
+        sources, layouts, steps, self.srcs = [], set(), set(), []
+        for i in self.input_lists:
+            unstack = self._producer(i, ("TensorListFromTensor",))
+            if unstack.attr["element_dtype"].type != types_pb2.DT_FLOAT:
+                raise _Skip("the step input is not float32")
+            src = unstack.input[0]
+            shape = shapes.shape_of(self.info, src)
+            if shape is None or len(shape) != 3 or shape[2] is None:
+                raise _Skip(f"the loop input {src} is not a rank-3 tensor of static width")
+            self.srcs.append(src)
+            steps.add(shape[0])
+            node = self.view.node(src)
+            if node is not None and node.op == "Transpose":
+                perm = self.view.const_value(node.input[1])
+                if perm is not None and list(perm) == [1, 0, 2]:
+                    sources.append((node.input[0], shape[2]))
+                    layouts.add(False)
+                    continue
+            sources.append((src, shape[2]))
+            layouts.add(True)
+        if len(layouts) != 1 or len(steps) != 1:
+            raise _Skip("the step inputs differ in layout or length")
+        return sources, layouts.pop(), steps.pop()
 
     def _check_start(self):
         for i in [self.time] + self.counters:
@@ -294,17 +312,19 @@ class _Loop:
             return False
         shape = self.view.node(node.input[0])
         begin = self.view.const_value(node.input[1])
-        sources = {parse_input(self.src)}
-        src = self.view.node(self.src)
-        if src is not None and src.op == "ReverseV2":
-            sources.add(parse_input(src.input[0]))
+        sources = set()
+        for src in self.srcs:
+            sources.add(parse_input(src))
+            node = self.view.node(src)
+            if node is not None and node.op == "ReverseV2":
+                sources.add(parse_input(node.input[0]))
         return (shape is not None and shape.op == "Shape" and parse_input(shape.input[0]) in sources
                 and begin is not None and list(begin) == [0])
 
-    def _cell(self):
+    def _cell(self, sources):
         consts = {}
         for i, (arg, out) in enumerate(zip(self.args, self.outs)):
-            if out == arg and i != self.input_list:
+            if out == arg and i not in self.input_lists:
                 value = self._outer_const(i)
                 if value is not None:
                     consts[i] = np.asarray(value)
@@ -321,7 +341,18 @@ class _Loop:
             if node is None or node.op != "Const" or _scalar(node) != 0:
                 raise _Skip("the output list is written neither at `time` nor at 0")
             self.last_only = True
-        return gru_cell.read_cell(self.body, new_state, self.state, self.input_list, self.time, consts)
+        state_shape = shapes.shape_of(self.info, self.inputs[self.state])
+        units = state_shape[-1] if state_shape else None
+        return gru_cell.read_cell(self.body, new_state, self.state, self._columns(sources), self.time, consts, units)
+
+    def _columns(self, sources):
+        """Each input list's columns of the step input (their concatenation)."""
+        widths = [w for _, w in sources]
+        eye, first, columns = np.eye(sum(widths), dtype=np.float32), 0, {}
+        for i, w in zip(self.input_lists, widths):
+            columns[i] = eye[:, first:first + w]
+            first += w
+        return columns
 
     # ---- rewrite -----------------------------------------------------------
     def _consumers(self, port):
@@ -348,43 +379,89 @@ class _Loop:
 
     def emit(self, bf16):
         self._roles()
-        x, time_major, steps = self._source()
+        sources, time_major, steps = self._source()
         self._check_start()
         self._check_cond(steps)
-        weights = self._cell()
+        weights = self._cell(sources)
         stacks = self._stack()
         if any(s.name in self.view.protected for s in stacks):
             raise _Skip("the stacked sequence is itself a signature output")
-        if weights.kernel.shape[0] != shapes.shape_of(self.info, x)[2]:
-            raise _Skip("the input projection does not match the input width")
-        mask = None
-        if self.mask_list is not None:
-            if self.last_only:
-                raise _Skip("a masked loop keeping only its last output")
-            mask = self._mask(time_major)
-        op = self._add_op(x, time_major, weights, bf16, mask)
+        x, scores = self._op_inputs(sources, weights, time_major)
+        mask = None if self.mask_list is None else self._mask(time_major)
+        op = self._add_op(x, time_major, weights, bf16, mask, scores)
         self._drop_control_edges()
+        last = tensor_name(op.name, 1)
+        if self.last_only and mask is not None:
+            last = self._masked_last(op, mask)
         self.view.replace_uses(tensor_name(self.node.name, self.state), tensor_name(op.name, 1))
         for stack in stacks:
-            self._replace_stack(stack, op, time_major)
+            self._replace_stack(stack, op, time_major, last)
 
-    def _add_op(self, x, time_major, w, bf16, mask):
+    def _masked_last(self, op, mask):
+        """Keras' masked loop outputs the last unmasked step's state, which is
+        the final state, or zeros when no step was unmasked (mask is [B, T]:
+        only batch-major masks are fused)."""
+        view, base = self.view, op.name + "/last_output"
+        float_t = {"T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT)}
+        axis = view.add_const(base + "/time_axis", np.int32(1)).name
+        stepped = view.add_node("Any", base + "/stepped", [mask, axis], {
+            "Tidx": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32), "keep_dims": attr_value_pb2.AttrValue(b=True)})
+        zeros = view.add_node("ZerosLike", base + "/zeros", [tensor_name(op.name, 1)], float_t)
+        return view.add_node("SelectV2", base, [stepped.name, tensor_name(op.name, 1), zeros.name], float_t).name
+
+    def _op_inputs(self, sources, weights, time_major):
+        """(x, AUGRU scores or None). A score column inside x is sliced out of
+        it; a separate score list must not feed the gates, and its rows leave
+        the kernel."""
+        if weights.attention is None:
+            if len(sources) != 1:
+                raise _Skip("the loop reads two step inputs and neither is an attention score")
+            return sources[0][0], None
+        column, first = weights.attention[1], 0
+        for i, (src, width) in enumerate(sources):
+            if first <= column < first + width:
+                break
+            first += width
+        if len(sources) == 1:
+            return src, self._score_slice(src, column)
+        x, x_width = sources[1 - i]
+        x_first = 0 if i == 1 else width
+        if width != 1 or np.any(weights.kernel[first]):
+            raise _Skip("the attention score list is wider than one column or feeds the gates")
+        weights.kernel = weights.kernel[x_first:x_first + x_width]
+        return x, self._score_slice(src, 0)
+
+    def _score_slice(self, src, column):
+        """src[:, :, column] as [B, T] (or [T, B])."""
+        view, base = self.view, self.node.name + "/recopt_gru/attention"
+        consts = [view.add_const(f"{base}/{k}", np.array(v, np.int32)).name
+                  for k, v in (("begin", [0, 0, column]), ("end", [0, 0, column + 1]), ("strides", [1, 1, 1]))]
+        return view.add_node("StridedSlice", base, [src] + consts, {
+            "T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT),
+            "Index": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32),
+            "begin_mask": attr_value_pb2.AttrValue(i=3), "end_mask": attr_value_pb2.AttrValue(i=3),
+            "shrink_axis_mask": attr_value_pb2.AttrValue(i=4)}, device=self.node.device).name
+
+    def _add_op(self, x, time_major, w, bf16, mask, scores):
         view, base = self.view, self.node.name + "/recopt_gru"
         consts = [view.add_const(f"{base}/{k}", getattr(w, k)).name
                   for k in ("kernel", "recurrent_kernel", "input_bias", "recurrent_bias")]
         masks = [] if mask is None else [mask]
-        return view.add_node(FUSED_OP, base, [x, self.inputs[self.state]] + consts + masks, {
+        attention = [] if scores is None else [scores]
+        return view.add_node(FUSED_OP, base, [x, self.inputs[self.state]] + consts + masks + attention, {
             "reset_after": attr_value_pb2.AttrValue(b=w.reset_after),
             "time_major": attr_value_pb2.AttrValue(b=time_major),
             "weights_bf16": attr_value_pb2.AttrValue(b=bf16),
             "num_masks": attr_value_pb2.AttrValue(i=len(masks)),
+            "num_attention": attr_value_pb2.AttrValue(i=len(attention)),
+            "attention_mode": attr_value_pb2.AttrValue(s=(w.attention or ("update",))[0].encode()),
         }, device=self.node.device)
 
-    def _replace_stack(self, stack, op, time_major):
+    def _replace_stack(self, stack, op, time_major, last):
         view = self.view
         if self.last_only:
             axis = view.add_const(stack.name + "/recopt_axis", np.int32(0)).name
-            expand = view.add_node("ExpandDims", stack.name + "/recopt_last", [tensor_name(op.name, 1), axis], {
+            expand = view.add_node("ExpandDims", stack.name + "/recopt_last", [last, axis], {
                 "T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT),
                 "Tdim": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)})
             view.replace_uses(stack.name, expand.name)

@@ -12,8 +12,14 @@ and hand-written cells alike; the new state must then have the GRU shape
     c  = tanh(A_x + r * A_h)          (reset after: A_h has no x term)
     c  = tanh(A_x + (r * h) W_h)      (reset before)
 
-with any operand order. The result is the Recopt>GRU weights in Keras'
-z, r, h column order.
+with any operand order. The mix may also be written with the update gate
+u = 1 - z as h' = (1 - u) * h + u * c (u's projection is then negated into
+z's). DIEN's AUGRU multiplies the gate by an attention score a, a column of
+the step input: h' = (1 - a*u) * h + a*u * c (the paper) or z' = (1 - a) * z
+(DIEN's released code). The step input (one list, or the concatenation of
+several read at the same step) is an identity matrix over its columns, so
+slices of it, like the AUGRU's [x, a], stay affine. The result is the
+Recopt>GRU weights in Keras' z, r, h column order.
 """
 import dataclasses
 from typing import Optional
@@ -28,8 +34,8 @@ class NotAGru(Exception):
 
 @dataclasses.dataclass
 class Affine:
-    """x Wx + h Wh + b over the last axis. "I" stands for an identity of
-    unknown size (the step input or state itself, before any product)."""
+    """x Wx + h Wh + b over the last axis. wh "I" stands for the state itself
+    when its width is unknown (an identity of unknown size, before any product)."""
     wx: object = None
     wh: object = None
     b: Optional[np.ndarray] = None
@@ -41,7 +47,9 @@ class Affine:
         return None if self.b is None else self.b.shape[0]
 
     def is_state(self):
-        return self.wx is None and isinstance(self.wh, str) and self.b is None
+        if self.wx is not None or self.b is not None or self.wh is None:
+            return False
+        return isinstance(self.wh, str) or np.array_equal(self.wh, np.eye(len(self.wh)))
 
 
 @dataclasses.dataclass
@@ -152,6 +160,8 @@ class _Body:
             return tensor_util.MakeNdarray(node.attr["value"].tensor)
         if op in ("Identity", "Snapshot", "ReadVariableOp"):
             return self.value(ins[0])
+        if op == "StridedSlice" and isinstance(self.value(ins[0]), np.ndarray):
+            return _fold(node, [self.const_input(node, i) for i in range(len(ins))])
         handler = getattr(self, "_" + op, None)
         if handler is None:
             raise NotAGru(f"{op} {node.name!r} is not part of a GRU step")
@@ -159,9 +169,10 @@ class _Body:
 
     # ---- ops ------------------------------------------------------------
     def _TensorListGetItem(self, node, ins, index):
-        if self.args.get(ins[0]) != self.input_list or self.args.get(ins[1]) != self.time:
+        columns = self.input_list.get(self.args.get(ins[0]))
+        if columns is None or self.args.get(ins[1]) != self.time:
             raise NotAGru(f"TensorListGetItem {node.name!r} reads another list or step than the input's")
-        return Affine(wx="I")
+        return Affine(wx=columns)
 
     def _MatMul(self, node, ins, index):
         if node.attr["transpose_a"].b:
@@ -265,6 +276,16 @@ def _expr_width(e):
     return None
 
 
+def _fold(node, values):
+    """A weight-only node (a bias row picked out of a stacked variable) run once."""
+    import tensorflow as tf
+    graph = tf.Graph()
+    with graph.as_default():
+        feeds = [tf.constant(v) for v in values]
+        copy = graph.create_op(node.op, feeds, [feeds[0].dtype], attrs=dict(node.attr), name="fold")
+    return tf.compat.v1.Session(graph=graph).run(copy.outputs[0])
+
+
 @dataclasses.dataclass
 class GruWeights:
     kernel: np.ndarray            # [d, 3u]
@@ -272,15 +293,19 @@ class GruWeights:
     input_bias: np.ndarray        # [3u]
     recurrent_bias: np.ndarray    # [3u]
     reset_after: bool
+    attention: Optional[tuple] = None   # AUGRU: (mode "update" | "keep", step input column of the score)
 
 
-def read_cell(fdef, new_state_ref, state, input_list, time, const_args):
-    """GruWeights of the step computing `new_state_ref` in `fdef`. state,
-    input_list and time are input indices of the body; const_args maps the
-    loop-invariant inputs' indices to their ndarray values."""
+def read_cell(fdef, new_state_ref, state, input_lists, time, const_args, units=None):
+    """GruWeights of the step computing `new_state_ref` in `fdef`. state and
+    time are input indices of the body; input_lists maps the index of each
+    list read per step to its columns of the step input ([D, width] slices of
+    an identity); const_args maps the loop-invariant inputs' indices to their
+    ndarray values; units is the state's width when known statically (a
+    state concatenated with the input, as TF1's GRUCell does, needs it)."""
     values = dict(const_args)
-    values[state] = Affine(wh="I")
-    return _match_mix(_Body(fdef, values, input_list, time).value(new_state_ref))
+    values[state] = Affine(wh="I" if units is None else np.eye(units, dtype=np.float32))
+    return _match_mix(_Body(fdef, values, input_lists, time).value(new_state_ref))
 
 
 def _is_one(v):
@@ -299,17 +324,60 @@ def _pairs(e, op):
     return [(a, b), (b, a)]
 
 
+def _one_minus(e):
+    """x when e is 1 - x, else None."""
+    if isinstance(e, Expr) and e.op == "sub" and _is_one(e.args[0]):
+        return e.args[1]
+    return None
+
+
 def _match_mix(e):
-    """h' = z * h + (1 - z) * c, in any operand order."""
-    for zh, rest in _pairs(e, "add"):
-        for z, h in _pairs(zh, "mul"):
+    """h' = k * h + (1 - k) * c or (1 - u) * h + u * c, in any operand order."""
+    for kh, rest in _pairs(e, "add"):
+        for k, h in _pairs(kh, "mul"):
             if not _is_state(h):
                 continue
-            for one_minus, c in _pairs(rest, "mul"):
-                if (isinstance(one_minus, Expr) and one_minus.op == "sub" and _is_one(one_minus.args[0])
-                        and one_minus.args[1] is z):
-                    return _weights(_gate(z, "update"), c)
+            for q, c in _pairs(rest, "mul"):
+                if _one_minus(q) is k:
+                    return _weights(*_keep_gate(k), c)
+                if _one_minus(k) is q:
+                    return _weights(*_update_gate(q), c)
     raise NotAGru("the new state is not z * h + (1 - z) * candidate")
+
+
+def _keep_gate(k):
+    """(z's projection, attention) of the state's weight: sigmoid(A), or
+    (1 - a) * sigmoid(A) in DIEN's released AUGRU."""
+    for one_minus_a, g in _pairs(k, "mul"):
+        column = _score_column(_one_minus(one_minus_a))
+        if column is not None:
+            return _gate(g, "update"), ("keep", column)
+    return _gate(k, "update"), None
+
+
+def _update_gate(u):
+    """The same for the candidate's weight u = 1 - z: sigmoid(A) or, in the
+    AUGRU paper, a * sigmoid(A). z's projection is then -A."""
+    for a, g in _pairs(u, "mul"):
+        column = _score_column(a)
+        if column is not None:
+            return _negated(_gate(g, "update")), ("update", column)
+    return _negated(_gate(u, "update")), None
+
+
+def _negated(a):
+    def neg(part):
+        return None if part is None else -part
+    return Affine(neg(a.wx), neg(a.wh), neg(a.b))
+
+
+def _score_column(a):
+    """The step input column an attention score reads, when `a` is one."""
+    if not isinstance(a, Affine) or a.wh is not None or a.b is not None or isinstance(a.wx, str) or a.wx is None:
+        return None
+    if a.wx.shape[1] != 1 or np.count_nonzero(a.wx) != 1 or a.wx.max() != 1.0:
+        return None
+    return int(np.argmax(a.wx[:, 0]))
 
 
 def _gate(e, what):
@@ -338,7 +406,13 @@ def _split_sum(e):
     return affine, (rest[0] if len(rest) == 1 else None)
 
 
-def _weights(z, c):
+def _weights(z, attention, c):
+    weights = _candidate(z, c)
+    weights.attention = attention
+    return weights
+
+
+def _candidate(z, c):
     if not (isinstance(c, Expr) and c.op == "tanh"):
         raise NotAGru("the candidate is not tanh(...)")
     ax, rest = _split_sum(c.args[0])

@@ -140,7 +140,7 @@ def test_softmax_over_the_size_one_axis_is_left_alone(ops):
     assert "Recopt>DinAttention" not in found
 
 
-@pytest.mark.parametrize("model", ["din", "dien"])
+@pytest.mark.parametrize("model", ["din"])
 def test_zoo_models_fuse(ops, zoo_dir, tmp_path, model):
     out = str(tmp_path / model)
     report = tf_recopt.optimize(zoo_dir(model), out)

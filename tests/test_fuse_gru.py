@@ -113,21 +113,107 @@ def test_non_gru_cells_stay_stock(kwargs, reason):
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_keras3_masked_gru(reset_after):
     layer = _keras_layer(return_sequences=True, reset_after=reset_after)
-    lengths = np.array([0, 3, T, 1, 7], np.int32)   # a zero-length sequence included
-    optimized, result = _fuse(lambda x, n: layer(x, mask=tf.sequence_mask(n, T)), feeds=(X, lengths),
-                              specs=(SPEC, tf.TensorSpec([None], tf.int32)))
+    optimized, result = _fuse(lambda x, n: layer(x, mask=tf.sequence_mask(n, T)), feeds=(X, LENGTHS),
+                              specs=(SPEC, LENGTHS_SPEC))
     _assert_fused(optimized)
     node = next(n for n in optimized.node if n.op == "Recopt>GRU")
     assert node.attr["num_masks"].i == 1
 
 
-def test_masked_gru_keeping_last_output_stays_stock():
-    layer = _keras_layer()
-    lengths = np.array([0, 3, T, 1, 7], np.int32)
-    optimized, result = _fuse(lambda x, n: layer(x, mask=tf.sequence_mask(n, T)), feeds=(X, lengths),
-                              specs=(SPEC, tf.TensorSpec([None], tf.int32)))
+LENGTHS = np.array([0, 3, T, 1, 7], np.int32)   # a zero-length sequence included
+LENGTHS_SPEC = tf.TensorSpec([None], tf.int32)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_masked_gru_keeping_last_output(reset_after):
+    """The last output of a masked loop is the last unmasked step's state:
+    zeros for the empty sequence even with a non-zero initial state."""
+    layer = _keras_layer(reset_after=reset_after)
+    h0 = RNG.standard_normal((B, U)).astype(np.float32)
+    optimized, result = _fuse(lambda x, n, h: layer(x, mask=tf.sequence_mask(n, T), initial_state=h),
+                              feeds=(X, LENGTHS, h0), specs=(SPEC, LENGTHS_SPEC, tf.TensorSpec([None, U])))
+    _assert_fused(optimized)
+    assert result.applied == 1
+
+
+# ---- DIEN's AUGRU --------------------------------------------------------------
+
+SCORES = RNG.random((B, T)).astype(np.float32)
+SCORES_SPEC = tf.TensorSpec([None, T], tf.float32)
+
+
+def _augru_layer(mode, **kwargs):
+    import keras
+    from tf_recopt.zoo.layers import AUGRUCell
+    keras.utils.set_random_seed(5)
+    layer = keras.layers.RNN(AUGRUCell(U, mode=mode), **kwargs)
+    layer.build((None, T, D + 1))
+    return layer
+
+
+def _gru_node(optimized):
+    return next(n for n in optimized.node if n.op == "Recopt>GRU")
+
+
+@pytest.mark.parametrize("mode", ["keep", "update"])
+@pytest.mark.parametrize("kwargs", [dict(return_sequences=True), dict()], ids=["seq", "last"])
+def test_keras3_augru(mode, kwargs):
+    """The zoo's AUGRUCell: the score is the step input's last column."""
+    layer = _augru_layer(mode, **kwargs)
+    optimized, result = _fuse(lambda x, a: layer(tf.concat([x, a[..., None]], -1)), feeds=(X, SCORES),
+                              specs=(SPEC, SCORES_SPEC))
+    _assert_fused(optimized)
+    node = _gru_node(optimized)
+    assert node.attr["num_attention"].i == 1 and node.attr["attention_mode"].s.decode() == mode
+
+
+@pytest.mark.parametrize("mode", ["keep", "update"])
+def test_keras3_masked_augru_last_output(mode):
+    """DIEN's interest evolution: masked, only the final interest kept."""
+    layer = _augru_layer(mode)
+    optimized, _ = _fuse(lambda x, a, n: layer(tf.concat([x, a[..., None]], -1), mask=tf.sequence_mask(n, T)),
+                         feeds=(X, SCORES, LENGTHS), specs=(SPEC, SCORES_SPEC, LENGTHS_SPEC))
+    _assert_fused(optimized)
+    assert _gru_node(optimized).attr["num_masks"].i == 1
+
+
+def _hand_written_augru(x, a, score=lambda a: a):
+    """DIEN's released VecAttGRUCell, hand-written: per-gate weights, the
+    scores in their own TensorArray, u = (1 - a) * u; h = u * h + (1 - u) * c."""
+    w = {k: tf.constant(RNG.standard_normal(s) * 0.3, tf.float32)
+         for k, s in [("wu", (D + U, U)), ("wr", (D + U, U)), ("wc", (D, U)), ("uc", (U, U)), ("bu", (U,)),
+                      ("br", (U,)), ("bc", (U,))]}
+    xs = tf.TensorArray(tf.float32, size=T).unstack(tf.transpose(x, [1, 0, 2]))
+    scores = tf.TensorArray(tf.float32, size=T).unstack(tf.transpose(a[..., None], [1, 0, 2]))
+
+    def body(t, h, out):
+        xt, at = xs.read(t), score(scores.read(t))
+        xh = tf.concat([xt, h], 1)
+        u = tf.sigmoid(tf.matmul(xh, w["wu"]) + w["bu"])
+        r = tf.sigmoid(tf.matmul(xh, w["wr"]) + w["br"])
+        c = tf.tanh(tf.matmul(xt, w["wc"]) + tf.matmul(r * h, w["uc"]) + w["bc"])
+        u = (1.0 - at) * u
+        h = u * h + (1 - u) * c
+        return t + 1, h, out.write(t, h)
+
+    out = tf.TensorArray(tf.float32, size=T)
+    _, h, out = tf.while_loop(lambda t, h, out: t < T, body, (0, tf.zeros([tf.shape(x)[0], U]), out))
+    return tf.transpose(out.stack(), [1, 0, 2]), h
+
+
+def test_hand_written_augru_with_a_score_list():
+    optimized, result = _fuse(_hand_written_augru, feeds=(X, SCORES), specs=(SPEC, SCORES_SPEC))
+    _assert_fused(optimized)
+    node = _gru_node(optimized)
+    assert node.attr["attention_mode"].s == b"keep" and node.attr["reset_after"].b is False
+
+
+def test_augru_with_a_transformed_score_stays_stock():
+    """(1 - a/2) * u is no AUGRU gate the op knows: the loop stays."""
+    optimized, result = _fuse(lambda x, a: _hand_written_augru(x, a, score=lambda s: s * 0.5),
+                              feeds=(X, SCORES), specs=(SPEC, SCORES_SPEC))
     assert "Recopt>GRU" not in ops_of(optimized)
-    assert result.skipped
+    assert "not sigmoid of a projection" in result.skipped[0][1]
 
 
 def test_loop_with_a_side_effect_stays_stock():

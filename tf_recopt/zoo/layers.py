@@ -9,15 +9,27 @@ def mlp(x, units, activation="relu", last_activation=None, name="mlp"):
     return x
 
 
-def attention_pool(query, keys, mask, units, name):
-    """DIN activation unit: MLP over [q, k, q-k, q*k] per position, masked, summed."""
+def _activation_unit(query, keys, units, name):
+    """DIN's activation unit: an MLP over [q, k, q-k, q*k] per position -> [B, T, 1]."""
     t = keys.shape[1]
     q = keras.ops.repeat(keras.ops.expand_dims(query, 1), t, axis=1)
     feats = keras.ops.concatenate([q, keys, q - keys, q * keys], axis=-1)
     h = mlp(feats, units, activation="sigmoid", name=f"{name}_att")
-    w = keras.layers.Dense(1, name=f"{name}_att_out")(h)            # [B, T, 1]
+    return keras.layers.Dense(1, name=f"{name}_att_out")(h)
+
+
+def attention_pool(query, keys, mask, units, name):
+    """DIN: activation-unit weights, masked to zero, weighted sum of the keys."""
+    w = _activation_unit(query, keys, units, name)
     w = keras.ops.where(keras.ops.expand_dims(mask, -1), w, keras.ops.zeros_like(w))
     return keras.ops.sum(w * keys, axis=1)                          # [B, d]
+
+
+def attention_scores(query, keys, mask, units, name):
+    """DIEN: activation-unit scores, softmax over the unmasked positions -> [B, T]
+    (padding gets -2^32 + 1 before the softmax, as DIEN's code does)."""
+    s = _activation_unit(query, keys, units, name)[..., 0]
+    return keras.ops.softmax(keras.ops.where(mask, s, keras.ops.full_like(s, -2.0 ** 32 + 1)), axis=-1)
 
 
 # DIN and DIEN share their sizes and inputs: a target item and a behaviour
