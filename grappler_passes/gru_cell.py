@@ -80,6 +80,8 @@ def _add(a, b):
 def _matmul(a, w):
     if not isinstance(w, np.ndarray) or w.ndim != 2:
         raise NotAGru("a matrix product whose weight is not a constant matrix")
+    if isinstance(a, Expr) and a.op == "concat":
+        return _matmul_concat(a.args, w)
     if isinstance(a, Affine):
         def times(part):
             if part is None:
@@ -87,6 +89,20 @@ def _matmul(a, w):
             return w if isinstance(part, str) else part @ w
         return Affine(times(a.wx), times(a.wh), None if a.b is None else a.b @ w)
     return Expr("matmul", (a, w))
+
+
+def _matmul_concat(parts, w):
+    """concat(parts) W = sum of part_i W[rows of part i] (TF1's GRUCell
+    multiplies concat([x, r * h]) by one candidate kernel)."""
+    total, first = None, 0
+    for part in parts:
+        width = _expr_width(part)
+        piece = _matmul(part, w[first:first + width])
+        total = piece if total is None else _add(total, piece)
+        first += width
+    if first != w.shape[0]:
+        raise NotAGru("a concatenation multiplied by a kernel of another height")
+    return total
 
 
 def _columns(value, begin, end):
@@ -107,11 +123,11 @@ def _columns(value, begin, end):
 def _concat_columns(values):
     if all(isinstance(v, np.ndarray) for v in values):
         return np.concatenate(values, axis=-1)
-    if not all(isinstance(v, Affine) for v in values):
-        raise NotAGru("a concatenation of non-affine terms")
-    widths = [v.width() for v in values]
+    widths = [_expr_width(v) for v in values]
     if None in widths:
-        raise NotAGru("a concatenation of the raw step input or state")
+        raise NotAGru("a concatenation of a term of unknown width")
+    if not all(isinstance(v, Affine) for v in values):
+        return Expr("concat", tuple(values))   # only a matrix product may read it
 
     def stack(parts):
         if all(p is None for p in parts):
@@ -230,7 +246,7 @@ class _Body:
             return np.split(value, np.cumsum(sizes)[:-1], axis=axis)[index]
         if axis not in (1, -1):
             raise NotAGru(f"{node.op} {node.name!r} splits axis {axis}, not the feature axis")
-        width = value.width() if isinstance(value, Affine) else None
+        width = _expr_width(value)
         if width is None:
             raise NotAGru(f"{node.op} {node.name!r} splits a term of unknown width")
         if None in sizes:
@@ -269,11 +285,20 @@ class _Body:
 
 
 def _expr_width(e):
+    """The static width of a term's last axis, None when unknown."""
     if isinstance(e, Affine):
         return e.width()
-    if isinstance(e, Expr) and e.op in ("sigmoid", "tanh"):
-        return _expr_width(e.args[0])
-    return None
+    if isinstance(e, np.ndarray):
+        return e.shape[-1] if e.ndim else None
+    if e.op == "concat":
+        widths = [_expr_width(a) for a in e.args]
+        return None if None in widths else sum(widths)
+    if e.op == "matmul":
+        return e.args[1].shape[1]
+    widths = {_expr_width(a) for a in e.args} - {None}
+    if len(widths) > 1:
+        widths.discard(1)   # a [B, 1] factor broadcasts
+    return widths.pop() if len(widths) == 1 else None
 
 
 def _fold(node, values):

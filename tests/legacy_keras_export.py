@@ -1,5 +1,5 @@
 """Exports tf_keras (Keras 2) models for the pass tests. Run as
-`python -m tests.legacy_keras_export gru|mha|lookup|ragged OUT_DIR` with
+`python -m tests.legacy_keras_export gru|augru|mha|lookup|ragged OUT_DIR` with
 TF_USE_LEGACY_KERAS=1: tf_keras and Keras 3 cannot share a process."""
 import os
 import subprocess
@@ -33,6 +33,37 @@ def export_gru(out_dir):
         x = keras.Input((T, D), name="x")
         y = keras.layers.GRU(UNITS, name="gru", bias_initializer="random_normal", **kwargs)(x)
         tf.saved_model.save(keras.Model(x, y), os.path.join(out_dir, name))
+
+
+def export_augru(out_dir):
+    """DeepCTR's AUGRU (DIEN's VecAttGRUCell) as a tf_keras RNN cell fed a
+    nested (x, score) sequence, masked; only the final state is kept."""
+    keras = _keras()
+
+    class VecAttGRUCell(keras.layers.Layer):
+        state_size = output_size = UNITS
+
+        def build(self, shapes):
+            d = shapes[0][-1]
+            self.gates = self.add_weight("gates", (d + UNITS, 2 * UNITS), initializer="glorot_uniform")
+            self.gate_bias = self.add_weight("gate_bias", (2 * UNITS,), initializer="random_normal")
+            self.candidate = self.add_weight("candidate", (d + UNITS, UNITS), initializer="glorot_uniform")
+            self.candidate_bias = self.add_weight("candidate_bias", (UNITS,), initializer="random_normal")
+
+        def call(self, inputs, states):
+            (x, a), h = inputs, states[0]
+            value = tf.sigmoid(tf.matmul(tf.concat([x, h], 1), self.gates) + self.gate_bias)
+            r, u = tf.split(value, 2, axis=1)
+            c = tf.tanh(tf.matmul(tf.concat([x, r * h], 1), self.candidate) + self.candidate_bias)
+            u = (1.0 - a) * u
+            new_h = u * h + (1 - u) * c
+            return new_h, [new_h]
+
+    x = keras.Input((T, D), name="x")
+    a = keras.Input((T, 1), name="a")
+    m = keras.Input((T,), dtype=tf.bool, name="m")
+    y = keras.layers.RNN(VecAttGRUCell(), name="augru")((x, a), mask=m)
+    tf.saved_model.save(keras.Model([x, a, m], y), out_dir)
 
 
 def export_mha(out_dir):
@@ -89,5 +120,5 @@ def export_in_subprocess(kind, out_dir):
 if __name__ == "__main__":
     np.random.seed(0)
     tf.random.set_seed(0)
-    {"gru": export_gru, "mha": export_mha, "lookup": export_lookup,
+    {"gru": export_gru, "augru": export_augru, "mha": export_mha, "lookup": export_lookup,
      "ragged": export_ragged}[sys.argv[1]](sys.argv[2])

@@ -252,3 +252,20 @@ def test_tf_keras_saved_models(legacy_models, tmp_path, variant):
     got = run_signature(dst, {"x": X})
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=2e-5, atol=2e-6)
+
+
+def test_tf_keras_augru_saved_model(tmp_path):
+    """A tf_keras RNN over a nested (x, score) input, TF1 GRUCell-style
+    concat([x, h]) gates, masked, last state only."""
+    src, dst = tmp_path / "augru", str(tmp_path / "opt")
+    failure = legacy_keras_export.export_in_subprocess("augru", src)
+    assert failure is None, failure
+    tf_recopt.optimize(str(src), dst)
+    nodes = saved_model_nodes(dst, "Recopt>GRU")
+    assert nodes and all(n.attr["num_attention"].i == 1 and n.attr["num_masks"].i == 1 for n in nodes)
+    assert not saved_model_nodes(dst, "StatelessWhile") and not saved_model_nodes(dst, "While")
+    mask = np.arange(T)[None] < LENGTHS[:, None]
+    feeds = {"x": X, "a": SCORES[..., None], "m": mask}
+    want, got = run_signature(str(src), feeds), run_signature(dst, feeds)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=2e-5, atol=2e-6)
