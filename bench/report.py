@@ -169,7 +169,7 @@ def _in_graph_section(lines, name, title, key):
 
 
 def _gru_section(lines):
-    _in_graph_section(lines, "gru", "DIEN GRU: Recopt>GRU vs the stock Keras GRU layer", "reset_after")
+    _in_graph_section(lines, "gru", "DIEN GRU: Recopt>GRU vs the stock Keras GRU and AUGRU layers", "cell")
 
 
 def _mha_section(lines):
