@@ -1,7 +1,4 @@
 """Identity/NoOp pruning and dead-node removal."""
-import collections
-
-from grappler_passes.graph_view import parse_input
 from grappler_passes.pass_base import GraphPass
 
 _FORWARDING = frozenset({"Identity", "Snapshot", "StopGradient", "PreventGradient"})
@@ -74,15 +71,7 @@ class PruneDeadNodes(GraphPass):
 
     def run(self, ctx, result):
         view = ctx.view
-        live = set()
-        queue = collections.deque(p for p in view.protected if view.node(p) is not None)
-        while queue:
-            name = queue.popleft()
-            if name in live:
-                continue
-            live.add(name)
-            for inp in view.node(name).input:
-                queue.append(parse_input(inp)[0])
+        live = view.live_nodes()
         dead = [n.name for n in view.nodes() if n.name not in live]
         result.matched = result.applied = len(dead)
         view.remove_nodes(dead)

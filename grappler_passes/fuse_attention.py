@@ -16,7 +16,11 @@ Recopt>FusedMLP whose last layer outputs one score:
    row:     BatchMatMulV2([Softmax](SelectV2(ExpandDims(mask, 1), Transpose(s, [0, 2, 1]), pad)), keys)
             -> [B, 1, d] (DeepCTR's form)   rewritten in place as ExpandDims(Recopt>DinAttention, 1)
 
-pad: ZerosLike(s), a constant of equal values, Fill(_, c) or OnesLike(s) * c.
+   weights: [Softmax](SelectV2(mask, s[..., 0] or Squeeze(s, -1), pad)) [B, T] used as such (DIEN
+            feeds them to its AUGRU)   rewritten in place as Recopt>DinAttention(output="weights"); the
+            keys are the sequence the activation unit combines with the repeated query
+
+pad: ZerosLike(s), a constant of equal values, Fill(_, c), BroadcastTo(c, _) or OnesLike(s) * c.
 What the rewrite orphans is left for prune_dead_nodes.
 """
 import numpy as np
@@ -52,6 +56,20 @@ class FuseAttention(GraphPass):
         for node in [n for n in view.nodes() if n.op in ("Sum", "BatchMatMulV2", "BatchMatMul")]:
             try:
                 _Attention(view, info, node).emit()
+            except _NotHere:
+                continue
+            except _Skip as why:
+                result.skip(node.name, str(why))
+                continue
+            result.apply()
+        # Scores left over once every pooling is fused are used as weights.
+        softmaxes = [n for n in view.nodes() if n.op == "Softmax"]
+        live = view.live_nodes() if softmaxes else set()
+        for node in softmaxes:
+            if node.name not in live:
+                continue  # orphaned by a pooling rewrite above
+            try:
+                _Weights(view, info, node).emit()
             except _NotHere:
                 continue
             except _Skip as why:
@@ -111,8 +129,7 @@ class _Attention:
 
     def _scorer(self, tensor, layout):
         node = self._producer(tensor)
-        if layout == "flat" and node is not None and node.op in ("Squeeze", "Reshape") and \
-                (node.op == "Reshape" or list(node.attr["squeeze_dims"].list.i) in ([2], [-1])):
+        if layout == "flat" and node is not None and (node.op == "Reshape" or self._drops_last_axis(node)):
             self._same_positions(tensor, node, 1)
             node = self._producer(node.input[0])
         elif layout == "row" and node is not None and node.op in ("Transpose", "Reshape"):
@@ -127,6 +144,21 @@ class _Attention:
         if self.view.has_control_inputs(node) or node.name in self.view.protected:
             raise _Skip(f"'{node.name}' has control inputs or is a signature output")
         return node
+
+    def _drops_last_axis(self, node):
+        """Squeeze(s, -1) or s[..., 0] / s[:, :, 0] of the [B, T, 1] scores."""
+        if node.op == "Squeeze":
+            return list(node.attr["squeeze_dims"].list.i) in ([2], [-1])
+        if node.op != "StridedSlice" or len(self._dims(node.input[0])) != 3:
+            return False
+        a, view = node.attr, self.view
+        begin, strides = view.const_value(node.input[1]), view.const_value(node.input[3])
+        if begin is None or strides is None or np.any(strides != 1) or a["new_axis_mask"].i:
+            return False
+        last = len(begin) - 1
+        leading = (a["ellipsis_mask"].i == 1 and last == 1) or \
+            (last == 2 and not a["ellipsis_mask"].i and a["begin_mask"].i & a["end_mask"].i & 3 == 3)
+        return leading and a["shrink_axis_mask"].i == 1 << last and int(begin[last]) in (0, -1)
 
     def _same_positions(self, tensor, node, axis):
         """A reshape of the [B, T, 1] scores must leave T at `axis` (a static
@@ -153,6 +185,8 @@ class _Attention:
             return 0.0
         if node is not None and node.op == "Fill":
             value = view.const_value(node.input[1])
+        if node is not None and node.op == "BroadcastTo":
+            value = view.const_value(node.input[0])
         if node is not None and node.op == "Mul":
             a, b = (self._t(i) for i in view.data_inputs(node)[:2])
             ones, value = (self._producer(a), view.const_value(b)) if view.const_value(a) is None \
@@ -167,6 +201,16 @@ class _Attention:
     # ---- the activation unit's input ------------------------------------
     def _concat(self):
         """(query [B, d] tensor, parts) from the concatenation the MLP reads."""
+        blocks = self._blocks()
+        queries = {t for kind, operands in blocks for t in operands} - {self.keys}
+        if len(queries) != 1:
+            raise _Skip(f"'{self.mlp.name}' does not read one query combined with the pooled keys '{self.keys}'")
+        q_rep = queries.pop()
+        parts = [_part_name(kind, operands, q_rep) for kind, operands in blocks]
+        return self._query_source(q_rep), parts
+
+    def _blocks(self):
+        """(kind, operands) of each block of the concatenation the MLP reads."""
         concat = self._producer(self.mlp.input[0])
         if concat is not None and concat.op == "ConcatV2":
             inputs = self.view.data_inputs(concat)
@@ -178,13 +222,7 @@ class _Attention:
             inputs = inputs[:-1]
         else:  # one block (tf.concat of one tensor traces to no op)
             inputs = [self.mlp.input[0]]
-        blocks = [self._block(self._t(t)) for t in inputs]
-        queries = {t for kind, operands in blocks for t in operands} - {self.keys}
-        if len(queries) != 1:
-            raise _Skip(f"'{self.mlp.name}' does not read one query combined with the pooled keys '{self.keys}'")
-        q_rep = queries.pop()
-        parts = [_part_name(kind, operands, q_rep) for kind, operands in blocks]
-        return self._query_source(q_rep), parts
+        return [self._block(self._t(t)) for t in inputs]
 
     def _block(self, tensor):
         node = self._producer(tensor)
@@ -239,7 +277,8 @@ class _Attention:
             raise _Skip(f"'{self.mlp.name}': first weight is not a constant [{len(self.parts)} x {keys[-1]}, h]")
 
     # ---- rewrite ---------------------------------------------------------
-    def emit(self):
+    def _op_inputs(self, output):
+        """(inputs, attrs) of the fused op."""
         view, mlp = self.view, self.mlp
         layers = mlp.attr["num_layers"].i
         inputs = [self.query, self.keys, self.mask] + view.data_inputs(mlp)[1:1 + 2 * layers]
@@ -250,7 +289,13 @@ class _Attention:
             "parts": attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(s=[p.encode() for p in self.parts])),
             "softmax": attr_value_pb2.AttrValue(b=self.softmax),
             "pad_value": attr_value_pb2.AttrValue(f=self.pad),
+            "output": attr_value_pb2.AttrValue(s=output.encode()),
         })
+        return inputs, attrs
+
+    def emit(self):
+        view = self.view
+        inputs, attrs = self._op_inputs("pooled")
         a = self.anchor
         if a.op == "Sum":
             view.rewrite(a, FUSED_OP, inputs, attrs)
@@ -285,6 +330,33 @@ class _Attention:
                 return None, None
             return source, [int(np.ravel(value)[0]) % (rank + 1)]
         return source, _new_axes(node, self.view, rank)
+
+
+class _Weights(_Attention):
+    """Masked (softmaxed) activation-unit scores used as [B, T] weights. The
+    keys are not named by a pooling, so each sequence the concatenation
+    reads is tried as the keys against the repeated query."""
+
+    def __init__(self, view, info, anchor):
+        self.view, self.info, self.anchor = view, info, anchor
+        if len(self._dims(anchor.name)) != 2:
+            raise _NotHere()
+        self.mlp, self.mask, self.pad, self.softmax = self._scores(anchor.name, "flat")
+        found = []
+        for keys in sorted({t for _, operands in self._blocks() for t in operands}):
+            self.keys = keys
+            try:
+                found.append((keys, self._concat()))
+            except _Skip:
+                continue
+        if len(found) != 1:
+            raise _Skip(f"'{self.mlp.name}' does not read one query repeated against one key sequence")
+        self.keys, (self.query, self.parts) = found[0]
+        self._check_shapes()
+
+    def emit(self):
+        inputs, attrs = self._op_inputs("weights")
+        self.view.rewrite(self.anchor, FUSED_OP, inputs, attrs)
 
 
 def _part_name(kind, operands, q_rep):

@@ -177,6 +177,19 @@ class GraphView:
         return all(c.name in allowed_consumers for c, _ in self.consumers(name))
 
     # ---- whole-graph checks -----------------------------------------
+    def live_nodes(self):
+        """Names of the nodes some signature output depends on (by data or control edges)."""
+        live = set()
+        queue = collections.deque(p for p in self.protected if self.node(p) is not None)
+        while queue:
+            name = queue.popleft()
+            if name in live:
+                continue
+            live.add(name)
+            for inp in self.node(name).input:
+                queue.append(parse_input(inp)[0])
+        return live
+
     def topological_order(self):
         self._index()
         indegree = {n.name: 0 for n in self.graph_def.node}

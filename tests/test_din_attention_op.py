@@ -26,14 +26,15 @@ def _inputs(batch, steps, d, lengths=None):
     return q, keys, mask
 
 
-def _check(ops, q, keys, mask, mlp, parts=ZOO_PARTS, softmax=False, pad_value=0.0, bf16=False, rtol=2e-5):
+def _check(ops, q, keys, mask, mlp, parts=ZOO_PARTS, softmax=False, pad_value=0.0, bf16=False, rtol=2e-5,
+           output="pooled"):
     weights, biases, acts, alphas = mlp
     got = ops.recopt_din_attention(q, keys, mask, weights, biases, activations=acts,
                                    alphas=alphas, parts=parts, softmax=softmax, pad_value=pad_value,
-                                   weights_bf16=bf16).numpy()
+                                   weights_bf16=bf16, output=output).numpy()
     want = reference.din_attention(q, keys, mask, weights, biases, acts, alphas, parts, softmax, pad_value,
-                                   bf16).numpy()
-    assert got.shape == want.shape == q.shape
+                                   bf16, output).numpy()
+    assert got.shape == want.shape == (q.shape if output == "pooled" else mask.shape)
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.sqrt(keys.shape[1] * q.shape[1]))
     return got
 
@@ -104,3 +105,26 @@ def test_bad_inputs_are_named(ops):
     with pytest.raises(err, match="one score"):
         ops.recopt_din_attention(q, keys, mask, weights[:1], biases[:1], activations=["relu"],
                                  alphas=[0.0], parts=ZOO_PARTS)
+
+
+@pytest.mark.parametrize("batch", [0, 1, 7, 512])
+@pytest.mark.parametrize("softmax", [False, True])
+def test_weights_output(ops, batch, softmax):
+    """output="weights": DIEN's [B, T] attention scores, not the pooled keys."""
+    q, keys, mask = _inputs(batch, 50, 32)
+    mlp = _mlp(4 * 32, (80, 40, 1), ("sigmoid", "sigmoid", "linear"))
+    got = _check(ops, q, keys, mask, mlp, softmax=softmax, pad_value=-2.0 ** 32 + 1 if softmax else 0.0,
+                 output="weights")
+    if softmax and batch:
+        np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)
+    pooled = _check(ops, q, keys, mask, mlp, softmax=softmax, pad_value=-2.0 ** 32 + 1 if softmax else 0.0)
+    np.testing.assert_allclose(pooled, np.einsum("bt,btd->bd", got, keys), rtol=1e-4, atol=1e-5)
+
+
+def test_weights_output_zero_length(ops):
+    q, keys, mask = _inputs(3, 6, 4, lengths=[0, 2, 6])
+    mlp = _mlp(16, (5, 1), ("relu", "linear"))
+    soft = _check(ops, q, keys, mask, mlp, softmax=True, pad_value=-1e9, output="weights")
+    np.testing.assert_allclose(soft[0], np.full(6, 1 / 6), rtol=1e-6)
+    np.testing.assert_array_equal(soft[1, 2:], 0)
+    assert _check(ops, q, keys[:, :0], mask[:, :0], mlp, output="weights").shape == (3, 0)

@@ -165,3 +165,49 @@ def test_mask_shared_by_the_batch_is_left_alone(ops):
     found, results = _run(fn)
     assert "Recopt>DinAttention" not in found
     assert any("is not [B, T]" in reason for _, reason in results["fuse_attention"].skipped)
+
+
+# ---- scores used as weights (DIEN feeds them to its AUGRU) -------------------
+
+def _scores_only(spelling, repeat=_tile):
+    """The attention weights themselves leave the subgraph; the keys are only
+    known as the sequence the activation unit combines with the query."""
+    layers = _weights(4 * D)
+
+    def fn(q, keys, lengths):
+        q_rep = repeat(q)
+        s = _mlp(tf.concat([q_rep, keys, q_rep - keys, q_rep * keys], axis=-1), layers)
+        mask = tf.sequence_mask(lengths, T)
+        if spelling == "zoo":   # tf_recopt.zoo.layers.attention_scores
+            s = s[..., 0]
+            return tf.nn.softmax(tf.where(mask, s, tf.fill(tf.shape(s), PAD)))
+        if spelling == "broadcast_pad":
+            s = s[:, :, 0]
+            return tf.nn.softmax(tf.where(mask, s, tf.broadcast_to(tf.constant(PAD), tf.shape(s)))) * 2.0
+        s = tf.squeeze(s, -1)
+        return tf.nn.softmax(tf.where(mask, s, tf.ones_like(s) * PAD))
+    return fn
+
+
+@pytest.mark.parametrize("spelling", ["zoo", "broadcast_pad", "squeeze"])
+def test_softmax_scores_as_weights(ops, spelling):
+    found, results = _run(_scores_only(spelling, repeat=_keras_repeat if spelling == "zoo" else _tile))
+    assert found.count("Recopt>DinAttention") == 1, results["fuse_attention"].skipped
+    assert "ConcatV2" not in found and "Recopt>FusedMLP" not in found and "Softmax" not in found
+
+
+def test_scores_of_two_sequences_stay_stock(ops):
+    """No repeated query: neither sequence can be the keys."""
+    layers = _weights(2 * D)
+
+    def fn(q, keys, lengths):
+        s = _mlp(tf.concat([keys, keys * 2.0 + q[:, None, :]], -1), layers)[..., 0]
+        return tf.nn.softmax(tf.where(tf.sequence_mask(lengths, T), s, tf.fill(tf.shape(s), PAD)))
+    found, results = _run(fn)
+    assert "Recopt>DinAttention" not in found
+    assert any("one key sequence" in why for _, why in results["fuse_attention"].skipped)
+
+
+def test_pooled_softmax_is_not_fused_twice(ops):
+    found, results = _run(_attention(**FORMS["flat_softmax"]))
+    assert found.count("Recopt>DinAttention") == 1 and results["fuse_attention"].applied == 1

@@ -30,8 +30,9 @@ def test_zoo_model_round_trips(ops, zoo_dir, tmp_path, name):
         assert ops_after.get("Recopt>DotInteraction") == 1 and "BatchMatMulV2" not in ops_after, ops_after
     if name == "din":
         assert ops_after.get("Recopt>DinAttention") == 1 and "Tile" not in ops_after, ops_after
-    if name == "dien":  # the interest GRU and the AUGRU, both masked
+    if name == "dien":  # the interest GRU and the AUGRU, both masked; the AUGRU's scores
         assert ops_after.get("Recopt>GRU") == 2 and "While" not in ops_after, ops_after
+        assert ops_after.get("Recopt>DinAttention") == 1 and "Softmax" not in ops_after, ops_after
     if name == "tfrs_ranking":  # five lookups behind StringLookup/IntegerLookup tables: one op
         assert ops_after.get("Recopt>FusedEmbeddingLookup") == 1 and "ConcatV2" not in ops_after, ops_after
         assert ops_after.get("LookupTableFindV2") == 5, ops_after

@@ -143,7 +143,7 @@ void PackedDinAttention::Weigh(const bool* mask, int64_t steps, float* scores) c
 }
 
 void PackedDinAttention::Forward(const float* q, const float* keys, const bool* mask, int64_t steps, float* out,
-                                 float* scratch) const {
+                                 float* scratch, bool weights_only) const {
   float* packed = scratch;
   float* bias = packed + static_cast<int64_t>(dim_) * hidden_pad_;
   float* block = bias + hidden_pad_;
@@ -154,6 +154,10 @@ void PackedDinAttention::Forward(const float* q, const float* keys, const bool* 
     Score(keys + t * dim_, m, packed, bias, scores + t, block);
   }
   Weigh(mask, steps, scores);
+  if (weights_only) {
+    std::copy_n(scores, steps, out);
+    return;
+  }
   std::fill(out, out + dim_, 0.f);
   for (int64_t t = 0; t < steps; ++t) {
     const float w = scores[t];

@@ -45,9 +45,10 @@ class PackedDinAttention {
   int64_t FlopsPerKey() const;
   // Floats of scratch Forward() needs for a sequence of `steps` keys.
   int64_t ScratchFloats(int64_t steps) const;
-  // out[d] = sum_t w_t * keys[t], w = [softmax](mask ? mlp(q, k_t) : pad).
-  void Forward(const float* q, const float* keys, const bool* mask, int64_t steps, float* out,
-               float* scratch) const;
+  // out[d] = sum_t w_t * keys[t], w = [softmax](mask ? mlp(q, k_t) : pad);
+  // with weights_only, out[steps] = w.
+  void Forward(const float* q, const float* keys, const bool* mask, int64_t steps, float* out, float* scratch,
+               bool weights_only = false) const;
 
  private:
   int64_t FixedScratchFloats() const;

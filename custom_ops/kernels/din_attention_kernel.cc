@@ -24,6 +24,9 @@ class DinAttentionOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("parts", &parts));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("softmax", &softmax_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_value", &pad_value_));
+    std::string output;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("output", &output));
+    weights_only_ = output == "weights";
     for (const string& p : parts) {
       const recopt::AttentionPart part = recopt::AttentionPartFromName(p.c_str());
       OP_REQUIRES(ctx, part != recopt::kPartCount,
@@ -49,9 +52,10 @@ class DinAttentionOp : public OpKernel {
     std::shared_ptr<const recopt::PackedDinAttention> att;
     OP_REQUIRES_OK(ctx, GetPacked(ctx, dim, &att));
     Tensor* out = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, query.shape(), &out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, weights_only_ ? mask.shape() : query.shape(), &out));
     if (batch == 0) return;
-    Run(ctx, *att, query.flat<float>().data(), keys.flat<float>().data(), mask.flat<bool>().data(), batch, steps,
+    Run(ctx, *att, {query.flat<float>().data(), keys.flat<float>().data(), mask.flat<bool>().data(), batch, steps,
+                    weights_only_},
         out->flat<float>().data());
   }
 
@@ -76,22 +80,30 @@ class DinAttentionOp : public OpKernel {
     return OkStatus();
   }
 
-  static void Run(OpKernelContext* ctx, const recopt::PackedDinAttention& att, const float* query,
-                  const float* keys, const bool* mask, int64_t batch, int64_t steps, float* out) {
+  struct Batch {
+    const float* query;
+    const float* keys;
+    const bool* mask;
+    int64_t batch, steps;
+    bool weights_only;
+  };
+
+  static void Run(OpKernelContext* ctx, const recopt::PackedDinAttention& att, const Batch& in, float* out) {
     auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
-    const int64_t dim = att.dim();
+    const int64_t dim = att.dim(), steps = in.steps, out_row = in.weights_only ? steps : dim;
     auto work = [&](int64_t b0, int64_t b1) {
       std::unique_ptr<float[]> scratch(new float[att.ScratchFloats(steps)]);
       for (int64_t b = b0; b < b1; ++b) {
-        att.Forward(query + b * dim, keys + b * steps * dim, mask + b * steps, steps, out + b * dim, scratch.get());
+        att.Forward(in.query + b * dim, in.keys + b * steps * dim, in.mask + b * steps, steps, out + b * out_row,
+                    scratch.get(), in.weights_only);
       }
     };
-    Shard(threads->num_threads, threads->workers, batch, att.FlopsPerKey() * std::max<int64_t>(steps, 1), work);
+    Shard(threads->num_threads, threads->workers, in.batch, att.FlopsPerKey() * std::max<int64_t>(steps, 1), work);
   }
 
   recopt_kernels::MlpAttrs attrs_;
   std::vector<recopt::AttentionPart> parts_;
-  bool softmax_ = false;
+  bool softmax_ = false, weights_only_ = false;
   float pad_value_ = 0.f;
   mutex mu_;
   std::shared_ptr<const recopt::PackedDinAttention> packed_ TF_GUARDED_BY(mu_);

@@ -3,6 +3,8 @@
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
+#include <string>
+
 namespace tensorflow {
 namespace {
 
@@ -16,7 +18,9 @@ Status DinAttentionShape(shape_inference::InferenceContext* c) {
   TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(mask, 0), &batch));
   TF_RETURN_IF_ERROR(c->Merge(c->Dim(keys, 1), c->Dim(mask, 1), &steps));
   TF_RETURN_IF_ERROR(c->Merge(c->Dim(query, 1), c->Dim(keys, 2), &dim));
-  c->set_output(0, c->Matrix(batch, dim));
+  std::string output;
+  TF_RETURN_IF_ERROR(c->GetAttr("output", &output));
+  c->set_output(0, output == "weights" ? c->Matrix(batch, steps) : c->Matrix(batch, dim));
   return OkStatus();
 }
 
@@ -27,6 +31,8 @@ Status DinAttentionShape(shape_inference::InferenceContext* c) {
 //   w = softmax(s) if softmax else s,  pooled = sum_t w_t * keys[t].
 // parts name the first layer's d-wide input blocks in order: q, k, q-k,
 // k-q, q*k. The MLP's last layer outputs one score. Weights must be constants.
+// output "weights" returns w [B, T] instead of pooling (DIEN feeds its
+// attention scores to the AUGRU rather than summing the keys).
 REGISTER_OP("Recopt>DinAttention")
     .Input("query: float")
     .Input("keys: float")
@@ -41,6 +47,7 @@ REGISTER_OP("Recopt>DinAttention")
     .Attr("parts: list(string)")
     .Attr("softmax: bool = false")
     .Attr("pad_value: float = 0")
+    .Attr("output: {'pooled', 'weights'} = 'pooled'")
     .SetShapeFn(DinAttentionShape);
 
 }  // namespace tensorflow

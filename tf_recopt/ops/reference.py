@@ -111,10 +111,11 @@ def dot_interaction(x, indices, dense=None, dense_first=True):
 
 
 def din_attention(query, keys, mask, weights, biases, activations, alphas, parts, softmax=False,
-                  pad_value=0.0, weights_bf16=False):
+                  pad_value=0.0, weights_bf16=False, output="pooled"):
     """Recopt>DinAttention: the activation-unit MLP over the concatenation of
     `parts` (each of "q", "k", "q-k", "k-q", "q*k") per position, masked
-    scores (pad_value where mask is False), optional softmax over T, weighted sum of keys."""
+    scores (pad_value where mask is False), optional softmax over T, weighted
+    sum of keys (or, output="weights", the [B, T] weights themselves)."""
     keys = tf.convert_to_tensor(keys)
     q = tf.repeat(tf.expand_dims(query, 1), tf.shape(keys)[1], axis=1)
     blocks = {"q": q, "k": keys, "q-k": q - keys, "k-q": keys - q, "q*k": q * keys}
@@ -123,6 +124,8 @@ def din_attention(query, keys, mask, weights, biases, activations, alphas, parts
     scores = tf.where(mask, scores, tf.cast(pad_value, scores.dtype))
     if softmax:
         scores = tf.nn.softmax(scores, axis=-1)
+    if output == "weights":
+        return scores
     return tf.reduce_sum(scores[..., None] * keys, axis=1)
 
 
