@@ -53,29 +53,25 @@ class FuseAttention(GraphPass):
         if not any(n.op == "Recopt>FusedMLP" for n in view.nodes()):
             return  # spares the shape inference of the whole graph
         info = shapes.tensor_info(view.graph_def)
-        for node in [n for n in view.nodes() if n.op in ("Sum", "BatchMatMulV2", "BatchMatMul")]:
-            try:
-                _Attention(view, info, node).emit()
-            except _NotHere:
-                continue
-            except _Skip as why:
-                result.skip(node.name, str(why))
-                continue
-            result.apply()
-        # Scores left over once every pooling is fused are used as weights.
+        poolings = [n for n in view.nodes() if n.op in ("Sum", "BatchMatMulV2", "BatchMatMul")]
+        _fuse_each(_Attention, view, info, poolings, result)
+        # Scores left over once every pooling is fused are used as weights;
+        # softmaxes orphaned by a pooling rewrite are not live any more.
         softmaxes = [n for n in view.nodes() if n.op == "Softmax"]
         live = view.live_nodes() if softmaxes else set()
-        for node in softmaxes:
-            if node.name not in live:
-                continue  # orphaned by a pooling rewrite above
-            try:
-                _Weights(view, info, node).emit()
-            except _NotHere:
-                continue
-            except _Skip as why:
-                result.skip(node.name, str(why))
-                continue
-            result.apply()
+        _fuse_each(_Weights, view, info, [n for n in softmaxes if n.name in live], result)
+
+
+def _fuse_each(kind, view, info, anchors, result):
+    for node in anchors:
+        try:
+            kind(view, info, node).emit()
+        except _NotHere:
+            continue
+        except _Skip as why:
+            result.skip(node.name, str(why))
+            continue
+        result.apply()
 
 
 class _Attention:
