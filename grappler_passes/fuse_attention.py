@@ -21,6 +21,8 @@ Recopt>FusedMLP whose last layer outputs one score:
             keys are the sequence the activation unit combines with the repeated query
 
 pad: ZerosLike(s), a constant of equal values, Fill(_, c), BroadcastTo(c, _) or OnesLike(s) * c.
+Without the SelectV2 (fixed-length sequences, no mask) every position counts:
+the op gets an all-true mask, Fill(Shape(keys)[:2], True).
 What the rewrite orphans is left for prune_dead_nodes.
 """
 import numpy as np
@@ -107,18 +109,20 @@ class _Attention:
 
     # ---- weights -> masked scores ----------------------------------------
     def _scores(self, tensor, layout):
-        """(FusedMLP node, mask [B, T] tensor, pad value, softmax?)."""
+        """(FusedMLP node, mask [B, T] tensor or None when unmasked, pad value, softmax?)."""
         node = self._producer(tensor)
         source, axes = self._unsqueezed(node)
         if layout == "column" and axes == [2]:
-            layout, node = "flat", self._producer(source)
+            layout, tensor = "flat", source
+            node = self._producer(tensor)
         softmax = node is not None and node.op == "Softmax"
         if softmax:
             if layout == "column":
                 raise _NotHere()  # a softmax over a size-1 axis
-            node = self._producer(node.input[0])
-        if node is None or node.op not in _SELECT:
-            raise _NotHere()
+            tensor = self._t(node.input[0])
+            node = self._producer(tensor)
+        if node is None or node.op not in _SELECT:   # every position counts
+            return self._scorer(tensor, layout), None, 0.0, softmax
         cond, scores, pad = (self._t(i) for i in self.view.data_inputs(node)[:3])
         mlp = self._scorer(scores, layout)
         return mlp, self._mask(cond, layout), self._pad_value(pad, scores), softmax
@@ -262,7 +266,7 @@ class _Attention:
         keys = self._dims(self.keys)
         if len(keys) != 3 or keys[-1] is None:
             raise _Skip(f"keys '{self.keys}' are not [B, T, d] with a static d")
-        mask = self._dims(self.mask)
+        mask = self._dims(self.mask) if self.mask is not None else keys[:2]
         if mask[1] != keys[1] or (mask[0] == 1 and keys[0] != 1):
             raise _Skip(f"the mask '{self.mask}' {mask} is not [B, T] for keys {keys}")
         for t in (self.keys, self.query):
@@ -277,7 +281,8 @@ class _Attention:
         """(inputs, attrs) of the fused op."""
         view, mlp = self.view, self.mlp
         layers = mlp.attr["num_layers"].i
-        inputs = [self.query, self.keys, self.mask] + view.data_inputs(mlp)[1:1 + 2 * layers]
+        mask = self.mask if self.mask is not None else self._all_positions()
+        inputs = [self.query, self.keys, mask] + view.data_inputs(mlp)[1:1 + 2 * layers]
         attrs = {k: attr_value_pb2.AttrValue() for k in ("num_layers", "activations", "alphas", "weights_bf16")}
         for k, v in attrs.items():
             v.CopyFrom(mlp.attr[k])   # copies: the MLP node dies with the rewrite
@@ -288,6 +293,19 @@ class _Attention:
             "output": attr_value_pb2.AttrValue(s=output.encode()),
         })
         return inputs, attrs
+
+    def _all_positions(self):
+        """An all-true [B, T] mask for unmasked attention: Fill(Shape(keys)[:2], True)."""
+        view, base = self.view, self.anchor.name + "/recopt_all_positions"
+        int32 = attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)
+        shape = view.add_node("Shape", base + "/shape", [self.keys],
+                              {"T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT), "out_type": int32})
+        consts = [view.add_const(f"{base}/{k}", np.array(v, np.int32)).name
+                  for k, v in (("begin", [0]), ("end", [2]), ("strides", [1]))]
+        dims = view.add_node("StridedSlice", base + "/dims", [shape.name] + consts, {"T": int32, "Index": int32})
+        true = view.add_const(base + "/true", np.array(True))
+        return view.add_node("Fill", base, [dims.name, true.name], {
+            "T": attr_value_pb2.AttrValue(type=types_pb2.DT_BOOL), "index_type": int32}).name
 
     def emit(self):
         view = self.view

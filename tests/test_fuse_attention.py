@@ -48,7 +48,7 @@ BLOCKS = {"q": lambda q, k: q, "k": lambda q, k: k, "q-k": lambda q, k: q - k, "
           "q*k": lambda q, k: q * k, "k*q": lambda q, k: k * q, "q+k": lambda q, k: q + k}
 
 
-def _attention(parts, repeat=_tile, pooling="column", softmax=False, pad="zeros"):
+def _attention(parts, repeat=_tile, pooling="column", softmax=False, pad="zeros", masked=True):
     layers = _weights(len(parts) * D)
 
     def fn(q, keys, lengths):
@@ -56,16 +56,16 @@ def _attention(parts, repeat=_tile, pooling="column", softmax=False, pad="zeros"
         s = _mlp(tf.concat([BLOCKS[p](q_rep, keys) for p in parts], axis=-1), layers)
         mask = tf.sequence_mask(lengths, T)
         if pooling == "column":              # the zoo's attention_pool
-            w = tf.where(mask[..., None], s, tf.zeros_like(s))
+            w = tf.where(mask[..., None], s, tf.zeros_like(s)) if masked else s
             return tf.reduce_sum(w * keys, axis=1)
         if pooling == "flat":
             s = tf.squeeze(s, -1)
             fill = tf.zeros_like(s) if pad == "zeros" else tf.ones_like(s) * PAD
-            w = tf.where(mask, s, fill)
+            w = tf.where(mask, s, fill) if masked else s
             w = tf.nn.softmax(w) if softmax else w
             return tf.reduce_sum(keys * tf.expand_dims(w, -1), axis=1)
         s = tf.transpose(s, [0, 2, 1])      # DeepCTR's AttentionSequencePoolingLayer
-        w = tf.where(tf.expand_dims(mask, 1), s, tf.ones_like(s) * PAD)
+        w = tf.where(tf.expand_dims(mask, 1), s, tf.ones_like(s) * PAD) if masked else s
         w = tf.nn.softmax(w) if softmax else w
         return tf.matmul(w, keys)            # [B, 1, d]
     return fn
@@ -90,6 +90,10 @@ FORMS = {
     "flat_softmax": dict(parts=["q", "k", "q-k", "q*k"], pooling="flat", softmax=True, pad="deepctr"),
     "deepctr_row_softmax": dict(parts=["q", "k", "q-k", "q*k"], pooling="row", softmax=True),
     "deepctr_row_raw": dict(parts=["q", "k", "q-k", "q*k"], pooling="row"),
+    # Fixed-length sequences: no mask at all, every position counts.
+    "unmasked_column": dict(parts=["q", "k", "q-k", "q*k"], masked=False),
+    "unmasked_flat_softmax": dict(parts=["q", "k", "q-k", "q*k"], pooling="flat", softmax=True, masked=False),
+    "unmasked_row_softmax": dict(parts=["k", "q*k"], pooling="row", softmax=True, masked=False),
 }
 
 
@@ -181,6 +185,8 @@ def _scores_only(spelling, repeat=_tile):
         if spelling == "zoo":   # tf_recopt.zoo.layers.attention_scores
             s = s[..., 0]
             return tf.nn.softmax(tf.where(mask, s, tf.fill(tf.shape(s), PAD)))
+        if spelling == "unmasked":
+            return tf.nn.softmax(s[..., 0]) + tf.cast(lengths[:, None], tf.float32)
         if spelling == "broadcast_pad":
             s = s[:, :, 0]
             return tf.nn.softmax(tf.where(mask, s, tf.broadcast_to(tf.constant(PAD), tf.shape(s)))) * 2.0
@@ -189,7 +195,12 @@ def _scores_only(spelling, repeat=_tile):
     return fn
 
 
-@pytest.mark.parametrize("spelling", ["zoo", "broadcast_pad", "squeeze"])
+def test_unmasked_attention_gets_an_all_true_mask(ops):
+    found, _ = _run(_attention(**FORMS["unmasked_column"]))
+    assert found.count("Recopt>DinAttention") == 1 and "Fill" in found and "SelectV2" not in found
+
+
+@pytest.mark.parametrize("spelling", ["zoo", "broadcast_pad", "squeeze", "unmasked"])
 def test_softmax_scores_as_weights(ops, spelling):
     found, results = _run(_scores_only(spelling, repeat=_keras_repeat if spelling == "zoo" else _tile))
     assert found.count("Recopt>DinAttention") == 1, results["fuse_attention"].skipped
