@@ -143,11 +143,7 @@ class Canonicalize(GraphPass):
         i32 = attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)
         shape = view.add_node("Shape", base + "/recopt_shape", [x], {"T": t, "out_type": i32}, dev).name
         const = lambda n, v: view.add_const(f"{base}/recopt_{n}", np.asarray(v, np.int32)).name  # noqa: E731
-        lead = view.add_node("StridedSlice", base + "/recopt_lead",
-                             [shape, const("begin", [0]), const("end", [-1]), const("stride", [1])],
-                             {"T": i32, "Index": i32, **{k: attr_value_pb2.AttrValue(i=0) for k in (
-                                 "begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
-                                 "shrink_axis_mask")}}, dev).name
+        lead = view.add_strided_slice(base + "/recopt_lead", shape, types_pb2.DT_INT32, [0], [-1], device=dev).name
         out_shape = view.add_node("ConcatV2", base + "/recopt_out_shape", [lead, const("n", [w.shape[1]]),
                                                                            const("axis", 0)],
                                   {"T": i32, "Tidx": i32, "N": attr_value_pb2.AttrValue(i=2)}, dev).name

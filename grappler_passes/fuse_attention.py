@@ -300,9 +300,7 @@ class _Attention:
         int32 = attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)
         shape = view.add_node("Shape", base + "/shape", [self.keys],
                               {"T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT), "out_type": int32})
-        consts = [view.add_const(f"{base}/{k}", np.array(v, np.int32)).name
-                  for k, v in (("begin", [0]), ("end", [2]), ("strides", [1]))]
-        dims = view.add_node("StridedSlice", base + "/dims", [shape.name] + consts, {"T": int32, "Index": int32})
+        dims = view.add_strided_slice(base + "/dims", shape.name, types_pb2.DT_INT32, [0], [2])
         true = view.add_const(base + "/true", np.array(True))
         return view.add_node("Fill", base, [dims.name, true.name], {
             "T": attr_value_pb2.AttrValue(type=types_pb2.DT_BOOL), "index_type": int32}).name

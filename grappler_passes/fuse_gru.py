@@ -386,7 +386,7 @@ class _Loop:
         stacks = self._stack()
         if any(s.name in self.view.protected for s in stacks):
             raise _Skip("the stacked sequence is itself a signature output")
-        x, scores = self._op_inputs(sources, weights, time_major)
+        x, scores = self._op_inputs(sources, weights)
         mask = None if self.mask_list is None else self._mask(time_major)
         op = self._add_op(x, time_major, weights, bf16, mask, scores)
         self._drop_control_edges()
@@ -409,7 +409,7 @@ class _Loop:
         zeros = view.add_node("ZerosLike", base + "/zeros", [tensor_name(op.name, 1)], float_t)
         return view.add_node("SelectV2", base, [stepped.name, tensor_name(op.name, 1), zeros.name], float_t).name
 
-    def _op_inputs(self, sources, weights, time_major):
+    def _op_inputs(self, sources, weights):
         """(x, AUGRU scores or None). A score column inside x is sliced out of
         it; a separate score list must not feed the gates, and its rows leave
         the kernel."""
@@ -433,14 +433,9 @@ class _Loop:
 
     def _score_slice(self, src, column):
         """src[:, :, column] as [B, T] (or [T, B])."""
-        view, base = self.view, self.node.name + "/recopt_gru/attention"
-        consts = [view.add_const(f"{base}/{k}", np.array(v, np.int32)).name
-                  for k, v in (("begin", [0, 0, column]), ("end", [0, 0, column + 1]), ("strides", [1, 1, 1]))]
-        return view.add_node("StridedSlice", base, [src] + consts, {
-            "T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT),
-            "Index": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32),
-            "begin_mask": attr_value_pb2.AttrValue(i=3), "end_mask": attr_value_pb2.AttrValue(i=3),
-            "shrink_axis_mask": attr_value_pb2.AttrValue(i=4)}, device=self.node.device).name
+        return self.view.add_strided_slice(
+            self.node.name + "/recopt_gru/attention", src, types_pb2.DT_FLOAT, [0, 0, column], [0, 0, column + 1],
+            {"begin_mask": 3, "end_mask": 3, "shrink_axis_mask": 4}, self.node.device).name
 
     def _add_op(self, x, time_major, w, bf16, mask, scores):
         view, base = self.view, self.node.name + "/recopt_gru"

@@ -7,7 +7,7 @@ are thousands of nodes, so a rebuild costs well under a millisecond per 1k).
 import collections
 
 import numpy as np
-from tensorflow.core.framework import node_def_pb2
+from tensorflow.core.framework import attr_value_pb2, node_def_pb2, types_pb2
 from tensorflow.python.framework import tensor_util
 
 
@@ -131,13 +131,21 @@ class GraphView:
         return node
 
     def add_const(self, name, value, dtype=None):
-        from tensorflow.core.framework import attr_value_pb2
         value = np.asarray(value) if dtype is None else np.asarray(value, dtype=dtype)
         proto = tensor_util.make_tensor_proto(value)
         return self.add_node("Const", name, attrs={
             "value": attr_value_pb2.AttrValue(tensor=proto),
             "dtype": attr_value_pb2.AttrValue(type=proto.dtype),
         })
+
+    def add_strided_slice(self, name, tensor, dtype, begin, end, masks=None, device=""):
+        """tensor[begin:end] with stride 1 as a StridedSlice over constant
+        int32 bounds; masks sets begin_mask, end_mask, shrink_axis_mask... bits."""
+        bounds = [self.add_const(f"{name}/{k}", np.asarray(v, np.int32)).name
+                  for k, v in (("begin", begin), ("end", end), ("strides", [1] * len(begin)))]
+        attrs = {"T": attr_value_pb2.AttrValue(type=dtype), "Index": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)}
+        attrs.update({k: attr_value_pb2.AttrValue(i=v) for k, v in (masks or {}).items()})
+        return self.add_node("StridedSlice", name, [tensor] + bounds, attrs, device)
 
     def rewrite(self, node, op, inputs, attrs):
         """Turns `node` into `op` over `inputs` in place: its name, and so its

@@ -176,8 +176,6 @@ class _Body:
             return tensor_util.MakeNdarray(node.attr["value"].tensor)
         if op in ("Identity", "Snapshot", "ReadVariableOp"):
             return self.value(ins[0])
-        if op == "StridedSlice" and isinstance(self.value(ins[0]), np.ndarray):
-            return _fold(node, [self.const_input(node, i) for i in range(len(ins))])
         handler = getattr(self, "_" + op, None)
         if handler is None:
             raise NotAGru(f"{op} {node.name!r} is not part of a GRU step")
@@ -257,20 +255,18 @@ class _Body:
     def _StridedSlice(self, node, ins, index):
         value = self.value(ins[0])
         begin, end, strides = (self.const_input(node, i) for i in (1, 2, 3))
+        if isinstance(value, np.ndarray):   # any slice of a weight, e.g. a bias row of a stacked variable
+            return _fold(node, [value, begin, end, strides])
         masks = {k: node.attr[k].i for k in ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
                                              "shrink_axis_mask")}
-        rank = 1 if isinstance(value, np.ndarray) and value.ndim == 1 else 2
-        if (len(begin) != rank or masks["ellipsis_mask"] or masks["new_axis_mask"] or masks["shrink_axis_mask"]
+        if (len(begin) != 2 or masks["ellipsis_mask"] or masks["new_axis_mask"] or masks["shrink_axis_mask"]
                 or any(int(s) != 1 for s in strides)):
             raise NotAGru(f"StridedSlice {node.name!r} is not a plain column range")
-        if rank == 2 and not masks["begin_mask"] & 1 and not masks["end_mask"] & 1:
+        if not masks["begin_mask"] & 1 and not masks["end_mask"] & 1:
             raise NotAGru(f"StridedSlice {node.name!r} slices rows")
-        last = rank - 1
-        lo = None if masks["begin_mask"] >> last & 1 else int(begin[last])
-        hi = None if masks["end_mask"] >> last & 1 else int(end[last])
-        if isinstance(value, np.ndarray):
-            return value[..., lo:hi]
-        width = value.width() if isinstance(value, Affine) else _expr_width(value)
+        lo = None if masks["begin_mask"] & 2 else int(begin[1])
+        hi = None if masks["end_mask"] & 2 else int(end[1])
+        width = _expr_width(value)
         if width is None:
             raise NotAGru(f"StridedSlice {node.name!r} slices a term of unknown width")
         lo, hi, _ = slice(lo, hi).indices(width)

@@ -41,7 +41,6 @@ class PackedGru {
   int input_dim() const { return input_dim_; }
   int64_t FlopsPerStep() const;
   int64_t ScratchFloats(const GruLayout& layout, int64_t rows) const;
-  bool attended() const { return attention_ != kGruAttendNone; }
   // Runs examples [b0, b1): reads x, h0 [B, u], mask and the AUGRU's scores
   // att (each [B, T] in x's layout, or nullptr), writes their rows of seq and
   // final [B, u] (final = h0 when no step ran). A masked step keeps the state
