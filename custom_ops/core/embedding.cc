@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 namespace recopt {
 namespace {
@@ -15,11 +16,17 @@ inline int64_t RowBegin(const EmbeddingBag& bag, int64_t r) {
   return bag.offsets != nullptr ? bag.offsets[r] : r * bag.ids_per_row;
 }
 
-inline void Prefetch(const EmbeddingTableView& t, int64_t id) {
-  const int64_t elem = t.bf16 ? 2 : 4;
-  const char* row = static_cast<const char*>(t.data) + id * t.dim * elem;
-  const int64_t bytes = t.dim * elem;
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off);
+inline int64_t ElementBytes(const EmbeddingTableView& t) { return t.bf16 ? 2 : 4; }
+
+inline const void* RowAddress(const EmbeddingTableView& t, const EmbeddingBag& bag, int64_t i) {
+  if (bag.rows != nullptr) return bag.rows[i];
+  return static_cast<const char*>(t.data) + bag.ids[i] * t.dim * ElementBytes(t);
+}
+
+inline void Prefetch(const EmbeddingTableView& t, const void* row) {
+  const char* bytes = static_cast<const char*>(row);
+  const int64_t n = t.dim * ElementBytes(t);
+  for (int64_t off = 0; off < n; off += 64) __builtin_prefetch(bytes + off);
 }
 
 inline float Bf16ToFloat(uint16_t v) {
@@ -29,41 +36,41 @@ inline float Bf16ToFloat(uint16_t v) {
   return f;
 }
 
-void CopyRow(const EmbeddingTableView& t, int64_t id, float* out) {
+void CopyRow(const EmbeddingTableView& t, const void* row, float* out) {
   if (!t.bf16) {
-    std::memcpy(out, static_cast<const float*>(t.data) + id * t.dim, t.dim * sizeof(float));
+    std::memcpy(out, row, t.dim * sizeof(float));
     return;
   }
-  const uint16_t* row = static_cast<const uint16_t*>(t.data) + id * t.dim;
-  for (int64_t j = 0; j < t.dim; ++j) out[j] = Bf16ToFloat(row[j]);
+  const uint16_t* src = static_cast<const uint16_t*>(row);
+  for (int64_t j = 0; j < t.dim; ++j) out[j] = Bf16ToFloat(src[j]);
 }
 
-void AddRow(const EmbeddingTableView& t, int64_t id, float w, float* out) {
+void AddRow(const EmbeddingTableView& t, const void* row, float w, float* out) {
   if (!t.bf16) {
-    const float* row = static_cast<const float*>(t.data) + id * t.dim;
-    for (int64_t j = 0; j < t.dim; ++j) out[j] += w * row[j];
+    const float* src = static_cast<const float*>(row);
+    for (int64_t j = 0; j < t.dim; ++j) out[j] += w * src[j];
     return;
   }
-  const uint16_t* row = static_cast<const uint16_t*>(t.data) + id * t.dim;
-  for (int64_t j = 0; j < t.dim; ++j) out[j] += w * Bf16ToFloat(row[j]);
+  const uint16_t* src = static_cast<const uint16_t*>(row);
+  for (int64_t j = 0; j < t.dim; ++j) out[j] += w * Bf16ToFloat(src[j]);
 }
 
 // Unweighted fp32 sums skip the multiply by 1 (exact either way) so the
 // hottest loop is a plain add.
-void AddRowUnweighted(const EmbeddingTableView& t, int64_t id, float* out) {
+void AddRowUnweighted(const EmbeddingTableView& t, const void* row, float* out) {
   if (!t.bf16) {
-    const float* row = static_cast<const float*>(t.data) + id * t.dim;
-    for (int64_t j = 0; j < t.dim; ++j) out[j] += row[j];
+    const float* src = static_cast<const float*>(row);
+    for (int64_t j = 0; j < t.dim; ++j) out[j] += src[j];
     return;
   }
-  AddRow(t, id, 1.0f, out);
+  AddRow(t, row, 1.0f, out);
 }
 
 void LookupRow(const EmbeddingTableView& t, const EmbeddingBag& bag, int64_t begin, int64_t end,
                int64_t next_end, float* out) {
   for (int64_t i = begin; i < end; ++i) {
-    if (i + kPrefetchDistance < next_end) Prefetch(t, bag.ids[i + kPrefetchDistance]);
-    CopyRow(t, bag.ids[i], out + (i - begin) * t.dim);
+    if (i + kPrefetchDistance < next_end) Prefetch(t, RowAddress(t, bag, i + kPrefetchDistance));
+    CopyRow(t, RowAddress(t, bag, i), out + (i - begin) * t.dim);
   }
 }
 
@@ -72,13 +79,14 @@ void PoolRow(const EmbeddingTableView& t, const EmbeddingBag& bag, int64_t begin
   std::memset(out, 0, t.dim * sizeof(float));
   double norm = 0.0;
   for (int64_t i = begin; i < end; ++i) {
-    if (i + kPrefetchDistance < next_end) Prefetch(t, bag.ids[i + kPrefetchDistance]);
+    if (i + kPrefetchDistance < next_end) Prefetch(t, RowAddress(t, bag, i + kPrefetchDistance));
+    const void* row = RowAddress(t, bag, i);
     if (bag.weights == nullptr) {
-      AddRowUnweighted(t, bag.ids[i], out);
+      AddRowUnweighted(t, row, out);
       norm += 1.0;
     } else {
       const float w = bag.weights[i];
-      AddRow(t, bag.ids[i], w, out);
+      AddRow(t, row, w, out);
       norm += bag.combiner == Combiner::kSqrtN ? static_cast<double>(w) * w : w;
     }
   }
@@ -115,7 +123,9 @@ void EmbeddingBagRows(const EmbeddingTableView& table, const EmbeddingBag& bag, 
                       int64_t r1) {
   if (r0 >= r1) return;
   const int64_t first = RowBegin(bag, r0), last = RowBegin(bag, r1);
-  for (int64_t i = first; i < std::min(last, first + kPrefetchDistance); ++i) Prefetch(table, bag.ids[i]);
+  for (int64_t i = first; i < std::min(last, first + kPrefetchDistance); ++i) {
+    Prefetch(table, RowAddress(table, bag, i));
+  }
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t begin = RowBegin(bag, r), end = RowBegin(bag, r + 1);
     float* out = bag.out + r * bag.out_stride;

@@ -23,6 +23,9 @@ struct EmbeddingTableView {
 // One feature. Output row r reads ids [begin(r), end(r)): a fixed number
 // per row (ids_per_row) or CSR offsets. Every id must already be in
 // [0, table.rows): the core never checks, so it never branches per id.
+// A table split into shards (tf.nn.embedding_lookup over a list of
+// variables) has no single base address: its bag gives each id's row
+// address instead, resolved by the kernel.
 struct EmbeddingBag {
   Combiner combiner;
   const int64_t* ids;
@@ -38,6 +41,8 @@ struct EmbeddingBag {
   // kMean only: an empty row is 0/0 = NaN, as tf.reduce_mean over a
   // RaggedTensor gives, instead of embedding_lookup_sparse's zeros.
   bool empty_mean_is_nan = false;
+  // One row address per id, used instead of table.data + id * dim when set.
+  const void* const* rows = nullptr;
 };
 
 // Fills output rows [r0, r1) of `bag`. Empty rows give zeros (but see

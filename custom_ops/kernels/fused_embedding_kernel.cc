@@ -3,6 +3,7 @@
 // feature's ids (hashing, Keras-style negative wrap, range checks with
 // TensorFlow's gather message), derives its row structure, and shards
 // blocks of output rows over the intra-op pool.
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,9 +37,17 @@ struct FeatureAttrs {
   bool weighted;
 };
 
+// A table the graph split into shards (tf.nn.embedding_lookup over a list):
+// id -> (shard, row) as TensorFlow's "mod" or "div" partition_strategy.
+struct ShardedTable {
+  bool div = false;
+  std::vector<recopt::EmbeddingTableView> shards;
+};
+
 // Per-call state of one feature: resolved ids and row structure.
 struct ResolvedFeature {
   std::vector<int64_t> ids;
+  std::vector<const void*> rows;  // sharded tables: each id's row address
   std::vector<int64_t> offsets;
   const float* weights = nullptr;
   int64_t num_rows = 0;
@@ -97,7 +106,8 @@ class FusedEmbeddingLookupOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("Tids", &tids));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("Tpartitions", &tparts));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("num_weights", &num_weights_));
-    num_tables_ = ttables.size();
+    num_inputs_ = ttables.size();
+    OP_REQUIRES_OK(ctx, ReadShardAttrs(ctx));
     const size_t n = tids.size();
     OP_REQUIRES(ctx, tables.size() == n && layouts.size() == n && combiners.size() == n &&
                          buckets.size() == n && negative.size() == n && weighted.size() == n,
@@ -119,6 +129,8 @@ class FusedEmbeddingLookupOp : public OpKernel {
       OP_REQUIRES(ctx, a.layout == Layout::kDense || a.combiner != recopt::Combiner::kNone,
                   errors::InvalidArgument(name(), ": feature ", f, ": ", layouts[f],
                                           " ids need a combiner other than none"));
+      OP_REQUIRES(ctx, !a.wrap_negative || shards_[a.table] == 1,
+                  errors::InvalidArgument(name(), ": feature ", f, ": negative_ids=wrap needs an unsharded table"));
       OP_REQUIRES(ctx, tids[f] != DT_STRING || a.hash_buckets > 0,
                   errors::InvalidArgument(name(), ": feature ", f, ": string ids need hash_buckets > 0"));
       parts += PartitionCount(a.layout);
@@ -135,18 +147,20 @@ class FusedEmbeddingLookupOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    std::vector<Tensor> tables(num_tables_);
+    std::vector<Tensor> inputs(num_inputs_);
     std::vector<recopt::EmbeddingTableView> views(num_tables_);
+    std::vector<ShardedTable> sharded(num_tables_);
     for (int t = 0; t < static_cast<int>(num_tables_); ++t) {
-      OP_REQUIRES_OK(ctx, ReadTable(ctx, t, &tables[t], &views[t]));
+      OP_REQUIRES_OK(ctx, ReadTable(ctx, t, &inputs, &views[t], &sharded[t]));
     }
-    const int ids_base = num_tables_;
+    const int ids_base = num_inputs_;
     const int parts_base = ids_base + features_.size();
     int part = parts_base, weight = parts_base + num_partitions_;
     std::vector<ResolvedFeature> resolved(features_.size());
     for (size_t f = 0; f < features_.size(); ++f) {
-      OP_REQUIRES_OK(ctx, Resolve(ctx, f, views[features_[f].table], ids_base + f, &part, &weight,
-                                  &resolved[f]));
+      const int t = features_[f].table;
+      OP_REQUIRES_OK(ctx, Resolve(ctx, f, views[t], ids_base + f, &part, &weight, &resolved[f]));
+      if (shards_[t] > 1) OP_REQUIRES_OK(ctx, ShardRows(f, sharded[t], &resolved[f]));
     }
     std::vector<recopt::EmbeddingBag> bags(features_.size());
     OP_REQUIRES_OK(ctx, AllocateOutputs(ctx, resolved, &bags));
@@ -154,10 +168,62 @@ class FusedEmbeddingLookupOp : public OpKernel {
   }
 
  private:
-  Status ReadTable(OpKernelContext* ctx, int t, Tensor* out, recopt::EmbeddingTableView* view) {
-    if (ctx->input_dtype(t) == DT_RESOURCE) {
+  Status ReadShardAttrs(OpKernelConstruction* ctx) {
+    std::vector<int> shards;
+    std::vector<string> partitioning;
+    TF_RETURN_IF_ERROR(ctx->GetAttr("table_shards", &shards));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("table_partitioning", &partitioning));
+    if (shards.empty()) shards.assign(num_inputs_, 1);
+    if (partitioning.empty()) partitioning.assign(shards.size(), "div");
+    if (partitioning.size() != shards.size()) {
+      return errors::InvalidArgument(name(), ": table_partitioning needs ", shards.size(), " entries");
+    }
+    size_t total = 0;
+    for (size_t t = 0; t < shards.size(); ++t) {
+      if (shards[t] < 1) return errors::InvalidArgument(name(), ": table ", t, " has ", shards[t], " shards");
+      if (partitioning[t] != "mod" && partitioning[t] != "div") {
+        return errors::InvalidArgument(name(), ": table ", t, ": table_partitioning must be mod or div, got '",
+                                       partitioning[t], "'");
+      }
+      first_input_.push_back(total);
+      div_.push_back(partitioning[t] == "div");
+      total += shards[t];
+    }
+    if (total != num_inputs_) {
+      return errors::InvalidArgument(name(), ": table_shards add up to ", total, " tables but ", num_inputs_,
+                                     " were given");
+    }
+    shards_ = shards;
+    num_tables_ = shards.size();
+    return OkStatus();
+  }
+
+  // Logical table t: one input, or shards_[t] inputs of one dtype and width.
+  Status ReadTable(OpKernelContext* ctx, int t, std::vector<Tensor>* inputs, recopt::EmbeddingTableView* view,
+                   ShardedTable* sharded) {
+    sharded->div = div_[t];
+    int64_t rows = 0;
+    for (int s = 0; s < shards_[t]; ++s) {
+      const int input = first_input_[t] + s;
+      recopt::EmbeddingTableView shard;
+      TF_RETURN_IF_ERROR(ReadInput(ctx, t, input, &(*inputs)[input], &shard));
+      if (s > 0 && (shard.bf16 != view->bf16 || shard.dim != view->dim)) {
+        return errors::InvalidArgument(name(), ": table ", t, " shard ", s, " is ",
+                                       DataTypeString((*inputs)[input].dtype()), " ",
+                                       (*inputs)[input].shape().DebugString(), ", unlike shard 0");
+      }
+      if (s == 0) *view = shard;
+      sharded->shards.push_back(shard);
+      rows += shard.rows;
+    }
+    if (shards_[t] > 1) *view = {nullptr, view->bf16, rows, view->dim};
+    return OkStatus();
+  }
+
+  Status ReadInput(OpKernelContext* ctx, int t, int input, Tensor* out, recopt::EmbeddingTableView* view) {
+    if (ctx->input_dtype(input) == DT_RESOURCE) {
       core::RefCountPtr<Var> var;
-      TF_RETURN_IF_ERROR(LookupResource(ctx, HandleFromInput(ctx, t), &var));
+      TF_RETURN_IF_ERROR(LookupResource(ctx, HandleFromInput(ctx, input), &var));
       // A shallow copy under the shared lock keeps this buffer alive for the
       // call; an assignment meanwhile swaps in a new buffer instead.
       tf_shared_lock lock(*var->mu());
@@ -166,7 +232,7 @@ class FusedEmbeddingLookupOp : public OpKernel {
       }
       *out = *var->tensor();
     } else {
-      *out = ctx->input(t);
+      *out = ctx->input(input);
     }
     if (out->dims() != 2 || (out->dtype() != DT_FLOAT && out->dtype() != DT_BFLOAT16)) {
       return errors::InvalidArgument(name(), ": table ", t, " must be a float32 or bfloat16 matrix, got ",
@@ -181,6 +247,45 @@ class FusedEmbeddingLookupOp : public OpKernel {
     return OkStatus();
   }
 
+  // Each id's (shard, row) exactly as embedding_lookup's partition_strategy
+  // computes it, with floor division, so ids TensorFlow rejects (negative,
+  // past the last shard, past a shard's rows) are rejected here too.
+  Status ShardRows(int f, const ShardedTable& table, ResolvedFeature* r) const {
+    const int64_t k = table.shards.size();
+    int64_t total = 0;
+    for (const auto& s : table.shards) total += s.rows;
+    const int64_t per = total / k, extras = total % k;
+    if (table.div && per == 0) {
+      return errors::InvalidArgument(name(), ": feature ", f, " (table ", features_[f].table, "): ", total,
+                                     " rows cannot be split over ", k, " shards");
+    }
+    r->rows.resize(r->ids.size());
+    for (size_t i = 0; i < r->ids.size(); ++i) {
+      const int64_t id = r->ids[i];
+      int64_t shard, row;
+      if (table.div) {
+        shard = std::max(FloorDiv(id, per + 1), FloorDiv(id - extras, per));
+        row = shard < extras ? id - FloorDiv(id, per + 1) * (per + 1) : (id - extras) - FloorDiv(id - extras, per) * per;
+      } else {
+        shard = id - FloorDiv(id, k) * k;
+        row = FloorDiv(id, k);
+      }
+      if (shard < 0 || shard >= k || row < 0 || row >= table.shards[shard].rows) {
+        return errors::InvalidArgument(name(), ": feature ", f, " (table ", features_[f].table, "): indices[", i,
+                                       "] = ", id, " is not in the table's ", k, " shards (", total, " rows, ",
+                                       table.div ? "div" : "mod", " partitioning)");
+      }
+      const auto& s = table.shards[shard];
+      r->rows[i] = static_cast<const char*>(s.data) + row * s.dim * (s.bf16 ? 2 : 4);
+    }
+    return OkStatus();
+  }
+
+  static int64_t FloorDiv(int64_t a, int64_t b) {
+    const int64_t q = a / b;
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+  }
+
   Status OutOfRange(int f, int64_t i, int64_t id, int64_t rows) const {
     return errors::InvalidArgument(name(), ": feature ", f, " (table ", features_[f].table, "): indices[", i,
                                    "] = ", id, " is not in [0, ", rows, ")");
@@ -193,7 +298,7 @@ class FusedEmbeddingLookupOp : public OpKernel {
       int64_t id = static_cast<int64_t>(ids[i]);
       if (a.hash_buckets > 0) id = ((id % a.hash_buckets) + a.hash_buckets) % a.hash_buckets;
       if (a.wrap_negative && id < 0) id += rows;
-      if (id < 0 || id >= rows) return OutOfRange(f, i, id, rows);
+      if (shards_[a.table] == 1 && (id < 0 || id >= rows)) return OutOfRange(f, i, id, rows);
       out[i] = id;
     }
     return OkStatus();
@@ -209,7 +314,7 @@ class FusedEmbeddingLookupOp : public OpKernel {
     const uint64_t buckets = static_cast<uint64_t>(features_[f].hash_buckets);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t id = static_cast<int64_t>(::util::Fingerprint64(strings[i].data(), strings[i].size()) % buckets);
-      if (id >= table.rows) return OutOfRange(f, i, id, table.rows);
+      if (shards_[features_[f].table] == 1 && id >= table.rows) return OutOfRange(f, i, id, table.rows);
       (*out)[i] = id;
     }
     return OkStatus();
@@ -325,7 +430,8 @@ class FusedEmbeddingLookupOp : public OpKernel {
       const ResolvedFeature& r = resolved[f];
       (*bags)[f] = {features_[f].combiner, r.ids.data(), r.weights, r.num_rows, r.ids_per_row,
                     r.offsets.empty() ? nullptr : r.offsets.data(), nullptr, r.width,
-                    features_[f].layout == Layout::kRagged && !features_[f].weighted};
+                    features_[f].layout == Layout::kRagged && !features_[f].weighted,
+                    r.rows.empty() ? nullptr : r.rows.data()};
     }
     if (!concat_) {
       for (size_t f = 0; f < resolved.size(); ++f) {
@@ -383,6 +489,10 @@ class FusedEmbeddingLookupOp : public OpKernel {
 
   std::vector<FeatureAttrs> features_;
   std::vector<int64_t> table_dims_;
+  std::vector<int> shards_;       // per logical table: how many inputs it spans
+  std::vector<int> first_input_;  // per logical table: its first input
+  std::vector<bool> div_;         // per logical table: div (else mod) partitioning
+  size_t num_inputs_ = 0;         // table inputs, shards counted one by one
   size_t num_tables_ = 0;
   int num_weights_ = 0;
   int num_partitions_ = 0;

@@ -54,10 +54,12 @@ Status FusedEmbeddingShape(InferenceContext* c) {
   TF_RETURN_IF_ERROR(c->GetAttr("combiners", &combiners));
   TF_RETURN_IF_ERROR(c->GetAttr("table_dims", &dims));
   TF_RETURN_IF_ERROR(c->GetAttr("concat", &concat));
+  DataTypeVector table_types;
+  TF_RETURN_IF_ERROR(c->GetAttr("Ttables", &table_types));
   if (layouts.size() != tables.size() || combiners.size() != tables.size()) {
     return errors::InvalidArgument("table_ids, layouts and combiners need one entry per feature");
   }
-  const int ids_base = static_cast<int>(dims.size());
+  const int ids_base = static_cast<int>(table_types.size());
   DimensionHandle rows = c->UnknownDim(), total = c->MakeDim(0);
   for (size_t f = 0; f < tables.size(); ++f) {
     if (tables[f] < 0 || tables[f] >= static_cast<int>(dims.size())) {
@@ -91,8 +93,13 @@ Status FusedEmbeddingShape(InferenceContext* c) {
 // StringToHashBucketFast), integers by floormod. negative_ids[f]: "error"
 // (GatherV2) or "wrap" (Keras take: id + rows). Tables are float32 or
 // bfloat16 tensors or resource variables; table_dims[t] (-1: unknown)
-// gives static shapes. concat: one [batch, sum of widths] output with the
-// features side by side, else one output per feature.
+// gives static shapes. A table may span several inputs:
+// table_shards[t] consecutive ones (empty: one each), which
+// tf.nn.embedding_lookup over a list of variables addresses as one table,
+// with table_partitioning[t] "mod" or "div" (its partition_strategy).
+// table_ids and table_dims count such a table once. concat: one
+// [batch, sum of widths] output with the features side by side, else one
+// output per feature.
 REGISTER_OP("Recopt>FusedEmbeddingLookup")
     .Input("tables: Ttables")
     .Input("ids: Tids")
@@ -112,6 +119,8 @@ REGISTER_OP("Recopt>FusedEmbeddingLookup")
     .Attr("negative_ids: list(string)")
     .Attr("weighted: list(bool)")
     .Attr("concat: bool = false")
+    .Attr("table_shards: list(int) = []")
+    .Attr("table_partitioning: list(string) = []")
     .SetShapeFn(FusedEmbeddingShape);
 
 }  // namespace tensorflow

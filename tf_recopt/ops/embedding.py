@@ -34,9 +34,27 @@ class EmbeddingFeature:
         return PARTITIONS_PER_LAYOUT[self.layout]
 
 
-def op_attrs(features: Sequence[EmbeddingFeature], table_dims: Sequence[int], concat: bool):
-    """The op's per-feature attrs (Ttables/Tids/Tpartitions come from inputs)."""
+@dataclasses.dataclass(frozen=True)
+class ShardedTable:
+    """One table split over several tensors or variables, addressed as
+    tf.nn.embedding_lookup addresses a list of them: partition_strategy
+    "div" (TF2's only one, and feature columns') or "mod" (TF1's default)."""
+    shards: tuple
+    partitioning: str = "div"
+
+    def __post_init__(self):
+        if len(self.shards) < 1:
+            raise ValueError("a sharded table needs at least one shard")
+        if self.partitioning not in ("mod", "div"):
+            raise ValueError(f"partitioning must be 'mod' or 'div', got {self.partitioning!r}")
+
+
+def op_attrs(features: Sequence[EmbeddingFeature], table_dims: Sequence[int], concat: bool,
+             shards: Sequence[int] = (), partitioning: Sequence[str] = ()):
+    """The op's attrs (Ttables/Tids/Tpartitions come from inputs). shards[t]:
+    the inputs table t spans (default one each); partitioning[t]: mod/div."""
     return dict(
+        table_shards=list(shards), table_partitioning=list(partitioning),
         table_ids=[f.table for f in features], table_dims=list(table_dims),
         layouts=[f.layout for f in features], combiners=[f.combiner for f in features],
         hash_buckets=[f.hash_buckets for f in features],
@@ -50,15 +68,20 @@ def fused_embedding_lookup(ops, tables, features: Sequence[EmbeddingFeature], id
                            weights: Optional[List] = None, concat=False):
     """Calls the op. partitions[f]: the feature's row_splits / segment ids
     (+ num_segments) or () for dense; weights[f]: per-id weights or None.
-    Tables may be tensors or tf.Variables (passed by handle, never copied)."""
+    Tables may be tensors or tf.Variables (passed by handle, never copied),
+    or ShardedTables of them."""
     import tensorflow as tf
     partitions = partitions or [()] * len(features)
     weights = weights or [None] * len(features)
     flat_parts = [p for parts in partitions for p in parts]
     flat_weights = [w for f, w in zip(features, weights) if f.weighted]
-    table_inputs = [t.handle if isinstance(t, tf.Variable) else t for t in tables]
-    dims = [int(t.shape[-1]) if t.shape.rank == 2 and t.shape[-1] is not None else -1 for t in tables]
+    groups = [t.shards if isinstance(t, ShardedTable) else (t,) for t in tables]
+    table_inputs = [s.handle if isinstance(s, tf.Variable) else s for g in groups for s in g]
+    dims = [int(g[0].shape[-1]) if g[0].shape.rank == 2 and g[0].shape[-1] is not None else -1 for g in groups]
+    sharded = any(isinstance(t, ShardedTable) for t in tables)
+    shards = [len(g) for g in groups] if sharded else ()
+    partitioning = [getattr(t, "partitioning", "div") for t in tables] if sharded else ()
     out = ops.recopt_fused_embedding_lookup(
         tables=table_inputs, ids=list(ids), partitions=flat_parts, weights=flat_weights,
-        **op_attrs(features, dims, concat))
+        **op_attrs(features, dims, concat, shards, partitioning))
     return out[0] if concat else list(out)
