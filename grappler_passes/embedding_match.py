@@ -1,7 +1,9 @@
 r"""Recognises one embedding lookup, whatever form the model author wrote it in.
 
 Tables: a float32/bfloat16 Const, or a resource variable read through
-ReadVariableOp (or handed to ResourceGather directly). Ids may come through:
+ReadVariableOp (or handed to ResourceGather directly), or a list of them
+that tf.nn.embedding_lookup partitions ids over (embedding_tables.py): every
+form below takes either. Ids may come through:
 
     strings -> StringToHashBucketFast(n)      fused as hash_buckets = n
     ints    -> FloorMod(ids, Const n)         fused as hash_buckets = n
@@ -29,18 +31,11 @@ from typing import List, Optional
 import numpy as np
 from tensorflow.core.framework import attr_value_pb2, types_pb2
 
+from grappler_passes.embedding_tables import Table, const_int, gather_rows, resolve_table
 from grappler_passes.shapes import shape_of
 from tf_recopt.ops.embedding import EmbeddingFeature
 
 _SEGMENT_COMBINERS = {"SparseSegmentSum": "sum", "SparseSegmentMean": "mean", "SparseSegmentSqrtN": "sqrtn"}
-_TABLE_TYPES = {types_pb2.DT_FLOAT, types_pb2.DT_BFLOAT16}
-
-
-@dataclasses.dataclass
-class Table:
-    tensor: str   # Const or resource tensor the fused op reads
-    rows: int
-    dim: int
 
 
 @dataclasses.dataclass
@@ -56,48 +51,17 @@ class Lookup:
     weights: Optional[str] = None  # per-id weights (feature.weighted)
 
 
-def _const_int(view, tensor):
-    value = view.const_value(tensor)
-    if value is None or value.size != 1:
-        return None
-    return int(value.reshape(-1)[0])
-
-
-def resolve_table(view, tensor, resources):
-    """Table behind a gather's params (Const, ReadVariableOp or resource), or None."""
-    tensor = view.skip_identity(tensor)
-    node = view.node(tensor)
-    if node is None:
-        return None
-    if node.op == "Const":
-        t = node.attr["value"].tensor
-        dims = [d.size for d in t.tensor_shape.dim]
-        if t.dtype in _TABLE_TYPES and len(dims) == 2:
-            return Table(tensor, dims[0], dims[1])
-        return None
-    if node.op == "ReadVariableOp":
-        tensor = view.skip_identity(node.input[0])
-        node = view.node(tensor)
-    spec = resources.get(node.name) if node is not None else None
-    if spec is None:
-        return None
-    shape, dtype = spec
-    if len(shape) != 2 or dtype not in ("float32", "bfloat16"):
-        return None
-    return Table(tensor, shape[0], shape[1])
-
-
 def _keras_wrap(view, tensor, table):
     """ids if `tensor` is Keras' SelectV2(ids < 0, ids + rows, ids), else None."""
     node = view.node(view.skip_identity(tensor))
-    if node is None or node.op != "SelectV2":
+    if node is None or node.op != "SelectV2" or table.shards:
         return None
     cond, then, other = (view.skip_identity(i) for i in view.data_inputs(node))
     less, add = view.node(cond), view.node(then)
     if less is None or less.op != "Less" or add is None or add.op not in ("AddV2", "Add"):
         return None
     ids = other
-    if view.skip_identity(less.input[0]) != ids or _const_int(view, less.input[1]) != 0:
+    if view.skip_identity(less.input[0]) != ids or const_int(view, less.input[1]) != 0:
         return None
     add_in = [view.skip_identity(i) for i in add.input]
     if ids not in add_in:
@@ -108,7 +72,7 @@ def _keras_wrap(view, tensor, table):
 
 def _is_table_rows(view, tensor, table, depth=4):
     """True if `tensor` is table.rows: a Const, or Cast/StridedSlice of Shape(table)."""
-    value = _const_int(view, tensor)
+    value = const_int(view, tensor)
     if value is not None:
         return value == table.rows
     node = view.node(tensor)
@@ -132,7 +96,7 @@ def _bucketing(view, tensor):
     if node is not None and node.op == "StringToHashBucketFast":
         return view.skip_identity(node.input[0]), int(node.attr["num_buckets"].i)
     if node is not None and node.op == "FloorMod":
-        n = _const_int(view, node.input[1])
+        n = const_int(view, node.input[1])
         if n is not None and n > 0 and node.attr["T"].type in (types_pb2.DT_INT32, types_pb2.DT_INT64):
             return view.skip_identity(node.input[0]), n
     return tensor, 0
@@ -150,17 +114,6 @@ def _resolve_ids(view, tensor, table):
     return ids, buckets, negative
 
 
-def _gather(node, view, resources):
-    """(table, indices tensor) of a row gather, else None."""
-    if node.op == "GatherV2":
-        if _const_int(view, node.input[2]) != 0 or node.attr["batch_dims"].i != 0:
-            return None
-    elif node.op != "ResourceGather" or node.attr["batch_dims"].i != 0:
-        return None
-    table = resolve_table(view, node.input[0], resources)
-    return None if table is None else (table, node.input[1])
-
-
 def _float_output(node):
     """The fused op writes float32: a bfloat16 lookup keeps its own ops."""
     for key in ("Tparams", "dtype", "T"):
@@ -175,16 +128,16 @@ def _ids_rank(shapes, tensor):
 
 
 def match_gather(node, view, shapes, resources) -> Optional[Lookup]:
-    found = _gather(node, view, resources) if _float_output(node) else None
+    found = gather_rows(node, view, shapes, resources) if _float_output(node) else None
     if found is None:
         return None
-    table, indices = found
+    table, indices, inner = found
     ids, buckets, negative = _resolve_ids(view, indices, table)
     rank = _ids_rank(shapes, ids)
     if rank is None or rank < 1:
         return None
     feature = EmbeddingFeature(0, hash_buckets=buckets, negative_ids=negative)
-    return Lookup(node, table, ids, [], feature, rank == 1, [ids])
+    return Lookup(node, table, ids, [], feature, rank == 1, [ids], inner)
 
 
 def match_pooled(node, view, shapes, resources) -> Optional[Lookup]:
@@ -195,10 +148,10 @@ def match_pooled(node, view, shapes, resources) -> Optional[Lookup]:
     if gather is None or len(view.consumers(gather.name)) != 1 or gather.name in view.protected:
         return None
     inner = match_gather(gather, view, shapes, resources)
-    if inner is None or _ids_rank(shapes, inner.ids) != 2 or _const_int(view, node.input[1]) not in (1, -2):
+    if inner is None or _ids_rank(shapes, inner.ids) != 2 or const_int(view, node.input[1]) not in (1, -2):
         return None
     inner.feature = dataclasses.replace(inner.feature, combiner="sum" if node.op == "Sum" else "mean")
-    inner.root, inner.rank2, inner.inner = node, True, [gather.name]
+    inner.root, inner.rank2, inner.inner = node, True, [gather.name] + inner.inner
     return inner
 
 
@@ -212,11 +165,11 @@ def match_segments(node, view, shapes, resources) -> Optional[Lookup]:
     if table is None:  # the Unique + Gather form
         gather = view.node(view.skip_identity(data))
         unique = view.node(view.skip_identity(indices))
-        found = _gather(gather, view, resources) if gather is not None else None
+        found = gather_rows(gather, view, shapes, resources) if gather is not None else None
         if found is None or unique is None or unique.op != "Unique" or \
                 view.skip_identity(found[1]) != unique.name or indices != f"{unique.name}:1":
             return None
-        table, indices, inner = found[0], unique.input[0], [gather.name]
+        table, indices, inner = found[0], unique.input[0], [gather.name] + found[2]
     ids, buckets, _ = _resolve_ids(view, indices, table)
     with_n = node.op.endswith("WithNumSegments")
     parts = [segments] + ([node.input[3]] if with_n else [])
@@ -225,25 +178,25 @@ def match_segments(node, view, shapes, resources) -> Optional[Lookup]:
     return Lookup(node, table, ids, parts, feature, True, [ids] + parts, inner)
 
 
-def _unique_rows(view, node, resources):
+def _unique_rows(view, node, shapes, resources):
     """(table, ids, inner) of Gather(Gather(table, Unique(ids):0), Unique:1) or Gather(table, ids)."""
     if node is None:
         return None
-    found = _gather(node, view, resources)
+    found = gather_rows(node, view, shapes, resources)
     if found is not None:
-        return found[0], found[1], []
-    if node.op != "GatherV2" or _const_int(view, node.input[2]) != 0:
+        return found
+    if node.op != "GatherV2" or const_int(view, node.input[2]) != 0:
         return None
     inner_gather = view.node(view.skip_identity(node.input[0]))
     unique = view.node(view.skip_identity(node.input[1]))
-    found = _gather(inner_gather, view, resources) if inner_gather is not None else None
+    found = gather_rows(inner_gather, view, shapes, resources) if inner_gather is not None else None
     if (found is None or unique is None or unique.op != "Unique" or view.skip_identity(found[1]) != unique.name
             or view.skip_identity(node.input[1]) != f"{unique.name}:1"):
         return None
-    return found[0], unique.input[0], [inner_gather.name]
+    return found[0], unique.input[0], [inner_gather.name] + found[2]
 
 
-def _weighted_sum(view, node, resources):
+def _weighted_sum(view, node, shapes, resources):
     """(table, ids, segments, reshaped weights node, inner) of SegmentSum(Mul(rows, Reshape(w)), segments)."""
     if node is None or node.op != "SegmentSum" or node.attr["T"].type != types_pb2.DT_FLOAT:
         return None
@@ -252,7 +205,7 @@ def _weighted_sum(view, node, resources):
         return None
     for a, b in ((0, 1), (1, 0)):
         shaped = view.node(view.skip_identity(mul.input[b]))
-        found = _unique_rows(view, view.node(view.skip_identity(mul.input[a])), resources)
+        found = _unique_rows(view, view.node(view.skip_identity(mul.input[a])), shapes, resources)
         if found is not None and shaped is not None and shaped.op == "Reshape":
             table, ids, inner = found
             rows = view.skip_identity(mul.input[a]).split(":")[0]
@@ -286,7 +239,7 @@ def match_weighted_segments(node, view, shapes, resources) -> Optional[Lookup]:
     combiner, total = "sum", node
     if node.op == "DivNoNan":
         total = view.node(view.skip_identity(node.input[0]))
-    found = _weighted_sum(view, total, resources)
+    found = _weighted_sum(view, total, shapes, resources)
     if found is None:
         return None
     table, indices, segments, shaped, inner = found

@@ -20,7 +20,8 @@ import numpy as np
 from tensorflow.core.framework import attr_value_pb2, types_pb2
 
 from grappler_passes import probe
-from grappler_passes.embedding_match import Lookup, _float_output, _gather, _ids_rank, _resolve_ids
+from grappler_passes.embedding_match import Lookup, _float_output, _ids_rank, _resolve_ids
+from grappler_passes.embedding_tables import gather_rows
 from grappler_passes.shapes import dtype_of
 from tf_recopt.ops.embedding import EmbeddingFeature
 
@@ -105,10 +106,10 @@ def match_ragged(node, view, shapes, resources) -> Optional[Lookup]:
     if total is None or total.op != "UnsortedSegmentSum" or total.attr["T"].type != types_pb2.DT_FLOAT:
         return None
     gather = view.node(view.skip_identity(total.input[0]))
-    found = _gather(gather, view, resources) if gather is not None and _float_output(gather) else None
+    found = gather_rows(gather, view, shapes, resources) if gather is not None and _float_output(gather) else None
     if found is None:
         return None
-    table, indices = found
+    table, indices, shard_nodes = found
     ids, buckets, negative = _resolve_ids(view, indices, table)
     if _ids_rank(shapes, ids) != 1:
         return None
@@ -119,5 +120,5 @@ def match_ragged(node, view, shapes, resources) -> Optional[Lookup]:
     if kind == "lengths":
         splits = _splits_from_lengths(view, shapes, splits, f"{node.name}/recopt_row_splits")
     feature = EmbeddingFeature(0, layout="ragged", combiner=combiner, hash_buckets=buckets, negative_ids=negative)
-    inner = [gather.name] + ([total.name, count.name] if count is not None else [])
+    inner = [gather.name] + shard_nodes + ([total.name, count.name] if count is not None else [])
     return Lookup(node, table, ids, [splits], feature, True, [ids, splits], inner)

@@ -184,18 +184,22 @@ class FuseEmbedding(GraphPass):
     def _emit(lookups, view, info, name, device, concat):
         tables, features = {}, []
         for l in lookups:
-            index = tables.setdefault(l.table.tensor, (len(tables), l.table))[0]
+            index = tables.setdefault(l.table.key, (len(tables), l.table))[0]
             features.append(dataclasses.replace(l.feature, table=index))
         ordered = [t for _, t in sorted(tables.values(), key=lambda it: it[0])]
+        inputs = [tensor for t in ordered for tensor in t.inputs]
         ids = [l.ids for l in lookups]
         parts = [p for l in lookups for p in l.parts]
         weights = [l.weights for l in lookups if l.feature.weighted]
-        attrs = {k: _attr(v) for k, v in op_attrs(features, [t.dim for t in ordered], concat).items()}
+        sharded = any(t.shards for t in ordered)
+        attrs = {k: _attr(v) for k, v in op_attrs(
+            features, [t.dim for t in ordered], concat, [len(t.inputs) for t in ordered] if sharded else (),
+            [t.partitioning for t in ordered] if sharded else ()).items()}
         attrs["num_weights"] = _attr(len(weights))
-        attrs["Ttables"] = _type_list([dtype_of(info, t.tensor) for t in ordered])
+        attrs["Ttables"] = _type_list([dtype_of(info, t) for t in inputs])
         attrs["Tids"] = _type_list([dtype_of(info, i) for i in ids])
         attrs["Tpartitions"] = _type_list([dtype_of(info, p) for p in parts])
-        fused = view.add_node(OP_NAME, name, [t.tensor for t in ordered] + ids + parts + weights, attrs, device)
+        fused = view.add_node(OP_NAME, name, inputs + ids + parts + weights, attrs, device)
         _move_control_edges(view, {n for l in lookups for n in [l.root.name] + l.inner}, fused.name)
         return fused
 

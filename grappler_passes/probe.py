@@ -26,17 +26,18 @@ MAX_NODES = 200
 INDEX_OPS = frozenset({
     "Identity", "Range", "StridedSlice", "Slice", "Sub", "Add", "AddV2", "Mul", "FloorDiv", "Cast",
     "Shape", "Size", "ExpandDims", "Squeeze", "Reshape", "BroadcastTo", "Tile", "Fill", "Pack", "ConcatV2",
-    "Max", "Min", "Maximum", "Minimum", "Prod", "Sum", "Cumsum", "Less", "LessEqual", "Greater",
+    "Max", "Min", "Maximum", "Minimum", "Prod", "Sum", "Cumsum", "FloorMod", "Less", "LessEqual", "Greater",
     "GreaterEqual", "Equal", "NotEqual", "LogicalAnd", "Select", "SelectV2", "Where", "GatherV2",
     "OnesLike", "ZerosLike", "Bincount", "UpperBound", "LowerBound", "Neg", "Abs",
     "Relu",  # canonicalize spells max(x, 0) this way
 })
 
 
-def leaves(view, outputs, max_nodes=MAX_NODES) -> Optional[List[str]]:
+def leaves(view, outputs, max_nodes=MAX_NODES, stop=()) -> Optional[List[str]]:
     """The tensors `outputs` are computed from through index arithmetic
     (data inputs only), or None if that subgraph is larger than
-    `max_nodes`. Consts are not leaves."""
+    `max_nodes`. Consts are not leaves; tensors in `stop` always are."""
+    stop = {view.source(t) for t in stop}
     found, seen, stack = [], set(), [view.source(t) for t in outputs]
     while stack:
         tensor = stack.pop()
@@ -46,7 +47,7 @@ def leaves(view, outputs, max_nodes=MAX_NODES) -> Optional[List[str]]:
         if node.op == "Const" or tensor in seen:
             continue
         seen.add(tensor)
-        if node.op not in INDEX_OPS or not node.input:
+        if tensor in stop or node.op not in INDEX_OPS or not node.input:
             found.append(tensor)
             continue
         stack.extend(view.source(i) for i in view.data_inputs(node))

@@ -141,7 +141,9 @@ def _table_variables(fn):
         frontier = [name]
         while frontier:
             for node, index in consumers.get(frontier.pop(), ()):
-                if node.op in _GATHERS and index == 0:
+                # tf-recopt's own ops take tables as resources: an optimized
+                # model optimized again must keep them variables.
+                if (node.op in _GATHERS and index == 0) or node.op.startswith("Recopt>"):
                     tables.add(id(var))
                 elif node.op in _FORWARD:
                     frontier.append(node.name)
