@@ -143,3 +143,21 @@ def test_mismatched_shards_and_attrs_name_the_fault(ops):
                                [np.array([0])])
     with pytest.raises(ValueError, match="partitioning must be"):
         ShardedTable((1,), "range")
+
+
+@pytest.mark.parametrize("strategy", ["div", "mod"])
+@pytest.mark.parametrize("sizes", [(4, 3, 3), (5, 3, 3), (3, 3, 4), (1, 1), (6, 2), (2, 2, 2, 2)])
+def test_each_id_succeeds_or_fails_as_tensorflow(ops, strategy, sizes):
+    """Every id near the table, one by one, on layouts partitioners write and
+    on ones they do not (the op's fast path holds only for the former)."""
+    shards = _shards(sizes, 2)
+    table = ShardedTable(tuple(shards), strategy)
+    for i in list(range(-3, sum(sizes) + 4)) + [2**52 - 1, 2**52 + 7, 2**62]:
+        ids = np.array([i], np.int64)
+        try:
+            want = _tf_lookup(shards, ids, strategy).numpy()
+        except tf.errors.InvalidArgumentError:
+            with pytest.raises(tf.errors.InvalidArgumentError, match=f"indices\\[0\\] = {i} is not in"):
+                fused_embedding_lookup(ops, [table], [F(0)], [ids])
+            continue
+        np.testing.assert_array_equal(fused_embedding_lookup(ops, [table], [F(0)], [ids])[0].numpy(), want)

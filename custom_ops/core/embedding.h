@@ -10,6 +10,47 @@ namespace recopt {
 
 enum class Combiner { kNone, kSum, kMean, kSqrtN };
 
+// floor(n / d) for d > 0 by a multiply: the divisions of a sharded lookup
+// would otherwise cost more than its row reads. Exact for 0 <= n < 2^52.
+class Divider {
+ public:
+  explicit Divider(int64_t d = 1) : d_(d), inv_(1.0 / static_cast<double>(d)) {}
+  int64_t operator()(int64_t n) const {
+    int64_t q = static_cast<int64_t>(static_cast<double>(n) * inv_);
+    if (q * d_ > n) --q;
+    else if ((q + 1) * d_ <= n) ++q;
+    return q;
+  }
+
+ private:
+  int64_t d_;
+  double inv_;
+};
+
+// tf.nn.embedding_lookup's id -> (shard, row) over a table split into
+// shards, for partition_strategy "mod" or "div", with TensorFlow's floor
+// arithmetic: Locate fails exactly where TensorFlow's DynamicPartition or
+// gather would reject the id.
+class ShardMap {
+ public:
+  ShardMap(bool div, const int64_t* shard_rows, int64_t num_shards);
+  // div needs at least one row per shard (TensorFlow divides by zero otherwise).
+  bool valid() const { return !div_ || per_ > 0; }
+  int64_t total_rows() const { return total_; }
+  bool Locate(int64_t id, int64_t* shard, int64_t* row) const;
+
+ private:
+  bool LocateExact(int64_t id, int64_t* shard, int64_t* row) const;
+
+  bool div_;
+  const int64_t* rows_;
+  int64_t k_, total_ = 0, per_ = 0, extras_ = 0;
+  // div over the layout every partitioner writes (the first `extras` shards
+  // one row longer): a range test and one division.
+  bool standard_ = true;
+  Divider by_k_, by_per_, by_per1_;
+};
+
 // Returns false for a name other than none, sum, mean, sqrtn.
 bool CombinerFromName(const char* name, Combiner* out);
 

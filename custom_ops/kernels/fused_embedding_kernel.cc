@@ -247,43 +247,27 @@ class FusedEmbeddingLookupOp : public OpKernel {
     return OkStatus();
   }
 
-  // Each id's (shard, row) exactly as embedding_lookup's partition_strategy
-  // computes it, with floor division, so ids TensorFlow rejects (negative,
-  // past the last shard, past a shard's rows) are rejected here too.
   Status ShardRows(int f, const ShardedTable& table, ResolvedFeature* r) const {
-    const int64_t k = table.shards.size();
-    int64_t total = 0;
-    for (const auto& s : table.shards) total += s.rows;
-    const int64_t per = total / k, extras = total % k;
-    if (table.div && per == 0) {
-      return errors::InvalidArgument(name(), ": feature ", f, " (table ", features_[f].table, "): ", total,
-                                     " rows cannot be split over ", k, " shards");
+    std::vector<int64_t> rows;
+    for (const auto& s : table.shards) rows.push_back(s.rows);
+    const int64_t k = rows.size();
+    const recopt::ShardMap map(table.div, rows.data(), k);
+    if (!map.valid()) {
+      return errors::InvalidArgument(name(), ": feature ", f, " (table ", features_[f].table, "): ",
+                                     map.total_rows(), " rows cannot be split over ", k, " shards");
     }
     r->rows.resize(r->ids.size());
     for (size_t i = 0; i < r->ids.size(); ++i) {
-      const int64_t id = r->ids[i];
       int64_t shard, row;
-      if (table.div) {
-        shard = std::max(FloorDiv(id, per + 1), FloorDiv(id - extras, per));
-        row = shard < extras ? id - FloorDiv(id, per + 1) * (per + 1) : (id - extras) - FloorDiv(id - extras, per) * per;
-      } else {
-        shard = id - FloorDiv(id, k) * k;
-        row = FloorDiv(id, k);
-      }
-      if (shard < 0 || shard >= k || row < 0 || row >= table.shards[shard].rows) {
+      if (!map.Locate(r->ids[i], &shard, &row)) {
         return errors::InvalidArgument(name(), ": feature ", f, " (table ", features_[f].table, "): indices[", i,
-                                       "] = ", id, " is not in the table's ", k, " shards (", total, " rows, ",
-                                       table.div ? "div" : "mod", " partitioning)");
+                                       "] = ", r->ids[i], " is not in the table's ", k, " shards (",
+                                       map.total_rows(), " rows, ", table.div ? "div" : "mod", " partitioning)");
       }
       const auto& s = table.shards[shard];
       r->rows[i] = static_cast<const char*>(s.data) + row * s.dim * (s.bf16 ? 2 : 4);
     }
     return OkStatus();
-  }
-
-  static int64_t FloorDiv(int64_t a, int64_t b) {
-    const int64_t q = a / b;
-    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
   }
 
   Status OutOfRange(int f, int64_t i, int64_t id, int64_t rows) const {
