@@ -1,10 +1,15 @@
 """Unit benchmark: 26 embedding tables (100k x 64, fp32 variables), batch
 512, one-hot, multi-hot (10 ids per row, sum) and ragged multi-hot (0-20
-ids per row, 10 on average, sum), 30% of ids repeated within the batch.
+ids per row, 10 on average, sum), 30% of ids repeated within the batch;
+and one-hot / multi-hot again with each table split into 4 variables
+(tf.nn.embedding_lookup over the list, "div": a ShardedVariable's or a
+PartitionedVariable's lookup).
 Stock: the lookups as TensorFlow ops (ResourceGather per table, reduce_sum
-for multi-hot, a RaggedTensor's reduce_sum for ragged, concat), as Keras
-and tf.nn write them; recopt: one Recopt>FusedEmbeddingLookup writing the
-concatenated output.
+for multi-hot, a RaggedTensor's reduce_sum for ragged, DynamicPartition /
+gathers / ParallelDynamicStitch per sharded table, concat), as Keras and
+tf.nn write them; recopt: one Recopt>FusedEmbeddingLookup writing the
+concatenated output; recopt_bf16: the same over bfloat16 copies of the
+tables (what optimize(precision="bf16") stores), float32 out.
 Also measures the machine's copy bandwidth in the same run and reports the
 fused op's effective bandwidth (bytes of table rows read / time).
 
@@ -17,7 +22,7 @@ import time
 
 import numpy as np
 
-TABLES, ROWS, DIM, BATCH, HOT, REPEATED = 26, 100_000, 64, 512, 10, 0.3
+TABLES, ROWS, DIM, BATCH, HOT, REPEATED, SHARDS = 26, 100_000, 64, 512, 10, 0.3, 4
 
 
 def _ids(rng, shape):
@@ -39,15 +44,23 @@ def main(argv=None):
     common.set_threads(args.threads)
     import tensorflow as tf
     import tf_recopt
-    from tf_recopt.ops.embedding import EmbeddingFeature, fused_embedding_lookup
+    from tf_recopt.ops.embedding import EmbeddingFeature, ShardedTable, fused_embedding_lookup
     ops = tf_recopt.load_ops()
 
     rng = np.random.default_rng(0)
     tables = [tf.Variable(rng.standard_normal((ROWS, DIM)).astype(np.float32)) for _ in range(TABLES)]
-    cases = {"one-hot": (BATCH,), "multi-hot x10 sum": (BATCH, HOT), "ragged 0-20 sum": "ragged"}
+    sharded = [[tf.Variable(rng.standard_normal((ROWS // SHARDS, DIM)).astype(np.float32)) for _ in range(SHARDS)]
+               for _ in range(TABLES)]
+    cases = {"one-hot": (BATCH,), "multi-hot x10 sum": (BATCH, HOT), "ragged 0-20 sum": "ragged",
+             f"one-hot, {SHARDS} shards": (BATCH,), f"multi-hot x10 sum, {SHARDS} shards": (BATCH, HOT)}
+    halves = {id(t): tf.Variable(tf.cast(t, tf.bfloat16)) for t in tables + [s for g in sharded for s in g]}
     rows, bandwidth = [], common.copy_bandwidth_gbs()
     for case, shape in cases.items():
-        ragged = shape == "ragged"
+        ragged, split = shape == "ragged", "shards" in case
+        stock_tables = sharded if split else tables
+        op_tables = [ShardedTable(tuple(t)) for t in sharded] if split else tables
+        bf16_tables = [ShardedTable(tuple(halves[id(s)] for s in t)) for t in sharded] if split else \
+            [halves[id(t)] for t in tables]
         if ragged:
             splits = [np.concatenate([[0], np.cumsum(rng.integers(0, 2 * HOT + 1, BATCH))]) for _ in range(TABLES)]
             ids = [tf.RaggedTensor.from_row_splits(_ids(rng, (int(s[-1]),)), s) for s in splits]
@@ -62,26 +75,32 @@ def main(argv=None):
 
         @tf.function
         def stock():
-            looked = [tf.nn.embedding_lookup(t, i) for t, i in zip(tables, ids)]
+            looked = [tf.nn.embedding_lookup(t, i) for t, i in zip(stock_tables, ids)]
             return tf.concat([tf.reduce_sum(x, 1) if pooled else x for x in looked], axis=1)
 
         @tf.function
         def fused():
-            return fused_embedding_lookup(ops, tables, features, flat, parts, concat=True)
+            return fused_embedding_lookup(ops, op_tables, features, flat, parts, concat=True)
+
+        @tf.function
+        def fused_bf16():
+            return fused_embedding_lookup(ops, bf16_tables, features, flat, parts, concat=True)
 
         np.testing.assert_allclose(fused().numpy(), stock().numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(fused_bf16().numpy(), stock().numpy(), rtol=2e-2, atol=3e-2)
         time.sleep(3)  # the op's first call queues its tables for huge pages; let that finish
-        timings = common.time_calls({"stock": lambda: stock().numpy(), "recopt": lambda: fused().numpy()},
-                                    repeats=args.repeats)
-        row_bytes = TABLES * int(np.prod(shape)) * DIM * 4
+        timings = common.time_calls({"stock": lambda: stock().numpy(), "recopt": lambda: fused().numpy(),
+                                     "recopt_bf16": lambda: fused_bf16().numpy()}, repeats=args.repeats)
         for label, (med, p99) in timings.items():
+            row_bytes = TABLES * int(np.prod(shape)) * DIM * (2 if label == "recopt_bf16" else 4)
             rows.append({"case": case, "variant": label, "batch": BATCH, "median_ms": med, "p99_ms": p99,
                          "vs_stock": timings["stock"][0] / med,
                          "rows_gbs": row_bytes / (med / 1e3) / 1e9})
     payload = {"bench": "embedding", "threads": args.threads, "machine": common.machine(),
                "copy_bandwidth_gbs": bandwidth,
                "setup": f"{TABLES} tables {ROWS}x{DIM} fp32 variables, batch {BATCH}, {int(REPEATED * 100)}% "
-                        f"repeated ids; multi-hot {HOT} ids per row; ragged 0-{2 * HOT} ids per row",
+                        f"repeated ids; multi-hot {HOT} ids per row; ragged 0-{2 * HOT} ids per row; "
+                        f"sharded: each table as {SHARDS} variables of {ROWS // SHARDS} rows (div)",
                "command": f"python -m bench.embedding --threads {args.threads} --repeats {args.repeats}",
                "rows": rows}
     common.write_result(f"embedding_{args.threads}", payload)

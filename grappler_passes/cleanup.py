@@ -4,8 +4,22 @@ from grappler_passes.pass_base import GraphPass
 _FORWARDING = frozenset({"Identity", "Snapshot", "StopGradient", "PreventGradient"})
 
 
-def _inert(node):
-    return node is not None and (node.op == "Const" or (node.op == "NoOp" and not node.input))
+def _inert(view, node, depth=0):
+    """True if waiting on `node` orders nothing: a Const, an Identity of a
+    feed (a placeholder: an input or a variable handle), or a NoOp waiting
+    only on such nodes. An inlined function call waits on its inputs this
+    way (its input_control_node), which hides the handles behind it from
+    passes that follow Identity chains to a table."""
+    if node is None or depth > 8:
+        return False
+    if node.op == "Const":
+        return True
+    if node.op == "NoOp":
+        return all(i.startswith("^") and _inert(view, view.node(i[1:]), depth + 1) for i in node.input)
+    if node.op == "Identity" and len(node.input) == 1:
+        source = view.node(view.skip_identity(node.input[0]).split(":")[0])
+        return source is not None and source.op == "Placeholder"
+    return False
 
 
 class PruneIdentity(GraphPass):
@@ -38,13 +52,14 @@ class PruneIdentity(GraphPass):
 
     @staticmethod
     def _drop_inert_control_edges(view):
-        """A control edge from a Const, or from a NoOp that waits on nothing,
-        orders nothing (frozen ReadVariableOps leave many of these behind)."""
+        """A control edge from a Const, or from a NoOp that waits on nothing
+        that matters, orders nothing (frozen ReadVariableOps and inlined
+        function calls leave many of these behind)."""
         changed = True
         while changed:
             changed = False
             for node in view.nodes():
-                kept = [i for i in node.input if not (i.startswith("^") and _inert(view.node(i[1:])))]
+                kept = [i for i in node.input if not (i.startswith("^") and _inert(view, view.node(i[1:])))]
                 if len(kept) != len(node.input):
                     del node.input[:]
                     node.input.extend(kept)

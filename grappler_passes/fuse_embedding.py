@@ -9,6 +9,9 @@ recognised) into Recopt>FusedEmbeddingLookup ops:
       the DLRM stack, for a run of lookups of one width d;
   everything else                   ->  one Fused op with an output per lookup.
 
+Under precision="bf16" the op reads bfloat16 copies of the tables
+(embedding_storage.py).
+
 A lookup whose ids depend on another lookup's output is left alone (one op
 for both would be a cycle). Replaced nodes are left dead for prune_dead_nodes.
 """
@@ -19,6 +22,7 @@ from tensorflow.core.framework import attr_value_pb2, types_pb2
 
 from grappler_passes import embedding_match
 from grappler_passes.embedding_ragged import match_ragged
+from grappler_passes.embedding_storage import TableStorage
 from grappler_passes.pass_base import GraphPass
 from grappler_passes.shapes import dtype_of, shape_of, tensor_info
 from tf_recopt.ops.embedding import OP_NAME, op_attrs
@@ -54,6 +58,7 @@ class FuseEmbedding(GraphPass):
 
     def run(self, ctx, result):
         view = ctx.view
+        self.storage = TableStorage(ctx)
         info = tensor_info(view.graph_def)
         lookups = self._find(view, info, ctx.resources, result)
         if not lookups:
@@ -180,14 +185,13 @@ class FuseEmbedding(GraphPass):
             view.replace_uses(l.root.name, f"{fused.name}:{i}")
 
     # ---- the fused node -------------------------------------------------
-    @staticmethod
-    def _emit(lookups, view, info, name, device, concat):
+    def _emit(self, lookups, view, info, name, device, concat):
         tables, features = {}, []
         for l in lookups:
             index = tables.setdefault(l.table.key, (len(tables), l.table))[0]
             features.append(dataclasses.replace(l.feature, table=index))
         ordered = [t for _, t in sorted(tables.values(), key=lambda it: it[0])]
-        inputs = [tensor for t in ordered for tensor in t.inputs]
+        inputs, table_types = zip(*[self.storage.input_for(tensor, info) for t in ordered for tensor in t.inputs])
         ids = [l.ids for l in lookups]
         parts = [p for l in lookups for p in l.parts]
         weights = [l.weights for l in lookups if l.feature.weighted]
@@ -196,10 +200,10 @@ class FuseEmbedding(GraphPass):
             features, [t.dim for t in ordered], concat, [len(t.inputs) for t in ordered] if sharded else (),
             [t.partitioning for t in ordered] if sharded else ()).items()}
         attrs["num_weights"] = _attr(len(weights))
-        attrs["Ttables"] = _type_list([dtype_of(info, t) for t in inputs])
+        attrs["Ttables"] = _type_list(list(table_types))
         attrs["Tids"] = _type_list([dtype_of(info, i) for i in ids])
         attrs["Tpartitions"] = _type_list([dtype_of(info, p) for p in parts])
-        fused = view.add_node(OP_NAME, name, inputs + ids + parts + weights, attrs, device)
+        fused = view.add_node(OP_NAME, name, list(inputs) + ids + parts + weights, attrs, device)
         _move_control_edges(view, {n for l in lookups for n in [l.root.name] + l.inner}, fused.name)
         return fused
 

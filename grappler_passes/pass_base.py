@@ -12,8 +12,14 @@ class PassContext:
     # variable behind them: graphs carry no shapes for resources.
     resources: dict = dataclasses.field(default_factory=dict)
     # The same placeholders -> the tf.Variable itself, for passes that
-    # re-encode a variable's value (fuse_topk's int8/bf16 candidates).
+    # re-encode a variable's value (fuse_topk's int8/bf16 candidates). A
+    # pass may add a placeholder here for a variable it creates (a table
+    # re-encoded as bfloat16): the saved model captures it.
     variables: dict = dataclasses.field(default_factory=dict)
+    # Values derived from the model's variables, shared by every signature
+    # (and pass) of one optimize() call so that each is made once:
+    # (kind, id(variable)) -> value.
+    derived: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

@@ -70,7 +70,7 @@ def resolve_passes(passes=None, custom_ops=True, device="cpu"):
 
 
 def run_pipeline(graph_def, protected, passes=None, custom_ops=True, options=None, resources=None,
-                 variables=None):
+                 variables=None, derived=None):
     """Runs the passes over a copy of graph_def; returns (graph_def, [PassResult]).
 
     Each pass runs on its own copy: if it raises or leaves an invalid graph,
@@ -86,7 +86,9 @@ def run_pipeline(graph_def, protected, passes=None, custom_ops=True, options=Non
         start = time.perf_counter()
         try:
             cls().run(PassContext(view=view, custom_ops=custom_ops, options=options,
-                                  resources=resources or {}, variables=variables or {}), result)
+                                  resources=resources if resources is not None else {},
+                                  variables=variables if variables is not None else {},
+                                  derived=derived if derived is not None else {}), result)
             view.validate()
             current = trial
         except Exception as exc:  # a failing pass must never sink the whole optimization

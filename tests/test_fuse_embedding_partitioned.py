@@ -203,3 +203,57 @@ def test_tf1_feature_columns_over_partitioned_variables(ops, tmp_path):
     want = tf.saved_model.load(src).signatures["serving_default"](**feeds)["logit"].numpy()
     got = tf.saved_model.load(str(tmp_path / "opt")).signatures["serving_default"](**feeds)["logit"].numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_lookups_inside_a_nested_function_call(ops, tmp_path):
+    """A signature calling another tf.function: inlining leaves the table
+    handles behind Identities that wait on the call's inputs
+    (input_control_node); prune_identity drops those inert edges."""
+    src = str(tmp_path / "m")
+    m = _PartitionedTables()
+    outer = tf.function(lambda hist, item: m.serve(hist, item), input_signature=m.serve.input_signature)
+    tf.saved_model.save(m, src, signatures={"serving_default": outer})
+    feeds = dict(hist=tf.constant(RNG.integers(0, 100, (6, 3))), item=tf.constant(RNG.integers(0, 50, 6)))
+    report = tf_recopt.optimize(src, str(tmp_path / "opt"), sample_inputs=feeds)
+    assert report.parity_ok and report.signatures["serving_default"].ops_after.get(FUSED) == 1
+
+
+class _MixedTables(_PartitionedTables):
+    def __init__(self):
+        super().__init__()
+        self.c = tf.Variable(RNG.standard_normal((70, 5)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.int64), I64])
+    def serve(self, hist, item):
+        return {"out": tf.concat([tf.reduce_mean(tf.nn.embedding_lookup(self.a, hist), 1),
+                                  tf.nn.embedding_lookup(self.b, item), tf.gather(self.c, item)], 1)}
+
+
+def test_bf16_precision_stores_tables_as_bfloat16_variables(ops, tmp_path):
+    """precision="bf16": the op reads bfloat16 copies of the tables (sharded
+    or not), the saved model carries those instead of the fp32 ones, and an
+    optimized model optimized again keeps them."""
+    src, out = str(tmp_path / "m"), str(tmp_path / "opt")
+    m = _MixedTables()
+    tf.saved_model.save(m, src, signatures={"serving_default": m.serve})
+    feeds = dict(hist=tf.constant(RNG.integers(0, 100, (6, 3))), item=tf.constant(RNG.integers(0, 50, 6)))
+    report = tf_recopt.optimize(src, out, sample_inputs=feeds, precision="bf16")
+    assert report.parity_ok and report.signatures["serving_default"].ops_after.get(FUSED) == 1
+    stored = _checkpoint_variables(out)
+    assert sorted({dtype for dtype, _ in stored}) == ["bfloat16"]
+    assert sum(int(np.prod(shape)) for _, shape in stored) == 100 * 8 + 50 * 4 + 70 * 5
+    loaded = tf.saved_model.load(out)
+    want = m.serve(**feeds)["out"].numpy()
+    got = loaded.signatures["serving_default"](**feeds)["out"].numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2)
+    assert not np.array_equal(got, want)   # the rows were rounded: bf16 was used
+    again = tf_recopt.optimize(out, str(tmp_path / "again"), sample_inputs=feeds, precision="bf16")
+    assert again.parity_ok
+    assert sorted({dtype for dtype, _ in _checkpoint_variables(str(tmp_path / "again"))}) == ["bfloat16"]
+
+
+def _checkpoint_variables(saved_model_dir):
+    """(dtype name, shape) of every variable a SavedModel's checkpoint holds."""
+    reader = tf.train.load_checkpoint(f"{saved_model_dir}/variables/variables")
+    dtypes, shapes = reader.get_variable_to_dtype_map(), reader.get_variable_to_shape_map()
+    return [(dtypes[k].name, shapes[k]) for k in dtypes if k.endswith("VARIABLE_VALUE")]

@@ -103,7 +103,7 @@ def _stage(report, name):
 
 
 def _run_passes(model, opts, report):
-    graphs = {}
+    graphs, derived = {}, {}
     for name, sig in model.signatures.items():
         sreport = SignatureReport(name)
         before = GraphView(sig.graph_def)
@@ -111,8 +111,11 @@ def _run_passes(model, opts, report):
         if opts.signatures and name not in opts.signatures:
             graphs[name] = sig.graph_def
         else:
+            variables = sig.variables()
             graphs[name], sreport.passes = run_pipeline(sig.graph_def, sig.protected_nodes(), opts.passes,
-                                                        opts.custom_ops, opts, sig.resource_specs(), sig.variables())
+                                                        opts.custom_ops, opts, sig.resource_specs(), variables,
+                                                        derived)
+            sig.sync_captures(graphs[name], variables)
         sreport.nodes_after = len(graphs[name].node)
         sreport.ops_after = GraphView(graphs[name]).op_histogram()
         report.signatures[name] = sreport

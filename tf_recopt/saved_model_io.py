@@ -51,6 +51,17 @@ class SignatureGraph:
         return {placeholder.split(":")[0]: owner for placeholder, owner in self.captures
                 if isinstance(owner, tf.Variable)}
 
+    def sync_captures(self, graph_def, variables):
+        """Captures for graph_def as the passes left it: variables they added
+        (placeholder node -> tf.Variable in `variables`) join; variables no
+        node reads any more leave, so the saved model does not carry a table
+        that only its re-encoded copy serves."""
+        read = {i.split(":")[0].lstrip("^") for n in graph_def.node for i in n.input}
+        present = {n.name for n in graph_def.node}
+        known = {c.split(":")[0] for c, _ in self.captures}
+        self.captures = [(c, o) for c, o in self.captures if c.split(":")[0] in read] + \
+            [(f"{name}:0", var) for name, var in variables.items() if name not in known and name in present]
+
     def protected_nodes(self):
         names = list(self.input_tensors.values()) + list(self.output_tensors.values())
         names += [c for c, _ in self.captures]
