@@ -39,8 +39,9 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
         records, any other signature the feature named like each input.
       rtol, atol: parity tolerances; default 1e-4/1e-5 (fp32), 2e-2/5e-3 (bf16).
       overwrite: replace an existing output_dir.
-      precision: "fp32"; "bf16" stores fused dense weights and retrieval
-        candidates as bfloat16 (fp32 inputs and accumulation); "int8" stores
+      precision: "fp32"; "bf16" stores fused dense weights, retrieval
+        candidates and fused embedding tables as bfloat16 (fp32 inputs and
+        accumulation); "int8" stores
         retrieval candidates as int8 with per-row scales (dense stays fp32).
       device (option): "cpu" (default) or "gpu": for GPU serving, only rewrites
         whose ops have GPU kernels (fused embedding and interaction are left
