@@ -200,6 +200,11 @@ def _e2e_ranking_section(lines):
                  "towers, full size), after lookup-table shapes were restored")
 
 
+def _e2e_tables_section(lines):
+    _e2e_section(lines, "end_to_end_tables", "Wide&Deep and DLRM after sharded-table support and bfloat16 "
+                 "embedding tables under precision=\"bf16\" (full size)")
+
+
 def _serving_section(lines):
     data = _load("serving")
     if not data:
@@ -354,6 +359,8 @@ SECTIONS = {"topk": (_topk_section, "### TopK:", None), "retrieval": (_retrieval
             "end_to_end_dlrm": (_e2e_dlrm_section, "### End to end, DLRM after fuse_interaction", None),
             "end_to_end_ranking": (_e2e_ranking_section, "### End to end, TFRS-tutorial ranking",
                                    "### End to end, DIN and DIEN after"),
+            "end_to_end_tables": (_e2e_tables_section, "### End to end, Wide&Deep and DLRM after sharded",
+                                  "### End to end, TFRS-tutorial ranking"),
             "embedding": (_embedding_section, "### Embedding lookups:", None)}
 
 
@@ -420,6 +427,7 @@ def render():
     _e2e_dlrm_section(lines)
     _e2e_attention_section(lines)
     _e2e_ranking_section(lines)
+    _e2e_tables_section(lines)
     _serving_section(lines)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

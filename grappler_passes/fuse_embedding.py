@@ -204,7 +204,8 @@ class FuseEmbedding(GraphPass):
         attrs["Tids"] = _type_list([dtype_of(info, i) for i in ids])
         attrs["Tpartitions"] = _type_list([dtype_of(info, p) for p in parts])
         fused = view.add_node(OP_NAME, name, list(inputs) + ids + parts + weights, attrs, device)
-        _move_control_edges(view, {n for l in lookups for n in [l.root.name] + l.inner}, fused.name)
+        replaced = {n for l in lookups for n in [l.root.name] + l.inner}
+        _move_control_edges(view, replaced | _table_reads(view, ordered, replaced), fused.name)
         return fused
 
 
@@ -229,6 +230,23 @@ def _move_control_edges(view, replaced, fused):
             del node.input[:]
             node.input.extend(inputs)
     view.touch()
+
+
+def _table_reads(view, tables, replaced):
+    """ReadVariableOps of the fused tables that only replaced nodes read.
+    Keras orders its outputs after every variable read (control edges from
+    them): those edges now wait for the fused op, which reads the table
+    itself, so the read goes and, under precision="bf16", so does the fp32
+    table from the saved model."""
+    reads, frontier = set(), [view.skip_identity(t).split(":")[0] for table in tables for t in table.inputs]
+    while frontier:
+        for consumer, _ in view.consumers(frontier.pop()):
+            if consumer.op == "Identity":
+                frontier.append(consumer.name)
+            elif consumer.op == "ReadVariableOp" and \
+                    all(c.name in replaced for c, _ in view.consumers(consumer.name)):
+                reads.add(consumer.name)
+    return reads
 
 
 def _absorbs_more(lookup):

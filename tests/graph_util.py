@@ -33,3 +33,18 @@ def optimize_graph(graph_def, inputs, outputs, passes=None, custom_ops=True):
 
 def ops_of(graph_def):
     return [n.op for n in graph_def.node]
+
+
+def check_rewrite(fn, specs, feeds, op, count=1, gone=(), rtol=1e-6):
+    """Traces fn, optimizes it, and asserts `count` `op` nodes, none of
+    `gone`, and the original's answers on feeds. Returns the new GraphDef."""
+    import numpy as np
+    graph_def, inputs, outputs = frozen_graph(fn, *specs)
+    new, _ = optimize_graph(graph_def, inputs, outputs)
+    ops = ops_of(new)
+    assert ops.count(op) == count, ops
+    for name in gone:
+        assert name not in ops, ops
+    for g, w in zip(run_graph(new, inputs, outputs, feeds), run_graph(graph_def, inputs, outputs, feeds)):
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=1e-6)
+    return new

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tf_recopt
-from tests.graph_util import frozen_graph, ops_of, optimize_graph, run_graph
+from tests.graph_util import check_rewrite, frozen_graph, ops_of, optimize_graph, run_graph
 
 RNG = np.random.default_rng(5)
 FUSED = "Recopt>FusedEmbeddingLookup"
@@ -15,17 +15,7 @@ T = [tf.constant(RNG.standard_normal((rows, dim)).astype(np.float32)) for rows, 
 
 
 def _check(fn, specs, feeds, fused_ops=1, gone=("GatherV2", "ResourceGather"), rtol=1e-6):
-    graph_def, inputs, outputs = frozen_graph(fn, *specs)
-    new, _ = optimize_graph(graph_def, inputs, outputs)
-    ops = ops_of(new)
-    assert ops.count(FUSED) == fused_ops, ops
-    for op in gone:
-        assert op not in ops, ops
-    want = run_graph(graph_def, inputs, outputs, feeds)
-    got = run_graph(new, inputs, outputs, feeds)
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=rtol, atol=1e-6)
-    return ops
+    return ops_of(check_rewrite(fn, specs, feeds, FUSED, fused_ops, gone, rtol))
 
 
 def _ids(rows, *shape):
