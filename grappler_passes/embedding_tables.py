@@ -162,34 +162,33 @@ def _flattened_ids(view, assignment, depth=12):
 
 def _are_positions(view, shapes, positions, ids):
     """True if `positions` is Range(size of the flat ids): where each id's row goes."""
-    ids_tensor, flat = ids
-    found = probe.leaves(view, [positions], stop=[flat])
-    if found == []:   # a static number of ids: TensorFlow folded the size
-        static = shape_of(shapes, ids_tensor)
-        result = probe.evaluate(view, [positions], [], [[]])[0]
-        return static is not None and None not in static and result is not None and \
-            np.array_equal(result[0], np.arange(int(np.prod(static))))
-    if found != [flat]:
-        return False
-    trials = [np.zeros(n, _np_type(shapes, flat)) for n in (0, 1, 7)]
-    results = probe.evaluate(view, [positions], [flat], [[t] for t in trials])
-    return all(r is not None and np.array_equal(r[0], np.arange(len(t))) for r, t in zip(results, trials))
+    return _probed_by_shape(view, shapes, positions, ids[1], ids[0], [(0,), (1,), (7,)],
+                            lambda shape: np.arange(int(np.prod(shape))))
 
 
 def _reshapes_to_ids(view, shapes, shape_tensor, ids, dim):
     """True if `shape_tensor` is ids' shape + [dim] (the lookup's un-flattening)."""
-    ids_tensor = ids[0]
-    found = probe.leaves(view, [shape_tensor], stop=[ids_tensor])
-    if found == []:   # ids of a static shape: TensorFlow spelt it as constants
-        static = shape_of(shapes, ids_tensor)
-        result = probe.evaluate(view, [shape_tensor], [], [[]])[0]
-        return static is not None and None not in static and result is not None and \
-            list(result[0]) == list(static) + [dim]
-    if found != [ids_tensor]:
+    return _probed_by_shape(view, shapes, shape_tensor, ids[0], ids[0], [(5,), (3, 2), (0, 4)],
+                            lambda shape: list(shape) + [dim])
+
+
+def _probed_by_shape(view, shapes, tensor, fed, ids, trial_shapes, expect):
+    """True if `tensor` is computed from `fed` alone and equals expect(shape)
+    when `fed` has each trial shape. Where TensorFlow folded it to constants
+    (ids of a static shape), it must equal expect(ids' static shape)."""
+    found = probe.leaves(view, [tensor], stop=[fed])
+    if found == []:
+        static = shape_of(shapes, ids)
+        if static is None or None in static:
+            return False
+        trial_shapes, inputs = [tuple(static)], []
+    elif found == [fed]:
+        inputs = [fed]
+    else:
         return False
-    trials = [np.zeros(s, _np_type(shapes, ids_tensor)) for s in [(5,), (3, 2), (0, 4)]]
-    results = probe.evaluate(view, [shape_tensor], [ids_tensor], [[t] for t in trials])
-    return all(r is not None and list(r[0]) == list(t.shape) + [dim] for r, t in zip(results, trials))
+    dtype = _np_type(shapes, fed)
+    results = probe.evaluate(view, [tensor], inputs, [[np.zeros(s, dtype)] if inputs else [] for s in trial_shapes])
+    return all(r is not None and np.array_equal(r[0], expect(s)) for r, s in zip(results, trial_shapes))
 
 
 def _np_type(shapes, tensor):

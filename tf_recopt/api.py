@@ -41,8 +41,8 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
       overwrite: replace an existing output_dir.
       precision: "fp32"; "bf16" stores fused dense weights, retrieval
         candidates and fused embedding tables as bfloat16 (fp32 inputs and
-        accumulation); "int8" stores
-        retrieval candidates as int8 with per-row scales (dense stays fp32).
+        accumulation); "int8" stores retrieval candidates as int8 with
+        per-row scales (dense stays fp32).
       device (option): "cpu" (default) or "gpu": for GPU serving, only rewrites
         whose ops have GPU kernels (fused embedding and interaction are left
         out) and within those kernels' limits (k <= 4096, d <= 1536).

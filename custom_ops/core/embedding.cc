@@ -19,8 +19,7 @@ inline int64_t RowBegin(const EmbeddingBag& bag, int64_t r) {
 inline int64_t ElementBytes(const EmbeddingTableView& t) { return t.bf16 ? 2 : 4; }
 
 inline const void* RowAddress(const EmbeddingTableView& t, const EmbeddingBag& bag, int64_t i) {
-  if (bag.rows != nullptr) return bag.rows[i];
-  return static_cast<const char*>(t.data) + bag.ids[i] * t.dim * ElementBytes(t);
+  return bag.rows != nullptr ? bag.rows[i] : TableRow(t, bag.ids[i]);
 }
 
 inline void Prefetch(const EmbeddingTableView& t, const void* row) {

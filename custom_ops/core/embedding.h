@@ -61,6 +61,11 @@ struct EmbeddingTableView {
   int64_t dim;
 };
 
+// Address of row `row` of `t`.
+inline const void* TableRow(const EmbeddingTableView& t, int64_t row) {
+  return static_cast<const char*>(t.data) + row * t.dim * (t.bf16 ? 2 : 4);
+}
+
 // One feature. Output row r reads ids [begin(r), end(r)): a fixed number
 // per row (ids_per_row) or CSR offsets. Every id must already be in
 // [0, table.rows): the core never checks, so it never branches per id.

@@ -37,12 +37,8 @@ struct FeatureAttrs {
   bool weighted;
 };
 
-// A table the graph split into shards (tf.nn.embedding_lookup over a list):
-// id -> (shard, row) as TensorFlow's "mod" or "div" partition_strategy.
-struct ShardedTable {
-  bool div = false;
-  std::vector<recopt::EmbeddingTableView> shards;
-};
+// A table's shards (tf.nn.embedding_lookup over a list); one entry when whole.
+using Shards = std::vector<recopt::EmbeddingTableView>;
 
 // Per-call state of one feature: resolved ids and row structure.
 struct ResolvedFeature {
@@ -149,9 +145,9 @@ class FusedEmbeddingLookupOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     std::vector<Tensor> inputs(num_inputs_);
     std::vector<recopt::EmbeddingTableView> views(num_tables_);
-    std::vector<ShardedTable> sharded(num_tables_);
+    std::vector<Shards> shards(num_tables_);
     for (int t = 0; t < static_cast<int>(num_tables_); ++t) {
-      OP_REQUIRES_OK(ctx, ReadTable(ctx, t, &inputs, &views[t], &sharded[t]));
+      OP_REQUIRES_OK(ctx, ReadTable(ctx, t, &inputs, &views[t], &shards[t]));
     }
     const int ids_base = num_inputs_;
     const int parts_base = ids_base + features_.size();
@@ -160,7 +156,7 @@ class FusedEmbeddingLookupOp : public OpKernel {
     for (size_t f = 0; f < features_.size(); ++f) {
       const int t = features_[f].table;
       OP_REQUIRES_OK(ctx, Resolve(ctx, f, views[t], ids_base + f, &part, &weight, &resolved[f]));
-      if (shards_[t] > 1) OP_REQUIRES_OK(ctx, ShardRows(f, sharded[t], &resolved[f]));
+      if (shards_[t] > 1) OP_REQUIRES_OK(ctx, ShardRows(f, shards[t], &resolved[f]));
     }
     std::vector<recopt::EmbeddingBag> bags(features_.size());
     OP_REQUIRES_OK(ctx, AllocateOutputs(ctx, resolved, &bags));
@@ -200,8 +196,7 @@ class FusedEmbeddingLookupOp : public OpKernel {
 
   // Logical table t: one input, or shards_[t] inputs of one dtype and width.
   Status ReadTable(OpKernelContext* ctx, int t, std::vector<Tensor>* inputs, recopt::EmbeddingTableView* view,
-                   ShardedTable* sharded) {
-    sharded->div = div_[t];
+                   Shards* shards) {
     int64_t rows = 0;
     for (int s = 0; s < shards_[t]; ++s) {
       const int input = first_input_[t] + s;
@@ -213,7 +208,7 @@ class FusedEmbeddingLookupOp : public OpKernel {
                                        (*inputs)[input].shape().DebugString(), ", unlike shard 0");
       }
       if (s == 0) *view = shard;
-      sharded->shards.push_back(shard);
+      shards->push_back(shard);
       rows += shard.rows;
     }
     if (shards_[t] > 1) *view = {nullptr, view->bf16, rows, view->dim};
@@ -247,11 +242,14 @@ class FusedEmbeddingLookupOp : public OpKernel {
     return OkStatus();
   }
 
-  Status ShardRows(int f, const ShardedTable& table, ResolvedFeature* r) const {
+  // Each id's row address in its shard, mapped as embedding_lookup's
+  // partition_strategy maps it.
+  Status ShardRows(int f, const Shards& shards, ResolvedFeature* r) const {
+    const bool div = div_[features_[f].table];
     std::vector<int64_t> rows;
-    for (const auto& s : table.shards) rows.push_back(s.rows);
+    for (const auto& s : shards) rows.push_back(s.rows);
     const int64_t k = rows.size();
-    const recopt::ShardMap map(table.div, rows.data(), k);
+    const recopt::ShardMap map(div, rows.data(), k);
     if (!map.valid()) {
       return errors::InvalidArgument(name(), ": feature ", f, " (table ", features_[f].table, "): ",
                                      map.total_rows(), " rows cannot be split over ", k, " shards");
@@ -262,10 +260,9 @@ class FusedEmbeddingLookupOp : public OpKernel {
       if (!map.Locate(r->ids[i], &shard, &row)) {
         return errors::InvalidArgument(name(), ": feature ", f, " (table ", features_[f].table, "): indices[", i,
                                        "] = ", r->ids[i], " is not in the table's ", k, " shards (",
-                                       map.total_rows(), " rows, ", table.div ? "div" : "mod", " partitioning)");
+                                       map.total_rows(), " rows, ", div ? "div" : "mod", " partitioning)");
       }
-      const auto& s = table.shards[shard];
-      r->rows[i] = static_cast<const char*>(s.data) + row * s.dim * (s.bf16 ? 2 : 4);
+      r->rows[i] = recopt::TableRow(shards[shard], row);
     }
     return OkStatus();
   }
@@ -278,11 +275,12 @@ class FusedEmbeddingLookupOp : public OpKernel {
   template <typename T>
   Status ResolveIntIds(int f, const T* ids, int64_t n, int64_t rows, int64_t* out) const {
     const FeatureAttrs& a = features_[f];
+    const bool whole = shards_[a.table] == 1;  // ShardRows checks sharded ids
     for (int64_t i = 0; i < n; ++i) {
       int64_t id = static_cast<int64_t>(ids[i]);
       if (a.hash_buckets > 0) id = ((id % a.hash_buckets) + a.hash_buckets) % a.hash_buckets;
       if (a.wrap_negative && id < 0) id += rows;
-      if (shards_[a.table] == 1 && (id < 0 || id >= rows)) return OutOfRange(f, i, id, rows);
+      if (whole && (id < 0 || id >= rows)) return OutOfRange(f, i, id, rows);
       out[i] = id;
     }
     return OkStatus();
@@ -296,9 +294,10 @@ class FusedEmbeddingLookupOp : public OpKernel {
     if (ids.dtype() == DT_INT64) return ResolveIntIds(f, ids.flat<int64_t>().data(), n, table.rows, out->data());
     const tstring* strings = ids.flat<tstring>().data();
     const uint64_t buckets = static_cast<uint64_t>(features_[f].hash_buckets);
+    const bool whole = shards_[features_[f].table] == 1;
     for (int64_t i = 0; i < n; ++i) {
       const int64_t id = static_cast<int64_t>(::util::Fingerprint64(strings[i].data(), strings[i].size()) % buckets);
-      if (shards_[features_[f].table] == 1 && id >= table.rows) return OutOfRange(f, i, id, table.rows);
+      if (whole && id >= table.rows) return OutOfRange(f, i, id, table.rows);
       (*out)[i] = id;
     }
     return OkStatus();
