@@ -29,7 +29,14 @@ band of ones_like(x x^T), so it is the same for every example:
         |
      Reshape [B, m]   rewritten in place; F is the size whose band keeps m entries
 
-tf.where(upper, 0, P) (tfrs' skip_gather) keeps all F*F entries and is left alone.
+The third is DotInteraction(skip_gather=True), the Model Garden DLRM's
+setting: all F*F entries, the masked-out triangle zeroed instead of dropped,
+
+   SelectV2(Cast(mask), ZerosLike(P), P) -> Reshape [B, F*F]   (mask as above)
+
+rewritten in place with -1 (a zero column) at each masked-out entry. When
+the result feeds only a MatMul by a constant (the top MLP's first kernel), the
+zero columns are dropped from the op and their rows from the kernel instead.
 """
 import numpy as np
 from tensorflow.core.framework import attr_value_pb2, types_pb2
@@ -52,14 +59,13 @@ class FuseInteraction(GraphPass):
 
     def run(self, ctx, result):
         view = ctx.view
-        gathers = [n for n in view.nodes() if n.op == "GatherV2" and self._from_product(view, n)]
-        if not gathers:
+        found = [n for n in view.nodes() if self._form(view, n)]
+        if not found:
             return  # spares the shape inference of the whole graph
         info = shapes.tensor_info(view.graph_def)
-        for node in gathers:
+        for node in found:
             try:
-                masked = _const_int(view, node.input[2]) == 0
-                match = (_MaskedInteraction if masked else _Interaction)(view, info, node)
+                match = self._form(view, node)(view, info, node)
             except _Skip as why:
                 result.skip(node.name, str(why))
                 continue
@@ -67,12 +73,20 @@ class FuseInteraction(GraphPass):
             result.apply()
 
     @staticmethod
-    def _from_product(view, gather):
-        reshape = view.node(view.skip_identity(gather.input[0]))
+    def _form(view, node):
+        """The matcher class for a gather or select reading x x^T, else None."""
+        if node.op == "SelectV2":
+            operands = [view.node(view.skip_identity(t)) for t in node.input[1:3]]
+            return _ZeroedInteraction if any(n is not None and n.op in _PRODUCTS for n in operands) else None
+        if node.op != "GatherV2":
+            return None
+        reshape = view.node(view.skip_identity(node.input[0]))
         if reshape is None or reshape.op != "Reshape":
-            return False
+            return None
         product = view.node(view.skip_identity(reshape.input[0]))
-        return product is not None and product.op in _PRODUCTS
+        if product is None or product.op not in _PRODUCTS:
+            return None
+        return _MaskedInteraction if _const_int(view, node.input[2]) == 0 else _Interaction
 
 
 class _Interaction:
@@ -168,11 +182,36 @@ class _Interaction:
         it. The product, reshape, transpose, index wrap (and g, when the concat
         takes the op) are then unused: prune_dead_nodes removes them."""
         target, dense, dense_first = self._dense_concat(g, info)
+        if -1 in self.indices:
+            self._elide_zero_columns(target, shapes.shape_of(info, dense)[1] if dense else 0, dense_first)
         self.view.rewrite(target, "Recopt>DotInteraction", [self.x] + ([dense] if dense else []), {
             "num_features": attr_value_pb2.AttrValue(i=self.f),
             "indices": attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(i=self.indices)),
             "num_dense": attr_value_pb2.AttrValue(i=1 if dense else 0),
             "dense_first": attr_value_pb2.AttrValue(b=dense_first)})
+
+    def _elide_zero_columns(self, target, k, dense_first):
+        """skip_gather's zero columns, when `target` feeds only MatMul(target, W)
+        with W constant (a frozen top-MLP kernel): they add nothing to the
+        product, so the op leaves them out and W loses their rows, which
+        shrinks the first top layer (793 -> 415 rows for F = 27 and k = 64).
+        A W with Inf or NaN in a zero column's row keeps the columns (0 * Inf
+        is NaN in the original)."""
+        view = self.view
+        users = view.consumers(target.name)
+        if target.name in view.protected or len(users) != 1 or view.control_consumers(target.name) or k is None:
+            return
+        matmul, index = users[0]
+        w = view.const_value(matmul.input[1]) if matmul.op == "MatMul" and index == 0 else None
+        pairs = np.array(self.indices) != -1
+        keep = np.concatenate([np.ones(k, bool), pairs] if dense_first else [pairs, np.ones(k, bool)])
+        if w is None or matmul.attr["transpose_a"].b or matmul.attr["transpose_b"].b or w.ndim != 2 \
+                or w.shape[0] != keep.size or not np.isfinite(w[~keep]).all():
+            return
+        kernel = view.add_const(f"{matmul.name}/recopt_nonzero_rows", w[keep])
+        matmul.input[1] = kernel.name
+        self.indices = [i for i in self.indices if i != -1]
+        view.touch()
 
     def _dense_concat(self, g, info):
         """(concat node, dense tensor, dense first?) for DLRM's concat of the
@@ -227,31 +266,72 @@ class _MaskedInteraction(_Interaction):
                 or where is None or where.op != "Where" or flat is None or flat.op != "Reshape" \
                 or not np.array_equal(view.const_value(flat.input[1]), [-1]):
             raise _Skip("indices are not a flattened mask's nonzeros")
-        mask = view.node(view.skip_identity(flat.input[0]))
-        if mask is not None and mask.op == "Cast":
-            mask = view.node(view.skip_identity(mask.input[0]))
-        complement = mask is not None and mask.op == "Sub"
-        band = view.node(view.skip_identity(mask.input[1])) if complement else mask
-        if band is None or band.op != "MatrixBandPart" or not self._ones_of_product(band.input[0]) \
-                or (complement and not self._ones_of_product(mask.input[0])):
-            raise _Skip("the mask is not a band of ones_like(x x^T)")
-        lo, hi = _const_int(self.view, band.input[1]), _const_int(self.view, band.input[2])
-        if lo is None or hi is None:
-            raise _Skip("the band's bounds are not constants")
-
-        def keep(f):
-            i, j = np.indices((f, f))
-            inside = ((lo < 0) | (i - j <= lo)) & ((hi < 0) | (j - i <= hi))
-            return ~inside if complement else inside
-        return keep
-
-    def _ones_of_product(self, tensor):
-        ones = self.view.node(self.view.skip_identity(tensor))
-        return ones is not None and ones.op == "OnesLike" and \
-            self.view.skip_identity(ones.input[0]) == self.product.name
+        return _band_of_ones(view, flat.input[0], self.product.name)
 
     def emit(self, info):
         self._rewrite(self.out, info)
+
+
+class _ZeroedInteraction(_Interaction):
+    """The skip_gather form (module docstring); rewrites the final Reshape."""
+
+    def __init__(self, view, info, select):
+        self.view = view
+        users = view.consumers(select.name)
+        if len(users) != 1 or users[0][0].op != "Reshape" or view.control_consumers(select.name) \
+                or select.name in view.protected:
+            raise _Skip("the select is not reshaped to [B, F*F] alone")
+        self.out = users[0][0]
+        then, other = (view.node(view.skip_identity(t)) for t in select.input[1:3])
+        zeros_first = self._zeros_like(then, other)
+        if not zeros_first and not self._zeros_like(other, then):
+            raise _Skip("the select does not pick between x x^T and zeros_like(x x^T)")
+        self.product = other if zeros_first else then
+        if self.product.attr["T"].type != types_pb2.DT_FLOAT:
+            raise _Skip("the product is not float32")
+        self.x = self._gram_operand()
+        out_shape = shapes.shape_of(info, self.out.name)
+        f = int(np.sqrt(out_shape[1])) if out_shape is not None and len(out_shape) == 2 and out_shape[1] else 0
+        if f * f != (out_shape[1] if f else -1):
+            raise _Skip(f"'{self.out.name}' is not [B, F*F] with a static F")
+        self.f = f
+        keep = _band_of_ones(view, select.input[0], self.product.name)(f)
+        if zeros_first:
+            keep = ~keep   # the zeros are taken where the mask is true
+        self.indices = [i if k else -1 for i, k in enumerate(keep.ravel())]
+
+    def _zeros_like(self, zeros, product):
+        return zeros is not None and product is not None and product.op in _PRODUCTS and \
+            zeros.op == "ZerosLike" and self.view.skip_identity(zeros.input[0]) == product.name
+
+    def emit(self, info):
+        self._rewrite(self.out, info)
+
+
+def _band_of_ones(view, tensor, product):
+    """keep(F) -> [F, F] bool for a mask [Cast] band_part(ones_like(P), lo, hi),
+    or its complement ones_like(P) - band, P being the product `product`."""
+    mask = view.node(view.skip_identity(tensor))
+    if mask is not None and mask.op == "Cast":
+        mask = view.node(view.skip_identity(mask.input[0]))
+    complement = mask is not None and mask.op == "Sub"
+    band = view.node(view.skip_identity(mask.input[1])) if complement else mask
+
+    def ones_of_product(t):
+        ones = view.node(view.skip_identity(t))
+        return ones is not None and ones.op == "OnesLike" and view.skip_identity(ones.input[0]) == product
+    if band is None or band.op != "MatrixBandPart" or not ones_of_product(band.input[0]) \
+            or (complement and not ones_of_product(mask.input[0])):
+        raise _Skip("the mask is not a band of ones_like(x x^T)")
+    lo, hi = _const_int(view, band.input[1]), _const_int(view, band.input[2])
+    if lo is None or hi is None:
+        raise _Skip("the band's bounds are not constants")
+
+    def keep(f):
+        i, j = np.indices((f, f))
+        inside = ((lo < 0) | (i - j <= lo)) & ((hi < 0) | (j - i <= hi))
+        return ~inside if complement else inside
+    return keep
 
 
 def _features_keeping(keep, m, limit=512):

@@ -16,7 +16,7 @@ ROWS, COLS = np.tril_indices(F, -1)
 LOWER = (ROWS * F + COLS).astype(np.int32)
 LOWER_DIAG = np.flatnonzero(np.tril(np.ones((F, F)))).astype(np.int32)
 PASSES = ["fuse_interaction", "prune_dead_nodes"]
-STOCK = {"BatchMatMulV2", "Einsum", "GatherV2", "Transpose"}
+STOCK = {"BatchMatMulV2", "Einsum", "GatherV2", "Transpose", "SelectV2", "MatrixBandPart", "Where"}
 
 
 def _flat(gram):
@@ -51,6 +51,11 @@ def _tfrs_dot_interaction(x, self_interaction, skip_gather=False):
     return tf.reshape(tf.boolean_mask(xactions, lower), (batch, out_dim))
 
 
+def _zeroed(gram, mask_fn, zeros_first=True, zeros=tf.zeros_like):
+    mask, z = mask_fn(gram), zeros(gram)
+    return tf.reshape(tf.where(mask, z, gram) if zeros_first else tf.where(mask, gram, z), (-1, F * F))
+
+
 def _masked(gram, mask_fn, out_dim):
     return tf.reshape(tf.boolean_mask(gram, mask_fn(gram)), (-1, out_dim))
 
@@ -64,6 +69,10 @@ FORMS = {
     "negative_indices": lambda x: _keras_take(_flat(tf.matmul(x, x, transpose_b=True)), LOWER - F * F),
     "tfrs_boolean_mask": lambda x: _tfrs_dot_interaction(x, self_interaction=False),
     "tfrs_self_interaction": lambda x: _tfrs_dot_interaction(x, self_interaction=True),
+    "tfrs_skip_gather": lambda x: _tfrs_dot_interaction(x, self_interaction=False, skip_gather=True),
+    "tfrs_skip_gather_self": lambda x: _tfrs_dot_interaction(x, self_interaction=True, skip_gather=True),
+    "where_zeros_last": lambda x: _zeroed(tf.matmul(x, x, transpose_b=True), lambda g: tf.cast(
+        tf.linalg.band_part(tf.ones_like(g), -1, 0), tf.bool), zeros_first=False),
     "bool_mask_cast": lambda x: _masked(tf.matmul(x, x, transpose_b=True), lambda g: tf.cast(
         tf.linalg.band_part(tf.ones_like(g), -1, 0), tf.bool), F * (F + 1) // 2),
 }
@@ -99,7 +108,7 @@ def _run_with_dense(fn):
     return [n for n in optimized.node if n.op == "Recopt>DotInteraction"], ops_of(optimized)
 
 
-@pytest.mark.parametrize("form", ["transpose_b", "tfrs_boolean_mask"])
+@pytest.mark.parametrize("form", ["transpose_b", "tfrs_boolean_mask", "tfrs_skip_gather"])
 @pytest.mark.parametrize("dense_first", [True, False])
 def test_dense_concat_is_absorbed(ops, form, dense_first):
     """DLRM's concat([dense, interactions], 1): the op writes it directly."""
@@ -108,6 +117,28 @@ def test_dense_concat_is_absorbed(ops, form, dense_first):
         return tf.concat(parts if dense_first else parts[::-1], axis=1)
     fused, _ = _run_with_dense(fn)
     assert len(fused) == 1 and fused[0].attr["num_dense"].i == 1 and fused[0].attr["dense_first"].b == dense_first
+
+
+def _top_layer(w):
+    def fn(x, dense):
+        return tf.matmul(tf.concat([dense, FORMS["tfrs_skip_gather"](x)], axis=1), w)
+    return fn
+
+
+def test_zero_columns_leave_with_the_top_kernels_rows(ops):
+    """skip_gather feeding a constant kernel: the op writes only the kept
+    pairs and the kernel loses the zero columns' rows."""
+    w = RNG.standard_normal((5 + F * F, 7)).astype(np.float32)
+    fused, got_ops = _run_with_dense(_top_layer(w))
+    assert len(fused) == 1 and list(fused[0].attr["indices"].list.i) == LOWER.tolist()
+    assert "SelectV2" not in got_ops
+
+
+def test_zero_columns_stay_when_the_kernel_has_inf_there(ops):
+    w = RNG.standard_normal((5 + F * F, 7)).astype(np.float32)
+    w[5 + F - 1, 3] = np.inf   # row of pair (0, F-1), in the zeroed upper triangle
+    fused, _ = _run_with_dense(_top_layer(w))
+    assert len(fused) == 1 and list(fused[0].attr["indices"].list.i).count(-1) == F * (F + 1) // 2
 
 
 def test_wider_concat_keeps_its_concat(ops):
@@ -125,7 +156,11 @@ NEAR_MISSES = {
     "gram_used_elsewhere": lambda x: _gram_twice(x),
     "wrong_transpose": lambda x: tf.gather(_flat(tf.matmul(tf.transpose(x, [0, 2, 1]), x)), LOWER, axis=1),
     "gather_rows": lambda x: tf.gather(_flat(tf.matmul(x, x, transpose_b=True)), [0, 1], axis=0),
-    "tfrs_skip_gather": lambda x: _tfrs_dot_interaction(x, self_interaction=False, skip_gather=True),
+    "where_data_mask": lambda x: _zeroed(tf.matmul(x, x, transpose_b=True), lambda g: g > 0.5),
+    "where_ones_fill": lambda x: _zeroed(tf.matmul(x, x, transpose_b=True), lambda g: tf.cast(
+        tf.linalg.band_part(tf.ones_like(g), 0, -1), tf.bool), zeros=tf.ones_like),
+    "where_other_gram": lambda x: _zeroed(tf.matmul(x, x, transpose_b=True), lambda g: tf.cast(
+        tf.linalg.band_part(tf.ones_like(tf.matmul(x, 2.0 * x, transpose_b=True)), 0, -1), tf.bool)),
     # A data-dependent mask keeps a different count per example: never a constant selection.
     "mask_not_from_ones": lambda x: _masked(tf.matmul(x, x, transpose_b=True),
                                             lambda g: tf.linalg.band_part(g, -1, 0) > 100.0, 0),
@@ -146,12 +181,16 @@ def test_runtime_indices_stay_stock(ops):
     assert "Recopt>DotInteraction" not in ops_of(optimized)
 
 
-def test_tfrs_dlrm_interaction_fuses_end_to_end(ops, zoo_dir, tmp_path):
-    """A tf_keras DLRM with tfrs' DotInteraction, exported and optimized:
-    its boolean_mask triangle becomes one Recopt>DotInteraction, with parity."""
-    out = tmp_path / "tfrs_dlrm"
-    report = tf_recopt.optimize(zoo_dir("tfrs_dlrm"), str(out))
+@pytest.mark.parametrize("model", ["tfrs_dlrm", "tfrs_dlrm_garden"])
+def test_tfrs_dlrm_interaction_fuses_end_to_end(ops, zoo_dir, tmp_path, model):
+    """tf_keras DLRMs with tfrs' DotInteraction, exported and optimized: the
+    boolean_mask triangle (tfrs_dlrm) or skip_gather's zeroed upper triangle
+    (tfrs_dlrm_garden) becomes one Recopt>DotInteraction, with parity. The
+    garden model's 21 zero columns (F = 6) leave with their top-kernel rows."""
+    out = tmp_path / model
+    report = tf_recopt.optimize(zoo_dir(model), str(out))
     assert report.written and report.parity_ok
     fused = saved_model_nodes(str(out), "Recopt>DotInteraction")
     assert len(fused) == 1 and fused[0].attr["num_dense"].i == 1   # with its Concatenate([bottom, .])
-    assert not saved_model_nodes(str(out), "Where")
+    assert list(fused[0].attr["indices"].list.i) == LOWER.tolist()
+    assert not saved_model_nodes(str(out), "Where") and not saved_model_nodes(str(out), "SelectV2")

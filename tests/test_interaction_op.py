@@ -35,6 +35,32 @@ def test_any_constant_selection_in_any_order(ops):
     _check(ops, x, [])
 
 
+def _skip_gather(f, diagonal):
+    """tfrs' skip_gather layout: all F*F columns, the upper triangle zeroed."""
+    keep = np.tril(np.ones((f, f), bool), 0 if diagonal else -1).ravel()
+    return [i if k else -1 for i, k in enumerate(keep)]
+
+
+@pytest.mark.parametrize("batch", [0, 1, 7, 513])
+@pytest.mark.parametrize("f, d", [(1, 4), (5, 7), (27, 64)])
+def test_zero_columns_match(ops, batch, f, d):
+    x = RNG.standard_normal((batch, f, d)).astype(np.float32)
+    _check(ops, x, _skip_gather(f, diagonal=False))
+    _check(ops, x, _skip_gather(f, diagonal=True))
+    _check(ops, x, [-1])
+    _check(ops, x, [-1, 0, -1, -1])
+
+
+def test_zero_columns_stay_zero_beside_nan_and_inf(ops):
+    """tf.where(upper, 0, x x^T) gives exact zeros even where x x^T is NaN."""
+    x = np.full((2, 3, 4), np.nan, np.float32)
+    x[1] = np.inf
+    got = ops.recopt_dot_interaction(x, [], num_features=3, indices=_skip_gather(3, False)).numpy()
+    zero = np.array(_skip_gather(3, False)) == -1
+    assert np.all(got[:, zero] == 0.0) and not np.signbit(got[:, zero]).any()
+    assert np.isnan(got[0, ~zero]).all() and np.isinf(got[1, ~zero]).all()
+
+
 def test_nan_and_inf_propagate_like_matmul(ops):
     x = RNG.standard_normal((3, 4, 8)).astype(np.float32)
     x[1, 2, 3] = np.nan
@@ -49,6 +75,8 @@ def test_bad_indices_and_shapes_are_named(ops):
     x = np.zeros((2, 3, 4), np.float32)
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=r"indices\[1\] = 9 is not in \[0, 9\)"):
         ops.recopt_dot_interaction(x, [], num_features=3, indices=[0, 9])
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=r"indices\[0\] = -2 is not in"):
+        ops.recopt_dot_interaction(x, [], num_features=3, indices=[-2])
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="3"):
         ops.recopt_dot_interaction(np.zeros((2, 4, 4), np.float32), [], num_features=3, indices=[0])
 

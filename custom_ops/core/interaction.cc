@@ -11,20 +11,25 @@ constexpr int32_t kRowsPerChunk = 4;  // the score kernel's row group
 std::string PairsFromFlat(const std::vector<int64_t>& flat, int64_t num_features, InteractionPairs* pairs) {
   const int64_t limit = num_features * num_features;
   for (size_t t = 0; t < flat.size(); ++t) {
-    if (flat[t] < 0 || flat[t] >= limit) {
+    if ((flat[t] < 0 && flat[t] != kZeroColumn) || flat[t] >= limit) {
       return "indices[" + std::to_string(t) + "] = " + std::to_string(flat[t]) + " is not in [0, " +
-             std::to_string(limit) + ")";
+             std::to_string(limit) + ") or -1 (a zero column)";
     }
   }
   const int64_t chunks = (num_features + kRowsPerChunk - 1) / kRowsPerChunk;
   pairs->chunk_count.assign(chunks, 0);
   for (const int64_t v : flat) {
+    if (v == kZeroColumn) continue;
     int32_t& count = pairs->chunk_count[v / num_features / kRowsPerChunk];
     count = std::max(count, static_cast<int32_t>(v % num_features + 1));
   }
   // Chunk c's [rows, count] block starts at c * kRowsPerChunk * F.
   pairs->offset.clear();
   for (const int64_t v : flat) {
+    if (v == kZeroColumn) {
+      pairs->offset.push_back(static_cast<int32_t>(limit));  // the scratch's trailing 0.0
+      continue;
+    }
     const int64_t i = v / num_features, j = v % num_features, c = i / kRowsPerChunk;
     pairs->offset.push_back(
         static_cast<int32_t>(c * kRowsPerChunk * num_features + (i - c * kRowsPerChunk) * pairs->chunk_count[c] + j));
@@ -33,13 +38,14 @@ std::string PairsFromFlat(const std::vector<int64_t>& flat, int64_t num_features
 }
 
 int64_t InteractionScratchFloats(int64_t num_features) {
-  return num_features * num_features;
+  return num_features * num_features + 1;
 }
 
 void DotInteraction(const GemmKernels& kernels, const float* x, int64_t b0, int64_t b1, int64_t num_features,
                     int64_t dim, const InteractionPairs& pairs, float* out, int64_t ldo, float* scratch) {
   const int64_t f = num_features, p = static_cast<int64_t>(pairs.offset.size());
   float* gram = scratch;
+  gram[f * f] = 0.0f;
   ScoreArgs args{};
   args.dim = static_cast<int>(dim);
   args.storage = kScoreF32;

@@ -20,11 +20,17 @@ struct InteractionPairs {
   std::vector<int32_t> offset;
 };
 
-// Plans flat Gram indices (i * F + j); returns what is wrong with which
-// index, or "" when all are in [0, F*F).
+// An index that selects no Gram entry: its output column is always 0.0
+// (tensorflow-recommenders' skip_gather keeps all F*F columns, the upper
+// triangle zeroed by a tf.where).
+constexpr int64_t kZeroColumn = -1;
+
+// Plans flat Gram indices (i * F + j, or kZeroColumn); returns what is wrong
+// with which index, or "" when all are in [0, F*F) or kZeroColumn.
 std::string PairsFromFlat(const std::vector<int64_t>& flat, int64_t num_features, InteractionPairs* pairs);
 
-// Floats of scratch DotInteraction needs.
+// Floats of scratch DotInteraction needs: the Gram block and one 0.0 that
+// zero columns copy.
 int64_t InteractionScratchFloats(int64_t num_features);
 
 // out[b, t] = dot(x[b, i_t], x[b, j_t]) with flat[t] = i_t * F + j_t, for b in [b0, b1);

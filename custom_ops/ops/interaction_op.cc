@@ -31,7 +31,9 @@ Status DotInteractionShape(shape_inference::InferenceContext* c) {
 
 // y[b, t] = dot(x[b, i_t], x[b, j_t]) with indices[t] = i_t * num_features + j_t:
 // the columns of reshape(x @ x^T, [B, F*F]) that a gather with constant
-// indices keeps (DLRM's lower triangle, with or without the diagonal).
+// indices keeps (DLRM's lower triangle, with or without the diagonal). An
+// index of -1 is a column of zeros: tensorflow-recommenders' skip_gather
+// output, all F*F entries with the upper triangle set to 0.
 // With a dense input (num_dense = 1, [B, k]) the output is DLRM's
 // concat([dense, y], 1) (dense_first) or concat([y, dense], 1), written in place.
 REGISTER_OP("Recopt>DotInteraction")

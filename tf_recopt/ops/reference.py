@@ -100,11 +100,14 @@ def fused_embedding_lookup(tables, features, ids, partitions=None, weights=None,
 
 def dot_interaction(x, indices, dense=None, dense_first=True):
     """Recopt>DotInteraction: columns `indices` (i * F + j) of the flattened
-    per-example Gram matrix x x^T; x is [B, F, d]. With dense [B, k]: the
-    concat of dense and those columns (dense first or last)."""
+    per-example Gram matrix x x^T, -1 giving a column of zeros; x is
+    [B, F, d]. With dense [B, k]: the concat of dense and those columns
+    (dense first or last)."""
     f = x.shape[1]
     gram = tf.reshape(tf.matmul(x, x, transpose_b=True), [-1, f * f])
-    y = tf.gather(gram, tf.constant(indices, tf.int32), axis=1)
+    # A zero column gathers the appended column of zeros at index F*F.
+    padded = tf.concat([gram, tf.zeros_like(gram[:, :1])], axis=1)
+    y = tf.gather(padded, tf.constant([f * f if i == -1 else i for i in indices], tf.int32), axis=1)
     if dense is None:
         return y
     return tf.concat([dense, y] if dense_first else [y, dense], axis=1)

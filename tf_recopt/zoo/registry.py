@@ -34,6 +34,7 @@ MODELS = {
     "dcn": lambda p, s, seed: _legacy_keras_subprocess("dcn", p, s, seed),
     "tfrs_retrieval": lambda p, s, seed: _legacy_keras_subprocess("tfrs_retrieval", p, s, seed),
     "tfrs_dlrm": lambda p, s, seed: _legacy_keras_subprocess("tfrs_dlrm", p, s, seed),
+    "tfrs_dlrm_garden": lambda p, s, seed: _legacy_keras_subprocess("tfrs_dlrm_garden", p, s, seed),
     "tfrs_ranking": lambda p, s, seed: _legacy_keras_subprocess("tfrs_ranking", p, s, seed),
 }
 

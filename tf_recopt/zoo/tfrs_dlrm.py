@@ -16,7 +16,7 @@ CONFIG = {
 }
 
 
-def build(size="full"):
+def build(size="full", skip_gather=False):
     import tensorflow as tf
     import tensorflow_recommenders as tfrs
     c = CONFIG[size]
@@ -26,7 +26,8 @@ def build(size="full"):
     bottom = dense
     for i, n in enumerate(c["bottom"]):
         bottom = tf.keras.layers.Dense(n, activation="relu", name=f"bottom_{i}")(bottom)
-    interactions = tfrs.layers.feature_interaction.DotInteraction(name="interaction")([bottom] + embs)
+    interaction = tfrs.layers.feature_interaction.DotInteraction(skip_gather=skip_gather, name="interaction")
+    interactions = interaction([bottom] + embs)
     x = tf.keras.layers.Concatenate()([bottom, interactions])
     for i, n in enumerate(c["top"]):
         x = tf.keras.layers.Dense(n, activation="relu", name=f"top_{i}")(x)
