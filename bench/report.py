@@ -134,11 +134,12 @@ def _retrieval_section(lines):
 
 def _interaction_section(lines):
     for threads, data in _by_threads("interaction"):
-        lines += [f"### DLRM dot interaction: Recopt>DotInteraction vs BatchMatMulV2 + reshape + gather, "
+        lines += [f"### DLRM dot interaction: Recopt>DotInteraction vs BatchMatMulV2 + reshape + gather or where, "
                   f"{data['setup']}, threads={threads}", "", f"Command: `{data['command']}`", "",
-                  "| batch | stock median / p99 ms | recopt median / p99 ms | speed-up |", "|---:|---:|---:|---:|"]
+                  "| form | batch | stock median / p99 ms | recopt median / p99 ms | speed-up |",
+                  "|---|---:|---:|---:|---:|"]
         for r in data["rows"]:
-            lines.append(f"| {r['batch']} | {r['stock_ms']:.4f} / {r['stock_p99_ms']:.4f} | "
+            lines.append(f"| {r.get('form', 'gather')} | {r['batch']} | {r['stock_ms']:.4f} / {r['stock_p99_ms']:.4f} | "
                          f"{r['recopt_ms']:.4f} / {r['recopt_p99_ms']:.4f} | {r['speedup']:.2f}x |")
         lines.append("")
 
@@ -203,6 +204,12 @@ def _e2e_ranking_section(lines):
 def _e2e_tables_section(lines):
     _e2e_section(lines, "end_to_end_tables", "Wide&Deep and DLRM after sharded-table support and bfloat16 "
                  "embedding tables under precision=\"bf16\" (full size)")
+
+
+def _e2e_tfrs_dlrm_section(lines):
+    _e2e_section(lines, "end_to_end_tfrs_dlrm", "tensorflow-recommenders DLRMs (full size): DotInteraction's "
+                 "boolean_mask triangle (tfrs_dlrm) and its skip_gather=True form, the Model Garden DLRM's "
+                 "(tfrs_dlrm_garden)")
 
 
 def _serving_section(lines):
@@ -361,6 +368,8 @@ SECTIONS = {"topk": (_topk_section, "### TopK:", None), "retrieval": (_retrieval
                                    "### End to end, DIN and DIEN after"),
             "end_to_end_tables": (_e2e_tables_section, "### End to end, Wide&Deep and DLRM after sharded",
                                   "### End to end, TFRS-tutorial ranking"),
+            "end_to_end_tfrs_dlrm": (_e2e_tfrs_dlrm_section, "### End to end, tensorflow-recommenders DLRMs",
+                                     "### End to end, Wide&Deep and DLRM after sharded"),
             "embedding": (_embedding_section, "### Embedding lookups:", None)}
 
 
@@ -428,6 +437,7 @@ def render():
     _e2e_attention_section(lines)
     _e2e_ranking_section(lines)
     _e2e_tables_section(lines)
+    _e2e_tfrs_dlrm_section(lines)
     _serving_section(lines)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
