@@ -16,8 +16,9 @@ Lookups (the root is the node whose output is replaced):
     Sum | Mean(<that gather>, axis=1) over [batch, n] ids           sum / mean
     SparseSegmentSum|Mean|SqrtN[WithNumSegments](table, ids, segment_ids[, n])
         (tf.nn.embedding_lookup_sparse; also its older Unique + Gather form)
-    safe_embedding_lookup_sparse (feature columns): the SparseSegment* above
-        on SparseFillEmptyRows of the ids retained >= 0, then
+    safe_embedding_lookup_sparse (feature columns): the SparseSegment* above,
+        or the weighted chain below, on SparseFillEmptyRows of the ids (and
+        weights) retained >= 0 (and, unless sum, with weight > 0), then
         Select(Tile(empty rows), ZerosLike, lookup) [-> Reshape]     segments_n over the retained ids
     weighted embedding_lookup_sparse (sp_weights given):
         rows = Gather(Gather(table, Unique(ids)), Unique:1) | Gather(table, ids)
@@ -30,6 +31,7 @@ from typing import List, Optional
 
 import numpy as np
 from tensorflow.core.framework import attr_value_pb2, types_pb2
+from tensorflow.python.framework import op_def_registry
 
 from grappler_passes.embedding_tables import Table, const_int, gather_rows, resolve_table
 from grappler_passes.shapes import shape_of
@@ -306,16 +308,70 @@ def match_safe_segments(node, view, shapes, resources) -> Optional[Lookup]:
     fill = view.node(fill_name) if fill_name else None
     if fill is None or fill.op != "SparseFillEmptyRows" or not fill_name.endswith(":2"):
         return None
-    inner = match_segments(view.node(seg), view, shapes, resources)
+    inner = match_segments(view.node(seg), view, shapes, resources) or \
+        match_weighted_segments(view.node(seg), view, shapes, resources)
     if inner is None or inner.feature.layout != "segments" or inner.feature.hash_buckets or \
-            inner.ids != f"{fill.name}:1" or view.source(_column_zero(view, inner.parts[0]) or "") != fill.name:
+            inner.ids != f"{fill.name}:1" or view.source(_segment_rows(view, inner.parts[0]) or "") != fill.name:
         return None
     indices, ids, dense_shape = (view.skip_identity(i) for i in fill.input[:3])
+    weights = _filled_weights(view, inner.weights, fill) if inner.feature.weighted else None
+    if inner.feature.weighted and weights is None:
+        return None
     parts = [_index_op(view, shapes, indices, 1, f"{root.name}/recopt_rows"),
              _index_op(view, shapes, dense_shape, 0, f"{root.name}/recopt_num_rows")]
     feature = dataclasses.replace(inner.feature, layout="segments_n")
     replaced = inner.inner + [view.node(seg).name] + ([select.name] if root is not select else [])
-    return Lookup(root, inner.table, ids, parts, feature, True, [ids, indices, dense_shape], replaced)
+    sources = [ids, indices, dense_shape] + ([weights] if weights else [])
+    return Lookup(root, inner.table, ids, parts, feature, True, sources, replaced, weights)
+
+
+def _segment_rows(view, tensor):
+    """x of x[:, 0] behind segment ids, through the int32 Cast that the
+    weighted lookup's SegmentSum takes."""
+    node = view.node(view.skip_identity(tensor))
+    if node is not None and node.op == "Cast" and node.attr["DstT"].type == types_pb2.DT_INT32:
+        tensor = node.input[0]
+    return _column_zero(view, tensor)
+
+
+def _filled_weights(view, tensor, fill):
+    """The weights before SparseFillEmptyRows when `tensor` is that fill's
+    values and the fill's indices are computed as the ids' fill's are (safe
+    lookups retain ids and weights by the same masks, on the ids' indices):
+    then the fused op can take ids and weights as they were retained."""
+    name = view.skip_identity(tensor) if tensor else ""
+    node = view.node(name.split(":")[0]) if name.endswith(":1") else None
+    if node is None or node.op != "SparseFillEmptyRows" or \
+            not all(_same_computation(view, a, b) for a, b in zip(node.input[:3:2], fill.input[:3:2])):
+        return None
+    return view.skip_identity(node.input[1])
+
+
+def _stateful(op):
+    op_def = op_def_registry.get(op)
+    return op_def is None or op_def.is_stateful or op == "Placeholder"
+
+
+def _public_attrs(node):
+    return {k: v for k, v in node.attr.items() if not k.startswith("_")}
+
+
+def _same_computation(view, a, b, depth=8):
+    """True when tensors a and b are the same output of the same op with the
+    same attrs over inputs that are themselves the same computation (the
+    two Where(mask) a pair of sparse_retain calls build), Consts by value.
+    Stateful ops are only ever the same when they are the same node."""
+    a, b = view.skip_identity(a), view.skip_identity(b)
+    if view.source(a) == view.source(b):
+        return True
+    na, nb = view.node(a.split(":")[0]), view.node(b.split(":")[0])
+    if depth == 0 or na is None or nb is None or na.op != nb.op or a.partition(":")[2] != b.partition(":")[2] \
+            or _stateful(na.op) or _public_attrs(na) != _public_attrs(nb):
+        return False
+    if na.op == "Const":
+        return True   # equal attrs: equal values
+    ins_a, ins_b = view.data_inputs(na), view.data_inputs(nb)
+    return len(ins_a) == len(ins_b) and all(_same_computation(view, x, y, depth - 1) for x, y in zip(ins_a, ins_b))
 
 
 # Longest first: a weighted mean's DivNoNan root before the SegmentSum inside

@@ -74,20 +74,25 @@ def export_tf1_builder(path):
 def export_tf1_feature_columns(path):
     """A TF1 Estimator-style export: feature columns over partitioned
     embedding variables (fixed_size_partitioner, so embedding_lookup's "div"
-    strategy over 3 shards each), hashed strings, a multi-hot sqrtn column
-    and an identity column, into a linear logit."""
+    strategy over 3 shards each), hashed strings, a multi-hot sqrtn column,
+    an identity column and a weighted one (weighted_categorical_column: a
+    weighted safe_embedding_lookup_sparse), into a linear logit."""
     graph = tf.Graph()
     fc = tf.compat.v1.feature_column
     with graph.as_default():
         inputs = {"user": tf.compat.v1.placeholder(tf.string, [None, 1], name="user"),
                   "tags": tf.compat.v1.placeholder(tf.string, [None, 3], name="tags"),
-                  "item": tf.compat.v1.placeholder(tf.int64, [None, 1], name="item")}
+                  "item": tf.compat.v1.placeholder(tf.int64, [None, 1], name="item"),
+                  "clicks": tf.compat.v1.placeholder(tf.int64, [None, 2], name="clicks"),
+                  "clicks_weight": tf.compat.v1.placeholder(tf.float32, [None, 2], name="clicks_weight")}
+        clicks = fc.weighted_categorical_column(fc.categorical_column_with_identity("clicks", 200), "clicks_weight")
         columns = [fc.embedding_column(fc.categorical_column_with_hash_bucket("user", 1000), 8),
                    fc.embedding_column(fc.categorical_column_with_hash_bucket("tags", 500), 4, combiner="sqrtn"),
-                   fc.embedding_column(fc.categorical_column_with_identity("item", 300), 6, combiner="sum")]
+                   fc.embedding_column(fc.categorical_column_with_identity("item", 300), 6, combiner="sum"),
+                   fc.embedding_column(clicks, 5)]
         with tf.compat.v1.variable_scope("input", partitioner=tf.compat.v1.fixed_size_partitioner(3)):
             x = fc.input_layer(inputs, columns)
-        w = tf.compat.v1.get_variable("logit_w", initializer=_const(18, 1))
+        w = tf.compat.v1.get_variable("logit_w", initializer=_const(23, 1))
         logit = tf.identity(tf.matmul(x, w), name="logit")
         with tf.compat.v1.Session(graph=graph) as sess:
             sess.run(tf.compat.v1.global_variables_initializer())

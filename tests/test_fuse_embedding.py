@@ -142,6 +142,41 @@ def test_safe_embedding_lookup_sparse(ops, combiner):
     assert "ConcatV2" not in ops_after
 
 
+@pytest.mark.parametrize("combiner", ["sum", "mean", "sqrtn"])
+def test_weighted_safe_embedding_lookup_sparse(ops, combiner):
+    """sparse_weights given (weighted_categorical_column's form): negative ids
+    dropped with their weights; for mean and sqrtn also ids whose weight is
+    <= 0 or NaN, so a row of only such ids is zeros, not a cancelled sum."""
+    def fn(indices, values, weights, shape):
+        sp, sw = tf.SparseTensor(indices, values, shape), tf.SparseTensor(indices, weights, shape)
+        return tf.concat([tf.nn.safe_embedding_lookup_sparse(T[1], sp, sw, combiner=combiner),
+                          tf.nn.safe_embedding_lookup_sparse(T[2], sp, sw, combiner=combiner)], 1)
+    indices = np.array([[0, 0], [0, 1], [0, 2], [2, 0], [3, 0], [3, 1], [3, 2], [5, 1], [6, 0], [6, 1], [7, 0]],
+                       np.int64)
+    values = np.array([1, -2, 3, -1, 4, 5, 4, 9, 7, 8, 2], np.int64)
+    # row 2 only a negative id; rows 1 and 4 empty; row 6's weights cancel; row 7's is NaN
+    weights = np.array([0.5, 9.0, 2.0, 1.0, 1.5, 0.0, -2.0, 3.0, 1.0, -1.0, np.nan], np.float32)
+    specs = [tf.TensorSpec([None, 2], tf.int64), I64, tf.TensorSpec([None], tf.float32), tf.TensorSpec([2], tf.int64)]
+    gone = _SAFE_GONE + ("SegmentSum", "DivNoNan", "Unique")
+    _check(fn, specs, [indices, values, weights, np.array([8, 3], np.int64)], gone=gone, rtol=2e-6)
+
+
+def test_weighted_safe_lookup_reads_weights_on_the_ids_indices(ops):
+    """safe_embedding_lookup_sparse puts the weights' values on the ids'
+    indices before anything else: weights given on other indices fuse, and
+    give TensorFlow's answer."""
+    def fn(indices, values, w_indices, weights, shape):
+        sp, sw = tf.SparseTensor(indices, values, shape), tf.SparseTensor(w_indices, weights, shape)
+        return tf.concat([tf.nn.safe_embedding_lookup_sparse(T[1], sp, sw, combiner="mean"),
+                          tf.nn.safe_embedding_lookup_sparse(T[2], sp, sw, combiner="mean")], 1)
+    indices = np.array([[0, 0], [0, 1], [2, 0], [3, 1]], np.int64)
+    specs = [tf.TensorSpec([None, 2], tf.int64), I64, tf.TensorSpec([None, 2], tf.int64),
+             tf.TensorSpec([None], tf.float32), tf.TensorSpec([2], tf.int64)]
+    feeds = [indices, np.array([1, 2, -3, 4], np.int64), np.zeros_like(indices),
+             np.array([1.0, 2.0, 3.0, 0.5], np.float32), np.array([4, 2], np.int64)]
+    _check(fn, specs, feeds, gone=_SAFE_GONE + ("SegmentSum", "DivNoNan"), rtol=2e-6)
+
+
 def test_safe_embedding_lookup_sparse_of_rank3_ids(ops):
     """[B, 2, L] ids: the lookup is [B*2, d], reshaped back to [B, 2, d] by the model."""
     def fn(indices, values, shape):

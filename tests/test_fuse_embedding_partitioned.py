@@ -184,13 +184,15 @@ def test_tf1_feature_columns_over_partitioned_variables(ops, tmp_path):
     src = flavours.export_tf1_feature_columns(str(tmp_path / "fc"))
     feeds = dict(user=tf.constant([["u1"], ["u2"], [""], ["u1"]]),
                  tags=tf.constant([["a", "b", ""], ["", "", ""], ["c", "c", "d"], ["a", "", "e"]]),
-                 item=tf.constant([[3], [299], [0], [-1]], tf.int64))
+                 item=tf.constant([[3], [299], [0], [-1]], tf.int64),
+                 clicks=tf.constant([[5, 7], [-1, -1], [199, -1], [0, 5]], tf.int64),
+                 clicks_weight=tf.constant([[0.5, 2.0], [0.0, 0.0], [3.0, 0.0], [1.0, -1.0]]))
     report = tf_recopt.optimize(src, str(tmp_path / "opt"), sample_inputs=feeds)
     assert report.parity_ok
     ops_after = report.signatures["serving_default"].ops_after
     assert ops_after.get(FUSED) == 1, ops_after
     gone = ("DynamicPartition", "ParallelDynamicStitch", "ResourceGather", "SparseSegmentSum", "SparseSegmentMean",
-            "SparseSegmentSqrtN", "SparseFillEmptyRows", "Unique")
+            "SparseSegmentSqrtN", "SparseFillEmptyRows", "Unique", "SegmentSum", "DivNoNan")
     assert not set(ops_after) & set(gone), ops_after
     want = tf.saved_model.load(src).signatures["serving_default"](**feeds)["logit"].numpy()
     got = tf.saved_model.load(str(tmp_path / "opt")).signatures["serving_default"](**feeds)["logit"].numpy()
