@@ -66,7 +66,12 @@ def _emit(view, att, bf16):
 
 
 def _mask_input(view, mask, base, device):
-    """The op's [B, T or 1, S] keep-mask from the graph's tensor."""
+    """The op's [B or 1, T or 1, S] keep-mask from the graph's tensor (or
+    from its value, for a mask made from the scores' shape)."""
+    if mask.constant is not None:
+        keep = mask.constant.reshape(mask.constant.shape[-3:] if not mask.squeeze else
+                                     (1,) + mask.constant.shape[-2:])
+        return view.add_const(f"{base}/mask", ~keep if mask.negate else keep).name
     tensor = mask.tensor
     if mask.squeeze:
         axis = attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(i=[1]))

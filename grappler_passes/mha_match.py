@@ -17,8 +17,9 @@ import dataclasses
 
 import numpy as np
 from tensorflow.core.framework import types_pb2
+from tensorflow.python.framework import op_def_registry
 
-from grappler_passes import shapes
+from grappler_passes import probe, shapes
 from grappler_passes.graph_view import parse_input
 
 _SELECT = ("SelectV2", "Select")
@@ -53,6 +54,7 @@ class Mask:
     squeeze: bool          # the graph's tensor is [B, 1, T or 1, S]
     mode: str              # "select" or "add"
     value: float
+    constant: np.ndarray = None   # the mask's value when it is computed from the scores' shape alone
 
 
 @dataclasses.dataclass
@@ -86,9 +88,9 @@ class Matcher:
                        f"{key.heads}x{key.width}, {value.heads}x{value.width}")
         if value.scale != 1.0:
             raise Skip("the value projection is scaled")
+        if mask is not None:
+            mask.constant = self._shape_only(mask.tensor)
         self._check_private(final)
-        if mask is not None and self._dims(mask.tensor)[0] == 1 and self._dims(query.source)[0] != 1:
-            raise Skip(f"the mask '{mask.tensor}' is shared by the whole batch ([1, ...])")
         return Attention(query, key, value, scale * query.scale * key.scale, mask, zero_masked, kernel, bias, final)
 
     # ---- Softmax input -> scores -----------------------------------------
@@ -363,6 +365,39 @@ class Matcher:
             raise Skip(f"'{reshape.name}': not a reshaped product with a constant [d, N*H] kernel")
         return self._t(node.input[0]), w, pre_bias
 
+    # ---- a mask made from the scores' shape --------------------------------
+    def _shape_only(self, cond):
+        """Keras 3's causal mask is band_part(ones(shape(scores)[-2:]), -1, 0)
+        [None, None]: computed from the scores' shape alone. With T and S
+        static it is one constant [1, 1, T, S] for every call: its value
+        (probed at two batch and head counts, which must agree), with its
+        nodes taken into the pattern so the scores have no outside use.
+        None for any other mask."""
+        nodes, reads, stack = set(), [], [cond]
+        while stack:
+            node = self._producer(stack.pop())
+            if node is None or node.name in nodes or node.op == "Const":
+                continue
+            if node.op == "Placeholder" or _stateful(node.op) or len(nodes) >= 64:
+                return None
+            nodes.add(node.name)
+            if node.op == "Shape":
+                reads.append(node)
+                continue
+            stack.extend(self._t(i) for i in self.view.data_inputs(node))
+        dims = [self._dims(self._t(r.input[0])) for r in reads]
+        if not reads or any(self._t(r.input[0]) not in {self._t(n) for n in self.interior} for r in reads) or \
+                any(len(d) != 4 or None in d[2:] for d in dims):
+            return None
+        probes = [[np.array([b, n] + d[2:], dtype=_shape_dtype(r)) for r, d in zip(reads, dims)]
+                  for b, n in ((1, 1), (3, 2))]
+        values = probe.evaluate(self.view, [cond], [f"{r.name}:0" for r in reads], probes)
+        if any(v is None for v in values) or values[0][0].shape != values[1][0].shape or \
+                not np.array_equal(values[0][0], values[1][0]) or values[0][0].shape[0] != 1:
+            return None
+        self.interior.update(nodes)
+        return values[0][0]
+
     # ---- checks -----------------------------------------------------------
     def _check_private(self, final):
         """Every intermediate the op replaces is used only inside the pattern."""
@@ -450,6 +485,15 @@ class Matcher:
 
     def _dtype(self, tensor):
         return shapes.dtype_of(self.info, self._t(tensor))
+
+
+def _stateful(op):
+    op_def = op_def_registry.get(op)
+    return op_def is None or op_def.is_stateful
+
+
+def _shape_dtype(shape_node):
+    return np.int64 if shape_node.attr["out_type"].type == types_pb2.DT_INT64 else np.int32
 
 
 def _renamed(letters, rename):

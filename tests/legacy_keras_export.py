@@ -16,7 +16,7 @@ GRU_VARIANTS = {
     "last": dict(),
 }
 MHA_T, MHA_S, MHA_D = 6, 9, 16   # MultiHeadAttention models (tests/test_fuse_mha.py)
-MHA_VARIANTS = ("self_masked", "cross")
+MHA_VARIANTS = ("self_masked", "cross", "self_causal")
 RAGGED_ROWS = 70                 # ragged Embedding (tests/test_fuse_embedding_ragged.py)
 LOOKUP_USERS = 300               # StringLookup towers (tests/test_fuse_embedding_lookup_layers.py)
 
@@ -75,6 +75,8 @@ def export_mha(out_dir):
         if name == "self_masked":
             m = keras.Input((MHA_T, MHA_T), dtype=tf.bool, name="m")
             model = keras.Model([q, m], layer(q, q, attention_mask=m))
+        elif name == "self_causal":   # tf_keras builds a [1, T, S] mask from the query's shape
+            model = keras.Model([q], layer(q, q, use_causal_mask=True))
         else:
             kv = keras.Input((MHA_S, MHA_D), name="kv")
             model = keras.Model([q, kv], layer(q, kv))

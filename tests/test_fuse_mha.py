@@ -71,9 +71,7 @@ def test_keras3_self_attention_masked(kwargs):
 
 def test_keras3_causal_and_padding_mask():
     """SASRec-style: use_causal_mask with a padding mask; Keras ands them
-    into one [B, T, T] mask before the softmax, and that is the op's mask.
-    (A causal mask alone is built from the scores' shape for the whole
-    batch, [1, T, T]: left stock, as the batch-shared test shows.)"""
+    into one [B, T, T] mask before the softmax, and that is the op's mask."""
     layer = _keras_mha()
     optimized, _ = _fuse(lambda x, m: layer(x, x, attention_mask=m, use_causal_mask=True),
                          [_x(T), _lengths_mask(T, T)], [_spec(T), tf.TensorSpec([None, T, T], tf.bool)])
@@ -191,12 +189,30 @@ def test_keras3_scores_path_when_scores_are_dropped():
     assert not {"Transpose", "BatchMatMulV2"} & set(ops_of(optimized))
 
 
-def test_batch_shared_causal_mask_stays_stock():
-    """The op takes one mask per example; a [1, 1, T, T] constant is left alone."""
+def test_batch_shared_causal_mask():
+    """A [1, 1, T, T] constant mask is the op's batch-shared [1, T, T] mask."""
     causal = tf.constant(np.tril(np.ones((1, 1, T, T), bool)))
-    optimized, result = _fuse(lambda x: _einsum_attention(x, x, keep=causal), [_x(T)], [_spec(T)])
-    assert FUSED not in ops_of(optimized)
-    assert "whole batch" in result.skipped[0][1]
+    optimized, _ = _fuse(lambda x: _einsum_attention(x, x, keep=causal), [_x(T)], [_spec(T)])
+    _assert_fused(optimized)
+
+
+def test_keras3_causal_mask_alone():
+    """use_causal_mask without a padding mask (SASRec's next-item form):
+    Keras builds one [1, 1, T, T] mask from the scores' shape; with T static
+    it is a constant, the op's batch-shared mask."""
+    layer = _keras_mha()
+    optimized, _ = _fuse(lambda x: layer(x, x, use_causal_mask=True), [_x(T)], [_spec(T)])
+    _assert_fused(optimized)
+    assert not {"MatrixBandPart", "Shape"} & set(ops_of(optimized))
+
+
+def test_keras3_causal_mask_of_dynamic_length_stays_stock():
+    """With T unknown the causal mask needs the scores' runtime shape, which
+    the op does not expose: left to TensorFlow, with the same answers."""
+    layer = _keras_mha()
+    optimized, result = _fuse(lambda x: layer(x, x, use_causal_mask=True), [_x(T)],
+                              [tf.TensorSpec([None, None, D])])
+    assert FUSED not in ops_of(optimized) and "also used by" in result.skipped[0][1]
 
 
 def test_plain_softmax_is_not_attention():
@@ -226,7 +242,7 @@ def legacy_models(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("variant", ["self_masked", "cross"])
+@pytest.mark.parametrize("variant", ["self_masked", "cross", "self_causal"])
 def test_tf_keras_saved_models(legacy_models, tmp_path, variant):
     src, dst = str(legacy_models / variant), str(tmp_path / "opt")
     tf_recopt.optimize(src, dst)
@@ -234,7 +250,7 @@ def test_tf_keras_saved_models(legacy_models, tmp_path, variant):
     assert not saved_model_nodes(dst, "Softmax")
     q = _x(MHA_T, width=MHA_D)
     feeds = {"q": q, "m": _lengths_mask(MHA_T, MHA_T)} if variant == "self_masked" else \
-        {"q": q, "kv": _x(MHA_S, width=MHA_D)}
+        {"q": q} if variant == "self_causal" else {"q": q, "kv": _x(MHA_S, width=MHA_D)}
     want, got = run_signature(src, feeds), run_signature(dst, feeds)
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=2e-5, atol=2e-5)

@@ -123,6 +123,19 @@ def test_one_mask_row_per_example(ops):
     np.testing.assert_array_equal(got, full)
 
 
+@pytest.mark.parametrize("rows", ["causal", "one_row"])
+def test_mask_shared_by_the_batch(ops, rows):
+    """A [1, T or 1, S] mask (Keras' causal mask) applies to every example,
+    as its broadcast to [B, ...] would."""
+    w = _weights(2, 8, 8, 16, 16, 16, 16)
+    x = _x(6, 12, 16)
+    shared = np.tril(np.ones((1, 12, 12), bool)) if rows == "causal" else _lengths_mask(1, 1, 12, lengths=[7])
+    got = _check(ops, x, x, x, w, 2, 8, 8, shared, mask_value=-1e9)
+    full = _run(ops, x, x, x, w, 2, 8, 8, np.repeat(shared, 6, axis=0), scale=1 / np.sqrt(8), mask_value=-1e9)
+    np.testing.assert_array_equal(got, full)
+    assert _run(ops, x[:0], x[:0], x[:0], w, 2, 8, 8, shared, scale=0.5).shape == (0, 12, 16)
+
+
 def test_arbitrary_random_mask(ops):
     w = _weights(4, 6, 6, 12, 12, 12, 12)
     x = _x(3, 17, 12)
@@ -176,7 +189,7 @@ def test_new_weights_are_repacked(ops):
                                rtol=2e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("bad", ["batch", "kv_steps", "width", "mask", "kernel", "heads"])
+@pytest.mark.parametrize("bad", ["batch", "kv_steps", "width", "mask", "mask_batch", "kernel", "heads"])
 def test_bad_shapes_name_the_input(ops, bad):
     w = _weights(2, 4, 4, 8, 8, 8, 8)
     q, k, v, mask = _x(2, 3, 8), _x(2, 5, 8), _x(2, 5, 8), np.ones((2, 3, 5), bool)
@@ -189,6 +202,8 @@ def test_bad_shapes_name_the_input(ops, bad):
         q, match = _x(2, 3, 9), "widths"
     elif bad == "mask":
         mask, match = np.ones((2, 2, 5), bool), "mask must be"
+    elif bad == "mask_batch":
+        mask, match = np.ones((3, 3, 5), bool), "mask must be"
     elif bad == "kernel":
         w[6], match = w[6][:7], "output: weight is"
     else:

@@ -159,7 +159,7 @@ void PackedMha::Head(const MhaBatch& b, const Views& v, int64_t example, int64_t
   PackTransposed(v.k + local * s * v.ldk + head * key_dim_, v.ldk, s, key_dim_, nr, k_packed);
   kernels_->dense(DenseArgs{v.q + local * t * v.ldq + head * key_dim_, v.ldq, t, k_packed, false, zeros, key_dim_,
                             static_cast<int>(s), scores, s, kActNone, 0.f});
-  const bool* mask = b.mask == nullptr ? nullptr : b.mask + example * b.mask_rows * s;
+  const bool* mask = b.mask == nullptr ? nullptr : b.mask + (b.mask_shared ? 0 : example) * b.mask_rows * s;
   kernels_->softmax_rows(SoftmaxArgs{scores, s, t, s, scale_, mask, b.mask_rows == 1 ? 0 : s, mask_mode_,
                                      mask_value_, zero_masked_});
   PackColumns(v.v + local * s * v.ldv + head * value_dim_, v.ldv, s, value_dim_, nr, v_packed);

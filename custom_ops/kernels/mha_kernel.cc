@@ -58,12 +58,13 @@ class MultiHeadAttentionOp : public OpKernel {
                         nullptr, t, t, s, nullptr};
     if (num_masks_ == 1) {
       const Tensor& mask = ctx->input(kMaskInput);
-      OP_REQUIRES(ctx, mask.dims() == 3 && mask.dim_size(0) == batch && mask.dim_size(2) == s &&
-                           (mask.dim_size(1) == t || mask.dim_size(1) == 1),
-                  errors::InvalidArgument(name(), ": mask must be [B, T, S] or [B, 1, S] = [", batch, ", ", t,
+      OP_REQUIRES(ctx, mask.dims() == 3 && (mask.dim_size(0) == batch || mask.dim_size(0) == 1) &&
+                           mask.dim_size(2) == s && (mask.dim_size(1) == t || mask.dim_size(1) == 1),
+                  errors::InvalidArgument(name(), ": mask must be [B or 1, T or 1, S] = [", batch, " or 1, ", t,
                                           " or 1, ", s, "], got ", mask.shape().DebugString()));
       in.mask = mask.flat<bool>().data();
       in.mask_rows = mask.dim_size(1);
+      in.mask_shared = mask.dim_size(0) == 1;
     }
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, t, mha->output_dim()}), &out));

@@ -27,7 +27,8 @@ Status MultiHeadAttentionShape(shape_inference::InferenceContext* c) {
 //   Q = query @ query_kernel + query_bias   ([dq, N*H], heads side by side)
 //   K, V likewise; per head: P = softmax(mask(scale * Q_n K_n^T)) over S
 //   output = concat_n(P V_n) @ output_kernel + output_bias
-// mask (num_masks = 1): [B, T, S] or [B, 1, S] bool, true = attend; a
+// mask (num_masks = 1): [B, T, S] or [B, 1, S] bool, true = attend, or
+// the same with a leading 1 for a mask every example shares (causal); a
 // masked score becomes mask_value ('select', Keras 3) or has it added
 // ('add', tf_keras); zero_masked also zeroes the masked weights after the
 // softmax (Keras 3's explicit-scores path), so a fully masked query row
