@@ -212,6 +212,21 @@ def _e2e_tfrs_dlrm_section(lines):
                  "(tfrs_dlrm_garden)")
 
 
+def _optimize_time_section(lines):
+    data = _load("optimize_time")
+    if not data:
+        return
+    lines += [f"### optimize() time: {data['setup']}, against TensorFlow loading and re-saving the same model", "",
+              f"Command: `{data['command']}`", "",
+              "optimize() includes its parity check (the optimized model reloaded and both run on sample inputs). "
+              f"Medians of {data['repeats']} interleaved runs.", "",
+              "| features | TensorFlow load + save s | optimize() median / max s | ratio |", "|---:|---:|---:|---:|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['features']} | {r['load_save_s']:.2f} | {r['optimize_s']:.2f} / {r['optimize_max_s']:.2f} "
+                     f"| {r['ratio']:.2f}x |")
+    lines.append("")
+
+
 def _serving_section(lines):
     data = _load("serving")
     if not data:
@@ -370,6 +385,8 @@ SECTIONS = {"topk": (_topk_section, "### TopK:", None), "retrieval": (_retrieval
                                   "### End to end, TFRS-tutorial ranking"),
             "end_to_end_tfrs_dlrm": (_e2e_tfrs_dlrm_section, "### End to end, tensorflow-recommenders DLRMs",
                                      "### End to end, Wide&Deep and DLRM after sharded"),
+            "optimize_time": (_optimize_time_section, "### optimize() time:",
+                              "### End to end, tensorflow-recommenders DLRMs"),
             "embedding": (_embedding_section, "### Embedding lookups:", None)}
 
 
@@ -438,6 +455,7 @@ def render():
     _e2e_ranking_section(lines)
     _e2e_tables_section(lines)
     _e2e_tfrs_dlrm_section(lines)
+    _optimize_time_section(lines)
     _serving_section(lines)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -26,6 +26,9 @@ STEPS = [
     ["-m", "bench.end_to_end", "--models", "din,dien", "--name", "end_to_end_attention"],
     ["-m", "bench.end_to_end", "--models", "two_tower,tfrs_retrieval", "--name", "end_to_end_retrieval"],
     ["-m", "bench.end_to_end", "--models", "tfrs_ranking", "--name", "end_to_end_ranking"],
+    ["-m", "bench.end_to_end", "--models", "dlrm,wdl", "--name", "end_to_end_tables"],
+    ["-m", "bench.end_to_end", "--models", "tfrs_dlrm,tfrs_dlrm_garden", "--name", "end_to_end_tfrs_dlrm"],
+    ["-m", "bench.optimize_time"],
     ["-m", "bench.serving"],
     ["-m", "bench.peers"],
 ]

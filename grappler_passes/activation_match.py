@@ -13,6 +13,7 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 
 from grappler_passes.graph_view import parse_input
+from grappler_passes.sessions import evaluation_session
 
 # One-op activations need no probing.
 SINGLE_OP = {
@@ -127,7 +128,7 @@ def _evaluate(view, nodes, pre, out):
     graph = tf.Graph()
     with graph.as_default():
         tf.graph_util.import_graph_def(sub, name="")
-    with tf.compat.v1.Session(graph=graph) as sess:
+    with evaluation_session(graph) as sess:
         name, port = parse_input(out)
         return np.asarray(sess.run(f"{name}:{port}", {"recopt_probe_input:0": PROBE}))
 

@@ -1,4 +1,5 @@
 """Identity/NoOp pruning and dead-node removal."""
+from grappler_passes.graph_view import parse_input
 from grappler_passes.pass_base import GraphPass
 
 _FORWARDING = frozenset({"Identity", "Snapshot", "StopGradient", "PreventGradient"})
@@ -22,6 +23,23 @@ def _inert(view, node, depth=0):
     return False
 
 
+def _bypass(view, forward):
+    """Points each data use of a forward's output at what it forwards,
+    through chains of forwards."""
+    def source(tensor):
+        seen = 0
+        name, port = parse_input(tensor)
+        while port == 0 and name in forward and seen <= len(forward):
+            tensor, seen = forward[name], seen + 1
+            name, port = parse_input(tensor)
+        return tensor
+    for node in view.nodes():
+        for i, inp in enumerate(node.input):
+            if not inp.startswith("^") and parse_input(inp)[0] in forward:
+                node.input[i] = source(inp)
+    view.touch()
+
+
 class PruneIdentity(GraphPass):
     """  x -> Identity -> y   ==>   x -> y
 
@@ -36,19 +54,19 @@ class PruneIdentity(GraphPass):
     def run(self, ctx, result):
         view = ctx.view
         self._drop_inert_control_edges(view)
-        doomed = []
+        # Whether a forward may go does not depend on the others going, so
+        # all are decided first and every use is redirected in one sweep:
+        # one replace_uses per Identity rescanned and re-indexed the graph
+        # each time, quadratic in a model's thousands of Identities.
+        forward, doomed = {}, []
         for node in view.nodes():
-            if node.op in _FORWARDING:
-                reason = self._keep_reason(node, view)
-                if reason:
-                    continue
-                view.replace_uses(node.name, node.input[0])
-                doomed.append(node.name)
-                result.apply()
+            if node.op in _FORWARDING and not self._keep_reason(node, view):
+                forward[node.name] = node.input[0]
             elif node.op == "NoOp" and not view.control_consumers(node.name) and node.name not in view.protected:
                 doomed.append(node.name)
-                result.apply()
-        view.remove_nodes(doomed)
+        _bypass(view, forward)
+        result.matched = result.applied = len(forward) + len(doomed)
+        view.remove_nodes(list(forward) + doomed)
 
     @staticmethod
     def _drop_inert_control_edges(view):

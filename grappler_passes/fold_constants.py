@@ -13,6 +13,7 @@ from tensorflow.python.framework import tensor_util
 
 from grappler_passes.graph_view import parse_input
 from grappler_passes.pass_base import GraphPass
+from grappler_passes.sessions import evaluation_session
 
 # Single-output, stateless ops whose output is no larger than their inputs
 # (Fill/Tile/BroadcastTo would bloat the GraphDef, so they are not here).
@@ -81,5 +82,5 @@ class FoldConstants(GraphPass):
         graph = tf.Graph()
         with graph.as_default():
             tf.graph_util.import_graph_def(sub, name="")
-        with tf.compat.v1.Session(graph=graph) as sess:
+        with evaluation_session(graph, threads=0) as sess:
             return sess.run([f"{n}:0" for n in frontier])

@@ -300,11 +300,13 @@ def _expr_width(e):
 def _fold(node, values):
     """A weight-only node (a bias row picked out of a stacked variable) run once."""
     import tensorflow as tf
+    from grappler_passes.sessions import evaluation_session
     graph = tf.Graph()
     with graph.as_default():
         feeds = [tf.constant(v) for v in values]
         copy = graph.create_op(node.op, feeds, [feeds[0].dtype], attrs=dict(node.attr), name="fold")
-    return tf.compat.v1.Session(graph=graph).run(copy.outputs[0])
+    with evaluation_session(graph) as sess:
+        return sess.run(copy.outputs[0])
 
 
 @dataclasses.dataclass

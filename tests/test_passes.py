@@ -113,6 +113,48 @@ def test_prune_identity_keeps_control_dependencies():
     np.testing.assert_allclose(run_graph(new_def, inputs, outputs, [X])[0], X * 2)
 
 
+def test_prune_identity_bypasses_chains_and_ports():
+    """Chains of Identities over a multi-output op's second output: every
+    use lands on the real producer's port, the chains go."""
+    def fn(x):
+        _, idx = tf.unique(tf.reshape(tf.cast(x > 0, tf.int32), [-1]))
+        a = tf.identity(tf.identity(tf.identity(idx)))
+        return tf.cast(a, tf.float32) + tf.cast(tf.identity(idx), tf.float32)
+    graph_def, inputs, outputs = frozen_graph(fn, SPEC)
+    new_def, results = optimize_graph(graph_def, inputs, outputs, passes=["prune_identity", "prune_dead_nodes"])
+    identities = [n for n in new_def.node if n.op == "Identity"]
+    assert len(identities) <= 1 and results[0].applied >= 4   # the signature's output Identity may stay
+    to_float = [n for n in new_def.node if n.op == "Cast" and n.attr["DstT"].type == tf.float32.as_datatype_enum]
+    assert len(to_float) == 2 and all(list(n.input) == [to_float[0].input[0]] for n in to_float)
+    assert to_float[0].input[0].endswith(":1")
+    np.testing.assert_array_equal(run_graph(new_def, inputs, outputs, [X])[0], run_graph(graph_def, inputs, outputs,
+                                                                                         [X])[0])
+
+
+def test_probe_runs_each_subgraph_structure_once(monkeypatch):
+    """Two lookups' identical arithmetic under other names is evaluated
+    once; a different constant is a different subgraph."""
+    from grappler_passes import probe
+    from grappler_passes.graph_view import GraphView
+
+    def fn(a, b):
+        return (a // 7) * 2, (b // 7) * 2, (b // 8) * 2
+    graph_def, _, outputs = frozen_graph(fn, tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.int64))
+    view = GraphView(graph_def)
+    runs = []
+    real_run = probe._run
+    monkeypatch.setattr(probe, "_run", lambda *args: runs.append(1) or real_run(*args))
+    monkeypatch.setattr(probe, "_CACHE", {})
+    feed = [[np.arange(20, dtype=np.int64)]]
+    first, second, third = (probe.evaluate(view, [out], [src], feed) for out, src in zip(outputs, "abb"))
+    assert len(runs) == 2
+    np.testing.assert_array_equal(first[0][0], np.arange(20) // 7 * 2)
+    np.testing.assert_array_equal(second[0][0], first[0][0])
+    np.testing.assert_array_equal(third[0][0], np.arange(20) // 8 * 2)
+    first[0][0][:] = -1   # callers get copies, not the cached arrays
+    np.testing.assert_array_equal(probe.evaluate(view, [outputs[0]], ["a"], feed)[0][0], np.arange(20) // 7 * 2)
+
+
 class _Exploding(GraphPass):
     name = "exploding"
 
