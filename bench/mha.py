@@ -4,7 +4,9 @@ mask, softmax, context and output projection as a dozen ops). Two recsys
 shapes, d = 64, 4 heads of 16, sequences of 50, batch 1, 64, 512:
   self:   a Behaviour Sequence Transformer block's self-attention over the
           history, with a padding mask [B, 50, 50];
-  target: the candidate item (T = 1) attending over the history (S = 50).
+  target: the candidate item (T = 1) attending over the history (S = 50);
+  causal: SASRec's self-attention, use_causal_mask=True and no padding
+          mask: the op takes Keras' [1, 50, 50] mask as one constant.
 Timed in graph (bench.common.in_graph), so eager dispatch hides neither side.
 
     python -m bench.mha --threads inline|default [--repeats N]
@@ -15,7 +17,7 @@ import numpy as np
 
 D, HEADS, KEY_DIM, STEPS = 64, 4, 16, 50
 BATCHES = (1, 64, 512)
-SHAPES = {"self": STEPS, "target": 1}
+SHAPES = {"self": STEPS, "target": 1, "causal": STEPS}
 
 
 def _inner(batch):
@@ -37,8 +39,10 @@ def _inputs(tf, shape, batch, rng):
     seq = tf.constant(rng.standard_normal((batch, STEPS, D)), tf.float32)
     lengths = rng.integers(1, STEPS + 1, batch)
     keep = np.arange(STEPS)[None, :] < lengths[:, None]
-    q = seq if shape == "self" else tf.constant(rng.standard_normal((batch, 1, D)), tf.float32)
+    q = tf.constant(rng.standard_normal((batch, 1, D)), tf.float32) if shape == "target" else seq
     mask = np.repeat(keep[:, None, :], SHAPES[shape], axis=1)
+    if shape == "causal":
+        mask = np.tril(np.ones((1, STEPS, STEPS), bool))
     return q, seq, tf.constant(mask)
 
 
@@ -46,7 +50,9 @@ def _row(tf, ops, common, args, shape, batch, rng):
     layer, weights = _layer()
     q, seq, mask = _inputs(tf, shape, batch, rng)
     w = [tf.constant(a) for a in weights]
-    fns = {"stock": lambda: layer(q, seq, attention_mask=mask),
+    stock = (lambda: layer(q, seq, use_causal_mask=True)) if shape == "causal" else \
+        (lambda: layer(q, seq, attention_mask=mask))
+    fns = {"stock": stock,
            "recopt": lambda: ops.recopt_multi_head_attention(
                q, seq, seq, *w, [mask], num_heads=HEADS, key_dim=KEY_DIM, value_dim=KEY_DIM,
                scale=1 / np.sqrt(KEY_DIM), mask_value=-2.3726709583555947e+38)}
@@ -67,7 +73,7 @@ def main(argv=None):
     common.write_result(f"mha_{args.threads}", {
         "bench": "mha", "threads": args.threads, "machine": common.machine(),
         "setup": f"keras.layers.MultiHeadAttention({HEADS} heads, key_dim {KEY_DIM}), d={D}, sequence {STEPS}, "
-                 "padding mask; self: T = S = 50, target: T = 1",
+                 "padding mask; self: T = S = 50, target: T = 1; causal: T = S = 50, use_causal_mask alone",
         "command": f"python -m bench.mha --threads {args.threads} --repeats {args.repeats}", "rows": rows})
 
 
