@@ -49,7 +49,8 @@ def _emit(view, att, bf16):
                                         (att.value.kernel, att.value.bias), (att.output_kernel, att.output_bias)]):
         inputs.append(view.add_const(f"{base}/kernel{i}", kernel.astype(np.float32)).name)
         inputs.append(view.add_const(f"{base}/bias{i}", bias.astype(np.float32)).name)
-    if att.mask is not None:
+    tensor_mask = att.mask is not None and not att.mask.causal
+    if tensor_mask:
         inputs.append(_mask_input(view, att.mask, base, final.device))
     attrs = {
         "num_heads": attr_value_pb2.AttrValue(i=att.query.heads),
@@ -59,8 +60,9 @@ def _emit(view, att, bf16):
         "mask_mode": attr_value_pb2.AttrValue(s=(att.mask.mode if att.mask else "select").encode()),
         "mask_value": attr_value_pb2.AttrValue(f=att.mask.value if att.mask else 0.0),
         "zero_masked": attr_value_pb2.AttrValue(b=att.zero_masked),
-        "num_masks": attr_value_pb2.AttrValue(i=0 if att.mask is None else 1),
+        "num_masks": attr_value_pb2.AttrValue(i=1 if tensor_mask else 0),
         "weights_bf16": attr_value_pb2.AttrValue(b=bf16),
+        "causal": attr_value_pb2.AttrValue(b=att.mask is not None and att.mask.causal),
     }
     view.rewrite(final, FUSED_OP, inputs, attrs)
 

@@ -55,6 +55,7 @@ class Mask:
     mode: str              # "select" or "add"
     value: float
     constant: np.ndarray = None   # the mask's value when it is computed from the scores' shape alone
+    causal: bool = False          # it is Keras' causal mask of the scores' (dynamic) shape: an op attr
 
 
 @dataclasses.dataclass
@@ -89,7 +90,7 @@ class Matcher:
         if value.scale != 1.0:
             raise Skip("the value projection is scaled")
         if mask is not None:
-            mask.constant = self._shape_only(mask.tensor)
+            self._shape_only(mask)
         self._check_private(final)
         return Attention(query, key, value, scale * query.scale * key.scale, mask, zero_masked, kernel, bias, final)
 
@@ -106,8 +107,9 @@ class Matcher:
         if found is not None:
             mask, tensor = found
             self.interior.add(node.name)
-        scale, tensor = self._scaled(tensor)
-        return tensor, scale, mask
+        scale, raw = self._scaled(tensor)
+        self.score_tensors = {self._t(tensor), self._t(raw)}   # what a mask may read the shape of
+        return raw, scale, mask
 
     def _select_mask(self, node):
         cond, a, b = (self._t(i) for i in self.view.data_inputs(node)[:3])
@@ -366,13 +368,43 @@ class Matcher:
         return self._t(node.input[0]), w, pre_bias
 
     # ---- a mask made from the scores' shape --------------------------------
-    def _shape_only(self, cond):
+    def _shape_only(self, mask):
         """Keras 3's causal mask is band_part(ones(shape(scores)[-2:]), -1, 0)
         [None, None]: computed from the scores' shape alone. With T and S
-        static it is one constant [1, 1, T, S] for every call: its value
-        (probed at two batch and head counts, which must agree), with its
-        nodes taken into the pattern so the scores have no outside use.
-        None for any other mask."""
+        static it is one constant [1, 1, T, S] (probed at two batch and head
+        counts, which must agree): mask.constant. With them dynamic it is
+        recognised by probing several T, S against that band: mask.causal,
+        an attr of the op. Either way its nodes join the pattern, so the
+        scores have no outside use. Any other mask is left as it is."""
+        found = self._shape_reads(mask.tensor)
+        if found is None:
+            return
+        nodes, reads = found
+        dims = [self._dims(self._t(r.input[0])) for r in reads]
+        if any(len(d) != 4 for d in dims):
+            return
+        if all(None not in d[2:] for d in dims):
+            values = self._probe_shape(mask.tensor, reads, [(1, 1) + tuple(d[2:]) for d in dims],
+                                       [(3, 2) + tuple(d[2:]) for d in dims])
+            if values is not None and values[0].shape == values[1].shape and np.array_equal(*values) and \
+                    values[0].shape[0] == 1:
+                mask.constant = values[0]
+                self.interior.update(nodes)
+            return
+        trials = [(1, 1, 1, 1), (2, 3, 3, 3), (1, 2, 4, 6), (3, 1, 6, 4), (1, 1, 7, 2)]
+        values = self._probe_shape(mask.tensor, reads, *[[t] * len(reads) for t in trials])
+        if values is None or mask.negate:
+            return
+        for (_, _, t, s), v in zip(trials, values):
+            if v.ndim < 2 or v.shape[-2:] != (t, s) or any(n != 1 for n in v.shape[:-2]) or \
+                    not np.array_equal(v.reshape(t, s), np.tril(np.ones((t, s), bool))):
+                return
+        mask.causal = True
+        self.interior.update(nodes)
+
+    def _shape_reads(self, cond):
+        """(nodes, Shape nodes) when cond is computed from constants and the
+        scores' shape alone, else None."""
         nodes, reads, stack = set(), [], [cond]
         while stack:
             node = self._producer(stack.pop())
@@ -385,18 +417,17 @@ class Matcher:
                 reads.append(node)
                 continue
             stack.extend(self._t(i) for i in self.view.data_inputs(node))
-        dims = [self._dims(self._t(r.input[0])) for r in reads]
-        if not reads or any(self._t(r.input[0]) not in {self._t(n) for n in self.interior} for r in reads) or \
-                any(len(d) != 4 or None in d[2:] for d in dims):
+        if not reads or any(self._t(r.input[0]) not in self.score_tensors for r in reads):
             return None
-        probes = [[np.array([b, n] + d[2:], dtype=_shape_dtype(r)) for r, d in zip(reads, dims)]
-                  for b, n in ((1, 1), (3, 2))]
+        return nodes, reads
+
+    def _probe_shape(self, cond, reads, *shapes_per_probe):
+        """cond's value for each probe (a shape per Shape node), or None if
+        any probe fails."""
+        probes = [[np.array(shape, dtype=_shape_dtype(r)) for r, shape in zip(reads, shapes)]
+                  for shapes in shapes_per_probe]
         values = probe.evaluate(self.view, [cond], [f"{r.name}:0" for r in reads], probes)
-        if any(v is None for v in values) or values[0][0].shape != values[1][0].shape or \
-                not np.array_equal(values[0][0], values[1][0]) or values[0][0].shape[0] != 1:
-            return None
-        self.interior.update(nodes)
-        return values[0][0]
+        return None if any(v is None for v in values) else [v[0] for v in values]
 
     # ---- checks -----------------------------------------------------------
     def _check_private(self, final):

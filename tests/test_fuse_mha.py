@@ -148,12 +148,15 @@ _EINSUM_W = [tf.constant((RNG.standard_normal(shape) / np.sqrt(shape[0])).astype
              [(D, 2, 4), (D, 2, 4), (D, 2, 4), (2, 4, 5)]]   # Glorot-like scale: outputs of order 1
 
 
-def _einsum_attention(q, kv, keep=None):
-    """Heads as einsum over [d, N, H] kernels, the scale on the query."""
+def _einsum_attention(q, kv, keep=None, keep_of=None):
+    """Heads as einsum over [d, N, H] kernels, the scale on the query; the
+    mask `keep`, or keep_of(scores)."""
     wq, wk, wv, wo = _EINSUM_W
     qh = tf.einsum("btd,dnh->btnh", q, wq) * 0.5
     kh, vh = tf.einsum("bsd,dnh->bsnh", kv, wk), tf.einsum("bsd,dnh->bsnh", kv, wv)
     scores = tf.einsum("btnh,bsnh->bnts", qh, kh)
+    if keep_of is not None:
+        keep = keep_of(scores)
     if keep is not None:
         scores = tf.where(keep, scores, -1e9)
     return tf.einsum("btnh,nhe->bte", tf.einsum("bnts,bsnh->btnh", tf.nn.softmax(scores), vh), wo)
@@ -206,13 +209,33 @@ def test_keras3_causal_mask_alone():
     assert not {"MatrixBandPart", "Shape"} & set(ops_of(optimized))
 
 
-def test_keras3_causal_mask_of_dynamic_length_stays_stock():
-    """With T unknown the causal mask needs the scores' runtime shape, which
-    the op does not expose: left to TensorFlow, with the same answers."""
+@pytest.mark.parametrize("steps", [1, 5, T])
+def test_keras3_causal_mask_of_dynamic_length(steps):
+    """With T unknown the causal mask comes from the scores' runtime shape:
+    probed at several T and S, it is the band the op's causal attr applies."""
     layer = _keras_mha()
-    optimized, result = _fuse(lambda x: layer(x, x, use_causal_mask=True), [_x(T)],
+    optimized, _ = _fuse(lambda x: layer(x, x, use_causal_mask=True), [_x(steps)], [tf.TensorSpec([None, None, D])])
+    _assert_fused(optimized)
+    fused = [n for n in optimized.node if n.op == FUSED]
+    assert fused[0].attr["causal"].b and fused[0].attr["num_masks"].i == 0
+    assert not {"MatrixBandPart", "Shape"} & set(ops_of(optimized))
+
+
+def _band_of_shape(lower, upper):
+    return lambda s: tf.linalg.band_part(tf.ones(tf.shape(s)[2:], tf.bool), lower, upper)[None, None]
+
+
+def test_hand_written_causal_band_of_dynamic_length():
+    optimized, _ = _fuse(lambda x: _einsum_attention(x, x, keep_of=_band_of_shape(-1, 0)), [_x(T)],
+                         [tf.TensorSpec([None, None, D])])
+    _assert_fused(optimized)
+
+
+def test_shape_derived_mask_that_is_not_causal_stays_stock():
+    """An upper band of the scores' shape: probing tells it from the causal band."""
+    optimized, result = _fuse(lambda x: _einsum_attention(x, x, keep_of=_band_of_shape(0, -1)), [_x(T)],
                               [tf.TensorSpec([None, None, D])])
-    assert FUSED not in ops_of(optimized) and "also used by" in result.skipped[0][1]
+    assert FUSED not in ops_of(optimized) and result.skipped
 
 
 def test_plain_softmax_is_not_attention():

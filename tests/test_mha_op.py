@@ -136,6 +136,18 @@ def test_mask_shared_by_the_batch(ops, rows):
     assert _run(ops, x[:0], x[:0], x[:0], w, 2, 8, 8, shared, scale=0.5).shape == (0, 12, 16)
 
 
+@pytest.mark.parametrize("t, s", [(12, 12), (5, 9), (9, 5), (1, 7), (0, 4)])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_causal_attr(ops, t, s, with_mask):
+    """causal masks key step j > query step i (band_part(ones, -1, 0), as
+    Keras builds it for any T and S), on its own or with a mask."""
+    w = _weights(2, 8, 8, 16, 16, 16, 16)
+    q, kv = _x(4, t, 16), _x(4, s, 16)
+    mask = _lengths_mask(4, t, s, lengths=[s, 1, 3, 0]) if with_mask else None
+    _check(ops, q, kv, kv, w, 2, 8, 8, mask, mask_value=-1e9, causal=True)
+    _check(ops, q, kv, kv, w, 2, 8, 8, mask, mask_value=-1e9, causal=True, zero_masked=True)
+
+
 def test_arbitrary_random_mask(ops):
     w = _weights(4, 6, 6, 12, 12, 12, 12)
     x = _x(3, 17, 12)

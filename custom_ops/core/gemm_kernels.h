@@ -94,6 +94,7 @@ struct SoftmaxArgs {
   int mask_mode;          // MaskMode
   float mask_value;
   bool zero_masked;       // masked-out weights are 0 after the softmax too (a fully masked row sums to 0)
+  bool causal = false;    // also masked where column > row: band_part(ones, -1, 0), Keras' causal mask
 };
 
 struct GemmKernels {

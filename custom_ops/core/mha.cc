@@ -91,6 +91,7 @@ std::string PackedMha::Pack(const MhaSpec& s, const GemmKernels& kernels, bool w
   mask_mode_ = s.mask_mode;
   mask_value_ = s.mask_value;
   zero_masked_ = s.zero_masked;
+  causal_ = s.causal;
   const int nr = kernels.nr;
   std::string err;
   if (err.empty()) err = q_.Pack(s.query, nr, weights_bf16);
@@ -161,7 +162,7 @@ void PackedMha::Head(const MhaBatch& b, const Views& v, int64_t example, int64_t
                             static_cast<int>(s), scores, s, kActNone, 0.f});
   const bool* mask = b.mask == nullptr ? nullptr : b.mask + (b.mask_shared ? 0 : example) * b.mask_rows * s;
   kernels_->softmax_rows(SoftmaxArgs{scores, s, t, s, scale_, mask, b.mask_rows == 1 ? 0 : s, mask_mode_,
-                                     mask_value_, zero_masked_});
+                                     mask_value_, zero_masked_, causal_});
   PackColumns(v.v + local * s * v.ldv + head * value_dim_, v.ldv, s, value_dim_, nr, v_packed);
   kernels_->dense(DenseArgs{scores, s, t, v_packed, false, zeros, static_cast<int>(s), value_dim_,
                             ctx + local * t * nhv + head * value_dim_, nhv, kActNone, 0.f});

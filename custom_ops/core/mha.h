@@ -27,6 +27,7 @@ struct MhaSpec {
   int mask_mode;                  // MaskMode
   float mask_value;
   bool zero_masked;               // masked weights also zeroed after the softmax
+  bool causal = false;            // also mask key steps after the query step (Keras' causal mask)
 };
 
 struct MhaBatch {
@@ -68,6 +69,7 @@ class PackedMha {
   int mask_mode_ = kMaskSelect;
   float mask_value_ = 0.f;
   bool zero_masked_ = false;
+  bool causal_ = false;
   PackedLayer q_, k_, v_, o_;
   PackedLayer kv_, qkv_;  // side by side; empty (k == 0) when the input widths differ
 };

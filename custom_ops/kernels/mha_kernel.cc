@@ -30,6 +30,7 @@ class MultiHeadAttentionOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("zero_masked", &zero_masked_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("num_masks", &num_masks_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("weights_bf16", &weights_bf16_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("causal", &causal_));
     OP_REQUIRES(ctx, num_masks_ <= 1, errors::InvalidArgument(name(), ": at most one mask, got ", num_masks_));
     mask_mode_ = mode == "add" ? recopt::kMaskAdd : recopt::kMaskSelect;
   }
@@ -83,7 +84,7 @@ class MultiHeadAttentionOp : public OpKernel {
       }
     }
     recopt::MhaSpec spec{heads_, key_dim_, value_dim_, {}, {}, {}, {}, scale_, mask_mode_, mask_value_,
-                         zero_masked_};
+                         zero_masked_, causal_};
     recopt::DenseLayerSpec* layers[] = {&spec.query, &spec.key, &spec.value, &spec.output};
     static const char* const kNames[] = {"query", "key", "value", "output"};
     for (int l = 0; l < 4; ++l) {
@@ -121,7 +122,7 @@ class MultiHeadAttentionOp : public OpKernel {
   int heads_ = 0, key_dim_ = 0, value_dim_ = 0, num_masks_ = 0;
   int mask_mode_ = recopt::kMaskSelect;
   float scale_ = 1.f, mask_value_ = 0.f;
-  bool weights_bf16_ = false, zero_masked_ = false;
+  bool weights_bf16_ = false, zero_masked_ = false, causal_ = false;
   mutex mu_;
   std::shared_ptr<const recopt::PackedMha> packed_ TF_GUARDED_BY(mu_);
   recopt_kernels::HeldInputs held_ TF_GUARDED_BY(mu_);

@@ -28,7 +28,8 @@ Status MultiHeadAttentionShape(shape_inference::InferenceContext* c) {
 //   K, V likewise; per head: P = softmax(mask(scale * Q_n K_n^T)) over S
 //   output = concat_n(P V_n) @ output_kernel + output_bias
 // mask (num_masks = 1): [B, T, S] or [B, 1, S] bool, true = attend, or
-// the same with a leading 1 for a mask every example shares (causal); a
+// the same with a leading 1 for a mask every example shares; causal also
+// masks key step s > query step t (Keras' band_part(ones, -1, 0)); a
 // masked score becomes mask_value ('select', Keras 3) or has it added
 // ('add', tf_keras); zero_masked also zeroes the masked weights after the
 // softmax (Keras 3's explicit-scores path), so a fully masked query row
@@ -56,6 +57,7 @@ REGISTER_OP("Recopt>MultiHeadAttention")
     .Attr("zero_masked: bool = false")
     .Attr("num_masks: int >= 0 = 0")
     .Attr("weights_bf16: bool = false")
+    .Attr("causal: bool = false")
     .SetShapeFn(MultiHeadAttentionShape);
 
 }  // namespace tensorflow

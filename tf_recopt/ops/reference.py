@@ -182,11 +182,13 @@ def gru(x, initial_state, kernel, recurrent_kernel, input_bias, recurrent_bias, 
 
 def multi_head_attention(query, key, value, query_kernel, query_bias, key_kernel, key_bias, value_kernel,
                          value_bias, output_kernel, output_bias, num_heads, key_dim, value_dim, scale,
-                         mask=None, mask_mode="select", mask_value=0.0, zero_masked=False, weights_bf16=False):
+                         mask=None, mask_mode="select", mask_value=0.0, zero_masked=False, weights_bf16=False,
+                         causal=False):
     """Recopt>MultiHeadAttention: Keras' MultiHeadAttention at inference with
     2-D kernels (heads side by side in the columns). mask [B, T or 1, S]:
     where False the scaled score becomes mask_value ("select") or has it
-    added ("add"); softmax over S; zero_masked then zeroes the masked weights."""
+    added ("add"); causal also masks key step s > query step t; softmax
+    over S; zero_masked then zeroes the masked weights."""
     def rounded(w):
         w = tf.convert_to_tensor(w)
         return tf.cast(tf.cast(w, tf.bfloat16), tf.float32) if weights_bf16 else w
@@ -199,6 +201,9 @@ def multi_head_attention(query, key, value, query_kernel, query_bias, key_kernel
     k = heads(key, key_kernel, key_bias, key_dim)
     v = heads(value, value_kernel, value_bias, value_dim)
     scores = tf.matmul(q, k, transpose_b=True) * scale
+    if causal:
+        lower = tf.linalg.band_part(tf.ones(tf.shape(scores)[2:], tf.bool), -1, 0)[None]
+        mask = lower if mask is None else tf.logical_and(tf.convert_to_tensor(mask), lower)
     if mask is not None:
         keep = tf.expand_dims(tf.convert_to_tensor(mask), 1)
         masked = scores + mask_value if mask_mode == "add" else tf.fill(tf.shape(scores), mask_value)
