@@ -212,15 +212,19 @@ def _e2e_tfrs_dlrm_section(lines):
                  "(tfrs_dlrm_garden)")
 
 
+def _headed(lines, data, title, note, table_head):
+    """A section's title, command, explanatory note and table header."""
+    lines += [title, "", f"Command: `{data['command']}`", "", note, "", *table_head]
+
+
 def _optimize_time_section(lines):
     data = _load("optimize_time")
     if not data:
         return
-    lines += [f"### optimize() time: {data['setup']}, against TensorFlow loading and re-saving the same model", "",
-              f"Command: `{data['command']}`", "",
-              "optimize() includes its parity check (the optimized model reloaded and both run on sample inputs). "
-              f"Medians of {data['repeats']} interleaved runs.", "",
-              "| features | TensorFlow load + save s | optimize() median / max s | ratio |", "|---:|---:|---:|---:|"]
+    _headed(lines, data, f"### optimize() time: {data['setup']}, against TensorFlow loading and re-saving the same "
+            "model", "optimize() includes its parity check (the optimized model reloaded and both run on sample "
+            f"inputs). Medians of {data['repeats']} interleaved runs.",
+            ["| features | TensorFlow load + save s | optimize() median / max s | ratio |", "|---:|---:|---:|---:|"])
     for r in data["rows"]:
         lines.append(f"| {r['features']} | {r['load_save_s']:.2f} | {r['optimize_s']:.2f} / {r['optimize_max_s']:.2f} "
                      f"| {r['ratio']:.2f}x |")
@@ -231,14 +235,13 @@ def _serving_section(lines):
     data = _load("serving")
     if not data:
         return
-    lines += [f"### Serving: `tf-recopt serve` on loopback, {data['setup']}", "",
-              f"Command: `{data['command']}`", "",
-              "Closed loop over gRPC (TF Serving's stubs): each of `concurrency` clients sends its next request "
-              "when the last returns. Client and server share the machine's cores. Batching parameters: "
-              + data["batching"].strip().replace("\n", "; ") + ". `vs stock`: QPS against stock TensorFlow at the same "
-              "batching setting and concurrency; `vs unbatched`: against the same model without batching.", "",
-              "| model | batching | concurrency | requests | errors | QPS | p50 ms | p99 ms | vs stock | vs unbatched |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    _headed(lines, data, f"### Serving: `tf-recopt serve` on loopback, {data['setup']}",
+            "Closed loop over gRPC (TF Serving's stubs): each of `concurrency` clients sends its next request "
+            "when the last returns. Client and server share the machine's cores. Batching parameters: "
+            + data["batching"].strip().replace("\n", "; ") + ". `vs stock`: QPS against stock TensorFlow at the same "
+            "batching setting and concurrency; `vs unbatched`: against the same model without batching.",
+            ["| model | batching | concurrency | requests | errors | QPS | p50 ms | p99 ms | vs stock | vs unbatched |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"])
     for r in data["rows"]:
         lines.append(f"| {r['variant']} | {'on' if r['batching'] else 'off'} | {r['concurrency']} | {r['requests']} | "
                      f"{r['errors']} | {r['qps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
