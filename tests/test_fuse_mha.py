@@ -69,12 +69,15 @@ def test_keras3_self_attention_masked(kwargs):
     assert result.applied == 1
 
 
-def test_keras3_causal_and_padding_mask():
+@pytest.mark.parametrize("steps", [T, None], ids=["static_t", "dynamic_t"])
+def test_keras3_causal_and_padding_mask(steps):
     """SASRec-style: use_causal_mask with a padding mask; Keras ands them
-    into one [B, T, T] mask before the softmax, and that is the op's mask."""
+    into one [B, T, T] mask before the softmax (the causal part from the
+    inputs' shapes, so T may be dynamic), and that is the op's mask."""
     layer = _keras_mha()
     optimized, _ = _fuse(lambda x, m: layer(x, x, attention_mask=m, use_causal_mask=True),
-                         [_x(T), _lengths_mask(T, T)], [_spec(T), tf.TensorSpec([None, T, T], tf.bool)])
+                         [_x(T), _lengths_mask(T, T)],
+                         [tf.TensorSpec([None, steps, D]), tf.TensorSpec([None, steps, steps], tf.bool)])
     _assert_fused(optimized)
 
 
