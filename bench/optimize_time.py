@@ -37,10 +37,11 @@ def _export(tf, path, n):
     tf.saved_model.save(model, path, signatures={"serving_default": model.serve})
 
 
-def _seconds(fn):
+def _timed(fn):
+    """(seconds fn() took, its result)."""
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    value = fn()
+    return time.perf_counter() - start, value
 
 
 def _load_and_save(tf, src, dst):
@@ -63,12 +64,12 @@ def main(argv=None):
             feeds = {"ids": tf.constant(np.random.default_rng(1).integers(0, 4000, (4, n)))}
             stock, ours = [], []
             for r in range(args.repeats):   # interleaved, each into a fresh directory
-                stock.append(_seconds(lambda: _load_and_save(tf, src, os.path.join(work, f"s{n}_{r}"))))
-                report = [None]
-                ours.append(_seconds(lambda: report.__setitem__(0, tf_recopt.optimize(
-                    src, os.path.join(work, f"o{n}_{r}"), sample_inputs=feeds))))
-                fused = report[0].signatures["serving_default"].ops_after.get("Recopt>FusedEmbeddingLookup")
-                assert report[0].parity_ok and fused == 1, report[0]
+                stock.append(_timed(lambda: _load_and_save(tf, src, os.path.join(work, f"s{n}_{r}")))[0])
+                seconds, report = _timed(lambda: tf_recopt.optimize(src, os.path.join(work, f"o{n}_{r}"),
+                                                                    sample_inputs=feeds))
+                ours.append(seconds)
+                fused = report.signatures["serving_default"].ops_after.get("Recopt>FusedEmbeddingLookup")
+                assert report.parity_ok and fused == 1, report
             row = {"features": n, "load_save_s": statistics.median(stock), "optimize_s": statistics.median(ours),
                    "optimize_max_s": max(ours)}
             row["ratio"] = row["optimize_s"] / row["load_save_s"]

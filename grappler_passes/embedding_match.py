@@ -31,9 +31,9 @@ from typing import List, Optional
 
 import numpy as np
 from tensorflow.core.framework import attr_value_pb2, types_pb2
-from tensorflow.python.framework import op_def_registry
 
 from grappler_passes.embedding_tables import Table, const_int, gather_rows, resolve_table
+from grappler_passes.graph_view import is_stateful, public_attrs
 from grappler_passes.shapes import shape_of
 from tf_recopt.ops.embedding import EmbeddingFeature
 
@@ -347,26 +347,18 @@ def _filled_weights(view, tensor, fill):
     return view.skip_identity(node.input[1])
 
 
-def _stateful(op):
-    op_def = op_def_registry.get(op)
-    return op_def is None or op_def.is_stateful or op == "Placeholder"
-
-
-def _public_attrs(node):
-    return {k: v for k, v in node.attr.items() if not k.startswith("_")}
-
-
 def _same_computation(view, a, b, depth=8):
     """True when tensors a and b are the same output of the same op with the
     same attrs over inputs that are themselves the same computation (the
     two Where(mask) a pair of sparse_retain calls build), Consts by value.
-    Stateful ops are only ever the same when they are the same node."""
+    Stateful ops and placeholders are only ever the same when they are the
+    same node."""
     a, b = view.skip_identity(a), view.skip_identity(b)
     if view.source(a) == view.source(b):
         return True
     na, nb = view.node(a.split(":")[0]), view.node(b.split(":")[0])
     if depth == 0 or na is None or nb is None or na.op != nb.op or a.partition(":")[2] != b.partition(":")[2] \
-            or _stateful(na.op) or _public_attrs(na) != _public_attrs(nb):
+            or is_stateful(na.op) or na.op == "Placeholder" or public_attrs(na) != public_attrs(nb):
         return False
     if na.op == "Const":
         return True   # equal attrs: equal values

@@ -8,7 +8,7 @@ import collections
 
 import numpy as np
 from tensorflow.core.framework import attr_value_pb2, node_def_pb2, types_pb2
-from tensorflow.python.framework import tensor_util
+from tensorflow.python.framework import op_def_registry, tensor_util
 
 
 class GraphValidityError(ValueError):
@@ -21,6 +21,18 @@ def parse_input(name):
         return name[1:], -1
     node, _, port = name.partition(":")
     return node, int(port) if port else 0
+
+
+def is_stateful(op):
+    """True for ops whose output is not a function of their inputs (variable
+    reads, random ops) and for ops this TensorFlow does not know."""
+    op_def = op_def_registry.get(op)
+    return op_def is None or op_def.is_stateful
+
+
+def public_attrs(node):
+    """The attrs that define what a node computes (not _class, _output_shapes...)."""
+    return {k: v for k, v in node.attr.items() if not k.startswith("_")}
 
 
 def tensor_name(node, port=0):

@@ -17,10 +17,9 @@ import dataclasses
 
 import numpy as np
 from tensorflow.core.framework import types_pb2
-from tensorflow.python.framework import op_def_registry
 
 from grappler_passes import probe, shapes
-from grappler_passes.graph_view import parse_input
+from grappler_passes.graph_view import is_stateful, parse_input
 
 _SELECT = ("SelectV2", "Select")
 # Axis roles, as digits so they never clash with an equation's own letters:
@@ -410,7 +409,7 @@ class Matcher:
             node = self._producer(stack.pop())
             if node is None or node.name in nodes or node.op == "Const":
                 continue
-            if node.op == "Placeholder" or _stateful(node.op) or len(nodes) >= 64:
+            if node.op == "Placeholder" or is_stateful(node.op) or len(nodes) >= 64:
                 return None
             nodes.add(node.name)
             if node.op == "Shape":
@@ -516,11 +515,6 @@ class Matcher:
 
     def _dtype(self, tensor):
         return shapes.dtype_of(self.info, self._t(tensor))
-
-
-def _stateful(op):
-    op_def = op_def_registry.get(op)
-    return op_def is None or op_def.is_stateful
 
 
 def _shape_dtype(shape_node):

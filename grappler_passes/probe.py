@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 
-from grappler_passes.graph_view import parse_input
+from grappler_passes.graph_view import parse_input, public_attrs
 from grappler_passes.sessions import evaluation_session
 
 # A probed subgraph is index arithmetic: a few dozen nodes in every form seen.
@@ -109,8 +109,7 @@ def _structure_key(nodes, fetches, probes):
         return f"{rename.get(name, name)}:{port}"
     parts = []
     for node in nodes:
-        attrs = sorted((k, v.SerializeToString(deterministic=True)) for k, v in node.attr.items()
-                       if not k.startswith("_"))   # _output_shapes and the like compute nothing
+        attrs = sorted((k, v.SerializeToString(deterministic=True)) for k, v in public_attrs(node).items())
         parts.append((node.op, tuple(canonical(i) for i in node.input), tuple(attrs)))
     values = tuple((np.asarray(v).dtype.str, np.shape(v), np.asarray(v).tobytes()) for probe in probes
                    for v in probe)

@@ -1,10 +1,10 @@
 """The Session passes evaluate small subgraphs in (probes, constant folds).
 
 Each evaluation builds a fresh graph and runs it once, so Grappler's own
-optimization of that graph, and new thread pools, would cost more than the
-run: about 4 ms of a 4.3 ms probe, against 1.3 ms with both off (measured
-on an index-arithmetic probe, 20 calls). Evaluating op by op is also the
-most literal reading of the subgraph being replaced.
+optimization of that graph, and new thread pools, cost more than the run
+itself (most of a probe's time; `python -m bench.optimize_time` shows the
+effect on optimize() as a whole). Evaluating op by op is also the most
+literal reading of the subgraph being replaced.
 """
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
