@@ -80,6 +80,26 @@ inline uint64_t Mix(uint64_t x) {  // splitmix64 finaliser: cheap, deterministic
   return x ^ (x >> 31);
 }
 
+// Ranks up to this take the heap below; deeper ones nth_element.
+constexpr int64_t kHeapRankMax = 256;
+
+// The (rank + 1)-th largest of `values` (no NaN): a min-heap of the best
+// rank + 1 seen, so each other value costs one compare with its root. The
+// first threshold's rank is tiny next to the sample (19 of 8192 at n = 1M,
+// k = 1000), and nth_element over the whole sample was a fifth of that op.
+template <typename T>
+T NthLargestByHeap(const std::vector<T>& values, int64_t rank) {
+  std::vector<T> heap(values.begin(), values.begin() + rank + 1);
+  std::make_heap(heap.begin(), heap.end(), std::greater<T>());
+  for (size_t i = rank + 1; i < values.size(); ++i) {
+    if (!(values[i] > heap.front())) continue;
+    std::pop_heap(heap.begin(), heap.end(), std::greater<T>());
+    heap.back() = values[i];
+    std::push_heap(heap.begin(), heap.end(), std::greater<T>());
+  }
+  return heap.front();
+}
+
 }  // namespace
 
 template <typename T>
@@ -107,26 +127,6 @@ bool TopKSample<T>::Take(const T* row, int64_t n, int k) {
   // of the k-th largest element, so a short count (and a second scan) is rare.
   first_rank_ = std::min<int64_t>(s - 1, 2 * ((static_cast<int64_t>(k) * s + n - 1) / n));
   return true;
-}
-
-// Ranks up to this take the heap below; deeper ones nth_element.
-constexpr int64_t kHeapRankMax = 256;
-
-// The (rank + 1)-th largest of `values` (no NaN): a min-heap of the best
-// rank + 1 seen, so each other value costs one compare with its root. The
-// first threshold's rank is tiny next to the sample (19 of 8192 at n = 1M,
-// k = 1000), and nth_element over the whole sample was a fifth of that op.
-template <typename T>
-T NthLargestByHeap(const std::vector<T>& values, int64_t rank) {
-  std::vector<T> heap(values.begin(), values.begin() + rank + 1);
-  std::make_heap(heap.begin(), heap.end(), std::greater<T>());
-  for (size_t i = rank + 1; i < values.size(); ++i) {
-    if (!(values[i] > heap.front())) continue;
-    std::pop_heap(heap.begin(), heap.end(), std::greater<T>());
-    heap.back() = values[i];
-    std::push_heap(heap.begin(), heap.end(), std::greater<T>());
-  }
-  return heap.front();
 }
 
 template <typename T>
