@@ -23,9 +23,16 @@ def _stock(q, c, k, scales=None, scale=1.0, bias=None):
     return v.numpy(), i.numpy(), s.numpy()
 
 
-def _fused(ops, q, c, k, scales=EMPTY, bias=EMPTY, scale=1.0):
-    v, i = ops.recopt_score_top_k(q, c, scales, bias, k, scale=scale)
+def _fused(ops, q, c, k, scales=EMPTY, bias=EMPTY, scale=1.0, layout="rows"):
+    if layout == "blocks16":
+        v, i = ops.recopt_score_top_k(q, retrieval.to_blocks(c), scales, bias, k, scale=scale,
+                                      layout=layout, num_candidates=len(c))
+    else:
+        v, i = ops.recopt_score_top_k(q, c, scales, bias, k, scale=scale)
     return v.numpy(), i.numpy()
+
+
+LAYOUTS = pytest.mark.parametrize("layout", retrieval.LAYOUTS)
 
 
 def _assert_matches(want_v, want_i, got_v, got_i, scores):
@@ -42,32 +49,40 @@ def _assert_matches(want_v, want_i, got_v, got_i, scores):
     assert all(len(set(r)) == len(r) for r in got_i)
 
 
+@LAYOUTS
 @pytest.mark.parametrize("batch", [1, 3, 8, 64])
 @pytest.mark.parametrize("n,d,k", [(1, 4, 1), (1000, 16, 10), (100_003, 64, 500), (50_000, 33, 1000)])
-def test_fp32_matches_matmul_top_k(ops, batch, n, d, k):
+def test_fp32_matches_matmul_top_k(ops, batch, n, d, k, layout):
+    """Batches 1, 3 and 64 reach every query tile of the blocks16 kernel
+    (8, 4, 2 and 1 queries on AVX-512); 100_003 ends in a partial block."""
     rng = np.random.default_rng(batch * n + d)
     q = rng.standard_normal((batch, d)).astype(np.float32)
     c = rng.standard_normal((n, d)).astype(np.float32)
     want_v, want_i, scores = _stock(q, c, k)
-    got_v, got_i = _fused(ops, q, c, k)
+    got_v, got_i = _fused(ops, q, c, k, layout=layout)
     assert got_i.dtype == np.int32 and got_v.shape == (batch, k)
     _assert_matches(want_v, want_i, got_v, got_i, scores)
 
 
-def test_scale_bias_and_row_scales(ops):
+@LAYOUTS
+@pytest.mark.parametrize("n", [20_000, 20_007])
+def test_scale_bias_and_row_scales(ops, layout, n):
     rng = np.random.default_rng(1)
     q = rng.standard_normal((4, 32)).astype(np.float32)
-    c = rng.standard_normal((20_000, 32)).astype(np.float32)
-    scales = rng.uniform(0.5, 2, 20_000).astype(np.float32)
-    bias = rng.standard_normal(20_000).astype(np.float32)
+    c = rng.standard_normal((n, 32)).astype(np.float32)
+    scales = rng.uniform(0.5, 2, n).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    bias[-3:] = 50.0  # the last candidates win: a partial block's scales and bias are read right
     want_v, want_i, scores = _stock(q, c, 100, scales=scales, scale=0.25, bias=bias)
-    got_v, got_i = _fused(ops, q, c, 100, scales=scales, bias=bias, scale=0.25)
+    got_v, got_i = _fused(ops, q, c, 100, scales=scales, bias=bias, scale=0.25, layout=layout)
+    assert set(range(n - 3, n)) <= set(got_i[0])
     _assert_matches(want_v, want_i, got_v, got_i, scores)
 
 
+@LAYOUTS
 @pytest.mark.parametrize("storage", ["bf16", "int8"])
 @pytest.mark.parametrize("batch,d", [(8, 64), (1, 64), (3, 37), (2, 5)])
-def test_compressed_storage_is_exact_for_its_own_values(ops, storage, batch, d):
+def test_compressed_storage_is_exact_for_its_own_values(ops, storage, batch, d, layout):
     """With bf16/int8 storage the op is exact for the dequantised matrix;
     recall against fp32 is what the pass reports. Odd batches and widths
     reach the single-query and scalar-tail paths of the widening loads."""
@@ -77,24 +92,26 @@ def test_compressed_storage_is_exact_for_its_own_values(ops, storage, batch, d):
     stored, scales = retrieval.encode(c, storage)
     dequant = stored.astype(np.float32) * (scales[:, None] if len(scales) else 1.0)
     want_v, want_i, scores = _stock(q, dequant, 500)
-    got_v, got_i = _fused(ops, q, stored, 500, scales=scales)
+    got_v, got_i = _fused(ops, q, stored, 500, scales=scales, layout=layout)
     np.testing.assert_allclose(got_v, want_v, rtol=1e-4, atol=1e-4)
     assert retrieval.recall_at_k(want_i, got_i) > 0.999
     fp32_i = _stock(q, c, 500)[1]
     assert retrieval.recall_at_k(fp32_i, got_i) > (0.98 if d >= 32 else 0.9)
 
 
-def test_ties_go_to_the_lower_index(ops):
+@LAYOUTS
+def test_ties_go_to_the_lower_index(ops, layout):
     c = np.ones((30_000, 8), np.float32)
     c[::7] = 2.0
     q = np.ones((2, 8), np.float32)
     want_v, want_i, _ = _stock(q, c, 1000)
-    got_v, got_i = _fused(ops, q, c, 1000)
+    got_v, got_i = _fused(ops, q, c, 1000, layout=layout)
     np.testing.assert_array_equal(got_i, want_i)
     np.testing.assert_array_equal(got_v, want_v)
 
 
-def test_nan_scores_follow_topkv2(ops):
+@LAYOUTS
+def test_nan_scores_follow_topkv2(ops, layout):
     rng = np.random.default_rng(3)
     c = rng.integers(-3, 4, (5000, 8)).astype(np.float32)  # integer dot products: no rounding
     c[[10, 4000]] = np.nan
@@ -102,18 +119,19 @@ def test_nan_scores_follow_topkv2(ops):
     q[1, 0] = np.nan  # every score of query 1 is NaN
     for k in (1, 5, 100):
         want_v, want_i, _ = _stock(q, c, k)
-        got_v, got_i = _fused(ops, q, c, k)
+        got_v, got_i = _fused(ops, q, c, k, layout=layout)
         np.testing.assert_array_equal(got_i, want_i)
         np.testing.assert_array_equal(got_v, want_v)
 
 
-@pytest.mark.parametrize("batch,n,k", [(0, 100, 5), (2, 100, 0), (2, 0, 0), (1, 5, 5)])
-def test_empty_and_k_equal_n(ops, batch, n, k):
+@LAYOUTS
+@pytest.mark.parametrize("batch,n,k", [(0, 100, 5), (2, 100, 0), (2, 0, 0), (1, 5, 5), (3, 16, 16)])
+def test_empty_and_k_equal_n(ops, batch, n, k, layout):
     rng = np.random.default_rng(4)
     q = rng.integers(-3, 4, (batch, 8)).astype(np.float32)
     c = rng.integers(-3, 4, (n, 8)).astype(np.float32)
     want_v, want_i, _ = _stock(q, c, k)
-    got_v, got_i = _fused(ops, q, c, k)
+    got_v, got_i = _fused(ops, q, c, k, layout=layout)
     assert got_v.shape == want_v.shape == (batch, k)
     np.testing.assert_array_equal(got_i, want_i)
 
@@ -129,6 +147,33 @@ def test_errors_name_the_input(ops):
         ops.recopt_score_top_k(q, c, EMPTY, np.zeros(3, np.float32), 1)
     with pytest.raises(tf.errors.InvalidArgumentError, match="int8 candidates need row_scales"):
         ops.recopt_score_top_k(q, c.astype(np.int8), EMPTY, EMPTY, 1)
+
+
+def test_blocks16_errors_name_the_field(ops):
+    q = np.zeros((2, 8), np.float32)
+    blocks = retrieval.to_blocks(np.zeros((20, 8), np.float32))
+    assert blocks.shape == (2, 8, 16)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="needs 1 blocks16 blocks|Dimension"):
+        ops.recopt_score_top_k(q, blocks, EMPTY, EMPTY, 1, layout="blocks16", num_candidates=16)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="num_candidates >= 0"):
+        ops.recopt_score_top_k(q, blocks, EMPTY, EMPTY, 1, layout="blocks16")
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=r"\[blocks, 8, 16\]|rank|Dimension"):
+        ops.recopt_score_top_k(q, np.zeros((2, 8, 8), np.float32), EMPTY, EMPTY, 1, layout="blocks16",
+                               num_candidates=20)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="bias must be"):
+        ops.recopt_score_top_k(q, blocks, EMPTY, np.zeros(32, np.float32), 1, layout="blocks16", num_candidates=20)
+
+
+def test_to_blocks_places_each_element():
+    c = np.arange(37 * 3, dtype=np.float32).reshape(37, 3)
+    b = retrieval.to_blocks(c)
+    assert b.shape == (3, 3, 16) and b.flags.c_contiguous
+    for j in range(37):
+        np.testing.assert_array_equal(b[j // 16, :, j % 16], c[j])
+    assert not b[2, :, 5:].any()  # the padding rows are zero
+    assert retrieval.to_blocks(np.zeros((0, 4), np.int8)).shape == (0, 4, 16)
+    with pytest.raises(ValueError, match=r"\[n, d\]"):
+        retrieval.to_blocks(np.zeros(5))
 
 
 def test_quantize_int8_round_trip():
@@ -147,14 +192,17 @@ from tf_recopt.ops import retrieval
 ops = tf_recopt.load_ops()
 rng = np.random.default_rng(5)
 for storage in ("fp32", "bf16", "int8"):
-    for batch, d in ((1, 64), (3, 37), (2, 7)):
+    for batch, d in ((1, 64), (3, 37), (2, 7), (9, 16)):
         q = rng.standard_normal((batch, d)).astype(np.float32)
         stored, scales = retrieval.encode(rng.standard_normal((30_000, d)).astype(np.float32), storage)
         dequant = stored.astype(np.float32) * (scales[:, None] if len(scales) else 1.0)
         want_v, want_i = tf.math.top_k(tf.matmul(q, dequant, transpose_b=True), 100)
-        got_v, got_i = ops.recopt_score_top_k(q, stored, scales, np.zeros([0], np.float32), 100)
-        np.testing.assert_allclose(got_v.numpy(), want_v.numpy(), rtol=1e-4, atol=1e-4)
-        assert retrieval.recall_at_k(want_i.numpy(), got_i.numpy()) > 0.99, (storage, batch, d)
+        for got_v, got_i in (
+                ops.recopt_score_top_k(q, stored, scales, np.zeros([0], np.float32), 100),
+                ops.recopt_score_top_k(q, retrieval.to_blocks(stored), scales, np.zeros([0], np.float32), 100,
+                                       layout="blocks16", num_candidates=len(stored))):
+            np.testing.assert_allclose(got_v.numpy(), want_v.numpy(), rtol=1e-4, atol=1e-4)
+            assert retrieval.recall_at_k(want_i.numpy(), got_i.numpy()) > 0.99, (storage, batch, d)
 print("ok")
 """
 
@@ -162,7 +210,8 @@ print("ok")
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 def test_every_isa_scores_every_storage(isa):
     """RECOPT_ISA forces a kernel path (one the CPU lacks falls back to the
-    best it has): each path widens bf16/int8 rows its own way."""
+    best it has): each path widens bf16/int8 rows its own way and tiles
+    blocks16 queries by its own vector width."""
     result = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], capture_output=True, text=True,
                             env={**os.environ, "RECOPT_ISA": isa})
     assert result.returncode == 0, result.stderr[-2000:]

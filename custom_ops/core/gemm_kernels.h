@@ -26,8 +26,14 @@ struct DenseArgs {
   float alpha;          // leaky_relu slope
 };
 
-// Candidate storage for scoring (RecoptScoreTopK): row-major [n, dim].
+// Candidate storage for scoring (RecoptScoreTopK).
 enum ScoreStorage { kScoreF32 = 0, kScoreBF16 = 1, kScoreInt8 = 2 };
+// kScoreRows: [n, dim] row-major. kScoreBlocks: [ceil(n / kScoreLanes), dim,
+// kScoreLanes], candidate j's element e at ((j / L) * dim + e) * L + j % L,
+// the last block zero-padded; chosen at optimize time for constant
+// candidates so a score needs no horizontal sum (score_isa.inc).
+enum ScoreLayout { kScoreRows = 0, kScoreBlocks = 1 };
+constexpr int kScoreLanes = 16;
 
 // out[b, j] = dot(q[b], rows[first + j]) * row_scales[first + j] * scale
 //             + bias[first + j], for j in [0, count); null scales/bias are skipped.
@@ -35,9 +41,10 @@ struct ScoreArgs {
   const float* q;           // [batch, dim], contiguous
   int64_t batch;
   int dim;
-  const void* rows;         // [n, dim] in `storage`
+  const void* rows;         // the candidates in `storage` and `layout`
   int storage;              // ScoreStorage
-  int64_t first, count;
+  int layout;               // ScoreLayout
+  int64_t first, count;     // kScoreBlocks: first % kScoreLanes == 0
   const float* row_scales;  // [n] or nullptr (int8: the dequantisation scale)
   const float* bias;        // [n] or nullptr
   float scale;

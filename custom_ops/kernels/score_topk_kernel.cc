@@ -17,6 +17,7 @@ namespace tensorflow {
 namespace {
 
 // Candidate rows per work unit, so a small matrix is not split at all.
+// Chunks start on kScoreBlock boundaries, which the blocks16 layout needs.
 constexpr int64_t kMinChunkRows = 8 * recopt::kScoreBlock;
 
 template <typename Tcand>
@@ -34,6 +35,7 @@ class ScoreTopKOp : public OpKernel {
   explicit ScoreTopKOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("sorted", &sorted_));
+    OP_REQUIRES_OK(ctx, recopt_kernels::ReadScoreTopKLayout(ctx, &layout_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -48,7 +50,7 @@ class ScoreTopKOp : public OpKernel {
  private:
   Status Parse(OpKernelContext* ctx, recopt::ScoreTopKProblem* p) const {
     recopt_kernels::ScoreTopKShape s;
-    TF_RETURN_IF_ERROR(recopt_kernels::ParseScoreTopK(ctx, StorageOf<Tcand>() == recopt::kScoreInt8, &s));
+    TF_RETURN_IF_ERROR(recopt_kernels::ParseScoreTopK(ctx, StorageOf<Tcand>() == recopt::kScoreInt8, layout_, &s));
     const Tensor& q = ctx->input(0);
     const Tensor& cand = ctx->input(1);
     const Tensor& scales = ctx->input(2);
@@ -60,6 +62,7 @@ class ScoreTopKOp : public OpKernel {
     g.dim = s.dim;
     g.rows = cand.flat<Tcand>().data();
     g.storage = StorageOf<Tcand>();
+    g.layout = layout_.blocks ? recopt::kScoreBlocks : recopt::kScoreRows;
     g.row_scales = s.has_scales ? scales.flat<float>().data() : nullptr;
     g.bias = s.has_bias ? bias.flat<float>().data() : nullptr;
     g.scale = scale_;
@@ -112,6 +115,7 @@ class ScoreTopKOp : public OpKernel {
 
   float scale_ = 1.f;
   bool sorted_ = true;
+  recopt_kernels::ScoreTopKLayout layout_;
 };
 
 #define RECOPT_REGISTER_SCORE_TOPK(T)                                                           \

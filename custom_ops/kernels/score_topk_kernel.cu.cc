@@ -1,5 +1,6 @@
 // Recopt>ScoreTopK on GPU: validates like the CPU kernel, then one core
-// call (fused score + threshold filter + exact select).
+// call (fused score + threshold filter + exact select). Row layout only: the
+// placer keeps a blocks16 ScoreTopK (optimize(device="cpu")) on the CPU.
 #include "../gpu/gpu_core.h"
 #include "gpu_support.h"
 #include "topk_inputs.h"
@@ -43,7 +44,7 @@ class ScoreTopKGpuOp : public OpKernel {
  private:
   Status Parse(OpKernelContext* ctx, recopt::gpu::ScoreTopKArgs* a) const {
     recopt_kernels::ScoreTopKShape s;
-    TF_RETURN_IF_ERROR(recopt_kernels::ParseScoreTopK(ctx, StorageOf<Tcand>() == recopt::gpu::kStoreI8, &s));
+    TF_RETURN_IF_ERROR(recopt_kernels::ParseScoreTopK(ctx, StorageOf<Tcand>() == recopt::gpu::kStoreI8, {}, &s));
     if (s.k > recopt::gpu::kMaxK || s.dim > recopt::gpu::kMaxScoreDim) {
       return errors::InvalidArgument(name(), ": the GPU kernel takes k <= ", recopt::gpu::kMaxK, " and dim <= ",
                                      recopt::gpu::kMaxScoreDim, ", got k=", s.k, ", dim=", s.dim);
@@ -66,7 +67,11 @@ class ScoreTopKGpuOp : public OpKernel {
 
 #define RECOPT_REGISTER_SCORE_TOPK_GPU(T)                                                       \
   REGISTER_KERNEL_BUILDER(                                                                      \
-      Name("Recopt>ScoreTopK").Device(DEVICE_GPU).TypeConstraint<T>("Tcand").HostMemory("k"), \
+      Name("Recopt>ScoreTopK")                                                                  \
+          .Device(DEVICE_GPU)                                                                   \
+          .TypeConstraint<T>("Tcand")                                                           \
+          .AttrConstraint<std::string>("layout", "rows")                                        \
+          .HostMemory("k"),                                                                     \
       ScoreTopKGpuOp<T>)
 RECOPT_REGISTER_SCORE_TOPK_GPU(float);
 RECOPT_REGISTER_SCORE_TOPK_GPU(bfloat16);

@@ -4,6 +4,7 @@
 #define RECOPT_KERNELS_TOPK_INPUTS_H_
 
 #include <limits>
+#include <string>
 
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -51,8 +52,51 @@ inline Status AllocateTopKOutputs(OpKernelContext* ctx, const TensorShape& shape
   return ctx->allocate_output(1, shape, indices);
 }
 
-// Recopt>ScoreTopK: queries [B, d], candidates [n, d], row_scales and bias
-// [n] or [0], scalar k; int8 candidates need row_scales.
+// Recopt>ScoreTopK's layout attrs: candidates [n, d] ("rows"), or
+// [ceil(n / 16), d, 16] with n = num_candidates ("blocks16").
+struct ScoreTopKLayout {
+  bool blocks = false;
+  int64_t num_candidates = -1;
+};
+
+inline Status ReadScoreTopKLayout(OpKernelConstruction* ctx, ScoreTopKLayout* layout) {
+  std::string name;
+  TF_RETURN_IF_ERROR(ctx->GetAttr("layout", &name));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("num_candidates", &layout->num_candidates));
+  layout->blocks = name == "blocks16";
+  if (layout->blocks && layout->num_candidates < 0) {
+    return errors::InvalidArgument(ctx->def().name(), ": layout 'blocks16' needs num_candidates >= 0, got ",
+                                   layout->num_candidates);
+  }
+  return OkStatus();
+}
+
+// Candidates' n from their shape under `layout`, checked against the queries.
+inline Status CandidateCount(const std::string& name, const Tensor& q, const Tensor& cand,
+                             const ScoreTopKLayout& layout, int64_t* n) {
+  if (!layout.blocks) {
+    if (cand.dims() != 2 || cand.dim_size(1) != q.dim_size(1)) {
+      return errors::InvalidArgument(name, ": candidates must be [n, ", q.dim_size(1), "] to match queries ",
+                                     q.shape().DebugString(), ", got ", cand.shape().DebugString());
+    }
+    *n = cand.dim_size(0);
+    return OkStatus();
+  }
+  if (cand.dims() != 3 || cand.dim_size(1) != q.dim_size(1) || cand.dim_size(2) != 16) {
+    return errors::InvalidArgument(name, ": blocks16 candidates must be [blocks, ", q.dim_size(1),
+                                   ", 16] to match queries ", q.shape().DebugString(), ", got ",
+                                   cand.shape().DebugString());
+  }
+  *n = layout.num_candidates;
+  if ((*n + 15) / 16 != cand.dim_size(0)) {
+    return errors::InvalidArgument(name, ": num_candidates=", *n, " needs ", (*n + 15) / 16,
+                                   " blocks16 blocks, candidates have ", cand.dim_size(0));
+  }
+  return OkStatus();
+}
+
+// Recopt>ScoreTopK: queries [B, d], candidates in `layout`, row_scales and
+// bias [n] or [0], scalar k; int8 candidates need row_scales.
 struct ScoreTopKShape {
   int64_t batch = 0;
   int dim = 0;
@@ -62,7 +106,7 @@ struct ScoreTopKShape {
   bool has_bias = false;
 };
 
-inline Status ParseScoreTopK(OpKernelContext* ctx, bool int8, ScoreTopKShape* s) {
+inline Status ParseScoreTopK(OpKernelContext* ctx, bool int8, const ScoreTopKLayout& layout, ScoreTopKShape* s) {
   const std::string& name = ctx->op_kernel().name();
   const Tensor& q = ctx->input(0);
   const Tensor& cand = ctx->input(1);
@@ -70,11 +114,7 @@ inline Status ParseScoreTopK(OpKernelContext* ctx, bool int8, ScoreTopKShape* s)
   const Tensor& bias = ctx->input(3);
   const Tensor& k_in = ctx->input(4);
   if (q.dims() != 2) return errors::InvalidArgument(name, ": queries must be [batch, dim], got ", q.shape().DebugString());
-  if (cand.dims() != 2 || cand.dim_size(1) != q.dim_size(1)) {
-    return errors::InvalidArgument(name, ": candidates must be [n, ", q.dim_size(1), "] to match queries ",
-                                   q.shape().DebugString(), ", got ", cand.shape().DebugString());
-  }
-  s->n = cand.dim_size(0);
+  TF_RETURN_IF_ERROR(CandidateCount(name, q, cand, layout, &s->n));
   if (s->n > std::numeric_limits<int32>::max()) {
     return errors::InvalidArgument(name, ": more than INT_MAX candidates");
   }

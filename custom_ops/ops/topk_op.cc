@@ -43,6 +43,10 @@ REGISTER_OP("Recopt>TopK")
 // materialising the [batch, n] scores. Equal to TopKV2 over MatMul's scores
 // up to the fp32 rounding of the dot products. int8 candidates need
 // row_scales (symmetric per-row quantisation); bfloat16 ones are widened.
+// layout "rows": candidates [n, d]. layout "blocks16": candidates
+// [ceil(n / 16), d, 16], candidate j's element e at [j / 16, e, j % 16], the
+// last block zero-padded, and n in num_candidates (tf_recopt.ops.retrieval
+// to_blocks); CPU only.
 REGISTER_OP("Recopt>ScoreTopK")
     .Input("queries: float")
     .Input("candidates: Tcand")
@@ -54,16 +58,29 @@ REGISTER_OP("Recopt>ScoreTopK")
     .Attr("Tcand: {float, bfloat16, int8}")
     .Attr("scale: float = 1.0")
     .Attr("sorted: bool = true")
+    .Attr("layout: {'rows', 'blocks16'} = 'rows'")
+    .Attr("num_candidates: int = -1")
     .SetShapeFn([](InferenceContext* c) {
+      std::string layout;
+      TF_RETURN_IF_ERROR(c->GetAttr("layout", &layout));
+      const bool blocks = layout == "blocks16";
       ShapeHandle q, cand;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &q));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &cand));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), blocks ? 3 : 2, &cand));
       DimensionHandle unused;
       TF_RETURN_IF_ERROR(c->Merge(c->Dim(q, 1), c->Dim(cand, 1), &unused));
+      DimensionHandle n = c->Dim(cand, 0);
+      if (blocks) {
+        TF_RETURN_IF_ERROR(c->WithValue(c->Dim(cand, 2), 16, &unused));
+        int64_t count = -1;
+        TF_RETURN_IF_ERROR(c->GetAttr("num_candidates", &count));
+        if (count < 0) return errors::InvalidArgument("layout 'blocks16' needs num_candidates >= 0");
+        n = c->MakeDim(count);
+      }
       ShapeHandle rows;
       TF_RETURN_IF_ERROR(c->Subshape(q, 0, 1, &rows));
       ShapeHandle scores;
-      TF_RETURN_IF_ERROR(c->Concatenate(rows, c->Vector(c->Dim(cand, 0)), &scores));
+      TF_RETURN_IF_ERROR(c->Concatenate(rows, c->Vector(n), &scores));
       return TopKShape(c, scores, 4);
     });
 

@@ -4,6 +4,8 @@ import numpy as np
 OP_NAME = "Recopt>ScoreTopK"
 TOPK_OP_NAME = "Recopt>TopK"
 STORAGES = ("fp32", "bf16", "int8")
+LAYOUTS = ("rows", "blocks16")
+BLOCK_LANES = 16  # custom_ops/core/gemm_kernels.h kScoreLanes
 
 
 def quantize_int8(candidates):
@@ -35,6 +37,28 @@ def encode(candidates, storage):
     if storage == "int8":
         return quantize_int8(candidates)
     raise ValueError(f"candidate storage {storage!r}: supported {STORAGES}")
+
+
+def to_blocks(stored):
+    """[n, d] -> [ceil(n / 16), d, 16] for Recopt>ScoreTopK's "blocks16"
+    layout: candidate j's element e at [j // 16, e, j % 16], the last block
+    padded with zero rows (the op never returns them: it takes n as
+    num_candidates).
+
+    The op reads one block's element e for 16 candidates as one vector, so
+    their scores build up lane by lane with no horizontal sums.
+    """
+    stored = np.asarray(stored)
+    if stored.ndim != 2:
+        raise ValueError(f"candidates must be [n, d], got shape {stored.shape}")
+    n, d = stored.shape
+    full, tail = divmod(n, BLOCK_LANES)
+    out = np.zeros((full + (tail > 0), d, BLOCK_LANES), stored.dtype)
+    # One pass over the matrix (optimize() must stay fast on GiB-sized ones).
+    out[:full] = stored[:full * BLOCK_LANES].reshape(full, BLOCK_LANES, d).transpose(0, 2, 1)
+    if tail:
+        out[full, :, :tail] = stored[full * BLOCK_LANES:].T
+    return out
 
 
 def recall_at_k(expected_ids, actual_ids):
