@@ -95,6 +95,29 @@ class PruneIdentity(GraphPass):
         return ""
 
 
+def _writes_variables(view):
+    return any(n.op.startswith(("Assign", "ResourceScatter", "ResourceApply")) for n in view.nodes())
+
+
+def _drop_edges_from_unused_reads(view):
+    """A ReadVariableOp whose value a rewrite stopped using is still waited
+    on by the inlined function's output control node (automatic control
+    dependencies), which would keep it, and so its variable, in the saved
+    model. With no write in the graph, waiting on a read orders nothing."""
+    if _writes_variables(view):
+        return
+    unused = {n.name for n in view.nodes() if n.op == "ReadVariableOp" and not view.consumers(n.name)
+              and n.name not in view.protected}
+    if not unused:
+        return
+    for node in view.nodes():
+        kept = [i for i in node.input if not (i.startswith("^") and i[1:] in unused)]
+        if len(kept) != len(node.input):
+            del node.input[:]
+            node.input.extend(kept)
+    view.touch()
+
+
 class PruneDeadNodes(GraphPass):
     """Removes nodes from which no signature output is reachable (by data or
     control edges). Function bodies are untouched."""
@@ -104,6 +127,7 @@ class PruneDeadNodes(GraphPass):
 
     def run(self, ctx, result):
         view = ctx.view
+        _drop_edges_from_unused_reads(view)
         live = view.live_nodes()
         dead = [n.name for n in view.nodes() if n.name not in live]
         result.matched = result.applied = len(dead)

@@ -29,6 +29,7 @@ def _optimize(fn, spec, feed, device):
     for w, g in zip(want, got):
         np.testing.assert_array_equal(g, w)
     reasons = [r for res in results for _, r in res.skipped]
+    _optimize.last = optimized
     return ops_of(optimized), reasons
 
 
@@ -55,6 +56,12 @@ def test_gpu_score_topk_within_limits(ops):
     got, _ = _optimize(lambda x: tf.math.top_k(tf.matmul(x, c, transpose_b=True), 100),
                        tf.TensorSpec([None, 16], tf.float32), q, "gpu")
     assert "Recopt>ScoreTopK" in got and "TopKV2" not in got
+    # The GPU kernel reads rows; the CPU one gets the blocks16 layout.
+    layouts = [n.attr["layout"].s for n in _optimize.last.node if n.op == "Recopt>ScoreTopK"]
+    assert layouts == [b"rows"]
+    _optimize(lambda x: tf.math.top_k(tf.matmul(x, c, transpose_b=True), 100),
+              tf.TensorSpec([None, 16], tf.float32), q, "cpu")
+    assert [n.attr["layout"].s for n in _optimize.last.node if n.op == "Recopt>ScoreTopK"] == [b"blocks16"]
 
 
 def test_gpu_leaves_k_above_the_limit_to_tensorflow(ops):

@@ -3,6 +3,8 @@ TopKV2s become Recopt>TopK, and near-misses stay as they were.
 
 Candidates and queries hold small integers, so every dot product is exact in
 fp32 whatever the summation order, and ids can be compared exactly."""
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -28,7 +30,12 @@ def _check(fn, expect_op="Recopt>ScoreTopK", passes=("fuse_topk", "prune_dead_no
     got = run_graph(optimized, inputs, outputs, [Q])
     for w, g in zip(want, got):
         np.testing.assert_array_equal(g, w)
+    _check.last = optimized
     return got_ops, results
+
+
+def _fused_nodes():
+    return [n for n in _check.last.node if n.op == "Recopt>ScoreTopK"]
 
 
 FORMS = {
@@ -50,6 +57,23 @@ def test_score_topk_forms(ops, form):
     got_ops, _ = _check(FORMS[form])
     assert "Recopt>ScoreTopK" in got_ops, form
     assert not {"TopKV2", "MatMul", "Einsum"} & set(got_ops), got_ops
+    (node,) = _fused_nodes()
+    assert node.attr["layout"].s == b"blocks16" and node.attr["num_candidates"].i == N
+
+
+def test_candidates_read_elsewhere_stay_rows_in_place(ops):
+    """A retrieval model that also gathers the winners' vectors keeps its
+    one [n, d] matrix: blocks16 would store it twice."""
+    def f(q):
+        c = tf.constant(C)
+        v, i = tf.math.top_k(tf.matmul(q, c, transpose_b=True), K)
+        return v, i, tf.gather(c, i)
+    got_ops, _ = _check(f)
+    (node,) = _fused_nodes()
+    assert node.attr["layout"].s == b"rows"
+    consts = [n for n in _check.last.node if n.op == "Const" and n.attr["value"].tensor.tensor_shape.dim
+              and n.attr["value"].tensor.tensor_shape.dim[0].size in (N, N // 16)]
+    assert len(consts) == 1, [n.name for n in consts]
 
 
 def test_scores_used_elsewhere_keep_the_matmul(ops):
@@ -91,6 +115,17 @@ def test_tfrs_brute_force_index_optimizes(ops, zoo_dir, tmp_path):
         assert ids.recall is not None and ids.recall >= 0.99 and ids.ok
         if precision == "fp32":
             assert ids.recall == 1.0
+        (node,) = saved_model_nodes(out, "Recopt>ScoreTopK")
+        assert node.attr["layout"].s == b"blocks16"
+        # The re-encoded candidates come from a derived variable, not a
+        # GraphDef constant, and the original variable left the model.
+        assert not [n for n in saved_model_nodes(out, "Const") if n.attr["value"].tensor.tensor_shape.dim
+                    and len(n.attr["value"].tensor.tensor_shape.dim) == 3]
+        n = node.attr["num_candidates"].i
+        shapes = [shape for _, shape in tf.train.list_variables(os.path.join(out, "variables", "variables"))]
+        blocked = [shape for shape in shapes if len(shape) == 3 and shape[0] == -(-n // 16) and shape[2] == 16]
+        assert len(blocked) == 1, shapes
+        assert [n, blocked[0][1]] not in shapes, shapes
 
 
 def test_recall_floor_refuses_to_write(ops, zoo_dir, tmp_path):
