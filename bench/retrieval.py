@@ -1,7 +1,9 @@
 """Unit benchmark: full-corpus retrieval, n = 1M candidates, d = 64, k = 500,
 batch 1 and 8. Stock TensorFlow (matmul + top_k), Faiss IndexFlatIP (exact
 inner-product search, faiss-cpu; its thread count follows --threads), and
-Recopt>ScoreTopK with fp32, bf16 and int8 candidates. Each is reported as a
+Recopt>ScoreTopK with fp32, bf16 and int8 candidates in the blocks16 layout
+that optimize() writes for the CPU ("recopt <storage>") and in rows ("recopt
+<storage> rows": what the GPU device option and a shared fp32 matrix get). Each is reported as a
 ratio to stock and to Faiss, as recall@k against exact fp32, and as a
 fraction of the bandwidth bound (candidate bytes / time vs the copy
 bandwidth measured in the same run).
@@ -44,6 +46,7 @@ def main(argv=None):
     index, faiss_error = _faiss(cand, args.threads)
     encoded = {s: retrieval.encode(cand, s) for s in retrieval.STORAGES}
     stored = {s: [tf.constant(a) for a in arrays] for s, arrays in encoded.items()}
+    blocked = {s: tf.constant(retrieval.to_blocks(arrays[0])) for s, arrays in encoded.items()}
     cand_t, empty = tf.constant(cand), tf.zeros([0])
     bandwidth = common.copy_bandwidth_gbs()
     rows = []
@@ -52,7 +55,9 @@ def main(argv=None):
         q_t = tf.constant(q)
         outputs = {"stock": lambda: tf.math.top_k(tf.matmul(q_t, cand_t, transpose_b=True), K)}
         for s, (m, sc) in stored.items():
-            outputs[f"recopt {s}"] = lambda m=m, sc=sc: ops.recopt_score_top_k(q_t, m, sc, empty, K)
+            outputs[f"recopt {s}"] = lambda b=blocked[s], sc=sc: ops.recopt_score_top_k(
+                q_t, b, sc, empty, K, layout="blocks16", num_candidates=N)
+            outputs[f"recopt {s} rows"] = lambda m=m, sc=sc: ops.recopt_score_top_k(q_t, m, sc, empty, K)
         fns = {label: tf.function(make) for label, make in outputs.items()}
         calls = {label: (lambda f=f: f()[1].numpy()) for label, f in fns.items()}
         graphs = {label: common.in_graph(make, INNER) for label, make in outputs.items()}
@@ -75,7 +80,7 @@ def main(argv=None):
                          "recall": retrieval.recall_at_k(exact, calls[label]()),
                          "bound_fraction": nbytes / (graph_med / 1e3) / 1e9 / bandwidth})
             r = rows[-1]
-            print(f"batch {batch} {label:<13} per call {med:7.3f} ms  in graph {graph_med:7.3f} ms (p99 "
+            print(f"batch {batch} {label:<18} per call {med:7.3f} ms  in graph {graph_med:7.3f} ms (p99 "
                   f"{graph_p99:.3f})  {r['vs_stock']:.2f}x stock  recall {r['recall']:.4f}  "
                   f"{100 * r['bound_fraction']:.0f}% of bound", file=sys.stderr)
     payload = {"bench": "retrieval", "threads": args.threads, "machine": common.machine(),
