@@ -1,4 +1,5 @@
-"""Diagnostic: Recopt>ScoreTopK alone against ONNX Runtime's MatMul + TopK
+"""Diagnostic: Recopt>ScoreTopK alone (blocks16 as optimize() writes it for
+the CPU, and rows) against ONNX Runtime's MatMul + TopK
 (an ONNX graph built directly), stock TF and numpy's matmul (GEMV: the
 bandwidth reference), one thread, interleaved. Locates the retrieval gap
 that `make bench` shows against ONNX Runtime in the kernel or around it.
@@ -47,14 +48,18 @@ def main(argv=None):
     cand = rng.standard_normal((args.n, args.dim)).astype(np.float32)
     session = _ort_session(cand, args.k)
     matrix, scales = [tf.constant(a) for a in retrieval.encode(cand, "fp32")]
+    blocks = tf.constant(retrieval.to_blocks(cand))
     cand_t, empty = tf.constant(cand), tf.zeros([0])
     rows = []
     for batch in (1, 8):
         q = rng.standard_normal((batch, args.dim)).astype(np.float32)
         q_t = tf.constant(q)
         stock = tf.function(lambda: tf.math.top_k(tf.matmul(q_t, cand_t, transpose_b=True), args.k))
-        fused = tf.function(lambda: ops.recopt_score_top_k(q_t, matrix, scales, empty, args.k))
+        fused = tf.function(lambda: ops.recopt_score_top_k(q_t, blocks, scales, empty, args.k, layout="blocks16",
+                                                           num_candidates=args.n))
+        rows_layout = tf.function(lambda: ops.recopt_score_top_k(q_t, matrix, scales, empty, args.k))
         calls = {"onnxruntime": lambda: session.run(["i"], {"q": q})[0], "recopt": lambda: fused()[1].numpy(),
+                 "recopt rows": lambda: rows_layout()[1].numpy(),
                  "stock": lambda: stock()[1].numpy(), "numpy_matmul": lambda: q @ cand.T}
         timings = common.time_calls(calls, warmup=3, repeats=args.repeats)
         rows += [{"batch": batch, "variant": v, "median_ms": m, "p99_ms": p99} for v, (m, p99) in timings.items()]
