@@ -49,6 +49,11 @@ struct ScoreArgs {
   const float* bias;        // [n] or nullptr
   float scale;
   float* out;               // [batch, count]
+  // kScoreBlocks only, both or neither: may_pass[b * ceil(count / L) + i] = 1
+  // where block i's scores for query b may reach floors[b] (some score >= it,
+  // or NaN), else 0, so the caller need not rescan blocks that cannot enter.
+  const float* floors;      // [batch] or nullptr
+  unsigned char* may_pass;  // [batch, ceil(count / kScoreLanes)] or nullptr
 };
 
 // One GRU time step's element-wise part for `rows` examples, after the
