@@ -10,7 +10,7 @@ original leaves the model when nothing else reads it). The op widens rows
 to float32 and accumulates in float32.
 """
 import tensorflow as tf
-from tensorflow.core.framework import attr_value_pb2, types_pb2
+from tensorflow.core.framework import types_pb2
 
 from grappler_passes.shapes import dtype_of
 
@@ -45,10 +45,4 @@ class TableStorage:
         if key not in self.ctx.derived:
             self.ctx.derived[key] = tf.Variable(tf.cast(variable, tf.bfloat16), trainable=False,
                                                 name=variable.name.split(":")[0] + "_recopt_bf16")
-        copy = self.ctx.derived[key]
-        placeholder = self.view.add_node("Placeholder", f"{name}/recopt_bf16", attrs={
-            "dtype": attr_value_pb2.AttrValue(type=types_pb2.DT_RESOURCE),
-            "shape": attr_value_pb2.AttrValue(shape=tf.TensorShape([]).as_proto())})
-        self.ctx.variables[placeholder.name] = copy
-        self.ctx.resources[placeholder.name] = (tuple(copy.shape.as_list()), "bfloat16")
-        return placeholder.name, types_pb2.DT_RESOURCE
+        return self.ctx.add_variable_handle(f"{name}/recopt_bf16", self.ctx.derived[key]), types_pb2.DT_RESOURCE

@@ -219,7 +219,6 @@ class _ScoreChain:
         if self.bias is not None and self.bias.size != self.n:
             raise _Skip(f"bias has {self.bias.size} entries for {self.n} candidates")
 
-
     def _read_elsewhere(self, name, reader):
         """Whether node `name` feeds anything but `reader` (through Identities)."""
         for consumer, _ in self.view.consumers(name):
@@ -254,8 +253,8 @@ def _emit_score_topk(ctx, topk, chain, storage, gpu):
     view = ctx.view
     base = topk.name + "/recopt"
     # The GPU kernel reads rows (custom_ops/gpu/score_topk_gpu.cu); on the CPU
-    # blocks16 scores 1.8-2x faster at batch >= 2 (bench/retrieval.py), worth
-    # a second copy only when one is made anyway or the original goes.
+    # blocks16 is faster at every batch (bench/retrieval.py: 1.5-2x at batch
+    # 8), worth a second copy only when one is made anyway or the original goes.
     blocks = not gpu and (storage != "fp32" or not chain.shared or chain.in_place is None)
     layout = "blocks16" if blocks else "rows"
     if not blocks and storage == "fp32" and chain.in_place is not None:
@@ -296,10 +295,6 @@ def _stored_candidates(ctx, chain, stored, encoding, base):
         name = chain.variable.name.split(":")[0] + "_recopt_" + "_".join(encoding)
         ctx.derived[key] = tf.Variable(stored, trainable=False, name=name)
     copy = ctx.derived[key]
+    handle = ctx.add_variable_handle(base + "/candidates_handle", copy)
     dtype = attr_value_pb2.AttrValue(type=copy.dtype.as_datatype_enum)
-    handle = view.add_node("Placeholder", base + "/candidates_handle", attrs={
-        "dtype": attr_value_pb2.AttrValue(type=types_pb2.DT_RESOURCE),
-        "shape": attr_value_pb2.AttrValue(shape=tf.TensorShape([]).as_proto())})
-    ctx.variables[handle.name] = copy
-    ctx.resources[handle.name] = (tuple(copy.shape.as_list()), copy.dtype.name)
-    return view.add_node("ReadVariableOp", base + "/candidates", [handle.name], {"dtype": dtype}).name
+    return view.add_node("ReadVariableOp", base + "/candidates", [handle], {"dtype": dtype}).name

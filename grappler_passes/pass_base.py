@@ -2,6 +2,8 @@
 import dataclasses
 from typing import List, Tuple
 
+from tensorflow.core.framework import attr_value_pb2, tensor_shape_pb2, types_pb2
+
 
 @dataclasses.dataclass
 class PassContext:
@@ -20,6 +22,16 @@ class PassContext:
     # (and pass) of one optimize() call so that each is made once:
     # (kind, id(variable)) -> value.
     derived: dict = dataclasses.field(default_factory=dict)
+
+    def add_variable_handle(self, name, variable):
+        """A resource Placeholder for `variable` (one a pass created), which
+        the saved model captures; returns the placeholder's node name."""
+        node = self.view.add_node("Placeholder", name, attrs={
+            "dtype": attr_value_pb2.AttrValue(type=types_pb2.DT_RESOURCE),
+            "shape": attr_value_pb2.AttrValue(shape=tensor_shape_pb2.TensorShapeProto())})
+        self.variables[node.name] = variable
+        self.resources[node.name] = (tuple(variable.shape.as_list()), variable.dtype.name)
+        return node.name
 
 
 @dataclasses.dataclass
