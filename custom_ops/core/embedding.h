@@ -94,7 +94,8 @@ struct EmbeddingBag {
 // Fills output rows [r0, r1) of `bag`. Empty rows give zeros (but see
 // empty_mean_is_nan); mean and sqrtn divide by the count (or the sum of
 // weights / sqrt of the sum of squared weights) and give zeros where that
-// is zero, as embedding_lookup_sparse does.
+// is zero, as embedding_lookup_sparse does. Runs the CPU's kernel path
+// (embedding_isa.inc, picked as the dense kernels are; RECOPT_ISA forces one).
 void EmbeddingBagRows(const EmbeddingTableView& table, const EmbeddingBag& bag, int64_t r0,
                       int64_t r1);
 

@@ -109,6 +109,9 @@ struct SoftmaxArgs {
   bool causal = false;    // also masked where column > row: band_part(ones, -1, 0), Keras' causal mask
 };
 
+struct EmbeddingTableView;  // embedding.h
+struct EmbeddingBag;
+
 struct GemmKernels {
   const char* isa;
   int nr;  // panel width in floats
@@ -116,6 +119,8 @@ struct GemmKernels {
   void (*score)(const ScoreArgs& args);
   void (*gru_step)(const GruStepArgs& args);
   void (*softmax_rows)(const SoftmaxArgs& args);
+  // EmbeddingBagRows (embedding.h).
+  void (*embedding_rows)(const EmbeddingTableView& table, const EmbeddingBag& bag, int64_t r0, int64_t r1);
 };
 
 namespace generic { const GemmKernels& Kernels(); }

@@ -458,10 +458,15 @@ class FusedEmbeddingLookupOp : public OpKernel {
       }
     }
     if (blocks.empty()) return;
+    // A thread's consecutive blocks of one feature go to the core as one
+    // range: its prefetch runs ahead across them instead of stalling on the
+    // first ids of every block.
     auto work = [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        const Block& blk = blocks[b];
-        recopt::EmbeddingBagRows(views[features_[blk.feature].table], bags[blk.feature], blk.r0, blk.r1);
+      for (int64_t b = b0; b < b1;) {
+        const Block& first = blocks[b];
+        int64_t r1 = first.r1;
+        for (++b; b < b1 && blocks[b].feature == first.feature; ++b) r1 = blocks[b].r1;
+        recopt::EmbeddingBagRows(views[features_[first.feature].table], bags[first.feature], first.r0, r1);
       }
     };
     auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
