@@ -203,15 +203,45 @@ for storage in ("fp32", "bf16", "int8"):
                                        layout="blocks16", num_candidates=len(stored))):
             np.testing.assert_allclose(got_v.numpy(), want_v.numpy(), rtol=1e-4, atol=1e-4)
             assert retrieval.recall_at_k(want_i.numpy(), got_i.numpy()) > 0.99, (storage, batch, d)
+
+# int8 blocks16 with integer queries whose largest element is 32767: the
+# int16 path (avx512vnni) rounds nothing, and every partial sum stays below
+# 2^24, so every path's scores are the exact integers and the order (ties to
+# the lower index) is fixed. Batch 15 takes tiles of 8, 4, 2 and 1; odd
+# widths end on a single element; -128 is int8's one value without a negation.
+for batch, d in ((15, 37), (1, 64), (2, 7), (3, 1)):
+    c = rng.integers(-2, 3, (1000, d)).astype(np.int8)
+    c[5, :2] = -128
+    c[900] = c[10]  # a tie
+    q = rng.integers(-32767, 32768, (batch, d)).astype(np.float32)
+    q[:, 0] = 32767 * np.where(rng.random(batch) < 0.5, 1, -1)
+    exact = q.astype(np.int64) @ c.T.astype(np.int64)
+    order = np.lexsort((np.broadcast_to(np.arange(1000), exact.shape), -exact), axis=1)[:, :300]
+    got_v, got_i = ops.recopt_score_top_k(q, retrieval.to_blocks(c), np.ones(1000, np.float32),
+                                          np.zeros([0], np.float32), 300, layout="blocks16", num_candidates=1000)
+    np.testing.assert_array_equal(got_i.numpy(), order, err_msg=f"{batch} {d}")
+    np.testing.assert_array_equal(got_v.numpy(), np.take_along_axis(exact, order, 1).astype(np.float32))
+
+# A query holding NaN or Inf scores as TensorFlow does; the others are unaffected.
+c = rng.integers(-127, 128, (5000, 16)).astype(np.int8)
+q = rng.standard_normal((4, 16)).astype(np.float32)
+q[1, 3], q[2, 0] = np.nan, np.inf
+want_v, want_i = tf.math.top_k(tf.matmul(q, c.astype(np.float32), transpose_b=True), 50)
+got_v, got_i = ops.recopt_score_top_k(q, retrieval.to_blocks(c), np.ones(5000, np.float32), np.zeros([0], np.float32),
+                                      50, layout="blocks16", num_candidates=5000)
+np.testing.assert_array_equal(got_i.numpy()[[1, 2]], want_i.numpy()[[1, 2]])
+np.testing.assert_array_equal(got_v.numpy()[[1, 2]], want_v.numpy()[[1, 2]])
+np.testing.assert_allclose(got_v.numpy()[[0, 3]], want_v.numpy()[[0, 3]], rtol=1e-4, atol=1e-3)
 print("ok")
 """
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512", "avx512vnni"])
 def test_every_isa_scores_every_storage(isa):
     """RECOPT_ISA forces a kernel path (one the CPU lacks falls back to the
     best it has): each path widens bf16/int8 rows its own way and tiles
-    blocks16 queries by its own vector width."""
+    blocks16 queries by its own vector width; avx512vnni scores int8 blocks
+    in integers."""
     result = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], capture_output=True, text=True,
                             env={**os.environ, "RECOPT_ISA": isa})
     assert result.returncode == 0, result.stderr[-2000:]

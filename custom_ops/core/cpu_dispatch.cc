@@ -11,6 +11,7 @@ namespace {
 bool CpuHas(const char* isa) {
 #if defined(__x86_64__) && defined(RECOPT_HAVE_X86_ISAS)
   __builtin_cpu_init();
+  if (std::strcmp(isa, "avx512vnni") == 0) return CpuHas("avx512") && __builtin_cpu_supports("avx512vnni");
   if (std::strcmp(isa, "avx512") == 0) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
@@ -29,7 +30,7 @@ const GemmKernels& Choose() {
   if (forced != nullptr && *forced != '\0') {
     if (const GemmKernels* k = GemmKernelsForIsa(forced)) return *k;
   }
-  for (const char* isa : {"avx512", "avx2"}) {
+  for (const char* isa : {"avx512vnni", "avx512", "avx2"}) {
     if (const GemmKernels* k = GemmKernelsForIsa(isa)) return *k;
   }
   return generic::Kernels();
@@ -40,6 +41,7 @@ const GemmKernels& Choose() {
 const GemmKernels* GemmKernelsForIsa(const char* isa) {
   if (!CpuHas(isa)) return nullptr;
 #if defined(RECOPT_HAVE_X86_ISAS)
+  if (std::strcmp(isa, "avx512vnni") == 0) return &avx512::VnniKernels();
   if (std::strcmp(isa, "avx512") == 0) return &avx512::Kernels();
   if (std::strcmp(isa, "avx2") == 0) return &avx2::Kernels();
 #endif

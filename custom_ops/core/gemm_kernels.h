@@ -3,7 +3,7 @@
 // B is packed once (at kernel construction, not per call), as fp32 or bf16, into column
 // panels of `nr` floats: panel p holds columns [p*nr, p*nr + nr) for every k,
 // contiguous, zero padded past N. The ISA is picked once at load time from
-// CPUID (override with RECOPT_ISA=generic|avx2|avx512 to test every path).
+// CPUID (override with RECOPT_ISA=generic|avx2|avx512|avx512vnni to test every path).
 #ifndef RECOPT_CORE_GEMM_KERNELS_H_
 #define RECOPT_CORE_GEMM_KERNELS_H_
 
@@ -35,6 +35,8 @@ enum ScoreStorage { kScoreF32 = 0, kScoreBF16 = 1, kScoreInt8 = 2 };
 enum ScoreLayout { kScoreRows = 0, kScoreBlocks = 1 };
 constexpr int kScoreLanes = 16;
 
+struct ScoreQueryInts;  // below
+
 // out[b, j] = dot(q[b], rows[first + j]) * row_scales[first + j] * scale
 //             + bias[first + j], for j in [0, count); null scales/bias are skipped.
 struct ScoreArgs {
@@ -54,6 +56,20 @@ struct ScoreArgs {
   // or NaN), else 0, so the caller need not rescan blocks that cannot enter.
   const float* floors;      // [batch] or nullptr
   unsigned char* may_pass;  // [batch, ceil(count / kScoreLanes)] or nullptr
+  // The queries as GemmKernels::prepare_queries rounded them, once for a
+  // whole scan of many ranges, or nullptr (the kernel rounds them itself).
+  const ScoreQueryInts* query_ints = nullptr;
+};
+
+// Queries rounded to int16 with a scale each, for kernels that score int8
+// candidates in integers (score_vnni.inc): query b's elements 2i and 2i+1
+// are the low and high halves of pairs[b * half + i].
+struct ScoreQueryInts {
+  static constexpr int kMaxBatch = 64;
+  static constexpr int kMaxDim = 512;  // keeps every int32 sum in range: 2 * 32767 * 128 * 256 < 2^31
+  int pairs[kMaxBatch * kMaxDim / 2];
+  float scale[kMaxBatch];  // query b ~ its int16 values * scale[b]
+  int half;                // ceil(dim / 2)
 };
 
 // One GRU time step's element-wise part for `rows` examples, after the
@@ -121,11 +137,18 @@ struct GemmKernels {
   void (*softmax_rows)(const SoftmaxArgs& args);
   // EmbeddingBagRows (embedding.h).
   void (*embedding_rows)(const EmbeddingTableView& table, const EmbeddingBag& bag, int64_t r0, int64_t r1);
+  // Fills `out` for score() calls over many ranges with the same args.q;
+  // false (or a null hook) when score() does not use it for these args.
+  bool (*prepare_queries)(const ScoreArgs& args, ScoreQueryInts* out);
 };
 
 namespace generic { const GemmKernels& Kernels(); }
 namespace avx2 { const GemmKernels& Kernels(); }
-namespace avx512 { const GemmKernels& Kernels(); }
+namespace avx512 {
+const GemmKernels& Kernels();
+// The avx512 kernels with int8 blocks16 scoring on AVX512-VNNI (score_vnni.inc).
+const GemmKernels& VnniKernels();
+}  // namespace avx512
 
 // The best kernels this CPU supports, chosen on first use.
 const GemmKernels& SelectedGemmKernels();

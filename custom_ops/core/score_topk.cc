@@ -40,6 +40,11 @@ void ScoreRangeTopK(const GemmKernels& kernels, const ScoreTopKProblem& p, int64
     g.floors = floors.data();
     g.may_pass = may_pass.data();
   }
+  std::unique_ptr<ScoreQueryInts> ints;
+  if (kernels.prepare_queries != nullptr) {
+    ints.reset(new ScoreQueryInts);
+    if (kernels.prepare_queries(g, ints.get())) g.query_ints = ints.get();
+  }
   for (int64_t j = begin; j < end; j += kScoreBlock) {
     g.first = j;
     g.count = std::min(kScoreBlock, end - j);
