@@ -253,8 +253,8 @@ def _emit_score_topk(ctx, topk, chain, storage, gpu):
     view = ctx.view
     base = topk.name + "/recopt"
     # The GPU kernel reads rows (custom_ops/gpu/score_topk_gpu.cu); on the CPU
-    # blocks16 is faster at every batch (bench/retrieval.py: 1.5-2x at batch
-    # 8), worth a second copy only when one is made anyway or the original goes.
+    # blocks16 is faster at every batch (bench/retrieval.py times both layouts),
+    # worth a second copy only when one is made anyway or the original goes.
     blocks = not gpu and (storage != "fp32" or not chain.shared or chain.in_place is None)
     layout = "blocks16" if blocks else "rows"
     if not blocks and storage == "fp32" and chain.in_place is not None:
