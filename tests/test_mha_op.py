@@ -2,6 +2,10 @@
 its pure-TF reference: every input sharing (self, key = value, separate),
 masks ([B, T, S], [B, 1, S], fully masked rows, select and add forms), odd
 widths, empty batches and sequences, NaN, bf16 weights and bad shapes."""
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -222,3 +226,79 @@ def test_bad_shapes_name_the_input(ops, bad):
         heads, match = 3, "query: weight is"
     with pytest.raises(tf.errors.InvalidArgumentError, match=match):
         _run(ops, q, k, v, w, heads, 4, 4, mask, scale=0.5)
+
+
+def test_nan_key_makes_its_rows_nan(ops):
+    """A NaN score makes its softmax row NaN in TensorFlow, wherever it sits
+    in the row; with separate key and value inputs only the attention
+    carries it to the output."""
+    w = _weights(2, 4, 4, 8, 8, 8, 8)
+    q, k, v = _x(3, 5, 8), _x(3, 40, 8), _x(3, 40, 8)
+    k[1, 21, 0] = np.nan   # not lane 0 of any vector width
+    got = _run(ops, q, k, v, w, 2, 4, 4, scale=0.5)
+    want = reference.multi_head_attention(q, k, v, *w, 2, 4, 4, 0.5).numpy()
+    assert np.isnan(want[1]).all() and np.isnan(got[1]).all()
+    np.testing.assert_allclose(np.delete(got, 1, 0), np.delete(want, 1, 0), rtol=2e-5, atol=2e-5)
+
+
+# Every kernel path's attention: key lengths either side of where each ISA's
+# fused head (scores held in registers: 8 vectors of keys) hands over to the
+# unfused GEMM + softmax + GEMM path (32 keys generic, 64 AVX2, 128 AVX-512),
+# query lengths that leave every tile-row remainder, odd head widths, and
+# every mask form.
+_ISA_SCRIPT = r"""
+import numpy as np
+import tensorflow as tf
+import tf_recopt
+from tf_recopt.ops import reference
+
+ops = tf_recopt.load_ops()
+rng = np.random.default_rng(3)
+
+
+def x(*shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def check(t, s, heads, key_dim, value_dim, mask=None, w=None, **attrs):
+    d = 12
+    w = w or [x(d, heads * key_dim) / 3, x(heads * key_dim) / 10, x(d, heads * key_dim) / 3, x(heads * key_dim) / 10,
+              x(d, heads * value_dim) / 3, x(heads * value_dim) / 10, x(heads * value_dim, 8) / 3, x(8) / 10]
+    q, k, v = x(3, t, d), x(3, s, d), x(3, s, d)
+    masks = [] if mask is None else [mask]
+    got = ops.recopt_multi_head_attention(q, k, v, *w, masks, num_heads=heads, key_dim=key_dim, value_dim=value_dim,
+                                          scale=0.4, **attrs).numpy()
+    want = reference.multi_head_attention(q, k, v, *w, heads, key_dim, value_dim, 0.4, mask=mask, **attrs).numpy()
+    np.testing.assert_allclose(got, want, rtol=3e-5, atol=3e-5, err_msg=f"t={t} s={s} {attrs} mask={mask is not None}")
+
+
+def lengths(t, s):
+    return np.broadcast_to((np.arange(s)[None, :] < np.array([s, 1, s // 2])[:, None])[:, None, :], (3, t, s)).copy()
+
+
+for s in (1, 7, 16, 17, 32, 33, 50, 64, 65, 128, 129, 150):
+    for t in (1, 3, 5, 9):
+        check(t, s, 2, 16, 16)
+    check(6, s, 3, 5, 17, lengths(6, s), mask_value=-1e9)
+    check(6, s, 2, 16, 16, lengths(6, s), mask_mode="add", mask_value=-3.0)
+    check(7, s, 2, 16, 16, lengths(7, s), mask_value=-1e9, zero_masked=True)
+    check(7, s, 2, 8, 33, rng.random((3, 7, s)) < 0.6, mask_value=-1e4)
+    check(5, s, 2, 16, 16, lengths(1, s), mask_value=-1e9)
+    check(9, s, 2, 16, 16, np.tril(np.ones((1, 9, s), bool)), mask_value=-1e9)
+    check(9, s, 2, 16, 16, None, mask_value=-1e9, causal=True, zero_masked=True)
+    # Every score -102.4: exp(score - 0) underflows, so a row max that let
+    # in the padding past s (0) would give 0 / 0 instead of uniform weights.
+    zero, one = np.zeros((12, 32), np.float32), np.ones(32, np.float32)
+    check(5, s, 2, 16, 16, w=[zero, one, zero, -16 * one, x(12, 32), x(32), x(32, 8), x(8)])
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_isa_attends_alike(isa):
+    """RECOPT_ISA forces a kernel path (one the CPU lacks falls back to the
+    best one it has)."""
+    result = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], capture_output=True, text=True,
+                            env={**os.environ, "RECOPT_ISA": isa})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")

@@ -125,6 +125,28 @@ struct SoftmaxArgs {
   bool causal = false;    // also masked where column > row: band_part(ones, -1, 0), Keras' causal mask
 };
 
+// One attention head, fused: out = softmax(mask(scale * q k^T)) v, with
+// the scale, mask and causal flag of `softmax` (its x, ld and rows unused;
+// mask row r belongs to query row r). A tile of query rows keeps its scores
+// in registers from the product through the softmax, so no [t, s] score
+// matrix is written and reread, and v is read in place, unpacked.
+struct AttentionHeadArgs {
+  const float* q;         // [t, key_dim], row stride ldq
+  int64_t ldq;
+  const float* k;         // [s, key_dim], row stride ldk
+  int64_t ldk;
+  const float* v;         // [s, value_dim], row stride ldv
+  int64_t ldv;
+  int64_t t, s;
+  int key_dim, value_dim;
+  SoftmaxArgs softmax;
+  float* out;             // [t, value_dim], row stride ldo
+  int64_t ldo;
+  float* scratch;         // kAttentionScratchRows + key_dim rows of s rounded up to kAttentionLanes
+};
+constexpr int kAttentionLanes = 16;
+constexpr int kAttentionScratchRows = 4;
+
 struct EmbeddingTableView;  // embedding.h
 struct EmbeddingBag;
 
@@ -140,6 +162,9 @@ struct GemmKernels {
   // Fills `out` for score() calls over many ranges with the same args.q;
   // false (or a null hook) when score() does not use it for these args.
   bool (*prepare_queries)(const ScoreArgs& args, ScoreQueryInts* out);
+  // false, having done nothing, where s is too long for the registers: the
+  // caller then runs dense + softmax_rows + dense.
+  bool (*attention_head)(const AttentionHeadArgs& args);
 };
 
 namespace generic { const GemmKernels& Kernels(); }

@@ -123,8 +123,9 @@ int64_t PackedMha::ScratchFloats(int64_t t, int64_t s) const {
   const int64_t nh = heads_ * key_dim_, nhv = heads_ * value_dim_;
   const int64_t s_pad = RoundUp(s, nr), hv_pad = RoundUp(value_dim_, nr);
   const int64_t projections = g * t * nh + g * s * (nh + nhv), context = g * t * nhv;
-  const int64_t head = key_dim_ * s_pad + s * hv_pad + t * s + std::max(s_pad, hv_pad);
-  return projections + context + head;
+  const int64_t unfused = key_dim_ * s_pad + s * hv_pad + t * s + std::max(s_pad, hv_pad);
+  const int64_t fused = (key_dim_ + kAttentionScratchRows) * RoundUp(s, kAttentionLanes);
+  return projections + context + std::max(unfused, fused);
 }
 
 PackedMha::Views PackedMha::Project(const MhaBatch& b, int64_t first, int64_t count, float* proj) const {
@@ -153,19 +154,31 @@ PackedMha::Views PackedMha::Project(const MhaBatch& b, int64_t first, int64_t co
 void PackedMha::Head(const MhaBatch& b, const Views& v, int64_t example, int64_t local, int head, float* ctx,
                      float* scratch) const {
   const int64_t t = b.q_steps, s = b.kv_steps, nr = kernels_->nr, nhv = heads_ * value_dim_;
+  const bool* mask = b.mask == nullptr ? nullptr : b.mask + (b.mask_shared ? 0 : example) * b.mask_rows * s;
+  const SoftmaxArgs softmax{nullptr, s, t, s, scale_, mask, b.mask_rows == 1 ? 0 : s, mask_mode_, mask_value_,
+                            zero_masked_, causal_};
+  const float* q = v.q + local * t * v.ldq + head * key_dim_;
+  const float* k = v.k + local * s * v.ldk + head * key_dim_;
+  const float* values = v.v + local * s * v.ldv + head * value_dim_;
+  float* out = ctx + local * t * nhv + head * value_dim_;
+  if (kernels_->attention_head != nullptr &&
+      kernels_->attention_head(AttentionHeadArgs{q, v.ldq, k, v.ldk, values, v.ldv, t, s, key_dim_, value_dim_,
+                                                 softmax, out, nhv, scratch})) {
+    return;
+  }
   float* k_packed = scratch;
   float* v_packed = k_packed + key_dim_ * RoundUp(s, nr);
   float* scores = v_packed + s * RoundUp(value_dim_, nr);
   const float* zeros = scores + t * s;
-  PackTransposed(v.k + local * s * v.ldk + head * key_dim_, v.ldk, s, key_dim_, nr, k_packed);
-  kernels_->dense(DenseArgs{v.q + local * t * v.ldq + head * key_dim_, v.ldq, t, k_packed, false, zeros, key_dim_,
-                            static_cast<int>(s), scores, s, kActNone, 0.f});
-  const bool* mask = b.mask == nullptr ? nullptr : b.mask + (b.mask_shared ? 0 : example) * b.mask_rows * s;
-  kernels_->softmax_rows(SoftmaxArgs{scores, s, t, s, scale_, mask, b.mask_rows == 1 ? 0 : s, mask_mode_,
-                                     mask_value_, zero_masked_, causal_});
-  PackColumns(v.v + local * s * v.ldv + head * value_dim_, v.ldv, s, value_dim_, nr, v_packed);
-  kernels_->dense(DenseArgs{scores, s, t, v_packed, false, zeros, static_cast<int>(s), value_dim_,
-                            ctx + local * t * nhv + head * value_dim_, nhv, kActNone, 0.f});
+  PackTransposed(k, v.ldk, s, key_dim_, nr, k_packed);
+  kernels_->dense(DenseArgs{q, v.ldq, t, k_packed, false, zeros, key_dim_, static_cast<int>(s), scores, s, kActNone,
+                            0.f});
+  SoftmaxArgs rows = softmax;
+  rows.x = scores;
+  kernels_->softmax_rows(rows);
+  PackColumns(values, v.ldv, s, value_dim_, nr, v_packed);
+  kernels_->dense(DenseArgs{scores, s, t, v_packed, false, zeros, static_cast<int>(s), value_dim_, out, nhv,
+                            kActNone, 0.f});
 }
 
 void PackedMha::Forward(const MhaBatch& b, int64_t first, int64_t last, float* scratch) const {
