@@ -241,6 +241,35 @@ def test_nan_key_makes_its_rows_nan(ops):
     np.testing.assert_allclose(np.delete(got, 1, 0), np.delete(want, 1, 0), rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("mode", ["select", "add"])
+def test_padding_keys_change_nothing(ops, mode):
+    """Keys every query row has masked are left out of the fused head when
+    their weights are provably 0: padding the sequence from 17 to 50 masked
+    keys must give what the 17 give, and the reference. (Example 2 masks
+    everything, so it weighs all keys alike and depends on their number.)"""
+    w = _weights(2, 16, 16, 12, 12, 12, 12)
+    q, kv = _x(4, 9, 12), _x(4, 50, 12)
+    mask = _lengths_mask(4, 9, 50, lengths=[17, 3, 0, 9])
+    padded = _check(ops, q, kv, kv, w, 2, 16, 16, mask, mask_mode=mode, mask_value=-1e9)
+    short = _run(ops, q, kv[:, :17], kv[:, :17], w, 2, 16, 16, mask[:, :, :17], scale=0.25, mask_mode=mode,
+                 mask_value=-1e9)
+    np.testing.assert_allclose(np.delete(padded, 2, 0), np.delete(short, 2, 0), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_value_under_the_mask(ops, bad):
+    """A masked key's weight is 0, and TensorFlow's 0 * NaN (or Inf) is
+    NaN: leaving that key out would hide it."""
+    w = _weights(2, 4, 4, 8, 8, 8, 8)
+    q, k, v = _x(3, 5, 8), _x(3, 40, 8), _x(3, 40, 8)
+    v[1, 30, 2] = bad
+    mask = _lengths_mask(3, 5, 40, lengths=[40, 20, 20])
+    got = _run(ops, q, k, v, w, 2, 4, 4, mask, scale=0.5, mask_value=-1e9)
+    want = reference.multi_head_attention(q, k, v, *w, 2, 4, 4, 0.5, mask=mask, mask_value=-1e9).numpy()
+    assert np.isnan(want[1]).all() and np.isnan(got[1]).all()
+    np.testing.assert_allclose(np.delete(got, 1, 0), np.delete(want, 1, 0), rtol=2e-5, atol=2e-5)
+
+
 # Every kernel path's attention: key lengths either side of where each ISA's
 # fused head (scores held in registers: 8 vectors of keys) hands over to the
 # unfused GEMM + softmax + GEMM path (32 keys generic, 64 AVX2, 128 AVX-512),
@@ -281,6 +310,7 @@ for s in (1, 7, 16, 17, 32, 33, 50, 64, 65, 128, 129, 150):
         check(t, s, 2, 16, 16)
     check(6, s, 3, 5, 17, lengths(6, s), mask_value=-1e9)
     check(6, s, 2, 16, 16, lengths(6, s), mask_mode="add", mask_value=-3.0)
+    check(6, s, 2, 16, 16, lengths(6, s), mask_mode="add", mask_value=-1e9)
     check(7, s, 2, 16, 16, lengths(7, s), mask_value=-1e9, zero_masked=True)
     check(7, s, 2, 8, 33, rng.random((3, 7, s)) < 0.6, mask_value=-1e4)
     check(5, s, 2, 16, 16, lengths(1, s), mask_value=-1e9)
