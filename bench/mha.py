@@ -73,7 +73,7 @@ def main(argv=None):
     common.write_result(f"mha_{args.threads}", {
         "bench": "mha", "threads": args.threads, "machine": common.machine(),
         "setup": f"keras.layers.MultiHeadAttention({HEADS} heads, key_dim {KEY_DIM}), d={D}, sequence {STEPS}, "
-                 "padding mask; self: T = S = 50, target: T = 1; causal: T = S = 50, use_causal_mask alone",
+                 "padding mask (history lengths uniform in 1..50); self: T = S = 50, target: T = 1; causal: T = S = 50, use_causal_mask alone",
         "command": f"python -m bench.mha --threads {args.threads} --repeats {args.repeats}", "rows": rows})
 
 
