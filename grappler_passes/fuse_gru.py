@@ -113,6 +113,7 @@ class _Loop:
         self.out_list = lists[0]
         self._input_reads(steps)
         self.counters = [s for s in steps if s != self.time]
+        self.zero_output = False
         if len(states) == 2:
             self._masked_states(states)
         elif self.mask_list is not None:
@@ -122,10 +123,12 @@ class _Loop:
 
     def _masked_states(self, states):
         """Keras' masked loop carries the output and the state, each updated
-        as where(mask_t, new, old) with the same new state."""
+        as where(mask_t, new, old) with the same new state; with tf_keras'
+        zero_output_for_mask (which Bidirectional forces on when returning
+        sequences) the output is where(mask_t, new, zeros) instead."""
         if self.mask_list is None:
             raise _Skip("the loop carries 2 states, not one of each")
-        new = set()
+        new, zeroed = set(), set()
         for i in states:
             sel = _body_node(self.body, self.outs[i])
             if sel is None or sel.op not in ("SelectV2", "Select"):
@@ -134,8 +137,10 @@ class _Loop:
             tile = _body_node(self.body, cond)
             if tile is not None and tile.op == "Tile":
                 cond = _body_ref(self.body, tile.input[0])
-            if cond != self.mask_item or other != self.args[i]:
-                raise _Skip("a carried state is not where(mask_t, new, itself)")
+            if cond != self.mask_item or (other != self.args[i] and not self._invariant_zeros(other)):
+                raise _Skip("a carried state is not where(mask_t, new, itself or zeros)")
+            if other != self.args[i]:
+                zeroed.add(i)
             new.add(then)
         write = _body_node(self.body, self.outs[self.out_list])
         written = _body_ref(self.body, write.input[2])
@@ -144,7 +149,18 @@ class _Loop:
             raise _Skip("the masked output and state do not share one new state")
         self.out_carry = outputs[0]
         self.state = next(i for i in states if i != self.out_carry)
+        if self.state in zeroed:
+            raise _Skip("a masked step zeroes the state instead of keeping it")
+        self.zero_output = self.out_carry in zeroed
         self.new_state = new.pop()
+
+    def _invariant_zeros(self, ref):
+        """ref is a loop-invariant argument fed zeros (tf_keras' zeros_like of
+        the step output, computed once before the loop)."""
+        if ref not in self.args:
+            return False
+        i = self.args.index(ref)
+        return self.outs[i] == ref and self._is_zeros(self.inputs[i])
 
     def _plus_one(self, node, arg):
         ins = [i for i in node.input if not i.startswith("^")]
@@ -258,8 +274,9 @@ class _Loop:
         return value is not None and not np.any(value)
 
     def _mask(self, time_major):
-        """The [B, T] (or time-major [T, B]) bool mask the loop's mask list
-        was built from: Keras unstacks transpose(expand_dims(mask, -1))."""
+        """The op's mask, [B, T] (or time-major [T, B], x's layout), from the
+        [T, B, 1] bool tensor the loop's mask list unstacks: Keras builds it
+        as transpose(expand_dims(mask, -1)), reversed for go_backwards."""
         unstack = self._producer(self.mask_list, ("TensorListFromTensor",))
         src = self.view.node(unstack.input[0])
         if not time_major and src is not None and src.op == "Transpose":
@@ -268,7 +285,19 @@ class _Loop:
             if (perm is not None and list(perm) == [1, 0, 2] and expand is not None and expand.op == "ExpandDims"
                     and self.view.const_value(expand.input[1]) in (-1, 2)):
                 return expand.input[0]
-        raise _Skip("the mask list is not transpose(expand_dims(mask, -1)) in the input's layout")
+        shape = shapes.shape_of(self.info, unstack.input[0])
+        if shape is None or len(shape) != 3 or shape[2] != 1:
+            raise _Skip("the mask list's source is not a [T, B, 1] tensor")
+        base = self.node.name + "/recopt_gru/mask"
+        bool_t = attr_value_pb2.AttrValue(type=types_pb2.DT_BOOL)
+        steps_first = self.view.add_node("Squeeze", base, [unstack.input[0]], {
+            "T": bool_t, "squeeze_dims": attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(i=[2]))})
+        if time_major:
+            return steps_first.name
+        perm = self.view.add_const(base + "/perm", np.array([1, 0], np.int32)).name
+        return self.view.add_node("Transpose", base + "/batch_major", [steps_first.name, perm], {
+            "T": bool_t, "Tperm": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)}).name
+
     def _check_cond(self, steps):
         bounded = False
         self.cond_args = [a.name for a in self.cond.signature.input_arg]
@@ -390,24 +419,44 @@ class _Loop:
         mask = None if self.mask_list is None else self._mask(time_major)
         op = self._add_op(x, time_major, weights, bf16, mask, scores)
         self._drop_control_edges()
-        last = tensor_name(op.name, 1)
+        seq, last = op.name, tensor_name(op.name, 1)
         if self.last_only and mask is not None:
-            last = self._masked_last(op, mask)
+            last = self._masked_last(op, mask, time_major)
+        elif self.zero_output:
+            seq = self._zeroed_where_masked(op, mask)
         self.view.replace_uses(tensor_name(self.node.name, self.state), tensor_name(op.name, 1))
         for stack in stacks:
-            self._replace_stack(stack, op, time_major, last)
+            self._replace_stack(stack, seq, time_major, last)
 
-    def _masked_last(self, op, mask):
-        """Keras' masked loop outputs the last unmasked step's state, which is
-        the final state, or zeros when no step was unmasked (mask is [B, T]:
-        only batch-major masks are fused)."""
+    def _masked_last(self, op, mask, time_major):
+        """The one-slot list's item after a masked loop. Keras: the last
+        unmasked step's state, which is the final state, or zeros when no
+        step was unmasked. With zero_output_for_mask: the final state where
+        the loop's last step is unmasked, else zeros."""
         view, base = self.view, op.name + "/last_output"
         float_t = {"T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT)}
-        axis = view.add_const(base + "/time_axis", np.int32(1)).name
-        stepped = view.add_node("Any", base + "/stepped", [mask, axis], {
-            "Tidx": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32), "keep_dims": attr_value_pb2.AttrValue(b=True)})
+        if self.zero_output:
+            begin, masks = ([-1, 0], {"begin_mask": 2, "end_mask": 2, "shrink_axis_mask": 1}) if time_major else \
+                ([0, -1], {"begin_mask": 1, "end_mask": 1, "shrink_axis_mask": 2})
+            stepped = view.add_strided_slice(base + "/last_step", mask, types_pb2.DT_BOOL, begin, [0, 0], masks)
+        else:
+            axis = view.add_const(base + "/time_axis", np.int32(0 if time_major else 1)).name
+            stepped = view.add_node("Any", base + "/stepped", [mask, axis], {
+                "Tidx": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32),
+                "keep_dims": attr_value_pb2.AttrValue(b=False)})
+        column = _expand_bool(view, base + "/per_example", stepped.name, 1)
         zeros = view.add_node("ZerosLike", base + "/zeros", [tensor_name(op.name, 1)], float_t)
-        return view.add_node("SelectV2", base, [stepped.name, tensor_name(op.name, 1), zeros.name], float_t).name
+        return view.add_node("SelectV2", base, [column.name, tensor_name(op.name, 1), zeros.name], float_t).name
+
+    def _zeroed_where_masked(self, op, mask):
+        """The sequence with masked steps zeroed (zero_output_for_mask); the
+        op repeats the last unmasked output there. The mask is in the
+        sequence's layout."""
+        view, base = self.view, op.name + "/zero_masked"
+        float_t = {"T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT)}
+        keep = _expand_bool(view, base + "/keep", mask, -1)
+        zeros = view.add_node("ZerosLike", base + "/zeros", [op.name], float_t)
+        return view.add_node("SelectV2", base, [keep.name, op.name, zeros.name], float_t).name
 
     def _op_inputs(self, sources, weights):
         """(x, AUGRU scores or None). A score column inside x is sliced out of
@@ -452,7 +501,7 @@ class _Loop:
             "attention_mode": attr_value_pb2.AttrValue(s=(w.attention or ("update",))[0].encode()),
         }, device=self.node.device)
 
-    def _replace_stack(self, stack, op, time_major, last):
+    def _replace_stack(self, stack, seq, time_major, last):
         view = self.view
         if self.last_only:
             axis = view.add_const(stack.name + "/recopt_axis", np.int32(0)).name
@@ -462,20 +511,29 @@ class _Loop:
             view.replace_uses(stack.name, expand.name)
             return
         if time_major:
-            view.replace_uses(stack.name, op.name)
+            view.replace_uses(stack.name, seq)
             return
         bypassed = set()
         for consumer, _ in view.consumers(stack.name):
             perm = view.const_value(consumer.input[1]) if consumer.op == "Transpose" else None
             if perm is not None and list(perm) == [1, 0, 2] and consumer.name not in view.protected:
-                view.replace_uses(consumer.name, op.name)
+                view.replace_uses(consumer.name, seq)
                 bypassed.add(consumer.name)
         if any(c.name not in bypassed for c, _ in view.consumers(stack.name)):
             perm = view.add_const(stack.name + "/recopt_perm", np.array([1, 0, 2], np.int32)).name
-            back = view.add_node("Transpose", stack.name + "/recopt_time_major", [op.name, perm], {
+            back = view.add_node("Transpose", stack.name + "/recopt_time_major", [seq, perm], {
                 "T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT),
                 "Tperm": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)})
             view.replace_uses(stack.name, back.name)
+
+
+def _expand_bool(view, name, tensor, axis):
+    """expand_dims of a bool tensor, so a [B] or [B, T] mask broadcasts
+    against [B, u] or [B, T, u] in a SelectV2."""
+    axis = view.add_const(name + "/axis", np.int32(axis)).name
+    return view.add_node("ExpandDims", name, [tensor, axis], {
+        "T": attr_value_pb2.AttrValue(type=types_pb2.DT_BOOL),
+        "Tdim": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)})
 
 
 def _scalar(node):

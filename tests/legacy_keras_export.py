@@ -1,5 +1,5 @@
 """Exports tf_keras (Keras 2) models for the pass tests. Run as
-`python -m tests.legacy_keras_export gru|augru|mha|lookup|ragged OUT_DIR` with
+`python -m tests.legacy_keras_export gru|masked_gru|augru|mha|lookup|ragged OUT_DIR` with
 TF_USE_LEGACY_KERAS=1: tf_keras and Keras 3 cannot share a process."""
 import os
 import subprocess
@@ -14,6 +14,12 @@ GRU_VARIANTS = {
     "reset_before": dict(return_sequences=True, reset_after=False),   # the generic RNN loop
     "backwards": dict(return_sequences=True, go_backwards=True),
     "last": dict(),
+}
+MASKED_GRU_VARIANTS = {           # fed x and a [B, T] bool mask m
+    "bidirectional": lambda k: k.layers.Bidirectional(k.layers.GRU(UNITS, return_sequences=True)),
+    "bidirectional_last": lambda k: k.layers.Bidirectional(k.layers.GRU(UNITS)),
+    "zero_output_last": lambda k: k.layers.GRU(UNITS, zero_output_for_mask=True),
+    "zero_output_last_backwards": lambda k: k.layers.GRU(UNITS, zero_output_for_mask=True, go_backwards=True),
 }
 MHA_T, MHA_S, MHA_D = 6, 9, 16   # MultiHeadAttention models (tests/test_fuse_mha.py)
 MHA_VARIANTS = ("self_masked", "cross", "self_causal")
@@ -33,6 +39,14 @@ def export_gru(out_dir):
         x = keras.Input((T, D), name="x")
         y = keras.layers.GRU(UNITS, name="gru", bias_initializer="random_normal", **kwargs)(x)
         tf.saved_model.save(keras.Model(x, y), os.path.join(out_dir, name))
+
+
+def export_masked_gru(out_dir):
+    keras = _keras()
+    for name, layer in MASKED_GRU_VARIANTS.items():
+        x = keras.Input((T, D), name="x")
+        m = keras.Input((T,), dtype=tf.bool, name="m")
+        tf.saved_model.save(keras.Model([x, m], layer(keras)(x, mask=m)), os.path.join(out_dir, name))
 
 
 def export_augru(out_dir):
@@ -122,5 +136,5 @@ def export_in_subprocess(kind, out_dir):
 if __name__ == "__main__":
     np.random.seed(0)
     tf.random.set_seed(0)
-    {"gru": export_gru, "augru": export_augru, "mha": export_mha, "lookup": export_lookup,
+    {"gru": export_gru, "masked_gru": export_masked_gru, "augru": export_augru, "mha": export_mha, "lookup": export_lookup,
      "ragged": export_ragged}[sys.argv[1]](sys.argv[2])

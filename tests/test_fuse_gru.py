@@ -136,6 +136,35 @@ def test_masked_gru_keeping_last_output(reset_after):
     assert result.applied == 1
 
 
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_keras3_masked_gru_backwards(return_sequences):
+    """go_backwards reverses the step input and the mask, so the op runs
+    time-major on the reversed sequence with the reversed [T, B] mask."""
+    layer = _keras_layer(return_sequences=return_sequences, go_backwards=True)
+    optimized, _ = _fuse(lambda x, n: layer(x, mask=tf.sequence_mask(n, T)), feeds=(X, LENGTHS),
+                         specs=(SPEC, LENGTHS_SPEC))
+    _assert_fused(optimized)
+    node = next(n for n in optimized.node if n.op == "Recopt>GRU")
+    assert node.attr["num_masks"].i == 1 and node.attr["time_major"].b
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_keras3_masked_bidirectional(return_sequences):
+    """Both directions of a masked Bidirectional GRU fuse (Bidirectional
+    zeroes masked steps' outputs when it returns sequences)."""
+    import keras
+    keras.utils.set_random_seed(4)
+    layer = keras.layers.Bidirectional(keras.layers.GRU(U, return_sequences=return_sequences,
+                                                        bias_initializer="random_normal"))
+    layer.build((None, T, D))
+    optimized, result = _fuse(lambda x, n: layer(x, mask=tf.sequence_mask(n, T)), feeds=(X, LENGTHS),
+                              specs=(SPEC, LENGTHS_SPEC))
+    assert ops_of(optimized).count("Recopt>GRU") == 2 and result.applied == 2, result.skipped
+    assert not {"While", "StatelessWhile"} & set(ops_of(optimized))
+    zeroing = [n for n in optimized.node if n.op == "SelectV2" and n.name.endswith("/zero_masked")]
+    assert len(zeroing) == (2 if return_sequences else 0)
+
+
 # ---- DIEN's AUGRU --------------------------------------------------------------
 
 SCORES = RNG.random((B, T)).astype(np.float32)
@@ -250,6 +279,29 @@ def test_tf_keras_saved_models(legacy_models, tmp_path, variant):
     assert not saved_model_nodes(dst, "StatelessWhile") and not saved_model_nodes(dst, "While")
     want = run_signature(src, {"x": X})
     got = run_signature(dst, {"x": X})
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=2e-5, atol=2e-6)
+
+
+@pytest.fixture(scope="module")
+def legacy_masked_models(tmp_path_factory):
+    out = tmp_path_factory.mktemp("legacy_masked_gru")
+    failure = legacy_keras_export.export_in_subprocess("masked_gru", out)
+    assert failure is None, failure
+    return out
+
+
+@pytest.mark.parametrize("variant, fused", [(v, 2 if v.startswith("bidirectional") else 1)
+                                            for v in legacy_keras_export.MASKED_GRU_VARIANTS])
+def test_tf_keras_masked_saved_models(legacy_masked_models, tmp_path, variant, fused):
+    """tf_keras' zero_output_for_mask (Bidirectional forces it when returning
+    sequences) and go_backwards' reversed time-major mask, on exports."""
+    src, dst = str(legacy_masked_models / variant), str(tmp_path / "opt")
+    tf_recopt.optimize(src, dst)
+    assert len(saved_model_nodes(dst, "Recopt>GRU")) == fused
+    assert not saved_model_nodes(dst, "StatelessWhile") and not saved_model_nodes(dst, "While")
+    feeds = {"x": X, "m": np.arange(T)[None] < LENGTHS[:, None]}
+    want, got = run_signature(src, feeds), run_signature(dst, feeds)
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=2e-5, atol=2e-6)
 
