@@ -68,8 +68,9 @@ def _emit(view, att, bf16):
 
 
 def _mask_input(view, mask, base, device):
-    """The op's [B or 1, T or 1, S] keep-mask from the graph's tensor (or
-    from its value, for a mask made from the scores' shape)."""
+    """The op's [B or 1, T or 1, S] (or per-head [B or 1, N, T or 1, S])
+    keep-mask from the graph's tensor (or from its value, for a mask made
+    from the scores' shape)."""
     if mask.constant is not None:
         keep = mask.constant.reshape(mask.constant.shape[-3:] if not mask.squeeze else
                                      (1,) + mask.constant.shape[-2:])

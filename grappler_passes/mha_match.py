@@ -48,13 +48,14 @@ class Projection:
 
 @dataclasses.dataclass
 class Mask:
-    tensor: str            # bool, [B, T or 1, S] after the fix-ups below
+    tensor: str            # bool, [B, T or 1, S] after the fix-ups below, or [B, N, T or 1, S]
     negate: bool           # the graph's tensor is True where attention is blocked
     squeeze: bool          # the graph's tensor is [B, 1, T or 1, S]
     mode: str              # "select" or "add"
     value: float
     constant: np.ndarray = None   # the mask's value when it is computed from the scores' shape alone
     causal: bool = False          # it is Keras' causal mask of the scores' (dynamic) shape: an op attr
+    heads: int = 1                # N for a mask with a head axis of N > 1 (one mask per head)
 
 
 @dataclasses.dataclass
@@ -89,6 +90,7 @@ class Matcher:
         if value.scale != 1.0:
             raise Skip("the value projection is scaled")
         if mask is not None:
+            self._check_mask_heads(mask, query.heads)
             self._shape_only(mask)
         self._check_private(final)
         return Attention(query, key, value, scale * query.scale * key.scale, mask, zero_masked, kernel, bias, final)
@@ -168,10 +170,17 @@ class Matcher:
         if node is not None and node.op == "ExpandDims" and self._const_int(node.input[1]) in (1, -3):
             cond, squeeze = self._t(node.input[0]), False
         dims = self._dims(cond)
+        heads = dims[1] if squeeze and len(dims) == 4 and dims[1] is not None and dims[1] > 1 else 1
         if self._dtype(cond) != types_pb2.DT_BOOL or len(dims) != (4 if squeeze else 3) or \
-                (squeeze and dims[1] != 1):
-            raise Skip(f"the mask '{cond}' {dims} is not a bool [B, T, S] (or [B, 1, T, S]) tensor")
-        return Mask(cond, negate, squeeze, mode, float(value))
+                (squeeze and dims[1] != heads):
+            raise Skip(f"the mask '{cond}' {dims} is not a bool [B, T, S] (or [B, 1 or N, T, S]) tensor")
+        return Mask(cond, negate, squeeze and heads == 1, mode, float(value), heads=heads)
+
+    @staticmethod
+    def _check_mask_heads(mask, heads):
+        """A mask's head axis must be 1 or the projections' head count."""
+        if mask.heads not in (1, heads):
+            raise Skip(f"the mask '{mask.tensor}' has {mask.heads} heads, the projections {heads}")
 
     def _strip_all_true(self, cond):
         """Keras 3 ands the mask with ones_like(scores): drop that operand."""
@@ -234,7 +243,7 @@ class Matcher:
         if a != self._t(self.softmax.name) or self._pad(b) != 0.0:
             return self.softmax.name, False
         again = self._keep(cond, negate=False, mode=mask.mode, value=mask.value)
-        if (again.tensor, again.squeeze) != (mask.tensor, mask.squeeze):
+        if (again.tensor, again.squeeze, again.heads) != (mask.tensor, mask.squeeze, mask.heads):
             raise Skip(f"'{node.name}' zeroes the weights with a different mask")
         self.interior.add(node.name)
         return node.name, True
@@ -374,8 +383,9 @@ class Matcher:
         counts, which must agree): mask.constant. With them dynamic it is
         recognised by probing several T, S against that band: mask.causal,
         an attr of the op. Either way its nodes join the pattern, so the
-        scores have no outside use. Any other mask is left as it is."""
-        found = self._shape_reads(mask.tensor)
+        scores have no outside use. Any other mask (one per head included)
+        is left as it is."""
+        found = None if mask.heads > 1 else self._shape_reads(mask.tensor)
         if found is None:
             return
         nodes, reads = found

@@ -178,6 +178,25 @@ def test_hand_written_mask_with_head_axis():
     _assert_fused(optimized)
 
 
+def test_hand_written_mask_per_head():
+    """A [B, N, T, S] keep-mask, one per head, goes to the op unchanged."""
+    keep = RNG.random((B, 2, T, S)) < 0.6
+    keep[..., 0] = True
+    optimized, _ = _fuse(lambda q, kv, m: _einsum_attention(q, kv, keep=m), [_x(T), _x(S), keep],
+                         [_spec(T), _spec(S), tf.TensorSpec([None, 2, T, S], tf.bool)])
+    _assert_fused(optimized)
+
+
+def test_keras3_attention_mask_per_head():
+    """Keras 3 broadcasts attention_mask against [B, N, T, S] scores, so a
+    4-D mask gives each head its own."""
+    layer = _keras_mha()
+    keep = RNG.random((B, 2, T, S)) < 0.6
+    optimized, _ = _fuse(lambda q, kv, m: layer(q, kv, attention_mask=m), [_x(T), _x(S), keep],
+                         [_spec(T), _spec(S), tf.TensorSpec([None, 2, T, S], tf.bool)])
+    _assert_fused(optimized)
+
+
 def test_returned_scores_stay_stock():
     layer = _keras_mha()
     optimized, result = _fuse(lambda x: layer(x, x, return_attention_scores=True), [_x(T)], [_spec(T)])

@@ -152,6 +152,19 @@ def test_causal_attr(ops, t, s, with_mask):
     _check(ops, q, kv, kv, w, 2, 8, 8, mask, mask_value=-1e9, causal=True, zero_masked=True)
 
 
+@pytest.mark.parametrize("shape", [(4, 3, 9, 13), (1, 3, 9, 13), (4, 3, 1, 13)],
+                         ids=["per_example", "shared", "one_row"])
+def test_mask_per_head(ops, shape):
+    """[B or 1, N, T or 1, S]: each head its own mask (the reference applies
+    it unbroadcast over heads, so a head reading another's rows fails)."""
+    w = _weights(3, 4, 4, 8, 8, 8, 8)
+    q, kv = _x(4, 9, 8), _x(4, 13, 8)
+    mask = RNG.random(shape) < 0.5
+    mask[..., 0] = True
+    _check(ops, q, kv, kv, w, 3, 4, 4, mask, mask_value=-1e9)
+    _check(ops, q, kv, kv, w, 3, 4, 4, mask, mask_mode="add", mask_value=-1e4, zero_masked=True)
+
+
 def test_arbitrary_random_mask(ops):
     w = _weights(4, 6, 6, 12, 12, 12, 12)
     x = _x(3, 17, 12)
@@ -205,7 +218,8 @@ def test_new_weights_are_repacked(ops):
                                rtol=2e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("bad", ["batch", "kv_steps", "width", "mask", "mask_batch", "kernel", "heads"])
+@pytest.mark.parametrize("bad", ["batch", "kv_steps", "width", "mask", "mask_batch", "mask_heads", "kernel",
+                                 "heads"])
 def test_bad_shapes_name_the_input(ops, bad):
     w = _weights(2, 4, 4, 8, 8, 8, 8)
     q, k, v, mask = _x(2, 3, 8), _x(2, 5, 8), _x(2, 5, 8), np.ones((2, 3, 5), bool)
@@ -220,6 +234,8 @@ def test_bad_shapes_name_the_input(ops, bad):
         mask, match = np.ones((2, 2, 5), bool), "mask must be"
     elif bad == "mask_batch":
         mask, match = np.ones((3, 3, 5), bool), "mask must be"
+    elif bad == "mask_heads":
+        mask, match = np.ones((2, 3, 3, 5), bool), "with N = 2"
     elif bad == "kernel":
         w[6], match = w[6][:7], "output: weight is"
     else:

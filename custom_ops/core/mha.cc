@@ -154,7 +154,10 @@ PackedMha::Views PackedMha::Project(const MhaBatch& b, int64_t first, int64_t co
 void PackedMha::Head(const MhaBatch& b, const Views& v, int64_t example, int64_t local, int head, float* ctx,
                      float* scratch) const {
   const int64_t t = b.q_steps, s = b.kv_steps, nr = kernels_->nr, nhv = heads_ * value_dim_;
-  const bool* mask = b.mask == nullptr ? nullptr : b.mask + (b.mask_shared ? 0 : example) * b.mask_rows * s;
+  const int64_t mask_heads = b.mask_per_head ? heads_ : 1;
+  const bool* mask = b.mask == nullptr ? nullptr
+                                       : b.mask + ((b.mask_shared ? 0 : example) * mask_heads +
+                                                   (b.mask_per_head ? head : 0)) * b.mask_rows * s;
   const SoftmaxArgs softmax{nullptr, s, t, s, scale_, mask, b.mask_rows == 1 ? 0 : s, mask_mode_, mask_value_,
                             zero_masked_, causal_};
   const float* q = v.q + local * t * v.ldq + head * key_dim_;

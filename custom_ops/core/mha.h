@@ -34,11 +34,12 @@ struct MhaBatch {
   const float* query;    // [B, T, dq]
   const float* key;      // [B, S, dk]
   const float* value;    // [B, S, dv]
-  const bool* mask;      // [B or 1, T or 1, S] or nullptr
+  const bool* mask;      // [B or 1, N or absent, T or 1, S] or nullptr
   int64_t mask_rows;     // T, or 1 for one mask row per example
   int64_t q_steps, kv_steps;  // T, S
   float* out;            // [B, T, E]
   bool mask_shared = false;   // one [T or 1, S] mask for every example (a causal mask)
+  bool mask_per_head = false; // the mask has a head axis: each head has its own rows
 };
 
 class PackedMha {

@@ -59,13 +59,18 @@ class MultiHeadAttentionOp : public OpKernel {
                         nullptr, t, t, s, nullptr};
     if (num_masks_ == 1) {
       const Tensor& mask = ctx->input(kMaskInput);
-      OP_REQUIRES(ctx, mask.dims() == 3 && (mask.dim_size(0) == batch || mask.dim_size(0) == 1) &&
-                           mask.dim_size(2) == s && (mask.dim_size(1) == t || mask.dim_size(1) == 1),
+      const int per_head = mask.dims() == 4 ? 1 : 0;
+      OP_REQUIRES(ctx, (mask.dims() == 3 || (per_head && mask.dim_size(1) == heads_)) &&
+                           (mask.dim_size(0) == batch || mask.dim_size(0) == 1) &&
+                           mask.dim_size(2 + per_head) == s &&
+                           (mask.dim_size(1 + per_head) == t || mask.dim_size(1 + per_head) == 1),
                   errors::InvalidArgument(name(), ": mask must be [B or 1, T or 1, S] = [", batch, " or 1, ", t,
-                                          " or 1, ", s, "], got ", mask.shape().DebugString()));
+                                          " or 1, ", s, "] or [B or 1, N, T or 1, S] with N = ", heads_,
+                                          ", got ", mask.shape().DebugString()));
       in.mask = mask.flat<bool>().data();
-      in.mask_rows = mask.dim_size(1);
+      in.mask_rows = mask.dim_size(1 + per_head);
       in.mask_shared = mask.dim_size(0) == 1;
+      in.mask_per_head = per_head;
     }
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, t, mha->output_dim()}), &out));

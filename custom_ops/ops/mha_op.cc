@@ -28,7 +28,9 @@ Status MultiHeadAttentionShape(shape_inference::InferenceContext* c) {
 //   K, V likewise; per head: P = softmax(mask(scale * Q_n K_n^T)) over S
 //   output = concat_n(P V_n) @ output_kernel + output_bias
 // mask (num_masks = 1): [B, T, S] or [B, 1, S] bool, true = attend, or
-// the same with a leading 1 for a mask every example shares; causal also
+// the same with a leading 1 for a mask every example shares, or any of
+// those with a head axis after the first ([B or 1, N, T or 1, S]: one
+// mask per head); causal also
 // masks key step s > query step t (Keras' band_part(ones, -1, 0)); a
 // masked score becomes mask_value ('select', Keras 3) or has it added
 // ('add', tf_keras); zero_masked also zeroes the masked weights after the

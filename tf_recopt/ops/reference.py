@@ -185,7 +185,8 @@ def multi_head_attention(query, key, value, query_kernel, query_bias, key_kernel
                          mask=None, mask_mode="select", mask_value=0.0, zero_masked=False, weights_bf16=False,
                          causal=False):
     """Recopt>MultiHeadAttention: Keras' MultiHeadAttention at inference with
-    2-D kernels (heads side by side in the columns). mask [B, T or 1, S]:
+    2-D kernels (heads side by side in the columns). mask [B, T or 1, S]
+    (or [B, N, T or 1, S], one per head):
     where False the scaled score becomes mask_value ("select") or has it
     added ("add"); causal also masks key step s > query step t; softmax
     over S; zero_masked then zeroes the masked weights."""
@@ -205,7 +206,8 @@ def multi_head_attention(query, key, value, query_kernel, query_bias, key_kernel
         lower = tf.linalg.band_part(tf.ones(tf.shape(scores)[2:], tf.bool), -1, 0)[None]
         mask = lower if mask is None else tf.logical_and(tf.convert_to_tensor(mask), lower)
     if mask is not None:
-        keep = tf.expand_dims(tf.convert_to_tensor(mask), 1)
+        keep = tf.convert_to_tensor(mask)
+        keep = keep if keep.shape.rank == 4 else tf.expand_dims(keep, 1)   # [B, N, T, S]: a mask per head
         masked = scores + mask_value if mask_mode == "add" else tf.fill(tf.shape(scores), mask_value)
         scores = tf.where(keep, scores, masked)
     weights = tf.nn.softmax(scores, axis=-1)
