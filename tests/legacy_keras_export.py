@@ -133,6 +133,14 @@ def export_in_subprocess(kind, out_dir):
     return None if result.returncode == 0 else result.stderr[-3000:]
 
 
+def export_or_fail(kind, out_dir):
+    """export_in_subprocess for a test: a failed export fails it with the
+    subprocess's stderr. Returns out_dir."""
+    failure = export_in_subprocess(kind, out_dir)
+    assert failure is None, failure
+    return out_dir
+
+
 if __name__ == "__main__":
     np.random.seed(0)
     tf.random.set_seed(0)

@@ -12,7 +12,7 @@ from grappler_passes.shapes import tensor_info
 from tf_recopt import saved_model_io
 from tf_recopt.options import OptimizeOptions
 from tests.conftest import run_signature
-from tests.legacy_keras_export import LOOKUP_USERS, export_in_subprocess
+from tests.legacy_keras_export import LOOKUP_USERS, export_or_fail
 
 FUSED = "Recopt>FusedEmbeddingLookup"
 VOCAB = [f"u{i}" for i in range(200)]
@@ -91,8 +91,7 @@ def test_tf_keras_tfrs_style_towers(ops, tmp_path):
     """tf_keras (what tensorflow-recommenders builds on): Sequential
     StringLookup + Embedding towers, as in the TFRS retrieval tutorial."""
     src = tmp_path / "legacy"
-    failure = export_in_subprocess("lookup", src)
-    assert failure is None, failure
+    export_or_fail("lookup", src)
     rng = np.random.default_rng(3)
     users = np.array([f"user_{k}".encode() for k in rng.integers(0, LOOKUP_USERS + 20, 33)])
     feeds = {"user": tf.constant(users), "age": tf.constant(rng.integers(-5, 120, 33), tf.int64)}

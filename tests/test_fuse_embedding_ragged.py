@@ -11,7 +11,7 @@ from grappler_passes import probe
 from grappler_passes.graph_view import GraphView
 from tests.conftest import run_signature
 from tests.graph_util import frozen_graph, ops_of, optimize_graph, run_graph
-from tests.legacy_keras_export import RAGGED_ROWS, export_in_subprocess
+from tests.legacy_keras_export import RAGGED_ROWS, export_or_fail
 
 RNG = np.random.default_rng(11)
 FUSED = "Recopt>FusedEmbeddingLookup"
@@ -126,8 +126,7 @@ def test_tf_keras_ragged_embedding_saved_model(ops, tmp_path):
     inputs; optimize() fuses both poolings into one op and, recognising the
     pair from the fused op, generates valid ragged parity inputs itself."""
     src, out = tmp_path / "legacy", str(tmp_path / "opt")
-    failure = export_in_subprocess("ragged", src)
-    assert failure is None, failure
+    export_or_fail("ragged", src)
     report = tf_recopt.optimize(str(src), out)
     assert report.parity_ok
     after = report.signatures["serving_default"].ops_after

@@ -265,10 +265,7 @@ def test_lstm_stays_stock():
 
 @pytest.fixture(scope="module")
 def legacy_models(tmp_path_factory):
-    out = tmp_path_factory.mktemp("legacy_gru")
-    failure = legacy_keras_export.export_in_subprocess("gru", out)
-    assert failure is None, failure
-    return out
+    return legacy_keras_export.export_or_fail("gru", tmp_path_factory.mktemp("legacy_gru"))
 
 
 @pytest.mark.parametrize("variant", ["standard", "reset_before", "backwards", "last"])
@@ -285,10 +282,7 @@ def test_tf_keras_saved_models(legacy_models, tmp_path, variant):
 
 @pytest.fixture(scope="module")
 def legacy_masked_models(tmp_path_factory):
-    out = tmp_path_factory.mktemp("legacy_masked_gru")
-    failure = legacy_keras_export.export_in_subprocess("masked_gru", out)
-    assert failure is None, failure
-    return out
+    return legacy_keras_export.export_or_fail("masked_gru", tmp_path_factory.mktemp("legacy_masked_gru"))
 
 
 @pytest.mark.parametrize("variant, fused", [(v, 2 if v.startswith("bidirectional") else 1)
@@ -310,8 +304,7 @@ def test_tf_keras_augru_saved_model(tmp_path):
     """A tf_keras RNN over a nested (x, score) input, TF1 GRUCell-style
     concat([x, h]) gates, masked, last state only."""
     src, dst = tmp_path / "augru", str(tmp_path / "opt")
-    failure = legacy_keras_export.export_in_subprocess("augru", src)
-    assert failure is None, failure
+    legacy_keras_export.export_or_fail("augru", src)
     tf_recopt.optimize(str(src), dst)
     nodes = saved_model_nodes(dst, "Recopt>GRU")
     assert nodes and all(n.attr["num_attention"].i == 1 and n.attr["num_masks"].i == 1 for n in nodes)

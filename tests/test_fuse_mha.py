@@ -281,10 +281,7 @@ def test_non_constant_kernel_stays_stock():
 
 @pytest.fixture(scope="module")
 def legacy_models(tmp_path_factory):
-    out = tmp_path_factory.mktemp("legacy_mha")
-    failure = legacy_keras_export.export_in_subprocess("mha", out)
-    assert failure is None, failure
-    return out
+    return legacy_keras_export.export_or_fail("mha", tmp_path_factory.mktemp("legacy_mha"))
 
 
 @pytest.mark.parametrize("variant", ["self_masked", "cross", "self_causal"])
