@@ -434,7 +434,6 @@ class _Loop:
         step was unmasked. With zero_output_for_mask: the final state where
         the loop's last step is unmasked, else zeros."""
         view, base = self.view, op.name + "/last_output"
-        float_t = {"T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT)}
         if self.zero_output:
             begin, masks = ([-1, 0], {"begin_mask": 2, "end_mask": 2, "shrink_axis_mask": 1}) if time_major else \
                 ([0, -1], {"begin_mask": 1, "end_mask": 1, "shrink_axis_mask": 2})
@@ -445,18 +444,15 @@ class _Loop:
                 "Tidx": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32),
                 "keep_dims": attr_value_pb2.AttrValue(b=False)})
         column = _expand_bool(view, base + "/per_example", stepped.name, 1)
-        zeros = view.add_node("ZerosLike", base + "/zeros", [tensor_name(op.name, 1)], float_t)
-        return view.add_node("SelectV2", base, [column.name, tensor_name(op.name, 1), zeros.name], float_t).name
+        return _where_else_zeros(view, base, column.name, tensor_name(op.name, 1))
 
     def _zeroed_where_masked(self, op, mask):
         """The sequence with masked steps zeroed (zero_output_for_mask); the
         op repeats the last unmasked output there. The mask is in the
         sequence's layout."""
-        view, base = self.view, op.name + "/zero_masked"
-        float_t = {"T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT)}
-        keep = _expand_bool(view, base + "/keep", mask, -1)
-        zeros = view.add_node("ZerosLike", base + "/zeros", [op.name], float_t)
-        return view.add_node("SelectV2", base, [keep.name, op.name, zeros.name], float_t).name
+        base = op.name + "/zero_masked"
+        keep = _expand_bool(self.view, base + "/keep", mask, -1)
+        return _where_else_zeros(self.view, base, keep.name, op.name)
 
     def _op_inputs(self, sources, weights):
         """(x, AUGRU scores or None). A score column inside x is sliced out of
@@ -525,6 +521,13 @@ class _Loop:
                 "T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT),
                 "Tperm": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)})
             view.replace_uses(stack.name, back.name)
+
+
+def _where_else_zeros(view, name, keep, tensor):
+    """where(keep, tensor, 0) on float32 (keep broadcasts), named `name`."""
+    float_t = {"T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT)}
+    zeros = view.add_node("ZerosLike", name + "/zeros", [tensor], float_t)
+    return view.add_node("SelectV2", name, [keep, tensor, zeros.name], float_t).name
 
 
 def _expand_bool(view, name, tensor, axis):
