@@ -1,5 +1,5 @@
 """Exports tf_keras (Keras 2) models for the pass tests. Run as
-`python -m tests.legacy_keras_export gru|masked_gru|augru|mha|lookup|ragged OUT_DIR` with
+`python -m tests.legacy_keras_export gru|masked_gru|augru|mha|lookup|ragged|nested_ragged OUT_DIR` with
 TF_USE_LEGACY_KERAS=1: tf_keras and Keras 3 cannot share a process."""
 import os
 import subprocess
@@ -123,6 +123,18 @@ def export_ragged(out_dir):
     tf.saved_model.save(keras.Model(hist, keras.layers.Dense(3)(pooled)), out_dir)
 
 
+def export_nested_ragged(out_dir):
+    """tf_keras Embedding on a ragged_rank-2 Input (sessions of item ids;
+    its signature takes values and both row_splits): each session summed,
+    then the sessions averaged, and every id of an example summed."""
+    keras = _keras()
+    hist = keras.Input((None, None), ragged=True, dtype=tf.int64, name="sessions")
+    e = keras.layers.Embedding(RAGGED_ROWS, 8, embeddings_initializer="random_normal")(hist)
+    pooled = keras.layers.Lambda(lambda t: tf.concat([tf.reduce_mean(tf.reduce_sum(t, 2), 1),
+                                                      tf.reduce_sum(t, [1, 2])], 1))(e)
+    tf.saved_model.save(keras.Model(hist, keras.layers.Dense(3)(pooled)), out_dir)
+
+
 def export_in_subprocess(kind, out_dir):
     """Runs this module for `kind` in a TF_USE_LEGACY_KERAS=1 subprocess;
     returns its stderr tail on failure, else None."""
@@ -145,4 +157,4 @@ if __name__ == "__main__":
     np.random.seed(0)
     tf.random.set_seed(0)
     {"gru": export_gru, "masked_gru": export_masked_gru, "augru": export_augru, "mha": export_mha, "lookup": export_lookup,
-     "ragged": export_ragged}[sys.argv[1]](sys.argv[2])
+     "ragged": export_ragged, "nested_ragged": export_nested_ragged}[sys.argv[1]](sys.argv[2])

@@ -2,6 +2,8 @@
 lookup becomes a "ragged" feature of Recopt>FusedEmbeddingLookup, with
 TensorFlow's answers (a ragged mean of an empty row is NaN), and the row-id
 subgraph is recognised by probing what it computes."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -12,6 +14,7 @@ from grappler_passes.graph_view import GraphView
 from tests.conftest import run_signature
 from tests.graph_util import frozen_graph, ops_of, optimize_graph, run_graph
 from tests.legacy_keras_export import RAGGED_ROWS, export_or_fail
+from tf_recopt.ragged_feeds import ragged_parents, ragged_splits
 
 RNG = np.random.default_rng(11)
 FUSED = "Recopt>FusedEmbeddingLookup"
@@ -138,3 +141,65 @@ def test_tf_keras_ragged_embedding_saved_model(ops, tmp_path):
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-6, atol=1e-6)
         assert np.isnan(got[key][1]).all()   # the empty row's mean is NaN, through the Dense layer
+
+
+def _nested(outer_lengths, inner_lengths, rows):
+    outer = np.concatenate([[0], np.cumsum(outer_lengths)]).astype(np.int64)
+    assert outer[-1] == len(inner_lengths)
+    inner = np.concatenate([[0], np.cumsum(inner_lengths)]).astype(np.int64)
+    return RNG.integers(0, rows, int(inner[-1])).astype(np.int64), outer, inner
+
+
+def _nested_pooling(values, outer, inner):
+    """Sessions of items: each session summed, the sessions averaged; and every id of an example summed."""
+    rt = tf.RaggedTensor.from_nested_row_splits(values, [outer, inner], validate=False)
+    looked = tf.nn.embedding_lookup(T[1], rt)
+    return tf.concat([tf.reduce_mean(tf.reduce_sum(looked, axis=2), axis=1), tf.reduce_sum(looked, axis=[1, 2])], 1)
+
+
+@pytest.mark.parametrize("outer_lengths,inner_lengths", [
+    ([2, 0, 3], [3, 0, 1, 4, 2]),        # an example without sessions, a session without items
+    ([1], [5]), ([0, 0], []), ([], []), ([3] * 40, [2] * 120)], ids=["mixed", "one", "no_sessions", "no_rows",
+                                                                      "batch40"])
+def test_nested_ragged_fuses_the_inner_level(ops, outer_lengths, inner_lengths):
+    """A ragged_rank-2 lookup: the innermost reduction (over a session's ids)
+    becomes a ragged feature reading the inner row_splits; the outer one
+    stays TensorFlow's segment sum over the pooled sessions. Folding both
+    into one bag would add the ids in another order, so not bit for bit."""
+    feeds = list(_nested(outer_lengths, inner_lengths, 60))
+    ops_after, got, want, _ = _run_both(_nested_pooling, [I64, I64, I64], feeds)
+    # Of five segment sums, the two inner ones fuse; the outer sum, and the mean's sum and count, stay.
+    assert ops_after.count(FUSED) == 1 and ops_after.count("UnsortedSegmentSum") == 3, " ".join(sorted(ops_after))
+    np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_ragged_parents_follow_the_nesting(ops):
+    """values -> inner splits -> outer splits, found from the stock graph's
+    segment sums and from the optimized graph's fused op alike; generated
+    splits then nest: the inner level has as many rows as the outer has values."""
+    graph_def, inputs, outputs = frozen_graph(_nested_pooling, I64, I64, I64)
+    new, _ = optimize_graph(graph_def, inputs, outputs)
+    sig = SimpleNamespace(input_tensors=dict(zip(["values", "outer", "inner"], inputs)))
+    for graph in (graph_def, new):
+        assert ragged_parents(graph, sig) == {"values": "inner", "inner": "outer"}
+    splits = ragged_splits({"values": "inner", "inner": "outer"}, 7, lambda rows: RNG.integers(0, 5, rows))
+    assert len(splits["outer"]) == 8 and len(splits["inner"]) == splits["outer"][-1] + 1
+    with pytest.raises(ValueError, match="signature input '[ab]': its row_splits nest in a cycle"):
+        ragged_splits({"a": "b", "b": "a"}, 3, lambda rows: np.ones(rows, np.int64))
+
+
+def test_tf_keras_nested_ragged_saved_model(ops, tmp_path):
+    """A tf_keras ragged_rank-2 Input (values, outer and inner row_splits):
+    optimize() generates nested parity inputs itself and passes parity."""
+    src, out = tmp_path / "legacy", str(tmp_path / "opt")
+    export_or_fail("nested_ragged", src)
+    report = tf_recopt.optimize(str(src), out)
+    assert report.parity_ok
+    after = report.signatures["serving_default"].ops_after
+    assert after.get(FUSED) == 1 and "ResourceGather" not in after, after
+    values, outer, inner = _nested([2, 0, 1], [3, 0, 4], RAGGED_ROWS)
+    feeds = {"args_0": tf.constant(values), "args_0_1": tf.constant(outer), "args_0_2": tf.constant(inner)}
+    want, got = run_signature(str(src), feeds), run_signature(out, feeds)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-6, atol=1e-6)
+        assert np.isnan(got[key][1]).all()   # no sessions: their mean is NaN

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_recopt import saved_model_io, verify
+from tf_recopt.ragged_feeds import ragged_parents
 from tf_recopt.options import OptimizeOptions
 
 
@@ -43,7 +44,8 @@ def feed_maker(path, signature, seed):
     """batch_size -> inputs for `signature` of the SavedModel at `path`
     (valid ids included); the model is read once (about a second), not per batch size."""
     sig = saved_model_io.load(path, OptimizeOptions(freeze_max_bytes=0)).signatures[signature]
-    return lambda batch_size: verify.generate_inputs(sig, path, batch_size, seed)
+    ragged = ragged_parents(sig.graph_def, sig)
+    return lambda batch_size: verify.generate_inputs(sig, path, batch_size, seed, ragged)
 
 
 def sample_feeds(path, signature, batch_size, seed):

@@ -137,6 +137,7 @@ def cmd_validate(args):
     import tensorflow as tf
     import tf_recopt
     from tf_recopt import saved_model_io, verify
+    from tf_recopt.ragged_feeds import ragged_parents
     from tf_recopt.options import OptimizeOptions
     tf_recopt.load_ops()
     for path in (args.original, args.optimized):
@@ -151,7 +152,8 @@ def cmd_validate(args):
             print(f"signature '{name}': missing from {args.optimized}")
             ok = False
             continue
-        feeds = verify.generate_inputs(sig, args.original, args.batch_size)
+        feeds = verify.generate_inputs(sig, args.original, args.batch_size,
+                                       ragged=ragged_parents(graphs[name].graph_def, sig))
         retrieval = verify.retrieval_outputs(graphs[name].graph_def, graphs[name].output_tensors)
         for p in verify.compare(name, verify.run_signature(sig.function, feeds),
                                 verify.run_signature(optimized.signatures[name], feeds), args.rtol, args.atol,

@@ -8,8 +8,8 @@ import tensorflow as tf
 
 from grappler_passes.graph_view import GraphView, parse_input
 from tf_recopt import example_feeds
-from tf_recopt.ops.embedding import OP_NAME as EMBEDDING_OP, PARTITIONS_PER_LAYOUT
 from tf_recopt.ops.retrieval import OP_NAME as SCORE_TOPK_OP, recall_at_k
+from tf_recopt.ragged_feeds import ragged_parents, ragged_splits
 
 # Ops through which an integer input keeps its meaning as an index.
 _PASS_THROUGH = frozenset({"Identity", "Cast", "Reshape", "ExpandDims", "Squeeze", "StridedSlice",
@@ -84,40 +84,15 @@ def _vocabulary(model_dir):
     return words
 
 
-def ragged_inputs(graph_def, sig) -> Dict[str, str]:
-    """{values key: row_splits key} for signature inputs that a fused ragged
-    lookup reads as one RaggedTensor (tf_keras flattens a ragged Input into
-    these two): random values for them would not be a valid RaggedTensor."""
-    view = GraphView(graph_def)
-    key_of = {parse_input(view.source(t))[0]: k for k, t in sig.input_tensors.items()}
-
-    def key(tensor):
-        return key_of.get(parse_input(view.source(tensor))[0])
-    pairs = {}
-    for node in view.nodes():
-        if node.op != EMBEDDING_OP:
-            continue
-        layouts = [l.decode() for l in node.attr["layouts"].list.s]
-        tables = len(node.attr["Ttables"].list.type)
-        part = tables + len(layouts)
-        for f, layout in enumerate(layouts):
-            if layout == "ragged":
-                values, splits = key(node.input[tables + f]), key(node.input[part])
-                if values and splits:
-                    pairs[values] = splits
-            part += PARTITIONS_PER_LAYOUT[layout]
-    return pairs
-
-
 def generate_inputs(sig, model_dir, batch_size, seed=0, ragged=None):
     """Random inputs for a signature: ids inside their tables, strings from
-    vocabularies, and valid row_splits (rows of 0-4 ids) for the ragged
-    pairs in `ragged` ({values key: splits key})."""
+    vocabularies, and valid row_splits (rows of 0-4 entries) for the ragged
+    inputs in `ragged` (ragged_feeds.ragged_parents: {key: splits key})."""
     rng = np.random.default_rng(seed)
     bounds = id_upper_bounds(sig)
     vocab = _vocabulary(model_dir)
     ragged = ragged or {}
-    splits = {s: np.concatenate([[0], np.cumsum(rng.integers(0, 5, batch_size))]) for s in ragged.values()}
+    splits = ragged_splits(ragged, batch_size, lambda rows: rng.integers(0, 5, rows))
     feeds = {}
     for key, spec in sig.input_specs.items():
         if key in splits:
@@ -148,10 +123,10 @@ def _random_tensor(rng, dtype, shape, bound, vocab):
 
 def inputs_for(sig, model_dir, options, optimized_graph=None):
     """The parity feeds for one signature: user-given or generated (ragged
-    pairs found in `optimized_graph` get valid row_splits)."""
+    inputs found in `optimized_graph`, else in the signature's, get valid row_splits)."""
     given = options.sample_inputs
     if given is None:
-        ragged = ragged_inputs(optimized_graph, sig) if optimized_graph is not None else None
+        ragged = ragged_parents(optimized_graph if optimized_graph is not None else sig.graph_def, sig)
         return generate_inputs(sig, model_dir, options.parity_batch_size, options.seed, ragged)
     if isinstance(given, (str, os.PathLike, list, tuple)):
         records = example_feeds.read_records(example_feeds.tfrecord_files(given), options.parity_batch_size)
