@@ -116,15 +116,25 @@ def _sampled_positions(n, k):
     return np.array(positions)
 
 
-def test_short_count_retries_with_lower_threshold(ops):
-    n, k = 200_000, 1000
-    x = np.zeros(n, np.float32)
+# One long row is scanned in chunks over the pool (on 2+ cores); a batch of
+# rows gives each thread whole rows.
+@pytest.mark.parametrize("rows,n", [(1, 200_000), (1, BIG), (3, 200_000)], ids=["row", "chunked_row", "rows"])
+def test_short_count_retries_with_lower_threshold(ops, rows, n):
+    k = 1000
+    x = np.zeros((rows, n), np.float32)
     pos = _sampled_positions(n, k)
     # Only sampled elements are large: the first threshold (about the 84th
     # sample value) passes far fewer than k elements.
-    x[pos] = 1.0 + np.random.default_rng(6).permutation(len(pos)).astype(np.float32)
+    for r in range(rows):
+        x[r, pos] = 1.0 + np.random.default_rng(6 + r).permutation(len(pos)).astype(np.float32)
     _assert_same(ops, x, k)
-    assert set(tf.math.top_k(x, k)[1].numpy()) <= set(pos)
+    assert set(tf.math.top_k(x, k)[1].numpy().ravel()) <= set(pos)
+
+
+def test_nan_late_in_a_chunked_row(ops):
+    x = np.random.default_rng(8).standard_normal(BIG).astype(np.float32)
+    x[BIG - 5] = np.nan   # in the last chunk, after the other chunk's scan found none
+    _assert_same(ops, x, 100)
 
 
 def test_batch_of_rows_sharded(ops):

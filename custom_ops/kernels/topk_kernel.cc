@@ -62,12 +62,16 @@ class RecoptTopKOp : public OpKernel {
     });
   }
 
-  // Sample each row, scan chunks of every row in parallel, then merge per
-  // row; a row whose count fell short is rescanned with a lower threshold.
+  // With at least a row per thread, each thread takes whole rows in one
+  // pass. Fewer rows are split into chunks: sample every row, scan chunks in
+  // parallel, then merge per row. That costs two more rounds of waking the
+  // pool, which on this 2-core VM took longer than the second thread saved
+  // at 1M x 8 (bench/topk.py).
   void Sampled(OpKernelContext* ctx, const Rows& r) {
     auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
     const int64_t chunks = std::max<int64_t>(
-        1, std::min<int64_t>(threads->num_threads, r.n / kMinChunk));
+        1, std::min<int64_t>((threads->num_threads + r.rows - 1) / r.rows, r.n / kMinChunk));
+    if (chunks == 1) return WholeRows(threads, r);
     const int64_t chunk_len = (r.n + chunks - 1) / chunks;
     std::vector<recopt::TopKSample<T>> samples(r.rows);
     std::vector<T> thresholds(r.rows);
@@ -94,6 +98,22 @@ class RecoptTopKOp : public OpKernel {
           });
     Shard(threads->num_threads, threads->workers, r.rows, 20 * r.k, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) FinishRow(r, i, chunks, &samples[i], &parts[i * chunks], plain[i]);
+    });
+  }
+
+  void WholeRows(const DeviceBase::CpuWorkerThreads* threads, const Rows& r) {
+    Shard(threads->num_threads, threads->workers, r.rows, 2 * r.n, [&](int64_t b, int64_t e) {
+      recopt::TopKSample<T> sample;
+      recopt::TopKCollector<T> part;
+      for (int64_t i = b; i < e; ++i) {
+        const T* x = r.x + i * r.n;
+        bool ok = sample.Take(x, r.n, r.k);
+        if (ok) {
+          part.Reset(r.k, sample.Threshold(0));
+          ok = part.Scan(x, 0, r.n);
+        }
+        FinishRow(r, i, 1, &sample, &part, !ok);
+      }
     });
   }
 
