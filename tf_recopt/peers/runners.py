@@ -25,6 +25,10 @@ class OnnxRunner:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1 if threads == "1" else 0
         options.inter_op_num_threads = 1
+        # Peers run round-robin in one process: ORT's pool keeps spinning
+        # after Run() returns by default, on cores the next peer then
+        # shares. This stops it at return (it still spins inside a Run).
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self._inputs = {i.name.split(":")[0]: i.name for i in self._session.get_inputs()}
         self._outputs = [o.name for o in self._session.get_outputs()]
