@@ -81,11 +81,12 @@ def test_scale_bias_and_row_scales(ops, layout, n):
 
 @LAYOUTS
 @pytest.mark.parametrize("storage", ["bf16", "int8"])
-@pytest.mark.parametrize("batch,d", [(8, 64), (1, 64), (3, 37), (2, 5)])
+@pytest.mark.parametrize("batch,d", [(8, 64), (1, 64), (3, 37), (2, 5), (21, 64)])
 def test_compressed_storage_is_exact_for_its_own_values(ops, storage, batch, d, layout):
     """With bf16/int8 storage the op is exact for the dequantised matrix;
     recall against fp32 is what the pass reports. Odd batches and widths
-    reach the single-query and scalar-tail paths of the widening loads."""
+    reach the single-query and scalar-tail paths of the widening loads;
+    21 queries are split over threads in groups of 8, 8 and 5."""
     rng = np.random.default_rng(2)
     q = rng.standard_normal((batch, d)).astype(np.float32)
     c = rng.standard_normal((200_000, d)).astype(np.float32)
@@ -99,11 +100,13 @@ def test_compressed_storage_is_exact_for_its_own_values(ops, storage, batch, d, 
     assert retrieval.recall_at_k(fp32_i, got_i) > (0.98 if d >= 32 else 0.9)
 
 
+# 2 queries: threads split the candidates; 20: they split the queries.
 @LAYOUTS
-def test_ties_go_to_the_lower_index(ops, layout):
+@pytest.mark.parametrize("batch", [2, 20])
+def test_ties_go_to_the_lower_index(ops, layout, batch):
     c = np.ones((30_000, 8), np.float32)
     c[::7] = 2.0
-    q = np.ones((2, 8), np.float32)
+    q = np.ones((batch, 8), np.float32)
     want_v, want_i, _ = _stock(q, c, 1000)
     got_v, got_i = _fused(ops, q, c, 1000, layout=layout)
     np.testing.assert_array_equal(got_i, want_i)
@@ -111,12 +114,13 @@ def test_ties_go_to_the_lower_index(ops, layout):
 
 
 @LAYOUTS
-def test_nan_scores_follow_topkv2(ops, layout):
+@pytest.mark.parametrize("batch", [2, 20])
+def test_nan_scores_follow_topkv2(ops, layout, batch):
     rng = np.random.default_rng(3)
     c = rng.integers(-3, 4, (5000, 8)).astype(np.float32)  # integer dot products: no rounding
     c[[10, 4000]] = np.nan
-    q = rng.integers(-3, 4, (2, 8)).astype(np.float32)
-    q[1, 0] = np.nan  # every score of query 1 is NaN
+    q = rng.integers(-3, 4, (batch, 8)).astype(np.float32)
+    q[1, 0] = q[-1, 0] = np.nan  # every score of queries 1 and the last is NaN
     for k in (1, 5, 100):
         want_v, want_i, _ = _stock(q, c, k)
         got_v, got_i = _fused(ops, q, c, k, layout=layout)
