@@ -15,8 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf_recopt import saved_model_io, verify
-from tf_recopt.ragged_feeds import ragged_parents
 from tf_recopt.options import OptimizeOptions
+from tf_recopt.ragged_feeds import ragged_parents
 
 
 @dataclasses.dataclass

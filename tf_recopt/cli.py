@@ -137,8 +137,8 @@ def cmd_validate(args):
     import tensorflow as tf
     import tf_recopt
     from tf_recopt import saved_model_io, verify
-    from tf_recopt.ragged_feeds import ragged_parents
     from tf_recopt.options import OptimizeOptions
+    from tf_recopt.ragged_feeds import ragged_parents
     tf_recopt.load_ops()
     for path in (args.original, args.optimized):
         saved_model_io.check_saved_model_dir(path)

@@ -28,22 +28,61 @@ def ragged_parents(graph_def, sig) -> Dict[str, str]:
     """{key: splits key} for signature inputs measured by a row_splits input:
     flat values (length = splits[-1]) and inner row_splits (splits[-1] + 1
     entries) map to the row_splits one level out."""
-    view = GraphView(graph_def)
-    info = tensor_info(graph_def)
-    key_of = {parse_input(view.source(t))[0]: k for k, t in sig.input_tensors.items()}
-
-    def key(tensor):
-        return key_of.get(parse_input(view.source(tensor))[0])
+    graph = _RaggedGraph(graph_def, sig)
     parents = {}
-    for node in view.nodes():
+    for node in graph.view.nodes():
         if node.op == EMBEDDING_OP:
-            parents.update(_fused_pairs(node, key))
+            parents.update(_fused_pairs(node, graph.key))
         elif node.op == "UnsortedSegmentSum":
-            outer = _splits_key(view, info, node, key)
-            child = _rows_key(view, info, node.input[0], key, 0) if outer else None
-            if child and child != outer:
+            # What is reduced first: it is read off the graph, while the row
+            # ids are probed by running them, which only a candidate pays.
+            child = graph.rows_key(node.input[0], 0)
+            outer = graph.splits_key(node) if child else None
+            if outer and child != outer:
                 parents[child] = outer
     return parents
+
+
+class _RaggedGraph:
+    """A graph's signature keys, with its shapes inferred (a whole-graph
+    import) and each segment sum probed at most once, and only on demand:
+    optimize() asks this of every signature, ragged or not."""
+
+    def __init__(self, graph_def, sig):
+        self.view = GraphView(graph_def)
+        self._graph_def = graph_def
+        self._info = None
+        self._splits = {}
+        self._key_of = {parse_input(self.view.source(t))[0]: k for k, t in sig.input_tensors.items()}
+
+    def key(self, tensor) -> Optional[str]:
+        return self._key_of.get(parse_input(self.view.source(tensor))[0])
+
+    def splits_key(self, segment_sum) -> Optional[str]:
+        """The signature input whose row ids `segment_sum` sums by, if a row_splits input."""
+        if segment_sum.name not in self._splits:
+            if self._info is None:
+                self._info = tensor_info(self._graph_def)
+            rows = ragged_rows(self.view, self._info, segment_sum.input[1], segment_sum.input[2])
+            self._splits[segment_sum.name] = self.key(rows[1]) if rows is not None and rows[0] == "splits" else None
+        return self._splits[segment_sum.name]
+
+    def rows_key(self, tensor, depth) -> Optional[str]:
+        """The signature input that counts the rows of `tensor`: the ids of a
+        gather, the splits of a ragged reduction (a mean is sum / count)."""
+        node = self.view.node(self.view.skip_identity(tensor))
+        if node is None or depth > _MAX_DEPTH:
+            return None
+        if node.op in _GATHERS:
+            return self.key(self.view.skip_identity(node.input[1]))
+        if node.op == "UnsortedSegmentSum":
+            return self.splits_key(node)
+        if node.op in ("RealDiv", "Div"):
+            return self.rows_key(node.input[0], depth + 1)
+        if node.op == EMBEDDING_OP:
+            splits = set(_fused_pairs(node, self.key).values())
+            return splits.pop() if len(splits) == 1 else None
+        return None
 
 
 def _fused_pairs(node, key):
@@ -59,30 +98,6 @@ def _fused_pairs(node, key):
                 pairs[values] = splits
         part += PARTITIONS_PER_LAYOUT[layout]
     return pairs
-
-
-def _splits_key(view, info, segment_sum, key) -> Optional[str]:
-    """The signature input whose row ids `segment_sum` sums by, if a row_splits input."""
-    rows = ragged_rows(view, info, segment_sum.input[1], segment_sum.input[2])
-    return key(rows[1]) if rows is not None and rows[0] == "splits" else None
-
-
-def _rows_key(view, info, tensor, key, depth) -> Optional[str]:
-    """The signature input that counts the rows of `tensor`: the ids of a
-    gather, the splits of a ragged reduction (a mean is sum / count)."""
-    node = view.node(view.skip_identity(tensor))
-    if node is None or depth > _MAX_DEPTH:
-        return None
-    if node.op in _GATHERS:
-        return key(view.skip_identity(node.input[1]))
-    if node.op == "UnsortedSegmentSum":
-        return _splits_key(view, info, node, key)
-    if node.op in ("RealDiv", "Div"):
-        return _rows_key(view, info, node.input[0], key, depth + 1)
-    if node.op == EMBEDDING_OP:
-        splits = set(_fused_pairs(node, key).values())
-        return splits.pop() if len(splits) == 1 else None
-    return None
 
 
 def ragged_splits(parents: Dict[str, str], batch_size: int, draw: Callable[[int], np.ndarray]):
