@@ -44,6 +44,11 @@ setup(
         "numpy",
         "absl-py",
         "grpcio",
+        # FusedMLP's GEMM backend (custom_ops/core/onednn_api.h): the CPU-only
+        # GNU-OpenMP build; its headers must be present when the op library
+        # is compiled (`pip install onednn-devel-cpu-gomp` first), else the
+        # library builds without it and runs the hand kernels.
+        "onednn-cpu-gomp==2023.2.0",
     ],
     extras_require={
         "cpu": ["tensorflow-cpu>=2.21,<2.22"],

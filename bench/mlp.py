@@ -1,6 +1,8 @@
 """Unit benchmark: a whole MLP (1024-512-256-1 on a 512-wide input) as
 stock TensorFlow (Grappler remapper + oneDNN), XLA (jit_compile=True) and
-one Recopt>FusedMLP op, at batch 1, 64 and 512.
+one Recopt>FusedMLP op, at batch 1, 64 and 512; the op's two backends
+(gemm="packed": the hand kernels, gemm="onednn") side by side with the
+default (gemm="auto"), each in fp32 and with weights_bf16.
 
     python -m bench.mlp --threads inline|default [--repeats N]
     python -m bench.mlp --dims 40,1 --acts linear --batch-sizes 25600 --name mlp_din_att_out
@@ -47,10 +49,15 @@ def main(argv=None):
     variants = {
         "stock": tf.function(stock_body),
         "xla": tf.function(stock_body, jit_compile=True),
-        "recopt": tf.function(lambda x: ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=alphas)),
-        "recopt_bf16": tf.function(lambda x: ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=alphas,
-                                                                 weights_bf16=True)),
     }
+    # Both FusedMLP backends inside the same op (attr gemm), so the A/B
+    # that picks gemm="auto"'s rule is part of every run.
+    for gemm in ("auto", "packed", "onednn"):
+        for bf16 in (False, True):
+            label = "recopt" + ("_bf16" if bf16 else "") + ("" if gemm == "auto" else "_" + gemm)
+            variants[label] = tf.function(
+                lambda x, bf16=bf16, gemm=gemm: ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=alphas,
+                                                                     weights_bf16=bf16, gemm=gemm))
     rows = []
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         x = tf.constant(rng.standard_normal((batch, dims[0])).astype(np.float32))
@@ -70,7 +77,7 @@ def main(argv=None):
                "dims": dims, "acts": acts, "rows": rows}
     common.write_result(f"{args.name}_{args.threads}", payload)
     for r in rows:
-        print(f"{r['variant']:<8} batch {r['batch']:>4}: median {r['median_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
+        print(f"{r['variant']:<20} batch {r['batch']:>4}: median {r['median_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
               f"{r['vs_stock']:.2f}x vs stock", file=sys.stderr)
 
 

@@ -24,6 +24,9 @@ ISA_FLAGS = {
                        "-ffp-contract=fast"],
 }
 X86_ONLY = set(ISA_FLAGS)
+# Compiled only where oneDNN's headers are (the onednn-devel-cpu-gomp wheel);
+# the library itself is opened at run time (core/onednn_api.h says why).
+ONEDNN_SOURCES = {"onednn_api.cc", "onednn_mlp.cc"}
 
 
 def library_name():
@@ -44,14 +47,27 @@ def _tf_cuda_version():
     return version
 
 
+def onednn_include():
+    """The folder holding oneapi/dnnl/dnnl.h: $ONEDNN_INCLUDE, or where pip put
+    onednn-devel-cpu-gomp's headers (<prefix>/include); None if neither has it."""
+    for folder in (os.environ.get("ONEDNN_INCLUDE"), sysconfig.get_paths()["data"] + "/include",
+                   sys.prefix + "/include"):
+        if folder and (pathlib.Path(folder) / "oneapi" / "dnnl" / "dnnl.h").exists():
+            return folder
+    return None
+
+
 def sources():
     is_x86 = platform.machine() in ("x86_64", "AMD64")
+    have_onednn = onednn_include() is not None
     found = []
     for sub in ("core", "kernels", "ops"):
         for path in sorted((ROOT / sub).glob("*.cc")):
             if path.name.endswith(".cu.cc"):
                 continue  # GPU kernels: only with RECOPT_CUDA=1 (custom_ops/cuda_build.py)
             if path.name in X86_ONLY and not is_x86:
+                continue
+            if path.name in ONEDNN_SOURCES and not have_onednn:
                 continue
             found.append(path)
     return found, is_x86
@@ -81,6 +97,8 @@ def build(out_dir, build_dir=None, verbose=True):
                       f'-DRECOPT_TF_VERSION="{tf_version}"']
     if is_x86:
         flags.append("-DRECOPT_HAVE_X86_ISAS")
+    if onednn_include():
+        flags += ["-DRECOPT_HAVE_ONEDNN", "-isystem", onednn_include()]
     jobs = os.cpu_count() or 2
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
         futures = [pool.submit(_compile, cxx, s, build_dir / (s.parent.name + "_" + s.stem + ".o"), flags)
@@ -94,7 +112,7 @@ def build(out_dir, build_dir=None, verbose=True):
     out_dir.mkdir(parents=True, exist_ok=True)
     lib = out_dir / library_name()
     tmp = lib.with_suffix(".so.tmp")
-    subprocess.run([cxx, "-shared", "-o", str(tmp)] + [str(o) for o in objs] + lflags + gpu_link + ["-O3"],
+    subprocess.run([cxx, "-shared", "-o", str(tmp)] + [str(o) for o in objs] + lflags + gpu_link + ["-ldl", "-O3"],
                    check=True)
     os.replace(tmp, lib)
     if verbose:

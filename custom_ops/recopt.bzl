@@ -27,7 +27,11 @@ _ISA_COPTS = {
 _COPTS = ["-O3", "-DNDEBUG", "-DRECOPT_HAVE_X86_ISAS"]
 
 def recopt_op_library(name, tf_version, tf_deps = _TF_DEPS, visibility = None):
-    core_hdrs = native.glob(["custom_ops/core/*.h", "custom_ops/core/*.inc"])
+    # FusedMLP's oneDNN backend is left out of the server build: it opens a
+    # pip-installed libdnnl at run time (custom_ops/core/onednn_api.h), so
+    # the statically linked ops run the hand kernels (gemm="auto" falls back).
+    onednn = ["custom_ops/core/onednn_api.h", "custom_ops/core/onednn_mlp.h"]
+    core_hdrs = native.glob(["custom_ops/core/*.h", "custom_ops/core/*.inc"], exclude = onednn)
     isa_libs = []
     for isa, copts in _ISA_COPTS.items():
         native.cc_library(
@@ -43,7 +47,8 @@ def recopt_op_library(name, tf_version, tf_deps = _TF_DEPS, visibility = None):
         name = name + "_core",
         srcs = native.glob(
             ["custom_ops/core/*.cc"],
-            exclude = ["custom_ops/core/gemm_avx2.cc", "custom_ops/core/gemm_avx512.cc"],
+            exclude = ["custom_ops/core/gemm_avx2.cc", "custom_ops/core/gemm_avx512.cc",
+                       "custom_ops/core/onednn_api.cc", "custom_ops/core/onednn_mlp.cc"],
         ),
         hdrs = core_hdrs,
         copts = _COPTS,

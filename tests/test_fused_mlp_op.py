@@ -1,4 +1,5 @@
-"""Recopt>FusedMLP against its pure-TF reference, every activation and shape edge."""
+"""Recopt>FusedMLP against its pure-TF reference, every activation and shape
+edge, on both backends (gemm="packed": the hand kernels; gemm="onednn")."""
 import subprocess
 import sys
 
@@ -18,24 +19,31 @@ def _layers(dims, acts):
     return ws, bs, list(acts), alphas
 
 
-def _run(ops, x, ws, bs, acts, alphas):
-    return ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=alphas).numpy()
+def _run(ops, x, ws, bs, acts, alphas, gemm="auto"):
+    return ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=alphas, gemm=gemm).numpy()
 
 
+# Every fp32 test runs on each backend; "auto" is covered by the tests that
+# leave gemm out and by test_fused_mlp_onednn.py.
+GEMMS = pytest.mark.parametrize("gemm", ["packed", "onednn"])
+
+
+@GEMMS
 @pytest.mark.parametrize("act", reference.ACTIVATION_NAMES)
-def test_each_activation_matches_reference(ops, act):
+def test_each_activation_matches_reference(ops, act, gemm):
     ws, bs, acts, alphas = _layers([37, 45], [act])
     x = RNG.standard_normal((19, 37)).astype(np.float32) * 3
-    got = _run(ops, x, ws, bs, acts, alphas)
+    got = _run(ops, x, ws, bs, acts, alphas, gemm)
     want = reference.fused_mlp(x, ws, bs, acts, alphas).numpy()
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("rows", [0, 1, 5, 6, 7, 48, 49, 513])
-def test_batch_sizes_and_deep_chain(ops, rows):
+@GEMMS
+@pytest.mark.parametrize("rows", [0, 1, 5, 6, 7, 48, 49, 513, 1100])
+def test_batch_sizes_and_deep_chain(ops, rows, gemm):
     ws, bs, acts, alphas = _layers([13, 64, 17, 33, 1], ["relu", "tanh", "relu6", "sigmoid"])
     x = RNG.standard_normal((rows, 13)).astype(np.float32)
-    got = _run(ops, x, ws, bs, acts, alphas)
+    got = _run(ops, x, ws, bs, acts, alphas, gemm)
     assert got.shape == (rows, 1)
     np.testing.assert_allclose(got, reference.fused_mlp(x, ws, bs, acts, alphas).numpy(), rtol=1e-5, atol=1e-5)
 
@@ -48,11 +56,12 @@ def test_rank3_input_keeps_leading_dims(ops):
     np.testing.assert_allclose(got, reference.fused_mlp(x, ws, bs, acts, alphas).numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_nan_and_inf_propagate_like_tensorflow(ops):
+@GEMMS
+def test_nan_and_inf_propagate_like_tensorflow(ops, gemm):
     ws, bs, acts, alphas = _layers([4, 8], ["linear"])
     x = np.ones((3, 4), np.float32)
     x[0, 1], x[1, 2] = np.nan, np.inf
-    got = _run(ops, x, ws, bs, acts, alphas)
+    got = _run(ops, x, ws, bs, acts, alphas, gemm)
     want = reference.fused_mlp(x, ws, bs, acts, alphas).numpy()
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_allclose(got[2], want[2], rtol=1e-5)
@@ -85,13 +94,14 @@ rng = np.random.default_rng(0)
 ws = [rng.standard_normal((33, 70)).astype(np.float32), rng.standard_normal((70, 3)).astype(np.float32)]
 bs = [rng.standard_normal(70).astype(np.float32), rng.standard_normal(3).astype(np.float32)]
 x = rng.standard_normal((101, 33)).astype(np.float32)
-got = ops.recopt_fused_mlp(x, ws, bs, activations=["gelu", "linear"], alphas=[0., 0.]).numpy()
+got = ops.recopt_fused_mlp(x, ws, bs, activations=["gelu", "linear"], alphas=[0., 0.], gemm="packed").numpy()
 want = reference.fused_mlp(x, ws, bs, ["gelu", "linear"], [0., 0.]).numpy()
 np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 for k, bf16 in ((9, False), (1100, False), (1100, True)):   # one-column layers: the dot-product path
     w, b = (rng.standard_normal((k, 1)) / np.sqrt(k)).astype(np.float32), np.array([0.3], np.float32)
     x = rng.standard_normal((37, k)).astype(np.float32)
-    got = ops.recopt_fused_mlp(x, [w], [b], activations=["sigmoid"], alphas=[0.], weights_bf16=bf16).numpy()
+    got = ops.recopt_fused_mlp(x, [w], [b], activations=["sigmoid"], alphas=[0.], weights_bf16=bf16,
+                               gemm="packed").numpy()
     want = reference.fused_mlp(x, [w], [b], ["sigmoid"], [0.], weights_bf16=bf16).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 print("ok")
@@ -100,7 +110,8 @@ print("ok")
 
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 def test_every_isa_path_the_cpu_supports(isa):
-    """RECOPT_ISA forces a path; one the CPU lacks falls back to the best one."""
+    """RECOPT_ISA forces a path of the hand kernels; one the CPU lacks falls
+    back to the best one."""
     result = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], capture_output=True, text=True,
                             env={**__import__("os").environ, "RECOPT_ISA": isa})
     assert result.returncode == 0, result.stderr[-2000:]
@@ -118,10 +129,12 @@ dims = [24, 200, 40, 3]
 ws = [rng.standard_normal((a, b)).astype(np.float32) for a, b in zip(dims, dims[1:])]
 bs = [rng.standard_normal(b).astype(np.float32) for b in dims[1:]]
 acts = ["relu", "tanh", "linear"]
-for rows in (1, 5, 48, 49, 200):
-    x = rng.standard_normal((rows, 24)).astype(np.float32)
-    got = ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=[0.] * 3).numpy()
-    np.testing.assert_allclose(got, reference.fused_mlp(x, ws, bs, acts, [0.] * 3).numpy(), rtol=1e-4, atol=1e-4)
+for gemm in ("packed", "onednn", "auto"):
+    for rows in (1, 5, 48, 49, 200, 700):
+        x = rng.standard_normal((rows, 24)).astype(np.float32)
+        got = ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=[0.] * 3, gemm=gemm).numpy()
+        want = reference.fused_mlp(x, ws, bs, acts, [0.] * 3).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=gemm)
 print("ok")
 """
 
@@ -136,8 +149,9 @@ def test_row_and_column_sharding_agree(threads):
     assert result.stdout.strip().endswith("ok")
 
 
+@GEMMS
 @pytest.mark.parametrize("act", reference.ACTIVATION_NAMES)
-def test_activation_over_the_whole_float_range(ops, act):
+def test_activation_over_the_whole_float_range(ops, act, gemm):
     """A 1x1 weight of 1 and zero bias: the op's output is act(x) itself,
     checked on tiny, moderate, saturating and non-finite inputs (vectorised
     exp/tanh, NaN propagation). A single column keeps inf * 0 out of the sums."""
@@ -147,7 +161,7 @@ def test_activation_over_the_whole_float_range(ops, act):
     x = values.reshape(-1, 1)
     w, b = np.ones((1, 1), np.float32), np.zeros(1, np.float32)
     alpha = [0.2 if act == "leaky_relu" else 0.0]
-    got = _run(ops, x, [w], [b], [act], alpha)
+    got = _run(ops, x, [w], [b], [act], alpha, gemm)
     want = reference.fused_mlp(x, [w], [b], [act], alpha).numpy()
     np.testing.assert_allclose(got, want, rtol=3e-6, atol=1e-6, equal_nan=True)
 
@@ -160,26 +174,30 @@ def test_one_column_layer_is_a_dot_product_per_row(ops, k, rows):
     for act, bf16 in (("linear", False), ("relu", False), ("softplus", False), ("sigmoid", True)):
         ws, bs, acts, alphas = _layers([k, 1], [act])
         x = RNG.standard_normal((rows, k)).astype(np.float32)
-        got = ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=alphas, weights_bf16=bf16).numpy()
+        got = ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=alphas, weights_bf16=bf16,
+                                   gemm="packed").numpy()
         want = reference.fused_mlp(x, ws, bs, acts, alphas, weights_bf16=bf16).numpy()
         assert got.shape == (rows, 1)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=f"{act} bf16={bf16}")
 
 
-def test_one_column_layer_propagates_nan_and_inf(ops):
+@GEMMS
+def test_one_column_layer_propagates_nan_and_inf(ops, gemm):
     w, b = np.array([[1.0], [2.0], [0.5]], np.float32), np.zeros(1, np.float32)
     x = np.array([[1, 1, 1], [np.nan, 0, 0], [np.inf, 0, 0], [-np.inf, 1, 1]], np.float32)
-    got = _run(ops, x, [w], [b], ["linear"], [0.0])
+    got = _run(ops, x, [w], [b], ["linear"], [0.0], gemm)
     np.testing.assert_array_equal(got.reshape(-1), np.array([3.5, np.nan, np.inf, -np.inf], np.float32))
 
 
 @pytest.mark.parametrize("rows", [0, 1, 7, 130])
 def test_bf16_weights_match_the_bf16_rounded_reference(ops, rows):
-    """bf16 mode is exact fp32 arithmetic on bf16-rounded weights: the
-    reference rounds with TensorFlow's own cast, so fp32 tolerance applies."""
+    """The hand kernels' bf16 mode is exact fp32 arithmetic on bf16-rounded
+    weights: the reference rounds with TensorFlow's own cast, so fp32
+    tolerance applies (the oneDNN bf16 path: test_fused_mlp_onednn.py)."""
     ws, bs, acts, alphas = _layers([37, 70, 5], ["gelu_tanh", "linear"])
     x = RNG.standard_normal((rows, 37)).astype(np.float32)
-    got = ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=alphas, weights_bf16=True).numpy()
+    got = ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=alphas, weights_bf16=True,
+                               gemm="packed").numpy()
     want = reference.fused_mlp(x, ws, bs, acts, alphas, weights_bf16=True).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     if rows:

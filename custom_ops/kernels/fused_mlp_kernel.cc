@@ -1,10 +1,15 @@
-// Thin OpKernel over core/mlp: validates inputs, packs the weights once, and
-// shards row blocks over the intra-op pool (inline when it has one thread).
+// Thin OpKernel over core/mlp and core/onednn_mlp: validates inputs, packs
+// the weights once for the backend that runs them, and shards row blocks
+// over the intra-op pool (inline when it has one thread).
+#include <atomic>
 #include <memory>
 #include <vector>
 
 #include "../core/activation.h"
 #include "../core/mlp.h"
+#ifdef RECOPT_HAVE_ONEDNN
+#include "../core/onednn_mlp.h"
+#endif
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/platform/mutex.h"
@@ -18,6 +23,9 @@ class FusedMlpOp : public OpKernel {
  public:
   explicit FusedMlpOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, recopt_kernels::ReadMlpAttrs(ctx, &attrs_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("gemm", &gemm_));
+    OP_REQUIRES(ctx, gemm_ == "auto" || gemm_ == "onednn" || gemm_ == "packed",
+                errors::InvalidArgument(name(), ": gemm must be auto, onednn or packed, got '", gemm_, "'"));
   }
 
 
@@ -26,67 +34,123 @@ class FusedMlpOp : public OpKernel {
     OP_REQUIRES(ctx, x.dims() >= 2,
                 errors::InvalidArgument(name(), ": x must have rank >= 2, got ",
                                         x.shape().DebugString()));
-    std::shared_ptr<const recopt::PackedMlp> mlp;
+    Backends mlp;
     OP_REQUIRES_OK(ctx, GetPacked(ctx, &mlp));
     const int64_t k = x.dim_size(x.dims() - 1);
-    OP_REQUIRES(ctx, k == mlp->input_dim(),
+    const int64_t first = attrs_.num_layers > 0 ? ctx->input(1).dim_size(0) : 0;
+    const int64_t last = ctx->input(attrs_.num_layers).dim_size(1);
+    OP_REQUIRES(ctx, k == first,
                 errors::InvalidArgument(name(), ": x has last dimension ", k,
-                                        " but the first weight has ", mlp->input_dim(), " rows"));
+                                        " but the first weight has ", first, " rows"));
     TensorShape out_shape = x.shape();
-    out_shape.set_dim(x.dims() - 1, mlp->output_dim());
+    out_shape.set_dim(x.dims() - 1, last);
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &y));
     const int64_t rows = k == 0 ? 0 : x.NumElements() / k;
     if (rows == 0) return;
-    Run(ctx, *mlp, x.flat<float>().data(), rows, y->flat<float>().data());
+    const float* xd = x.flat<float>().data();
+    float* yd = y->flat<float>().data();
+#ifdef RECOPT_HAVE_ONEDNN
+    const int threads = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
+    // gemm="auto": oneDNN from the row count per thread where it measured
+    // faster than the hand kernels (OnednnMlp::AutoMinRows).
+    if (mlp.onednn != nullptr && (gemm_ == "onednn" || rows >= mlp.onednn->AutoMinRows() * threads)) {
+      std::atomic<bool> refused{false};
+      RunShards(ctx, mlp.onednn->FlopsPerRow(), rows, [&](int64_t r0, int64_t r1) {
+        if (!mlp.onednn->Forward(xd + r0 * k, r1 - r0, yd + r0 * last)) refused = true;
+      });
+      // Refused (a NaN or Inf in x, or a row count without a primitive):
+      // the hand kernels rerun the call.
+      if (!refused) return;
+    }
+#endif
+    if (mlp.packed == nullptr) OP_REQUIRES_OK(ctx, PackHand(ctx, &mlp));
+    const recopt::PackedMlp& packed = *mlp.packed;
+    RunShards(ctx, packed.FlopsPerRow(), rows, [&](int64_t r0, int64_t r1) {
+      // Per-call activations, freed when the call ends (weights are shared).
+      std::unique_ptr<float[]> scratch(new float[packed.ScratchFloats(r1 - r0)]);
+      packed.Forward(xd + r0 * k, r1 - r0, yd + r0 * last, scratch.get());
+    });
   }
 
  private:
-  // Packs on the first call and whenever a weight buffer changes.
-  Status GetPacked(OpKernelContext* ctx, std::shared_ptr<const recopt::PackedMlp>* out) {
+  // The packed weights of each backend this kernel has used. PackedMlp is
+  // packed on first need only: where oneDNN runs every call, the hand
+  // kernels' copy of the weights is never made.
+  struct Backends {
+    std::shared_ptr<const recopt::PackedMlp> packed;
+#ifdef RECOPT_HAVE_ONEDNN
+    std::shared_ptr<const recopt::OnednnMlp> onednn;
+#endif
+  };
+
+  // Packs on the first call and whenever a weight buffer changes: oneDNN
+  // unless gemm="packed", the hand kernels where oneDNN cannot run.
+  Status GetPacked(OpKernelContext* ctx, Backends* out) {
     {
       tf_shared_lock l(mu_);
-      if (packed_ != nullptr && held_.Same(ctx)) {
-        *out = packed_;
+      if (packed_ready_ && held_.Same(ctx)) {
+        *out = backends_;
         return OkStatus();
       }
     }
-    std::vector<recopt::DenseLayerSpec> specs;
-    TF_RETURN_IF_ERROR(recopt_kernels::LayerSpecs(ctx, attrs_, 1, &specs));
-    auto mlp = std::make_shared<recopt::PackedMlp>();
-    const std::string err = mlp->Pack(specs, recopt::SelectedGemmKernels(), attrs_.weights_bf16);
-    if (!err.empty()) return errors::InvalidArgument(name(), ": ", err);
+    Backends made;
+    std::string onednn_err = "the op library was built without oneDNN's headers";
+#ifdef RECOPT_HAVE_ONEDNN
+    if (gemm_ != "packed") {
+      std::vector<recopt::DenseLayerSpec> specs;
+      TF_RETURN_IF_ERROR(recopt_kernels::LayerSpecs(ctx, attrs_, 1, &specs));
+      auto onednn = std::make_shared<recopt::OnednnMlp>();
+      onednn_err = onednn->Pack(specs, attrs_.weights_bf16);
+      if (onednn_err.empty()) made.onednn = onednn;
+    }
+#endif
+    if (gemm_ == "onednn" && !onednn_err.empty()) {
+      return errors::Unavailable(name(), ": gemm=onednn but ", onednn_err);
+    }
+    if (!onednn_err.empty()) TF_RETURN_IF_ERROR(PackHand(ctx, &made));
     mutex_lock l(mu_);
-    packed_ = mlp;
+    backends_ = made;
+    packed_ready_ = true;
     held_.Hold(ctx, 1, 2 * attrs_.num_layers);
-    *out = packed_;
+    *out = backends_;
     return OkStatus();
   }
 
-  static void Run(OpKernelContext* ctx, const recopt::PackedMlp& mlp, const float* x,
-                  int64_t rows, float* y) {
+  // Adds the hand kernels' packing to `mlp`, and to the kept backends when
+  // they still belong to these weights.
+  Status PackHand(OpKernelContext* ctx, Backends* mlp) {
+    std::vector<recopt::DenseLayerSpec> specs;
+    TF_RETURN_IF_ERROR(recopt_kernels::LayerSpecs(ctx, attrs_, 1, &specs));
+    auto packed = std::make_shared<recopt::PackedMlp>();
+    const std::string err = packed->Pack(specs, recopt::SelectedGemmKernels(), attrs_.weights_bf16);
+    if (!err.empty()) return errors::InvalidArgument(name(), ": ", err);
+    mlp->packed = packed;
+    mutex_lock l(mu_);
+    if (packed_ready_ && held_.Same(ctx) && backends_.packed == nullptr) backends_.packed = packed;
+    return OkStatus();
+  }
+
+  // fn(r0, r1) over the rows, in shards of whole kShardRows units.
+  template <typename Fn>
+  static void RunShards(OpKernelContext* ctx, int64_t flops_per_row, int64_t rows, const Fn& fn) {
     auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
     // Rows only: splitting a small batch's columns over the pool was measured
     // slower (batch 1, 4.7 MB of weights: 110 us inline vs ~200 us on 2
     // threads; the per-layer barriers cost more than the shared bandwidth gives).
-    // Shards are whole units of kShardRows, finer than Forward's 48-row
+    // Shards are whole units of kShardRows, finer than PackedMlp's 48-row
     // blocks: in 48-row units, 512 rows split 288 / 224 over two threads.
     constexpr int64_t kShardRows = 16;
-    const int64_t in = mlp.input_dim();
     const int64_t units = (rows + kShardRows - 1) / kShardRows;
-    auto work = [&](int64_t u0, int64_t u1) {
-      const int64_t r0 = u0 * kShardRows;
-      const int64_t r1 = std::min(rows, u1 * kShardRows);
-      // Per-call activations, freed when the call ends (weights are shared).
-      std::unique_ptr<float[]> scratch(new float[mlp.ScratchFloats(r1 - r0)]);
-      mlp.Forward(x + r0 * in, r1 - r0, y + r0 * mlp.output_dim(), scratch.get());
-    };
-    Shard(threads->num_threads, threads->workers, units, mlp.FlopsPerRow() * kShardRows, work);
+    Shard(threads->num_threads, threads->workers, units, flops_per_row * kShardRows,
+          [&](int64_t u0, int64_t u1) { fn(u0 * kShardRows, std::min(rows, u1 * kShardRows)); });
   }
 
   recopt_kernels::MlpAttrs attrs_;
+  std::string gemm_;
   mutex mu_;
-  std::shared_ptr<const recopt::PackedMlp> packed_ TF_GUARDED_BY(mu_);
+  bool packed_ready_ TF_GUARDED_BY(mu_) = false;
+  Backends backends_ TF_GUARDED_BY(mu_);
   recopt_kernels::HeldInputs held_ TF_GUARDED_BY(mu_);
 };
 

@@ -30,7 +30,11 @@ Status FusedMlpShape(shape_inference::InferenceContext* c) {
 
 // y = act_L(... act_1(x @ W_1 + b_1) ... @ W_L + b_L) over the last axis of x.
 // Weights are packed once per kernel instance, so they must be constants;
-// weights_bf16 packs them rounded to bfloat16 (fp32 inputs and accumulation).
+// weights_bf16 rounds them to bfloat16. gemm picks the backend: "onednn"
+// (oneDNN matmuls; with weights_bf16, every layer's input is rounded to
+// bfloat16 too and the products run on AVX512_BF16 / AMX, fp32 accumulation),
+// "packed" (the hand kernels of core/gemm_isa.inc; bf16 weights, fp32 inputs),
+// or "auto": oneDNN where it is loaded and has a fast kernel, else packed.
 REGISTER_OP("Recopt>FusedMLP")
     .Input("x: float")
     .Input("weights: num_layers * float")
@@ -40,6 +44,7 @@ REGISTER_OP("Recopt>FusedMLP")
     .Attr("activations: list(string)")
     .Attr("alphas: list(float)")
     .Attr("weights_bf16: bool = false")
+    .Attr("gemm: string = 'auto'")
     .SetShapeFn(FusedMlpShape);
 
 }  // namespace tensorflow

@@ -1,6 +1,7 @@
 """Loads _recopt_ops.so once, after checking it matches this TensorFlow."""
 import os
 import re
+import sys
 import sysconfig
 import threading
 
@@ -25,6 +26,19 @@ def built_for_tensorflow(path=None):
     with open(path, "rb") as f:
         found = _MARKER.search(f.read())
     return found.group(1).decode() if found else None
+
+
+def _point_at_onednn():
+    """FusedMLP opens oneDNN at run time (custom_ops/core/onednn_api.h):
+    the libdnnl.so.3 that the onednn-cpu-gomp wheel put under this
+    environment's lib/, unless $RECOPT_ONEDNN_LIBRARY names another."""
+    if os.environ.get("RECOPT_ONEDNN_LIBRARY"):
+        return
+    for prefix in (sysconfig.get_paths()["data"], sys.prefix):
+        path = os.path.join(prefix, "lib", "libdnnl.so.3")
+        if os.path.exists(path):
+            os.environ["RECOPT_ONEDNN_LIBRARY"] = path
+            return
 
 
 def _check_build(tf_version):
@@ -52,6 +66,7 @@ def load_ops():
         if _library is None:
             import tensorflow as tf
             _check_build(tf.__version__)
+            _point_at_onednn()
             try:
                 _library = tf.load_op_library(library_path())
             except tf.errors.NotFoundError as exc:

@@ -19,13 +19,22 @@ _ACTIVATIONS = {
 ACTIVATION_NAMES = tuple(_ACTIVATIONS)
 
 
-def fused_mlp(x, weights, biases, activations, alphas, weights_bf16=False):
+def _bf16(t):
+    return tf.cast(tf.cast(t, tf.bfloat16), tf.float32)
+
+
+def fused_mlp(x, weights, biases, activations, alphas, weights_bf16=False, inputs_bf16=False):
     """Recopt>FusedMLP: act_l(h @ W_l + b_l) over the last axis, layer by layer.
-    weights_bf16: weights rounded to bfloat16 (nearest even), all else fp32."""
+    weights_bf16: weights rounded to bfloat16 (nearest even), all else fp32
+    (the hand kernels, gemm="packed"). inputs_bf16 as well: every layer's
+    input rounded to bfloat16 too, products summed in fp32 (the oneDNN
+    backend's weights_bf16, run on AMX)."""
     h = x
     for w, b, act, alpha in zip(weights, biases, activations, alphas):
         if weights_bf16:
-            w = tf.cast(tf.cast(w, tf.bfloat16), tf.float32)
+            w = _bf16(w)
+        if inputs_bf16:
+            h = _bf16(h)
         h = _ACTIVATIONS[act](tf.tensordot(h, w, axes=1) + b, alpha)
     return h
 

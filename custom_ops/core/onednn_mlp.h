@@ -1,0 +1,93 @@
+// A stack of dense layers as oneDNN matmul primitives (bias and activation
+// as post-ops), weights reordered once into the layout oneDNN picks.
+//
+// The other backend of Recopt>FusedMLP beside PackedMlp (mlp.h): oneDNN's
+// brgemm kernels reach the FMA limit of AVX-512 at large batch, where the
+// hand kernels trail, and run bf16 products on AVX512_BF16 and AMX, which
+// the hand kernels do not. Which backend runs where is measured:
+// BENCHMARKS.md "FusedMLP backends" and kernels/fused_mlp_kernel.cc.
+//
+// Threading: a call runs on the calling thread only (oneDNN's OpenMP team
+// is held to one thread); the op shards rows over TensorFlow's pool, so the
+// intra-op settings users give TF Serving keep their meaning.
+#ifndef RECOPT_CORE_ONEDNN_MLP_H_
+#define RECOPT_CORE_ONEDNN_MLP_H_
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "mlp.h"
+#include "onednn_api.h"
+
+namespace recopt {
+
+class OnednnMlp {
+ public:
+  OnednnMlp() = default;
+  OnednnMlp(const OnednnMlp&) = delete;
+  OnednnMlp& operator=(const OnednnMlp&) = delete;
+  ~OnednnMlp();
+
+  // "" on success, else why oneDNN cannot run this stack here (no library,
+  // no fast kernel for this CPU and precision): the caller keeps PackedMlp.
+  // bf16: weights and every layer's input rounded to bfloat16 (nearest
+  // even), products accumulated in fp32, outputs of the last layer fp32.
+  std::string Pack(const std::vector<DenseLayerSpec>& layers, bool bf16);
+
+  int input_dim() const { return layers_.empty() ? 0 : layers_.front().k; }
+  int output_dim() const { return layers_.empty() ? 0 : layers_.back().n; }
+  bool bf16() const { return bf16_; }
+  // Multiply-adds per input row, for work sharding.
+  int64_t FlopsPerRow() const {
+    int64_t flops = 0;
+    for (const Layer& l : layers_) flops += 2 * static_cast<int64_t>(l.k) * l.n;
+    return flops;
+  }
+  // The first layer's oneDNN implementation, e.g. "brg:avx512_core_amx".
+  const std::string& impl() const { return impl_; }
+  // Rows per thread from which this beats the hand kernels (PackedMlp),
+  // as measured in-graph on one thread (BENCHMARKS.md, "FusedMLP backends"):
+  // fp32 from 16 rows on AVX-512, 32 on AVX2; bf16 from 4 rows on AMX,
+  // never without AMX (vdpbf16ps alone ran slower than fp32 on the same
+  // Sapphire Rapids, and the hand kernels read bf16 weights just as well).
+  int64_t AutoMinRows() const { return auto_min_rows_; }
+  // y[rows, output_dim] = mlp(x[rows, input_dim]) on the calling thread.
+  // False, for the caller to run PackedMlp instead, when oneDNN refuses a
+  // primitive for this row count or x holds a NaN or Inf: oneDNN's relu,
+  // clip and gelu_erf post-ops turn NaN into numbers, where TensorFlow's
+  // activations (and PackedMlp) pass it on. The scan costs a read of x.
+  bool Forward(const float* x, int64_t rows, float* y) const;
+
+  // Rows per primitive call: a bigger shard runs in blocks of this many, so
+  // that at most two row counts per batch size need primitives.
+  static constexpr int64_t kBlockRows = 512;
+
+ private:
+  struct Layer {
+    int k = 0, n = 0, activation = 0;
+    float alpha = 0.f;
+    dnnl_memory_desc_t weights_md = nullptr;  // the layout oneDNN chose at Pack
+    std::shared_ptr<void> weights;            // reordered once, 64-byte aligned
+    std::vector<float> bias;
+  };
+  struct Shape;  // primitives for one row count (onednn_mlp.cc)
+
+  std::shared_ptr<const Shape> ShapeFor(int64_t rows) const;
+  std::string MakeShape(int64_t rows, Shape* out) const;
+
+  std::vector<Layer> layers_;
+  bool bf16_ = false;
+  std::string impl_;
+  int64_t auto_min_rows_ = 0;
+  int max_hidden_ = 0;
+  mutable std::mutex mu_;
+  mutable std::unordered_map<int64_t, std::shared_ptr<const Shape>> shapes_;
+};
+
+}  // namespace recopt
+
+#endif  // RECOPT_CORE_ONEDNN_MLP_H_
