@@ -2,7 +2,9 @@
 stock TensorFlow (Grappler remapper + oneDNN), XLA (jit_compile=True) and
 one Recopt>FusedMLP op, at batch 1, 64 and 512; the op's two backends
 (gemm="packed": the hand kernels, gemm="onednn") side by side with the
-default (gemm="auto"), each in fp32 and with weights_bf16.
+default (gemm="auto"), each in fp32 and with weights_bf16; every variant
+both as an eager call and as a Session callable (TF Serving's path; XLA
+eager only).
 
     python -m bench.mlp --threads inline|default [--repeats N]
     python -m bench.mlp --dims 40,1 --acts linear --batch-sizes 25600 --name mlp_din_att_out
@@ -58,18 +60,24 @@ def main(argv=None):
             variants[label] = tf.function(
                 lambda x, bf16=bf16, gemm=gemm: ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=alphas,
                                                                      weights_bf16=bf16, gemm=gemm))
+    session = _session_callables(tf, variants, dims[0], args.threads)
     rows = []
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
-        x = tf.constant(rng.standard_normal((batch, dims[0])).astype(np.float32))
+        x_np = rng.standard_normal((batch, dims[0])).astype(np.float32)
+        x = tf.constant(x_np)
         ref = variants["stock"](x).numpy()
         for label, fn in variants.items():
             tol = 2e-2 if "bf16" in label else 1e-4
             np.testing.assert_allclose(fn(x).numpy(), ref, rtol=tol, atol=tol, err_msg=label)
-        timings = common.time_calls({k: (lambda f=f: f(x).numpy()) for k, f in variants.items()},
-                                    repeats=args.repeats)
-        for label, (med, p99) in timings.items():
-            rows.append({"variant": label, "batch": batch, "median_ms": med, "p99_ms": p99,
-                         "vs_stock": timings["stock"][0] / med})
+            np.testing.assert_allclose(session[label](x_np), ref, rtol=tol, atol=tol, err_msg=f"{label} (session)")
+        # One interleaved run over both paths: the eager call from Python and
+        # TF Serving's, the graph as a Session callable.
+        fns = {("eager", k): (lambda f=f: f(x).numpy()) for k, f in variants.items()}
+        fns.update({("session", k): (lambda f=f: f(x_np)) for k, f in session.items()})
+        timings = common.time_calls(fns, repeats=args.repeats)
+        for (path, label), (med, p99) in timings.items():
+            rows.append({"path": path, "variant": label, "batch": batch, "median_ms": med, "p99_ms": p99,
+                         "vs_stock": timings[(path, "stock")][0] / med})
     command = f"python -m bench.mlp --threads {args.threads} --repeats {args.repeats}"
     if args.name != "mlp":
         command += f" --dims {args.dims} --acts {args.acts} --batch-sizes {args.batch_sizes} --name {args.name}"
@@ -77,8 +85,23 @@ def main(argv=None):
                "dims": dims, "acts": acts, "rows": rows}
     common.write_result(f"{args.name}_{args.threads}", payload)
     for r in rows:
-        print(f"{r['variant']:<20} batch {r['batch']:>4}: median {r['median_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
+        print(f"{r['path']:<8}{r['variant']:<20} batch {r['batch']:>4}: median {r['median_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
               f"{r['vs_stock']:.2f}x vs stock", file=sys.stderr)
+
+
+def _session_callables(tf, variants, width, threads):
+    """Each variant's graph in a TF1 Session, called as TF Serving calls a
+    SavedModel signature (Session::MakeCallable), with the thread mode's
+    pool sizes in the session config."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, width])
+        outputs = {label: fn.python_function(x) for label, fn in variants.items() if label != "xla"}
+    inline = threads == "inline"
+    config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1 if inline else 0,
+                                      inter_op_parallelism_threads=-1 if inline else 0)
+    sess = tf.compat.v1.Session(graph=graph, config=config)
+    return {label: sess.make_callable(out, feed_list=[x]) for label, out in outputs.items()}
 
 
 if __name__ == "__main__":

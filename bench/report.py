@@ -25,12 +25,19 @@ def _by_threads(prefix):
 
 def _mlp_section(lines):
     for threads, data in _by_threads("mlp"):
-        lines += [f"### Whole MLP 512-1024-512-256-1, threads={threads}", "",
+        dims = "-".join(str(d) for d in data.get("dims", [512, 1024, 512, 256, 1]))
+        lines += [f"### Whole MLP {dims}, threads={threads}", "",
                   f"Command: `{data['command']}`", "",
-                  "| variant | batch | median ms | p99 ms | vs stock |", "|---|---:|---:|---:|---:|"]
+                  f"Machine: {data['machine']['cpu']}, {data['machine']['cores']} cores, CPU flags "
+                  f"{', '.join(data['machine'].get('flags', [])) or 'not recorded'}; RECOPT_ISA path "
+                  f"{data['machine']['isa']}.", "",
+                  "recopt_* are FusedMLP: gemm=auto (no suffix), the hand kernels (`_packed`) and oneDNN "
+                  "(`_onednn`) in one run; `_bf16` is weights_bf16 (on oneDNN with AMX: bf16 products). "
+                  "`vs stock` is against stock on the same path.", "",
+                  "| path | variant | batch | median ms | p99 ms | vs stock |", "|---|---|---:|---:|---:|---:|"]
         for r in data["rows"]:
-            lines.append(f"| {r['variant']} | {r['batch']} | {r['median_ms']:.3f} | {r['p99_ms']:.3f} | "
-                         f"{r['vs_stock']:.2f}x |")
+            lines.append(f"| {r.get('path', 'eager')} | {r['variant']} | {r['batch']} | {r['median_ms']:.3f} | "
+                         f"{r['p99_ms']:.3f} | {r['vs_stock']:.2f}x |")
         lines.append("")
 
 
@@ -391,7 +398,8 @@ SECTIONS = {"topk": (_topk_section, "### TopK:", None), "retrieval": (_retrieval
                                      "### End to end, Wide&Deep and DLRM after sharded"),
             "optimize_time": (_optimize_time_section, "### optimize() time:",
                               "### End to end, tensorflow-recommenders DLRMs"),
-            "embedding": (_embedding_section, "### Embedding lookups:", None)}
+            "embedding": (_embedding_section, "### Embedding lookups:", None),
+            "mlp": (_mlp_section, "### Whole MLP", None)}
 
 
 def _section_span(lines, prefix):

@@ -110,9 +110,12 @@ def machine():
     except OSError:
         pass
     import tensorflow as tf
-    isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "generic"
+    isa = os.environ.get("RECOPT_ISA") or ("avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "generic")
     info = {"cpu": model, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version(),
-            "tensorflow": tf.__version__}
+            "tensorflow": tf.__version__,
+            # What decides the dense paths: oneDNN's bf16 runs on AMX, int8 scoring on VNNI.
+            "flags": sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
+                                     "amx_int8", "amx_tile"})}
     for peer in ("onnxruntime", "tf2onnx"):
         try:
             info[peer] = importlib.metadata.version(peer)
