@@ -24,13 +24,18 @@ def _by_threads(prefix):
 
 
 def _mlp_section(lines):
-    for threads, data in _by_threads("mlp"):
+    runs = [(threads, data) for prefix in ("mlp", "mlp_avx2") for threads, data in _by_threads(prefix)]
+    for threads, data in runs:
         dims = "-".join(str(d) for d in data.get("dims", [512, 1024, 512, 256, 1]))
-        lines += [f"### Whole MLP {dims}, threads={threads}", "",
+        forced = " (forced AVX2 path)" if "ONEDNN_MAX_CPU_ISA" in data["command"] else ""
+        lines += [f"### Whole MLP {dims}, threads={threads}{forced}", "",
                   f"Command: `{data['command']}`", "",
                   f"Machine: {data['machine']['cpu']}, {data['machine']['cores']} cores, CPU flags "
                   f"{', '.join(data['machine'].get('flags', [])) or 'not recorded'}; RECOPT_ISA path "
                   f"{data['machine']['isa']}.", "",
+                  *([("ONEDNN_MAX_CPU_ISA limits stock TensorFlow's oneDNN and FusedMLP's alike; XLA compiles for "
+                      "the host CPU regardless, so its rows here are not AVX2 numbers; oneDNN has no bf16 matmul on "
+                      "AVX2, so `recopt_bf16_onednn` did not run."), ""] if forced else []),
                   "recopt_* are FusedMLP: gemm=auto (no suffix), the hand kernels (`_packed`) and oneDNN "
                   "(`_onednn`) in one run; `_bf16` is weights_bf16 (on oneDNN with AMX: bf16 products). "
                   "`vs stock` is against stock on the same path.", "",
