@@ -103,7 +103,6 @@ bool AllFinite(const float* x, int64_t n) {
 }  // namespace
 
 struct OnednnMlp::Shape {
-  int64_t rows = 0;
   std::vector<dnnl_primitive_t> prims;      // one matmul per layer
   std::vector<dnnl_memory_desc_t> src_mds, dst_mds, bias_mds;
   dnnl_primitive_t to_bf16 = nullptr;      // bf16 only: x -> bf16 rows
@@ -129,12 +128,11 @@ OnednnMlp::~OnednnMlp() {
 
 std::string OnednnMlp::MakeShape(int64_t rows, Shape* s) const {
   const dnnl_data_type_t act_dt = bf16_ ? dnnl_bf16 : dnnl_f32;
-  s->rows = rows;
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& layer = layers_[l];
     const bool last = l + 1 == layers_.size();
     Handles h;
-    if (!Ok(Api().dnnl_primitive_attr_create(&h.attr)) || !Ok(Api().dnnl_post_ops_create(&h.po))) return "attr";
+    if (!Ok(Api().dnnl_primitive_attr_create(&h.attr)) || !Ok(Api().dnnl_post_ops_create(&h.po))) return "oneDNN could not create primitive attributes";
     if (!AppendActivation(h.po, layer.activation, layer.alpha)) {
       return std::string("no oneDNN post-op for ") + ActivationName(static_cast<Activation>(layer.activation));
     }
