@@ -4,8 +4,8 @@
 // The other backend of Recopt>FusedMLP beside PackedMlp (mlp.h): oneDNN's
 // brgemm kernels reach the FMA limit of AVX-512 at large batch, where the
 // hand kernels trail, and run bf16 products on AVX512_BF16 and AMX, which
-// the hand kernels do not. Which backend runs where is measured:
-// BENCHMARKS.md "FusedMLP backends" and kernels/fused_mlp_kernel.cc.
+// the hand kernels do not. Which backend runs where is measured: the
+// "Whole MLP" sections of BENCHMARKS.md (bench.mlp) and AutoMinRows below.
 //
 // Threading: a call runs on the calling thread only (oneDNN's OpenMP team
 // is held to one thread); the op shards rows over TensorFlow's pool, so the
@@ -49,11 +49,13 @@ class OnednnMlp {
   }
   // The first layer's oneDNN implementation, e.g. "brg:avx512_core_amx".
   const std::string& impl() const { return impl_; }
-  // Rows per thread from which this beats the hand kernels (PackedMlp),
-  // as measured in-graph on one thread (BENCHMARKS.md, "FusedMLP backends"):
+  // Rows per thread from which this beats the hand kernels (PackedMlp):
   // fp32 from 16 rows on AVX-512, 32 on AVX2; bf16 from 4 rows on AMX,
   // never without AMX (vdpbf16ps alone ran slower than fp32 on the same
   // Sapphire Rapids, and the hand kernels read bf16 weights just as well).
+  // From an in-graph A/B at 1-512 rows on one thread, AMX host and forced
+  // AVX2 (numbers in the note of the session that added this); bench.mlp
+  // rechecks batch 1, 64 and 512 on every run.
   int64_t AutoMinRows() const { return auto_min_rows_; }
   // y[rows, output_dim] = mlp(x[rows, input_dim]) on the calling thread.
   // False, for the caller to run PackedMlp instead, when oneDNN refuses a
