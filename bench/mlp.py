@@ -7,6 +7,8 @@ both as an eager call and as a Session callable (TF Serving's path; XLA
 eager only).
 
     python -m bench.mlp --threads inline|default [--repeats N]
+    python -m bench.mlp --paths in-graph --batch-sizes 1,2,4,8,16,32,64 --name mlp_rows
+                        (per-op time, 20 calls in one tf.function: the A/B behind gemm="auto")
     python -m bench.mlp --dims 40,1 --acts linear --batch-sizes 25600 --name mlp_din_att_out
                         (any layer stack; results in bench/results/NAME_THREADS.json)
 """
@@ -23,6 +25,9 @@ def main(argv=None):
     p.add_argument("--dims", default="512,1024,512,256,1", help="layer widths, input first")
     p.add_argument("--acts", default="relu,relu,relu,sigmoid", help="one activation per layer")
     p.add_argument("--name", default="mlp", help="results file stem")
+    p.add_argument("--paths", default="eager,session",
+                   help="eager (a tf.function call from Python), session (TF Serving's Session callable), "
+                        "in-graph (per-op time without either call's overhead)")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from bench import common
@@ -62,7 +67,10 @@ def main(argv=None):
             variants[label] = tf.function(
                 lambda x, bf16=bf16, gemm=gemm: ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=alphas,
                                                                      weights_bf16=bf16, gemm=gemm))
-    session = _session_callables(tf, variants, dims[0], args.threads)
+    paths = args.paths.split(",")
+    if set(paths) - {"eager", "session", "in-graph"}:
+        raise SystemExit(f"--paths: eager, session and/or in-graph, got {args.paths}")
+    session = _session_callables(tf, variants, dims[0], args.threads) if "session" in paths else {}
     rows = []
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         x_np = rng.standard_normal((batch, dims[0])).astype(np.float32)
@@ -84,15 +92,21 @@ def main(argv=None):
                 np.testing.assert_allclose(session[label](x_np), ref, rtol=tol, atol=tol, err_msg=f"{label} (session)")
         # One interleaved run over both paths: the eager call from Python and
         # TF Serving's, the graph as a Session callable.
-        fns = {("eager", k): (lambda f=f: f(x).numpy()) for k, f in variants.items()}
+        fns = {("eager", k): (lambda f=f: f(x).numpy()) for k, f in variants.items()} if "eager" in paths else {}
         fns.update({("session", k): (lambda f=f: f(x_np)) for k, f in session.items()})
-        timings = common.time_calls(fns, repeats=args.repeats)
-        for (path, label), (med, p99) in timings.items():
+        if "in-graph" in paths:
+            fns.update({("in-graph", k): common.in_graph(lambda f=f: f.python_function(x), _INNER)
+                        for k, f in variants.items() if k != "xla"})
+        timings = common.time_calls(fns, warmup=3 if "in-graph" in paths else 20, repeats=args.repeats)
+        per_call = {key: [t / (_INNER if key[0] == "in-graph" else 1) for t in v] for key, v in timings.items()}
+        for (path, label), (med, p99) in per_call.items():
             rows.append({"path": path, "variant": label, "batch": batch, "median_ms": med, "p99_ms": p99,
-                         "vs_stock": timings[(path, "stock")][0] / med})
+                         "vs_stock": per_call[(path, "stock")][0] / med})
     command = f"python -m bench.mlp --threads {args.threads} --repeats {args.repeats}"
     if args.name != "mlp":
         command += f" --dims {args.dims} --acts {args.acts} --batch-sizes {args.batch_sizes} --name {args.name}"
+    if args.paths != "eager,session":
+        command += f" --paths {args.paths}"
     # A forced lower ISA path (ours, and oneDNN's for both TensorFlow and FusedMLP) is part of the command.
     forced = " ".join(f"{k}={os.environ[k]}" for k in ("RECOPT_ISA", "ONEDNN_MAX_CPU_ISA") if os.environ.get(k))
     command = f"{forced} {command}" if forced else command
@@ -100,8 +114,12 @@ def main(argv=None):
                "dims": dims, "acts": acts, "rows": rows}
     common.write_result(f"{args.name}_{args.threads}", payload)
     for r in rows:
-        print(f"{r['path']:<8}{r['variant']:<20} batch {r['batch']:>4}: median {r['median_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
+        print(f"{r['path']:<9}{r['variant']:<20} batch {r['batch']:>4}: median {r['median_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
               f"{r['vs_stock']:.2f}x vs stock", file=sys.stderr)
+
+
+# Calls per timed in-graph run: per-op time = run time / _INNER.
+_INNER = 20
 
 
 def _session_callables(tf, variants, width, threads):

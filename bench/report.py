@@ -24,11 +24,13 @@ def _by_threads(prefix):
 
 
 def _mlp_section(lines):
-    runs = [(threads, data) for prefix in ("mlp", "mlp_avx2") for threads, data in _by_threads(prefix)]
+    runs = [(threads, data) for prefix in ("mlp", "mlp_avx2", "mlp_rows", "mlp_rows_avx2")
+            for threads, data in _by_threads(prefix)]
     for threads, data in runs:
         dims = "-".join(str(d) for d in data.get("dims", [512, 1024, 512, 256, 1]))
         forced = " (forced AVX2 path)" if "ONEDNN_MAX_CPU_ISA" in data["command"] else ""
-        lines += [f"### Whole MLP {dims}, threads={threads}{forced}", "",
+        per_op = ", per-op time by row count (gemm=auto's thresholds)" if "--paths in-graph" in data["command"] else ""
+        lines += [f"### Whole MLP {dims}, threads={threads}{forced}{per_op}", "",
                   f"Command: `{data['command']}`", "",
                   f"Machine: {data['machine']['cpu']}, {data['machine']['cores']} cores, CPU flags "
                   f"{', '.join(data['machine'].get('flags', [])) or 'not recorded'}; RECOPT_ISA path "

@@ -53,9 +53,9 @@ class OnednnMlp {
   // fp32 from 16 rows on AVX-512, 32 on AVX2; bf16 from 4 rows on AMX,
   // never without AMX (vdpbf16ps alone ran slower than fp32 on the same
   // Sapphire Rapids, and the hand kernels read bf16 weights just as well).
-  // From an in-graph A/B at 1-512 rows on one thread, AMX host and forced
-  // AVX2 (numbers in the note of the session that added this); bench.mlp
-  // rechecks batch 1, 64 and 512 on every run.
+  // Measured per op at 1-512 rows on one thread, on the AMX host and with
+  // AVX2 forced: `python -m bench.mlp --paths in-graph --name mlp_rows ...`
+  // (the "per-op time by row count" sections of BENCHMARKS.md).
   int64_t AutoMinRows() const { return auto_min_rows_; }
   // y[rows, output_dim] = mlp(x[rows, input_dim]) on the calling thread.
   // False, for the caller to run PackedMlp instead, when oneDNN refuses a

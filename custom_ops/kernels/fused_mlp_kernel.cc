@@ -37,7 +37,8 @@ class FusedMlpOp : public OpKernel {
     Backends mlp;
     OP_REQUIRES_OK(ctx, GetPacked(ctx, &mlp));
     const int64_t k = x.dim_size(x.dims() - 1);
-    const int64_t first = attrs_.num_layers > 0 ? ctx->input(1).dim_size(0) : 0;
+    // Weights are inputs 1..num_layers (num_layers >= 1), checked 2-D by GetPacked.
+    const int64_t first = ctx->input(1).dim_size(0);
     const int64_t last = ctx->input(attrs_.num_layers).dim_size(1);
     OP_REQUIRES(ctx, k == first,
                 errors::InvalidArgument(name(), ": x has last dimension ", k,
