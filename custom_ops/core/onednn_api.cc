@@ -66,4 +66,53 @@ const OnednnApi* Onednn() { return Get().ok ? &Get().api : nullptr; }
 
 const std::string& OnednnUnavailableReason() { return Get().reason; }
 
+dnnl_memory_desc_t OnednnDesc(int64_t rows, int64_t cols, dnnl_data_type_t dt, dnnl_format_tag_t tag) {
+  dnnl_dims_t dims = {rows, cols};
+  dnnl_memory_desc_t md = nullptr;
+  return OnednnOk(Onednn()->dnnl_memory_desc_create_with_tag(&md, 2, dims, dt, tag)) ? md : nullptr;
+}
+
+std::string OnednnImplName(const_dnnl_primitive_desc_t pd) {
+  const char* name = nullptr;
+  Onednn()->dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name);
+  return name ? name : "";
+}
+
+dnnl_stream_t OnednnThreadStream() {
+  thread_local dnnl_stream_t stream = [] {
+    const OnednnApi& api = *Onednn();
+    if (api.omp_set_num_threads) api.omp_set_num_threads(1);
+    dnnl_stream_t s = nullptr;
+    api.dnnl_stream_create(&s, api.engine, dnnl_stream_default_flags);
+    return s;
+  }();
+  return stream;
+}
+
+namespace {
+struct AlignedFree {
+  void operator()(void* p) const { std::free(p); }
+};
+}  // namespace
+
+std::shared_ptr<void> AlignedBuffer(size_t bytes) {
+  return std::shared_ptr<void>(std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64), AlignedFree());
+}
+
+OnednnHandles::~OnednnHandles() {
+  const OnednnApi& api = *Onednn();
+  for (auto m : mems) api.dnnl_memory_destroy(m);
+  for (auto p : pds) api.dnnl_primitive_desc_destroy(p);
+  for (auto m : mds) if (m) api.dnnl_memory_desc_destroy(m);
+  if (attr) api.dnnl_primitive_attr_destroy(attr);
+  if (po) api.dnnl_post_ops_destroy(po);
+}
+
+dnnl_memory_t OnednnHandles::mem(const_dnnl_memory_desc_t md, const void* p) {
+  dnnl_memory_t m = nullptr;
+  Onednn()->dnnl_memory_create(&m, md, Onednn()->engine, const_cast<void*>(p));
+  mems.push_back(m);
+  return m;
+}
+
 }  // namespace recopt

@@ -26,6 +26,17 @@ class FusedMlpOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("gemm", &gemm_));
     OP_REQUIRES(ctx, gemm_ == "auto" || gemm_ == "onednn" || gemm_ == "packed",
                 errors::InvalidArgument(name(), ": gemm must be auto, onednn or packed, got '", gemm_, "'"));
+    std::vector<int32> int8_layers;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("int8_layers", &int8_layers));
+    int8_.assign(attrs_.num_layers, false);
+    for (int32 l : int8_layers) {
+      OP_REQUIRES(ctx, l >= 0 && l < attrs_.num_layers && !int8_[l],
+                  errors::InvalidArgument(name(), ": int8_layers holds ", l, ", which is not a distinct layer index below ",
+                                          attrs_.num_layers));
+      int8_[l] = true;
+    }
+    OP_REQUIRES(ctx, int8_layers.empty() || !attrs_.weights_bf16,
+                errors::InvalidArgument(name(), ": int8_layers and weights_bf16 do not mix in one FusedMLP"));
   }
 
 
@@ -54,8 +65,10 @@ class FusedMlpOp : public OpKernel {
 #ifdef RECOPT_HAVE_ONEDNN
     const int threads = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
     // gemm="auto": oneDNN from the row count per thread where it measured
-    // faster than the hand kernels (OnednnMlp::AutoMinRows).
-    if (mlp.onednn != nullptr && (gemm_ == "onednn" || rows >= mlp.onednn->AutoMinRows() * threads)) {
+    // faster than the hand kernels (OnednnMlp::AutoMinRows); any row count
+    // for a stack with int8 layers, which only oneDNN runs in int8.
+    if (mlp.onednn != nullptr &&
+        (gemm_ == "onednn" || mlp.onednn->Int8Layers() > 0 || rows >= mlp.onednn->AutoMinRows() * threads)) {
       std::atomic<bool> refused{false};
       RunShards(ctx, mlp.onednn->FlopsPerRow(), rows, [&](int64_t r0, int64_t r1) {
         if (!mlp.onednn->Forward(xd + r0 * k, r1 - r0, yd + r0 * last)) refused = true;
@@ -102,7 +115,7 @@ class FusedMlpOp : public OpKernel {
       std::vector<recopt::DenseLayerSpec> specs;
       TF_RETURN_IF_ERROR(recopt_kernels::LayerSpecs(ctx, attrs_, 1, &specs));
       auto onednn = std::make_shared<recopt::OnednnMlp>();
-      onednn_err = onednn->Pack(specs, attrs_.weights_bf16);
+      onednn_err = onednn->Pack(specs, attrs_.weights_bf16, int8_);
       if (onednn_err.empty()) made.onednn = onednn;
     }
 #endif
@@ -149,6 +162,7 @@ class FusedMlpOp : public OpKernel {
 
   recopt_kernels::MlpAttrs attrs_;
   std::string gemm_;
+  std::vector<bool> int8_;  // per layer, from int8_layers
   mutex mu_;
   bool packed_ready_ TF_GUARDED_BY(mu_) = false;
   Backends backends_ TF_GUARDED_BY(mu_);

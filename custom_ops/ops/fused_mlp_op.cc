@@ -35,6 +35,13 @@ Status FusedMlpShape(shape_inference::InferenceContext* c) {
 // bfloat16 too and the products run on AVX512_BF16 / AMX, fp32 accumulation),
 // "packed" (the hand kernels of core/gemm_isa.inc; bf16 weights, fp32 inputs),
 // or "auto": oneDNN where it is loaded and has a fast kernel, else packed.
+// int8_layers (oneDNN, not with weights_bf16): those layers multiply in
+// integers, weights rounded to int8 per output column and each input row
+// to int8 (uint8 after relu, relu6, sigmoid or softplus) with a scale of
+// its own, products summed in int32 (VNNI / AMX-INT8), scale, bias and
+// activation in fp32: core/onednn_mlp.h. They run in fp32 where oneDNN or
+// its int8 kernels are absent, with gemm="packed", and for a call whose
+// input holds a NaN or Inf.
 REGISTER_OP("Recopt>FusedMLP")
     .Input("x: float")
     .Input("weights: num_layers * float")
@@ -45,6 +52,7 @@ REGISTER_OP("Recopt>FusedMLP")
     .Attr("alphas: list(float)")
     .Attr("weights_bf16: bool = false")
     .Attr("gemm: string = 'auto'")
+    .Attr("int8_layers: list(int) = []")
     .SetShapeFn(FusedMlpShape);
 
 }  // namespace tensorflow

@@ -23,14 +23,47 @@ def _bf16(t):
     return tf.cast(tf.cast(t, tf.bfloat16), tf.float32)
 
 
-def fused_mlp(x, weights, biases, activations, alphas, weights_bf16=False, inputs_bf16=False):
+def quantize_rows(x, unsigned=False):
+    """Recopt's dynamic int8 rounding (core/quantize.h), along the last axis:
+    (q, scale) with x ~ q * scale, q integer-valued in [-127, 127], or
+    [0, 255] when unsigned; fp32 arithmetic in the same order as the op's."""
+    x = tf.convert_to_tensor(x, tf.float32)
+    qmax = tf.constant(255.0 if unsigned else 127.0, tf.float32)
+    amax = tf.reduce_max(tf.abs(x), axis=-1, keepdims=True)
+    zero = tf.equal(amax, 0.0)
+    safe = tf.where(zero, tf.ones_like(amax), amax)
+    scale = tf.where(zero, tf.ones_like(amax), safe / qmax)
+    inv = tf.where(zero, tf.ones_like(amax), qmax / safe)
+    q = tf.clip_by_value(tf.round(x * inv), 0.0 if unsigned else -127.0, qmax)  # tf.round: half to even
+    return q, scale
+
+
+_NON_NEGATIVE = ("relu", "relu6", "sigmoid", "softplus")
+
+
+def _int8_layer(h, w, b, act, alpha, unsigned):
+    """One int8 layer as the oneDNN backend runs it: integer products
+    (exact: float64 holds every int32 sum), then fp32 column scale, row
+    scale, bias, activation."""
+    q, row_scale = quantize_rows(h, unsigned)
+    wq, col_scale = quantize_rows(tf.transpose(w))
+    acc = tf.tensordot(tf.cast(q, tf.float64), tf.cast(tf.transpose(wq), tf.float64), axes=1)
+    y = tf.cast(acc, tf.float32) * tf.reshape(col_scale, [-1])
+    return _ACTIVATIONS[act](y * row_scale + b, alpha)
+
+
+def fused_mlp(x, weights, biases, activations, alphas, weights_bf16=False, inputs_bf16=False, int8_layers=()):
     """Recopt>FusedMLP: act_l(h @ W_l + b_l) over the last axis, layer by layer.
     weights_bf16: weights rounded to bfloat16 (nearest even), all else fp32
     (the hand kernels, gemm="packed"). inputs_bf16 as well: every layer's
     input rounded to bfloat16 too, products summed in fp32 (the oneDNN
-    backend's weights_bf16, run on AMX)."""
+    backend's weights_bf16, run on AMX). int8_layers: those layers in the
+    oneDNN backend's int8 arithmetic (_int8_layer)."""
     h = x
-    for w, b, act, alpha in zip(weights, biases, activations, alphas):
+    for i, (w, b, act, alpha) in enumerate(zip(weights, biases, activations, alphas)):
+        if i in int8_layers:
+            h = _int8_layer(h, w, b, act, alpha, unsigned=i > 0 and activations[i - 1] in _NON_NEGATIVE)
+            continue
         if weights_bf16:
             w = _bf16(w)
         if inputs_bf16:
