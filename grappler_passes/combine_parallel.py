@@ -19,9 +19,13 @@ from grappler_passes.fuse_dense import FUSED_OP, fused_mlp_attrs
 from grappler_passes.pass_base import GraphPass
 
 
+def _int8_layers(node):
+    return list(node.attr["int8_layers"].list.i) if "int8_layers" in node.attr else []
+
+
 def _first_layer_key(node):
     return (node.attr["activations"].list.s[0], round(node.attr["alphas"].list.f[0], 7),
-            node.attr["weights_bf16"].b)
+            node.attr["weights_bf16"].b, 0 in _int8_layers(node))
 
 
 def _layers(node):
@@ -65,7 +69,7 @@ class CombineParallelDense(GraphPass):
         b_cat = view.add_const(base + "/b", np.concatenate([b for _, b in firsts])).name
         head = members[0]
         attrs = fused_mlp_attrs([head.attr["activations"].list.s[0]], [head.attr["alphas"].list.f[0]],
-                                head.attr["weights_bf16"].b)
+                                head.attr["weights_bf16"].b, [0] if 0 in _int8_layers(head) else [])
         combined = view.add_node(FUSED_OP, base, [x, w_cat, b_cat], attrs, device=head.device)
         sizes = view.add_const(base + "/sizes", np.array([w.shape[1] for w, _ in firsts], np.int32)).name
         axis = view.add_const(base + "/axis", np.array(-1, np.int32)).name
@@ -95,4 +99,8 @@ class CombineParallelDense(GraphPass):
         node.attr["activations"].list.s.extend(acts)
         node.attr["alphas"].list.ClearField("f")
         node.attr["alphas"].list.f.extend(alphas)
+        if "int8_layers" in node.attr:
+            shifted = [i - 1 for i in _int8_layers(node) if i > 0]
+            node.attr["int8_layers"].list.ClearField("i")
+            node.attr["int8_layers"].list.i.extend(shifted)
         view.touch()

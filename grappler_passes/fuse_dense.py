@@ -28,9 +28,20 @@ FUSED_OP = "Recopt>FusedMLP"
 _EINSUM = re.compile(r"^([a-z.]*)([a-z]),([a-z])([a-z])->([a-z.]*)([a-z])$")
 
 
-def fused_mlp_attrs(activations, alphas, weights_bf16):
-    """The attrs of a Recopt>FusedMLP node (activation names as str)."""
-    return {
+# Under precision="int8", a layer multiplies in int8 when both its input and
+# output are at least this wide. A narrow layer (the logit head: n = 1)
+# costs little to run in fp32 and carries the answer users compare.
+INT8_MIN_WIDTH = 16
+
+
+def int8_worthy(k, n):
+    return min(k, n) >= INT8_MIN_WIDTH
+
+
+def fused_mlp_attrs(activations, alphas, weights_bf16, int8_layers=()):
+    """The attrs of a Recopt>FusedMLP node (activation names as str);
+    int8_layers only when there are some, so fp32 graphs stay as before."""
+    attrs = {
         "num_layers": attr_value_pb2.AttrValue(i=len(activations)),
         "activations": attr_value_pb2.AttrValue(
             list=attr_value_pb2.AttrValue.ListValue(s=[a if isinstance(a, bytes) else a.encode()
@@ -38,6 +49,9 @@ def fused_mlp_attrs(activations, alphas, weights_bf16):
         "alphas": attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(f=list(alphas))),
         "weights_bf16": attr_value_pb2.AttrValue(b=weights_bf16),
     }
+    if int8_layers:
+        attrs["int8_layers"] = attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(i=list(int8_layers)))
+    return attrs
 
 
 def _is_float(node, view):
@@ -130,9 +144,10 @@ class FuseDense(GraphPass):
     def run(self, ctx, result):
         view = ctx.view
         layers = self._find_layers(view, result)
-        bf16 = getattr(ctx.options, "precision", "fp32") == "bf16"
+        precision = getattr(ctx.options, "precision", "fp32")
         for chain in self._chains(layers, view):
-            self._emit(chain, view, bf16)
+            self._emit(chain, view, precision == "bf16",
+                       precision == "int8" and getattr(ctx.options, "int8_dense", True))
             result.apply()
 
     @staticmethod
@@ -181,13 +196,14 @@ class FuseDense(GraphPass):
             yield chain
 
     @staticmethod
-    def _emit(chain, view, bf16=False):
+    def _emit(chain, view, bf16=False, int8=False):
         last = chain[-1].root
         name, device = last.name, last.device
         weights = [view.add_const(f"{name}/recopt_w{i}", l.w).name for i, l in enumerate(chain)]
         biases = [view.add_const(f"{name}/recopt_b{i}", l.b).name for i, l in enumerate(chain)]
         view.remove_nodes({n.name for l in chain for n in l.removed})
-        attrs = fused_mlp_attrs([l.activation for l in chain], [l.alpha for l in chain], bf16)
+        int8_layers = [i for i, l in enumerate(chain) if int8 and int8_worthy(*l.w.shape)]
+        attrs = fused_mlp_attrs([l.activation for l in chain], [l.alpha for l in chain], bf16, int8_layers)
         x = chain[0].x
         if chain[0].transpose_x:
             perm = view.add_const(f"{name}/recopt_perm", np.array([1, 0], np.int32)).name

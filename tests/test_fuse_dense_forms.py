@@ -126,3 +126,31 @@ def test_parallel_layers_with_different_activations_stay_apart(ops):
 
 
 _GATE = _c(8, 4)
+
+
+def test_int8_layers_follow_their_layers_through_combine_parallel(ops):
+    """precision="int8" marks the layers at least 16 wide both ways; when
+    parallel towers share their first layer, the combined layer keeps its
+    int8 flag and each tower's remaining indices shift down by one."""
+    from tests.graph_util import frozen_graph
+    from tf_recopt.options import OptimizeOptions
+    towers = [(_c(32, 24), _c(24), _c(24, 20), _c(20), _c(20, 1)) for _ in range(3)]
+
+    def fn(x):
+        return [tf.matmul(tf.nn.relu(tf.matmul(tf.nn.relu(tf.matmul(x, w) + b), w2) + b2), w3)
+                for w, b, w2, b2, w3 in towers]
+    graph_def, inputs, outputs = frozen_graph(fn, tf.TensorSpec([None, 32], tf.float32))
+    protected = {n.split(":")[0] for n in inputs + outputs}
+    new_def, results = pipeline.run_pipeline(
+        graph_def, protected, options=OptimizeOptions(precision="int8"),
+        passes=list(pipeline.DEFAULT_ORDER[:-1]) + ["combine_parallel_dense", "prune_dead_nodes"])
+    assert all(not r.error for r in results), [r.error for r in results]
+    fused = [n for n in new_def.node if n.op == "Recopt>FusedMLP"]
+    combined = [n for n in fused if n.name.endswith("/recopt_combined")]
+    assert len(combined) == 1 and list(combined[0].attr["int8_layers"].list.i) == [0]
+    rest = [n for n in fused if n not in combined]
+    assert len(rest) == 3 and all(list(n.attr["int8_layers"].list.i) == [0] and n.attr["num_layers"].i == 2
+                                  for n in rest)
+    x = RNG.standard_normal([5, 32]).astype(np.float32)
+    for got, want in zip(run_graph(new_def, inputs, outputs, [x]), run_graph(graph_def, inputs, outputs, [x])):
+        np.testing.assert_allclose(got, want, rtol=5e-2, atol=5e-2)

@@ -128,6 +128,23 @@ def test_tfrs_brute_force_index_optimizes(ops, zoo_dir, tmp_path):
         assert [n, blocked[0][1]] not in shapes, shapes
 
 
+def test_int8_dense_layers_fall_back_when_they_cost_recall(ops, zoo_dir, tmp_path):
+    """The zoo two-tower's query tower in int8 moves recall@50 to 0.98 on
+    this model: optimize() reruns with its dense layers in fp32, writes a
+    model inside recall_floor, and the report says what it gave up. Where
+    oneDNN has no int8 kernels the layers already run fp32: nothing to give up."""
+    from tests.test_fused_mlp_int8 import INT8
+    report = tf_recopt.optimize(zoo_dir("two_tower"), str(tmp_path / "int8"), precision="int8")
+    assert report.parity_ok and report.written
+    if INT8:
+        (fallback,) = report.precision_fallbacks
+        assert fallback.startswith("int8 dense layers run in fp32") and "recall@50 0.98" in fallback
+        assert "precision fallback: int8 dense layers" in str(report)
+    fused = saved_model_nodes(str(tmp_path / "int8"), "Recopt>FusedMLP")
+    if INT8:
+        assert fused and not any(n.attr["int8_layers"].list.i for n in fused)
+
+
 def test_recall_floor_refuses_to_write(ops, zoo_dir, tmp_path):
     out = tmp_path / "int8"
     with pytest.raises(ParityError, match="recall@50 .* < recall_floor 1.0"):

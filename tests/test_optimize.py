@@ -171,6 +171,25 @@ def test_bf16_precision_on_zoo_models(ops, zoo_dir, tmp_path):
         tf_recopt.optimize(zoo_dir("dlrm"), str(tmp_path / "x"), precision="int4")
 
 
+def test_int8_precision_quantizes_wide_dense_layers(ops, zoo_dir, tmp_path):
+    """precision="int8": every FusedMLP layer at least 16 wide both ways
+    multiplies in int8 (fuse_dense.INT8_MIN_WIDTH), the narrow heads stay
+    fp32, and the model stays inside the int8 parity tolerance."""
+    from grappler_passes.fuse_dense import int8_worthy
+    for name in ("dlrm", "dcn"):
+        out = str(tmp_path / name)
+        report = tf_recopt.optimize(zoo_dir(name), out, precision="int8")
+        assert report.parity_ok
+        fused = saved_model_nodes(out, "Recopt>FusedMLP")
+        assert any(n.attr["int8_layers"].list.i for n in fused), name
+        consts = {n.name: n for n in saved_model_nodes(out, "Const")}
+        for node in fused:
+            layers = node.attr["num_layers"].i
+            shapes = [[d.size for d in consts[w.split(":")[0]].attr["value"].tensor.tensor_shape.dim]
+                      for w in node.input[1:1 + layers]]
+            assert list(node.attr["int8_layers"].list.i) == [i for i, s in enumerate(shapes) if int8_worthy(*s)]
+
+
 class _SparseComponents(tf.Module):
     def __init__(self):
         self.table = tf.Variable(np.ones((40, 4), np.float32))
