@@ -127,3 +127,30 @@ def test_bad_gemm_value_is_rejected(ops):
     layers = _layers([4, 2], ["relu"])
     with pytest.raises(tf.errors.InvalidArgumentError, match="gemm must be auto, onednn or packed"):
         _mlp(ops, np.ones((1, 4), np.float32), layers, gemm="mkl")
+
+
+_BF16_WITHOUT_AMX = """
+import numpy as np, tensorflow as tf
+tf.config.threading.set_intra_op_parallelism_threads(2)
+import tf_recopt
+ops = tf_recopt.load_ops()
+rng = np.random.default_rng(3)
+ws = [rng.standard_normal((64, 96)).astype(np.float32), rng.standard_normal((96, 4)).astype(np.float32)]
+bs = [np.zeros(96, np.float32), np.zeros(4, np.float32)]
+x = rng.standard_normal((4096, 64)).astype(np.float32)
+run = lambda gemm: ops.recopt_fused_mlp(x, ws, bs, activations=["relu", "linear"], alphas=[0., 0.],
+                                        weights_bf16=True, gemm=gemm).numpy()
+np.testing.assert_array_equal(run("auto"), run("packed"))
+print("auto took the hand kernels")
+"""
+
+
+def test_bf16_without_amx_never_takes_onednn_on_many_threads():
+    """Without AMX, bf16 gemm="auto" never runs oneDNN (its AutoMinRows is
+    2^62): with two intra-op threads that bound once overflowed when
+    multiplied by the threads, and auto took oneDNN's slow bf16 kernels
+    (0.29x stock at batch 512, bench.mlp with AVX512-VNNI forced)."""
+    result = subprocess.run([sys.executable, "-c", _BF16_WITHOUT_AMX], capture_output=True, text=True,
+                            env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "auto took the hand kernels" in result.stdout

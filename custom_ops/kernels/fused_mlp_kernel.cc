@@ -66,9 +66,11 @@ class FusedMlpOp : public OpKernel {
     const int threads = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
     // gemm="auto": oneDNN from the row count per thread where it measured
     // faster than the hand kernels (OnednnMlp::AutoMinRows); any row count
-    // for a stack with int8 layers, which only oneDNN runs in int8.
+    // for a stack with int8 layers, which only oneDNN runs in int8. Divided,
+    // not multiplied: "never" is 2^62 rows, and times the threads it wrapped
+    // negative, sending bf16 without AMX to oneDNN's slow kernels.
     if (mlp.onednn != nullptr &&
-        (gemm_ == "onednn" || mlp.onednn->Int8Layers() > 0 || rows >= mlp.onednn->AutoMinRows() * threads)) {
+        (gemm_ == "onednn" || mlp.onednn->Int8Layers() > 0 || rows / threads >= mlp.onednn->AutoMinRows())) {
       std::atomic<bool> refused{false};
       RunShards(ctx, mlp.onednn->FlopsPerRow(), rows, [&](int64_t r0, int64_t r1) {
         if (!mlp.onednn->Forward(xd + r0 * k, r1 - r0, yd + r0 * last)) refused = true;
