@@ -2,9 +2,10 @@
 stock TensorFlow (Grappler remapper + oneDNN), XLA (jit_compile=True) and
 one Recopt>FusedMLP op, at batch 1, 64 and 512; the op's two backends
 (gemm="packed": the hand kernels, gemm="onednn") side by side with the
-default (gemm="auto"), each in fp32 and with weights_bf16; every variant
-both as an eager call and as a Session callable (TF Serving's path; XLA
-eager only).
+default (gemm="auto"), each in fp32 and with weights_bf16, and int8 layers
+(what precision="int8" writes: int8_layers on every layer >= 16 wide);
+every variant both as an eager call and as a Session callable (TF
+Serving's path; XLA eager only), with its max abs deviation from stock.
 
     python -m bench.mlp --threads inline|default [--repeats N]
     python -m bench.mlp --paths in-graph --batch-sizes 1,2,4,8,16,32,64 --name mlp_rows
@@ -67,6 +68,12 @@ def main(argv=None):
             variants[label] = tf.function(
                 lambda x, bf16=bf16, gemm=gemm: ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=alphas,
                                                                      weights_bf16=bf16, gemm=gemm))
+    # precision="int8"'s choice of layers (fuse_dense), gemm="auto".
+    from grappler_passes.fuse_dense import int8_worthy
+    int8_layers = [i for i, kn in enumerate(zip(dims, dims[1:])) if int8_worthy(*kn)]
+    if int8_layers:
+        variants["recopt_int8"] = tf.function(
+            lambda x: ops.recopt_fused_mlp(x, ws, bs, activations=acts, alphas=alphas, int8_layers=int8_layers))
     paths = args.paths.split(",")
     if set(paths) - {"eager", "session", "in-graph"}:
         raise SystemExit(f"--paths: eager, session and/or in-graph, got {args.paths}")
@@ -76,6 +83,7 @@ def main(argv=None):
         x_np = rng.standard_normal((batch, dims[0])).astype(np.float32)
         x = tf.constant(x_np)
         ref = variants["stock"](x).numpy()
+        max_abs = {}
         for label, fn in list(variants.items()):
             try:
                 fn(x)
@@ -86,8 +94,11 @@ def main(argv=None):
                 del variants[label]
                 session.pop(label, None)
                 continue
-            tol = 2e-2 if "bf16" in label else 1e-4
-            np.testing.assert_allclose(fn(x).numpy(), ref, rtol=tol, atol=tol, err_msg=label)
+            # options.DEFAULT_TOLERANCE of each precision
+            tol = 5e-2 if "int8" in label else 2e-2 if "bf16" in label else 1e-4
+            got = fn(x).numpy()
+            max_abs[label] = float(np.abs(got - ref).max()) if got.size else 0.0
+            np.testing.assert_allclose(got, ref, rtol=tol, atol=tol, err_msg=label)
             if label in session:
                 np.testing.assert_allclose(session[label](x_np), ref, rtol=tol, atol=tol, err_msg=f"{label} (session)")
         # One interleaved run over both paths: the eager call from Python and
@@ -101,7 +112,7 @@ def main(argv=None):
         per_call = {key: [t / (_INNER if key[0] == "in-graph" else 1) for t in v] for key, v in timings.items()}
         for (path, label), (med, p99) in per_call.items():
             rows.append({"path": path, "variant": label, "batch": batch, "median_ms": med, "p99_ms": p99,
-                         "vs_stock": per_call[(path, "stock")][0] / med})
+                         "vs_stock": per_call[(path, "stock")][0] / med, "max_abs": max_abs.get(label)})
     command = f"python -m bench.mlp --threads {args.threads} --repeats {args.repeats}"
     if args.name != "mlp":
         command += f" --dims {args.dims} --acts {args.acts} --batch-sizes {args.batch_sizes} --name {args.name}"

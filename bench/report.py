@@ -24,11 +24,12 @@ def _by_threads(prefix):
 
 
 def _mlp_section(lines):
-    runs = [(threads, data) for prefix in ("mlp", "mlp_avx2", "mlp_rows", "mlp_rows_avx2")
+    runs = [(threads, data) for prefix in ("mlp", "mlp_vnni", "mlp_avx2", "mlp_rows", "mlp_rows_avx2")
             for threads, data in _by_threads(prefix)]
     for threads, data in runs:
         dims = "-".join(str(d) for d in data.get("dims", [512, 1024, 512, 256, 1]))
-        forced = " (forced AVX2 path)" if "ONEDNN_MAX_CPU_ISA" in data["command"] else ""
+        forced = (" (oneDNN held to AVX512-VNNI: no AMX)" if "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI" in data["command"]
+                  else " (forced AVX2 path)" if "ONEDNN_MAX_CPU_ISA" in data["command"] else "")
         per_op = ", per-op time by row count (gemm=auto's thresholds)" if "--paths in-graph" in data["command"] else ""
         lines += [f"### Whole MLP {dims}, threads={threads}{forced}{per_op}", "",
                   f"Command: `{data['command']}`", "",
@@ -37,14 +38,19 @@ def _mlp_section(lines):
                   f"{data['machine']['isa']}.", "",
                   *([("ONEDNN_MAX_CPU_ISA limits stock TensorFlow's oneDNN and FusedMLP's alike; XLA compiles for "
                       "the host CPU regardless, so its rows here are not AVX2 numbers; oneDNN has no bf16 matmul on "
-                      "AVX2, so `recopt_bf16_onednn` did not run."), ""] if forced else []),
+                      "AVX2, so `recopt_bf16_onednn` did not run, and no brgemm int8 kernel, so `recopt_int8`'s "
+                      "layers ran in fp32."), ""] if "AVX2" in forced else []),
                   "recopt_* are FusedMLP: gemm=auto (no suffix), the hand kernels (`_packed`) and oneDNN "
-                  "(`_onednn`) in one run; `_bf16` is weights_bf16 (on oneDNN with AMX: bf16 products). "
-                  "`vs stock` is against stock on the same path.", "",
-                  "| path | variant | batch | median ms | p99 ms | vs stock |", "|---|---|---:|---:|---:|---:|"]
+                  "(`_onednn`) in one run; `_bf16` is weights_bf16 (on oneDNN with AMX: bf16 products); "
+                  "`recopt_int8` is int8_layers on every layer at least 16 wide (what precision=\"int8\" "
+                  "writes; oneDNN VNNI / AMX-INT8, one scale per input row). `vs stock` is against stock on the "
+                  "same path; `max abs` is the largest deviation from stock's outputs at that batch.", "",
+                  "| path | variant | batch | median ms | p99 ms | vs stock | max abs |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
         for r in data["rows"]:
+            dev = "-" if r.get("max_abs") is None else f"{r['max_abs']:.1e}"
             lines.append(f"| {r.get('path', 'eager')} | {r['variant']} | {r['batch']} | {r['median_ms']:.3f} | "
-                         f"{r['p99_ms']:.3f} | {r['vs_stock']:.2f}x |")
+                         f"{r['p99_ms']:.3f} | {r['vs_stock']:.2f}x | {dev} |")
         lines.append("")
 
 
