@@ -18,7 +18,7 @@ from grappler_passes.shapes import dtype_of
 class TableStorage:
     def __init__(self, ctx):
         self.ctx, self.view = ctx, ctx.view
-        self.bf16 = getattr(ctx.options, "precision", "fp32") == "bf16"
+        self.bf16 = ctx.precision("embedding") == "bf16"
         self._copies = {}  # table tensor -> its bfloat16 stand-in in this graph
 
     def input_for(self, tensor, info):

@@ -144,7 +144,7 @@ class FuseDense(GraphPass):
     def run(self, ctx, result):
         view = ctx.view
         layers = self._find_layers(view, result)
-        precision = getattr(ctx.options, "precision", "fp32")
+        precision = ctx.precision("dense")
         for chain in self._chains(layers, view):
             self._emit(chain, view, precision == "bf16",
                        precision == "int8" and getattr(ctx.options, "int8_dense", True))

@@ -57,7 +57,7 @@ class FuseGru(GraphPass):
             return
         info = shapes.tensor_info(view.graph_def)
         library = {f.signature.name: f for f in view.graph_def.library.function}
-        bf16 = getattr(ctx.options, "precision", "fp32") == "bf16"
+        bf16 = ctx.precision("dense") == "bf16"
         for node in loops:
             try:
                 _Loop(view, info, library, node).emit(bf16)

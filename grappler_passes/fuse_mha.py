@@ -28,7 +28,7 @@ class FuseMultiHeadAttention(GraphPass):
         if not anchors:
             return  # spares the shape inference of the whole graph
         info = shapes.tensor_info(view.graph_def)
-        bf16 = getattr(ctx.options, "precision", "fp32") == "bf16"
+        bf16 = ctx.precision("dense") == "bf16"
         for node in anchors:
             try:
                 found = mha_match.Matcher(view, info, node).match()

@@ -65,7 +65,7 @@ class FuseTopK(GraphPass):
             return  # spares the shape-inference import of the whole graph
         info = shapes.tensor_info(view.graph_def)
         # OptimizeOptions.precision (validated there) names the candidate storage too.
-        storage = getattr(ctx.options, "precision", "fp32")
+        storage = ctx.precision("retrieval")
         gpu = getattr(ctx.options, "device", "cpu") == "gpu"
         for node in topks:
             if not _int32_k_and_indices(node):

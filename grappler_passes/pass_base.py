@@ -5,6 +5,24 @@ from typing import List, Tuple
 from tensorflow.core.framework import attr_value_pb2, tensor_shape_pb2, types_pb2
 
 
+# The parts of a model `precision` can name, and what each may be.
+COMPONENT_PRECISIONS = {
+    "dense": ("fp32", "bf16", "int8"),      # FusedMLP, GRU, multi-head attention weights
+    "embedding": ("fp32", "bf16"),          # fused embedding lookups' tables
+    "retrieval": ("fp32", "bf16", "int8"),  # fused score + top-k candidates
+}
+
+
+def resolve_precision(precision, component):
+    """The precision one component gets from optimize()'s `precision`: a
+    mapping names each component (absent ones stay fp32); a plain string
+    applies to every component that has it ("int8" leaves embedding tables
+    fp32)."""
+    if isinstance(precision, str):
+        return precision if precision in COMPONENT_PRECISIONS[component] else "fp32"
+    return precision.get(component, "fp32")
+
+
 @dataclasses.dataclass
 class PassContext:
     view: object                 # GraphView over the signature's GraphDef
@@ -22,6 +40,10 @@ class PassContext:
     # (and pass) of one optimize() call so that each is made once:
     # (kind, id(variable)) -> value.
     derived: dict = dataclasses.field(default_factory=dict)
+
+    def precision(self, component):
+        """resolve_precision of the options' precision; fp32 without options."""
+        return resolve_precision(getattr(self.options, "precision", "fp32") or "fp32", component)
 
     def add_variable_handle(self, name, variable):
         """A resource Placeholder for `variable` (one a pass created), which

@@ -62,3 +62,13 @@ def test_int8_retrieval_optimize_and_validate_report_recall(zoo_dir, tmp_path):
     assert "candidate_ids: recall@k=" in r.stdout
     r = run_cli("validate", src, out, "--rtol", "5e-2", "--atol", "5e-2", "--recall-floor", "1.0")
     assert r.returncode != 0 and "< recall_floor 1.0" in r.stdout
+
+
+def test_precision_per_component_on_the_command_line(zoo_dir, tmp_path):
+    src = zoo_dir("dlrm")
+    r = run_cli("optimize", src, str(tmp_path / "o"), "--precision", "dense=int8,embedding=bf16")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli("optimize", src, str(tmp_path / "x"), "--precision", "embedding=int8")
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode != 0 and "embedding='int8'; embedding supports" in last and "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists()

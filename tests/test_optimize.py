@@ -212,3 +212,53 @@ def test_original_model_failing_on_generated_inputs_is_a_clear_error(ops, tmp_pa
         tf_recopt.optimize(src, str(out))
     assert "nothing was written" in str(info.value) and not out.exists()
     assert info.value.report is not None
+
+
+@pytest.mark.parametrize("value, want", [
+    ("int8", "int8"),
+    ({"dense": "int8"}, {"dense": "int8"}),
+    ("dense=int8, retrieval=bf16", {"dense": "int8", "retrieval": "bf16"}),
+])
+def test_precision_per_component_parses(value, want):
+    from tf_recopt.options import OptimizeOptions
+    opts = OptimizeOptions(precision=value)
+    opts.validate_fields()
+    assert opts.precision == want
+    # The loosest component sets the default tolerance.
+    assert (opts.rtol, opts.atol) == (5e-2, 5e-2)
+    if isinstance(want, dict):
+        assert opts.precision_for("embedding") == "fp32"
+    else:
+        assert opts.precision_for("embedding") == "fp32" and opts.precision_for("dense") == "int8"
+
+
+@pytest.mark.parametrize("value, message", [
+    ("int4", "supported"),
+    ({"tables": "bf16"}, "unknown component 'tables'"),
+    ({"embedding": "int8"}, "embedding='int8'; embedding supports"),
+    ("dense=int8,retrieval", "component=precision pairs"),
+])
+def test_bad_precision_names_what_is_wrong(value, message):
+    from tf_recopt.options import OptimizeOptions
+    with pytest.raises(ValueError, match=message):
+        OptimizeOptions(precision=value).validate_fields()
+
+
+def test_precision_per_component_reaches_each_pass(ops, zoo_dir, tmp_path):
+    """{"retrieval": "int8"}: int8 candidates, fp32 dense layers; and the
+    other way round. A mapping naming dense=int8 gets no fp32 fallback."""
+    from tests.test_fused_mlp_int8 import INT8
+    src = zoo_dir("two_tower")
+    for precision, cand, dense_int8 in (({"retrieval": "int8"}, "DT_INT8", False),
+                                        ("dense=int8,retrieval=bf16", "DT_BFLOAT16", True)):
+        out = str(tmp_path / str(len(cand)))
+        try:
+            report = tf_recopt.optimize(src, out, precision=precision)
+        except tf_recopt.ParityError as exc:
+            assert INT8 and dense_int8 and "recall@50" in str(exc), exc
+            continue
+        assert not report.precision_fallbacks
+        topks = saved_model_nodes(out, "Recopt>ScoreTopK")
+        assert topks and all(tf.dtypes.as_dtype(t.attr["Tcand"].type).name == cand.lower()[3:] for t in topks)
+        fused = saved_model_nodes(out, "Recopt>FusedMLP")
+        assert fused and any(n.attr["int8_layers"].list.i for n in fused) == dense_int8

@@ -11,6 +11,7 @@ from absl import logging
 
 from grappler_passes import resolve_passes, run_pipeline
 from grappler_passes.graph_view import GraphView
+from grappler_passes.pass_base import COMPONENT_PRECISIONS
 from tf_recopt import saved_model_io, verify
 from tf_recopt.errors import ParityError
 from tf_recopt.options import OptimizeOptions
@@ -40,12 +41,18 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
         records, any other signature the feature named like each input.
       rtol, atol: parity tolerances; default 1e-4/1e-5 (fp32), 2e-2/5e-3 (bf16).
       overwrite: replace an existing output_dir.
-      precision: "fp32"; "bf16" stores fused dense weights, retrieval
+      precision: one for every component, or per component as a mapping
+        ({"dense": "int8", "retrieval": "fp32", "embedding": "bf16"}; absent
+        components stay fp32) or the string "dense=int8,retrieval=fp32".
+        "fp32"; "bf16" stores fused dense weights, retrieval
         candidates and fused embedding tables as bfloat16 (fp32 inputs and
         accumulation); "int8" stores retrieval candidates as int8 with
         per-row scales, and fused dense layers at least 16 wide both ways
         multiply in int8 (weights per output column, each input row with
-        its own scale, int32 sums) where oneDNN has VNNI/AMX int8 kernels.
+        its own scale, int32 sums) where oneDNN has VNNI/AMX int8 kernels;
+        when those layers alone break parity under the plain "int8",
+        optimize() reruns them in fp32 and report.precision_fallbacks says
+        why (a mapping naming dense=int8 fails instead).
       device (option): "cpu" (default) or "gpu": for GPU serving, only rewrites
         whose ops have GPU kernels (fused embedding and interaction are left
         out) and within those kernels' limits (k <= 4096, d <= 1536).
@@ -67,7 +74,8 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
         from tf_recopt.ops import load_ops
         load_ops()
 
-    report = OptimizationReport(input_dir=src, custom_ops=opts.custom_ops, device=opts.device)
+    report = OptimizationReport(input_dir=src, custom_ops=opts.custom_ops, device=opts.device,
+                                precision={c: opts.precision_for(c) for c in COMPONENT_PRECISIONS})
     with _stage(report, "load"):
         model = saved_model_io.load(src, opts)
     report.frozen_variables, report.frozen_bytes = model.frozen_variables, model.frozen_bytes
@@ -83,6 +91,8 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
         try:
             _write_and_verify(model, graphs, tmp, opts, report)
         except ParityError as exc:
+            # Only for the plain "int8": a mapping that names dense=int8 is
+            # what the user wants or nothing.
             if not (opts.validate and opts.precision == "int8" and _has_int8_dense(graphs)):
                 raise
             # The int8 dense layers may be what broke parity (a query tower
@@ -91,6 +101,7 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
             report.precision_fallbacks.append("int8 dense layers run in fp32: with them, "
                                               + exc.args[0].removesuffix("; nothing was written"))
             opts = dataclasses.replace(opts, int8_dense=False)
+            report.precision["dense"] = "fp32"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp = tempfile.mkdtemp(prefix=".recopt_tmp_", dir=os.path.dirname(out))
             for name, sig in model.signatures.items():

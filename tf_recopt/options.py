@@ -1,6 +1,8 @@
 """Options of optimize(), with their defaults in one place."""
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
+
+from grappler_passes.pass_base import COMPONENT_PRECISIONS, resolve_precision
 
 PRECISIONS = ("fp32", "bf16", "int8")
 # Parity tolerances when the caller gives none: bf16 weights carry 8
@@ -30,7 +32,10 @@ class OptimizeOptions:
     freeze_total_bytes: int = 256 << 20
     parity_batch_size: int = 8
     seed: int = 0
-    precision: str = "fp32"
+    # One of PRECISIONS for every component, or per component: a mapping
+    # {"dense": "int8", "retrieval": "fp32"} or the string
+    # "dense=int8,retrieval=fp32" (the CLI's and TFX's spelling).
+    precision: Union[str, Mapping[str, str]] = "fp32"
     # precision="int8" also runs wide FusedMLP layers in int8; optimize()
     # clears this and retries when those layers alone break parity.
     int8_dense: bool = True
@@ -39,10 +44,13 @@ class OptimizeOptions:
     recall_floor: float = 0.99
     device: str = "cpu"
 
+    def precision_for(self, component):
+        return resolve_precision(self.precision, component)
+
     def validate_fields(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r}: supported {PRECISIONS}")
-        rtol, atol = DEFAULT_TOLERANCE[self.precision]
+        self.precision = parse_precision(self.precision)
+        # The loosest component's tolerance: the outputs carry all of them.
+        rtol, atol = max(DEFAULT_TOLERANCE[self.precision_for(c)] for c in COMPONENT_PRECISIONS)
         self.rtol = rtol if self.rtol is None else self.rtol
         self.atol = atol if self.atol is None else self.atol
         if self.device not in DEVICES:
@@ -53,3 +61,26 @@ class OptimizeOptions:
             raise ValueError("rtol and atol must be >= 0")
         if self.freeze_max_bytes < 0 or self.freeze_total_bytes < 0:
             raise ValueError("freeze_max_bytes and freeze_total_bytes must be >= 0")
+
+
+def parse_precision(value):
+    """A plain precision, or a {component: precision} dict from a mapping or
+    from "component=precision,..."; ValueError naming what is wrong."""
+    if isinstance(value, str) and "=" not in value:
+        if value not in PRECISIONS:
+            raise ValueError(f"precision={value!r}: supported {PRECISIONS}, or per component "
+                             f"{sorted(COMPONENT_PRECISIONS)} as 'dense=int8,retrieval=fp32'")
+        return value
+    if isinstance(value, str):
+        pairs = [part.split("=", 1) for part in value.split(",") if part.strip()]
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError(f"precision={value!r}: write component=precision pairs, e.g. 'dense=int8,retrieval=fp32'")
+        value = {k.strip(): v.strip() for k, v in pairs}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"precision={value!r}: a string or a mapping of component to precision")
+    for component, p in value.items():
+        if component not in COMPONENT_PRECISIONS:
+            raise ValueError(f"precision: unknown component {component!r}; known {sorted(COMPONENT_PRECISIONS)}")
+        if p not in COMPONENT_PRECISIONS[component]:
+            raise ValueError(f"precision: {component}={p!r}; {component} supports {COMPONENT_PRECISIONS[component]}")
+    return dict(value)

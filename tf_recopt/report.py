@@ -30,6 +30,8 @@ class OptimizationReport:
     kept_variables: List[str] = dataclasses.field(default_factory=list)
     signatures: Dict[str, SignatureReport] = dataclasses.field(default_factory=dict)
     stage_seconds: Dict[str, float] = dataclasses.field(default_factory=dict)
+    # What each component was written in ({"dense": "int8", ...}).
+    precision: Dict[str, str] = dataclasses.field(default_factory=dict)
     # Precision given up to keep parity, and why (precision="int8" whose
     # int8 dense layers failed the tolerance: they were rerun in fp32).
     precision_fallbacks: List[str] = dataclasses.field(default_factory=list)
@@ -73,6 +75,8 @@ class OptimizationReport:
                 measure = (f"recall@k={q.recall:.4f}" if q.recall is not None else
                            f"max_abs={q.max_abs:.3g} max_rel={q.max_rel:.3g}")
                 lines.append(f"  parity {q.output:<20} {measure} {'ok' if q.ok else 'FAIL ' + q.detail}")
+        if any(p != "fp32" for p in self.precision.values()):
+            lines.append("precision: " + ", ".join(f"{c}={p}" for c, p in self.precision.items()))
         lines += [f"precision fallback: {f}" for f in self.precision_fallbacks]
         stages = "  ".join(f"{k}={v:.2f}s" for k, v in self.stage_seconds.items())
         lines.append(f"stages: {stages}")
