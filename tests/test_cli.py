@@ -72,3 +72,14 @@ def test_precision_per_component_on_the_command_line(zoo_dir, tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode != 0 and "embedding='int8'; embedding supports" in last and "Traceback" not in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_label_key_on_the_command_line(ops, tmp_path):
+    from tests.test_accuracy_gate import _data
+    src, records = _data(tmp_path, outlier=False, n=300)
+    r = run_cli("optimize", src, str(tmp_path / "o"), "--precision", "int8", "--sample-examples", records,
+                "--label-key", "clicked", "--max-auc-drop", "0.001", "--metric-examples", "300")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "accuracy serving_default/ctr vs 'clicked' over 300 examples: AUC" in r.stdout
+    r = run_cli("optimize", src, str(tmp_path / "x"), "--sample-examples", records, "--label-key", "nope")
+    assert r.returncode == 2 and "has no feature 'nope'" in r.stderr.strip().splitlines()[-1]

@@ -161,6 +161,22 @@ def test_savedmodel_at_artifact_root_and_parameters(zoo_dir, tmp_path):
     assert os.path.exists(tmp_path / "out" / "Format-Serving" / "saved_model.pb")
 
 
+def test_label_key_judges_by_auc_and_logloss(ops, tmp_path):
+    """The eval split's labels reach optimize(): the report carries AUC and
+    logloss of both models for the probability output."""
+    from tests.test_accuracy_gate import _data
+    src, records = _data(tmp_path, outlier=False, n=600)
+    (tmp_path / "ex" / "Split-eval").mkdir(parents=True)
+    shutil.copy(records, tmp_path / "ex" / "Split-eval" / "data_tfrecord-00000-of-00001")
+    examples = _artifact(standard_artifacts.Examples, str(tmp_path / "ex"))
+    examples.split_names = '["eval"]'
+    out = _run_executor(tmp_path, src, examples=examples, precision="int8", label_key="clicked",
+                        metric_examples=500, max_auc_drop=0.001)
+    report = json.loads(out.get_string_custom_property(keys.REPORT_PROPERTY))
+    (m,) = report["signatures"]["serving_default"]["metrics"]
+    assert m["ok"] and m["examples"] == 500 and m["label"] == "clicked" and 0.6 < m["auc"] < 1
+
+
 @pytest.mark.parametrize("properties,match", [
     ({"optimize_options": '{"no_such_field": 1}'}, r"optimize_options: unknown field\(s\) \['no_such_field'\]"),
     ({"passes": '"fuse_embedding"'}, "passes: expected a JSON list"),

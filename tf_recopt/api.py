@@ -12,7 +12,7 @@ from absl import logging
 from grappler_passes import resolve_passes, run_pipeline
 from grappler_passes.graph_view import GraphView
 from grappler_passes.pass_base import COMPONENT_PRECISIONS
-from tf_recopt import saved_model_io, verify
+from tf_recopt import accuracy, example_feeds, saved_model_io, verify
 from tf_recopt.errors import ParityError
 from tf_recopt.options import OptimizeOptions
 from tf_recopt.report import OptimizationReport, SignatureReport
@@ -168,6 +168,7 @@ def _run_passes(model, opts, report):
 def _verify(model, tmp, opts, report, graphs):
     optimized = tf.saved_model.load(tmp)
     failures = []
+    labelled = accuracy.labelled_examples(opts) if opts.label_key is not None else None
     for name, sig in model.signatures.items():
         feeds = verify.inputs_for(sig, model.path, opts, graphs[name])
         expected = _run_for_parity(sig.function, feeds, f"signature '{name}': the original model", report,
@@ -179,7 +180,12 @@ def _verify(model, tmp, opts, report, graphs):
         retrieval = verify.retrieval_outputs(graphs[name], sig.output_tensors)
         parity = verify.compare(name, expected, actual, opts.rtol, opts.atol, retrieval, opts.recall_floor)
         report.signatures[name].parity = parity
+        if labelled is not None:
+            _judge_by_metrics(name, sig, optimized.signatures[name], labelled, opts, report)
         failures += [p for p in parity if not p.ok]
+    if labelled is not None and not any(s.metrics for s in report.signatures.values()):
+        raise ValueError(f"label_key={opts.label_key!r}: no signature has a per-example probability output "
+                         f"(float [batch] or [batch, 1] in [0, 1]) to judge by AUC and logloss")
     if failures:
         detail = "; ".join(f"{p.signature}/{p.output}: " + (p.detail if p.recall is not None else
                                                                f"max_abs={p.max_abs:.3g} max_rel={p.max_rel:.3g} {p.detail}")
@@ -188,12 +194,37 @@ def _verify(model, tmp, opts, report, graphs):
                           f"atol={opts.atol}: {detail}; nothing was written", report)
 
 
+def _judge_by_metrics(name, sig, optimized_fn, labelled, opts, report):
+    """AUC/logloss over the labelled examples; for the outputs they judge,
+    the metric gate replaces the element-wise one (parity stays reported)."""
+    records, labels = labelled
+
+    def feeds_for(start, end):
+        return example_feeds.feeds_from_examples(sig, records[start:end])
+    expected = _guarded(lambda: accuracy.run_chunked(sig.function, feeds_for, len(records)),
+                        f"signature '{name}': the original model", report, "on the labelled examples")
+    scored = accuracy.scored_outputs(name, expected, opts.label_key)
+    if not scored:
+        return
+    actual = _guarded(lambda: accuracy.run_chunked(optimized_fn, feeds_for, len(records)),
+                      f"signature '{name}': the optimized model", report, "the rewrite is wrong for these inputs")
+    metrics = accuracy.compare(name, scored, labels, expected, actual, opts.max_auc_drop, opts.max_logloss_increase)
+    report.signatures[name].metrics = metrics
+    by_output = {m.output: m for m in metrics}
+    for p in report.signatures[name].parity:
+        if p.output in by_output:
+            p.ok, p.detail = by_output[p.output].ok, by_output[p.output].detail
+
+
 def _run_for_parity(fn, feeds, who, report, hint):
-    """Outputs on the parity feeds; a TensorFlow error becomes a ParityError
-    with TF's message (it names the node at fault), since nothing can be
-    compared."""
+    return _guarded(lambda: verify.run_signature(fn, feeds), who, report, hint)
+
+
+def _guarded(run, who, report, hint):
+    """run()'s outputs; a TensorFlow error becomes a ParityError with TF's
+    message (it names the node at fault), since nothing can be compared."""
     try:
-        return verify.run_signature(fn, feeds)
+        return run()
     except tf.errors.OpError as exc:
         cause = " ".join(line.strip() for line in str(exc.message).splitlines() if line.strip())
         raise ParityError(f"{who} failed on the parity inputs: {cause[-600:]}; {hint}; nothing was written",

@@ -47,6 +47,12 @@ def _parser():
     o.add_argument("--sample-examples", nargs="+", metavar="TFRECORD",
                    help="parity inputs from tf.Example TFRecord files/dirs/globs (*.gz as GZIP) instead of "
                         "generated ones")
+    o.add_argument("--label-key", help="label feature of the --sample-examples: probability outputs are then "
+                                       "judged by AUC and logloss instead of element-wise tolerance")
+    o.add_argument("--max-auc-drop", type=float, default=0.0005, help="with --label-key (default 0.0005)")
+    o.add_argument("--max-logloss-increase", type=float, default=0.001,
+                   help="with --label-key, relative to the original's logloss (default 0.001: 0.1%%)")
+    o.add_argument("--metric-examples", type=int, default=4096, help="labelled examples read (default 4096)")
 
     i = sub.add_parser("inspect", help="signatures, op histogram, what each pass would rewrite")
     i.add_argument("input")
@@ -92,7 +98,9 @@ def cmd_optimize(args):
                                 signatures=args.signatures, validate=not args.no_validate, rtol=args.rtol,
                                 atol=args.atol, overwrite=args.overwrite, precision=args.precision,
                                 recall_floor=args.recall_floor, sample_inputs=args.sample_examples,
-                                device=args.device)
+                                device=args.device, label_key=args.label_key, max_auc_drop=args.max_auc_drop,
+                                max_logloss_increase=args.max_logloss_increase,
+                                metric_examples=args.metric_examples)
     print(report)
     if args.report:
         with open(args.report, "w") as f:

@@ -46,7 +46,7 @@ def read_records(files, limit):
 def feeds_from_examples(sig, records):
     """Signature feeds from serialized tf.Examples (see the module docstring)."""
     specs = sig.input_specs
-    examples = [_parse(sig.name, i, r) for i, r in enumerate(records)]
+    examples = [parse_example(sig.name, i, r) for i, r in enumerate(records)]
     if _is_parsing_signature(specs, examples[0]):
         key, spec = next(iter(specs.items()))
         value = tf.constant(records)
@@ -64,7 +64,7 @@ def _is_parsing_signature(specs, first):
     return spec.dtype == tf.string and key not in first.features.feature
 
 
-def _parse(signature, index, record):
+def parse_example(signature, index, record):
     try:
         return tf.train.Example.FromString(record)
     except Exception as e:  # noqa: BLE001 - protobuf raises its own DecodeError types
@@ -79,11 +79,11 @@ def _stack_feature(signature, key, spec, examples):
         if key not in feature:
             raise ValueError(f"signature '{signature}' input '{key}': example {i} has no feature '{key}' "
                              f"(it has {sorted(feature)[:20]})")
-        rows.append(_feature_values(feature[key]))
+        rows.append(feature_values(feature[key]))
     return tf.constant(_shape_rows(signature, key, spec, rows), dtype=spec.dtype)
 
 
-def _feature_values(feature):
+def feature_values(feature):
     kind = feature.WhichOneof("kind")
     if kind is None:
         return np.zeros([0], np.float32)

@@ -43,6 +43,14 @@ class OptimizeOptions:
     # sets: optimize() refuses to write when mean recall@k falls below this.
     recall_floor: float = 0.99
     device: str = "cpu"
+    # Labelled examples (tf_recopt/accuracy.py): with sample_inputs as
+    # TFRecords holding this feature (or {output: feature}), per-example
+    # probability outputs are judged by AUC and logloss over up to
+    # metric_examples records instead of element-wise tolerance.
+    label_key: Optional[Union[str, Mapping[str, str]]] = None
+    max_auc_drop: float = 0.0005           # absolute
+    max_logloss_increase: float = 0.001    # relative to the original's logloss
+    metric_examples: int = 4096
 
     def precision_for(self, component):
         return resolve_precision(self.precision, component)
@@ -59,6 +67,10 @@ class OptimizeOptions:
             raise ValueError(f"recall_floor={self.recall_floor}: must be in [0, 1]")
         if self.rtol < 0 or self.atol < 0:
             raise ValueError("rtol and atol must be >= 0")
+        if self.max_auc_drop < 0 or self.max_logloss_increase < 0 or self.metric_examples < 2:
+            raise ValueError("max_auc_drop and max_logloss_increase must be >= 0, metric_examples >= 2")
+        if self.label_key is not None and self.sample_inputs is None:
+            raise ValueError(f"label_key={self.label_key!r} needs sample_inputs: tf.Example TFRecords holding it")
         if self.freeze_max_bytes < 0 or self.freeze_total_bytes < 0:
             raise ValueError("freeze_max_bytes and freeze_total_bytes must be >= 0")
 

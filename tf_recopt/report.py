@@ -4,6 +4,7 @@ import json
 from typing import Dict, List
 
 from grappler_passes.pass_base import PassResult
+from tf_recopt.accuracy import MetricParity, describe
 from tf_recopt.verify import OutputParity
 
 
@@ -16,6 +17,9 @@ class SignatureReport:
     ops_after: Dict[str, int] = dataclasses.field(default_factory=dict)
     passes: List[PassResult] = dataclasses.field(default_factory=list)
     parity: List[OutputParity] = dataclasses.field(default_factory=list)
+    # With label_key: AUC/logloss of the probability outputs, which gate
+    # those outputs instead of element-wise tolerance.
+    metrics: List[MetricParity] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -75,6 +79,7 @@ class OptimizationReport:
                 measure = (f"recall@k={q.recall:.4f}" if q.recall is not None else
                            f"max_abs={q.max_abs:.3g} max_rel={q.max_rel:.3g}")
                 lines.append(f"  parity {q.output:<20} {measure} {'ok' if q.ok else 'FAIL ' + q.detail}")
+            lines += [f"  accuracy {line}" for line in describe(sig.metrics)]
         if any(p != "fp32" for p in self.precision.values()):
             lines.append("precision: " + ", ".join(f"{c}={p}" for c, p in self.precision.items()))
         lines += [f"precision fallback: {f}" for f in self.precision_fallbacks]

@@ -25,6 +25,10 @@ class RecOptimizerSpec(types.ComponentSpec):
         keys.EXAMPLES_SPLIT: ExecutionParameter(type=str, optional=True),
         keys.PARITY_BATCH_SIZE: ExecutionParameter(type=int, optional=True),
         keys.OPTIMIZE_OPTIONS: ExecutionParameter(type=str, optional=True),
+        keys.LABEL_KEY: ExecutionParameter(type=str, optional=True),
+        keys.MAX_AUC_DROP: ExecutionParameter(type=float, optional=True),
+        keys.MAX_LOGLOSS_INCREASE: ExecutionParameter(type=float, optional=True),
+        keys.METRIC_EXAMPLES: ExecutionParameter(type=int, optional=True),
     }
     INPUTS = {
         keys.MODEL: ChannelParameter(type=standard_artifacts.Model),
@@ -57,9 +61,14 @@ class RecOptimizer(base_component.BaseComponent):
                  passes: Optional[Sequence[str]] = None, signatures: Optional[Sequence[str]] = None,
                  precision: str = "fp32", rtol: Optional[float] = None, atol: Optional[float] = None,
                  recall_floor: Optional[float] = None, examples_split: str = "eval",
-                 parity_batch_size: Optional[int] = None, optimize_options: Optional[dict] = None):
+                 parity_batch_size: Optional[int] = None, optimize_options: Optional[dict] = None,
+                 label_key: Optional[str] = None, max_auc_drop: Optional[float] = None,
+                 max_logloss_increase: Optional[float] = None, metric_examples: Optional[int] = None):
         """Args mirror tf_recopt.optimize(); `examples` (optional) gives parity
-        inputs: up to `parity_batch_size` tf.Examples of `examples_split`.
+        inputs: up to `parity_batch_size` tf.Examples of `examples_split`;
+        with `label_key`, up to `metric_examples` of them also judge the
+        probability outputs by AUC and logloss (max_auc_drop,
+        max_logloss_increase), as optimize() does.
         `optimize_options` holds any further OptimizeOptions fields
         (freeze_max_bytes, seed, ...)."""
         spec = RecOptimizerSpec(
@@ -70,5 +79,7 @@ class RecOptimizer(base_component.BaseComponent):
             signatures=json.dumps(list(signatures)) if signatures is not None else None,
             precision=precision, rtol=rtol, atol=atol, recall_floor=recall_floor,
             examples_split=examples_split, parity_batch_size=parity_batch_size,
-            optimize_options=json.dumps(optimize_options) if optimize_options else None)
+            optimize_options=json.dumps(optimize_options) if optimize_options else None,
+            label_key=label_key, max_auc_drop=max_auc_drop, max_logloss_increase=max_logloss_increase,
+            metric_examples=metric_examples)
         super().__init__(spec=spec)

@@ -18,7 +18,8 @@ from tf_recopt.options import OptimizeOptions
 from tf_recopt.tfx import keys, staging
 
 # Parameters passed to optimize() as they are; passes/signatures arrive as JSON.
-_DIRECT = (keys.PRECISION, keys.RTOL, keys.ATOL, keys.RECALL_FLOOR, keys.PARITY_BATCH_SIZE)
+_DIRECT = (keys.PRECISION, keys.RTOL, keys.ATOL, keys.RECALL_FLOOR, keys.PARITY_BATCH_SIZE, keys.LABEL_KEY,
+           keys.MAX_AUC_DROP, keys.MAX_LOGLOSS_INCREASE, keys.METRIC_EXAMPLES)
 
 
 class RecOptimizerError(RecoptError, RuntimeError):

@@ -14,6 +14,10 @@ RECALL_FLOOR = "recall_floor"
 EXAMPLES_SPLIT = "examples_split"
 PARITY_BATCH_SIZE = "parity_batch_size"
 OPTIMIZE_OPTIONS = "optimize_options"
+LABEL_KEY = "label_key"
+MAX_AUC_DROP = "max_auc_drop"
+MAX_LOGLOSS_INCREASE = "max_logloss_increase"
+METRIC_EXAMPLES = "metric_examples"
 
 # Custom properties of the output Model artifact.
 OPTIMIZED_PROPERTY = "recopt_optimized"
