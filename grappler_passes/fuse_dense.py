@@ -146,8 +146,7 @@ class FuseDense(GraphPass):
         layers = self._find_layers(view, result)
         precision = ctx.precision("dense")
         for chain in self._chains(layers, view):
-            self._emit(chain, view, precision == "bf16",
-                       precision == "int8" and getattr(ctx.options, "int8_dense", True))
+            self._emit(chain, view, precision == "bf16", precision == "int8")
             result.apply()
 
     @staticmethod

@@ -8,7 +8,7 @@ from tensorflow.core.framework import attr_value_pb2, tensor_shape_pb2, types_pb
 # The parts of a model `precision` can name, and what each may be.
 COMPONENT_PRECISIONS = {
     "dense": ("fp32", "bf16", "int8"),      # FusedMLP, GRU, multi-head attention weights
-    "embedding": ("fp32", "bf16"),          # fused embedding lookups' tables
+    "embedding": ("fp32", "bf16", "int8"),  # fused embedding lookups' tables (int8: 8-bit row-wise)
     "retrieval": ("fp32", "bf16", "int8"),  # fused score + top-k candidates
 }
 
@@ -16,8 +16,7 @@ COMPONENT_PRECISIONS = {
 def resolve_precision(precision, component):
     """The precision one component gets from optimize()'s `precision`: a
     mapping names each component (absent ones stay fp32); a plain string
-    applies to every component that has it ("int8" leaves embedding tables
-    fp32)."""
+    applies to every component."""
     if isinstance(precision, str):
         return precision if precision in COMPONENT_PRECISIONS[component] else "fp32"
     return precision.get(component, "fp32")
@@ -42,7 +41,10 @@ class PassContext:
     derived: dict = dataclasses.field(default_factory=dict)
 
     def precision(self, component):
-        """resolve_precision of the options' precision; fp32 without options."""
+        """resolve_precision of the options' precision; fp32 without options
+        and for a component optimize() moved back to fp32."""
+        if component in getattr(self.options, "fp32_components", ()):
+            return "fp32"
         return resolve_precision(getattr(self.options, "precision", "fp32") or "fp32", component)
 
     def add_variable_handle(self, name, variable):

@@ -68,9 +68,9 @@ def test_precision_per_component_on_the_command_line(zoo_dir, tmp_path):
     src = zoo_dir("dlrm")
     r = run_cli("optimize", src, str(tmp_path / "o"), "--precision", "dense=int8,embedding=bf16")
     assert r.returncode == 0, r.stderr[-3000:]
-    r = run_cli("optimize", src, str(tmp_path / "x"), "--precision", "embedding=int8")
+    r = run_cli("optimize", src, str(tmp_path / "x"), "--precision", "embedding=fp16")
     last = r.stderr.strip().splitlines()[-1]
-    assert r.returncode != 0 and "embedding='int8'; embedding supports" in last and "Traceback" not in r.stderr
+    assert r.returncode != 0 and "embedding='fp16'; embedding supports" in last and "Traceback" not in r.stderr
     assert not (tmp_path / "x").exists()
 
 

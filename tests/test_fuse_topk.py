@@ -140,7 +140,7 @@ def test_int8_dense_layers_fall_back_when_they_cost_recall(ops, zoo_dir, tmp_pat
         (fallback,) = report.precision_fallbacks
         assert fallback.startswith("int8 dense layers run in fp32") and "recall@50 0.98" in fallback
         assert "precision fallback: int8 dense layers" in str(report)
-        assert report.precision == {"dense": "fp32", "embedding": "fp32", "retrieval": "int8"}
+        assert report.precision == {"dense": "fp32", "embedding": "int8", "retrieval": "int8"}
     fused = saved_model_nodes(str(tmp_path / "int8"), "Recopt>FusedMLP")
     if INT8:
         assert fused and not any(n.attr["int8_layers"].list.i for n in fused)

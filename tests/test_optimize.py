@@ -229,13 +229,13 @@ def test_precision_per_component_parses(value, want):
     if isinstance(want, dict):
         assert opts.precision_for("embedding") == "fp32"
     else:
-        assert opts.precision_for("embedding") == "fp32" and opts.precision_for("dense") == "int8"
+        assert opts.precision_for("embedding") == "int8" and opts.precision_for("dense") == "int8"
 
 
 @pytest.mark.parametrize("value, message", [
     ("int4", "supported"),
     ({"tables": "bf16"}, "unknown component 'tables'"),
-    ({"embedding": "int8"}, "embedding='int8'; embedding supports"),
+    ({"embedding": "fp16"}, "embedding='fp16'; embedding supports"),
     ("dense=int8,retrieval", "component=precision pairs"),
 ])
 def test_bad_precision_names_what_is_wrong(value, message):
@@ -262,3 +262,23 @@ def test_precision_per_component_reaches_each_pass(ops, zoo_dir, tmp_path):
         assert topks and all(tf.dtypes.as_dtype(t.attr["Tcand"].type).name == cand.lower()[3:] for t in topks)
         fused = saved_model_nodes(out, "Recopt>FusedMLP")
         assert fused and any(n.attr["int8_layers"].list.i for n in fused) == dense_int8
+
+
+def test_int8_embedding_tables_are_8bit_rowwise(ops, zoo_dir, tmp_path):
+    """embedding=int8: every fused lookup reads uint8 row-wise tables; the
+    zoo DLRM keeps its tables as variables, so derived uint8 variables
+    replace the fp32 ones in the written model. Parity holds at the int8
+    tolerance, and the rows were really rounded."""
+    out = str(tmp_path / "o")
+    report = tf_recopt.optimize(zoo_dir("dlrm"), out, precision={"embedding": "int8"})
+    assert report.parity_ok and report.precision["embedding"] == "int8"
+    assert all(p.max_abs > 0 for p in report.signatures["serving_default"].parity)
+    fused = saved_model_nodes(out, "Recopt>FusedEmbeddingLookup")
+    assert fused
+    for node in fused:
+        tables = len(node.attr["Ttables"].list.type)
+        assert all(i.split(":")[0].endswith("recopt_rowwise8") for i in node.input[:tables]), list(node.input)
+    reader = tf.train.load_checkpoint(os.path.join(out, "variables", "variables"))
+    tables = {k: reader.get_tensor(k) for k, shape in reader.get_variable_to_shape_map().items() if len(shape) == 2}
+    assert tables and all(t.dtype == np.uint8 and t.shape[1] > 8 for t in tables.values()), \
+        {k: (t.dtype, t.shape) for k, t in tables.items()}

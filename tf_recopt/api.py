@@ -8,6 +8,7 @@ import time
 
 import tensorflow as tf
 from absl import logging
+from tensorflow.core.framework import types_pb2
 
 from grappler_passes import resolve_passes, run_pipeline
 from grappler_passes.graph_view import GraphView
@@ -88,27 +89,31 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
     os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".recopt_tmp_", dir=os.path.dirname(out))
     try:
-        try:
-            _write_and_verify(model, graphs, tmp, opts, report)
-        except ParityError as exc:
-            # Only for the plain "int8": a mapping that names dense=int8 is
-            # what the user wants or nothing.
-            if not (opts.validate and opts.precision == "int8" and _has_int8_dense(graphs)):
-                raise
-            # The int8 dense layers may be what broke parity (a query tower
-            # feeding int8 retrieval moves recall@k most): rerun with them in
-            # fp32; int8 elsewhere is then gated as before.
-            report.precision_fallbacks.append("int8 dense layers run in fp32: with them, "
-                                              + exc.args[0].removesuffix("; nothing was written"))
-            opts = dataclasses.replace(opts, int8_dense=False)
-            report.precision["dense"] = "fp32"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp = tempfile.mkdtemp(prefix=".recopt_tmp_", dir=os.path.dirname(out))
-            for name, sig in model.signatures.items():
-                sig.captures = list(captures[name])
-            with _stage(report, "passes"):
-                graphs = _run_passes(model, opts, report)
-            _write_and_verify(model, graphs, tmp, opts, report)
+        # Under the plain "int8", each component whose int8 form may be what
+        # broke parity goes back to fp32 in turn (dense first: per-row
+        # activation rounding moves outputs most; a query tower feeding
+        # int8 retrieval costs recall@k), and int8 elsewhere is gated again.
+        # A mapping that names int8 is what the user wants or nothing.
+        relaxable = [c for c in _INT8_FALLBACK_ORDER if opts.precision == "int8" and opts.validate]
+        while True:
+            try:
+                _write_and_verify(model, graphs, tmp, opts, report)
+                break
+            except ParityError as exc:
+                component = next((c for c in relaxable if _INT8_IN_GRAPH[c](graphs)), None)
+                if component is None:
+                    raise
+                relaxable.remove(component)
+                report.precision_fallbacks.append(f"int8 {_INT8_WHAT[component]} run in fp32: with them, "
+                                                  + exc.args[0].removesuffix("; nothing was written"))
+                opts = dataclasses.replace(opts, fp32_components=tuple(opts.fp32_components) + (component,))
+                report.precision[component] = "fp32"
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp = tempfile.mkdtemp(prefix=".recopt_tmp_", dir=os.path.dirname(out))
+                for name, sig in model.signatures.items():
+                    sig.captures = list(captures[name])
+                with _stage(report, "passes"):
+                    graphs = _run_passes(model, opts, report)
         _finish(report, tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -125,9 +130,17 @@ def _write_and_verify(model, graphs, tmp, opts, report):
             _verify(model, tmp, opts, report, graphs)
 
 
-def _has_int8_dense(graphs):
-    return any(n.op == "Recopt>FusedMLP" and n.attr["int8_layers"].list.i
-               for g in graphs.values() for n in list(g.node) + [n for f in g.library.function for n in f.node_def])
+def _nodes(graphs):
+    return (n for g in graphs.values() for n in list(g.node) + [n for f in g.library.function for n in f.node_def])
+
+
+_INT8_FALLBACK_ORDER = ("dense", "embedding")
+_INT8_WHAT = {"dense": "dense layers", "embedding": "embedding tables"}
+_INT8_IN_GRAPH = {
+    "dense": lambda graphs: any(n.op == "Recopt>FusedMLP" and n.attr["int8_layers"].list.i for n in _nodes(graphs)),
+    "embedding": lambda graphs: any(n.op == "Recopt>FusedEmbeddingLookup" and
+                                    types_pb2.DT_UINT8 in n.attr["Ttables"].list.type for n in _nodes(graphs)),
+}
 
 
 def _check_paths(src, out, overwrite):

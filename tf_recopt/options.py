@@ -36,9 +36,9 @@ class OptimizeOptions:
     # {"dense": "int8", "retrieval": "fp32"} or the string
     # "dense=int8,retrieval=fp32" (the CLI's and TFX's spelling).
     precision: Union[str, Mapping[str, str]] = "fp32"
-    # precision="int8" also runs wide FusedMLP layers in int8; optimize()
-    # clears this and retries when those layers alone break parity.
-    int8_dense: bool = True
+    # Components optimize() moved back to fp32 after their int8 form broke
+    # parity under the plain precision="int8" (report.precision_fallbacks).
+    fp32_components: Sequence[str] = ()
     # Retrieval outputs (top-k ids from a fused score+top-k) are compared as
     # sets: optimize() refuses to write when mean recall@k falls below this.
     recall_floor: float = 0.99
@@ -53,7 +53,7 @@ class OptimizeOptions:
     metric_examples: int = 4096
 
     def precision_for(self, component):
-        return resolve_precision(self.precision, component)
+        return "fp32" if component in self.fp32_components else resolve_precision(self.precision, component)
 
     def validate_fields(self):
         self.precision = parse_precision(self.precision)

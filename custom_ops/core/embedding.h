@@ -54,16 +54,28 @@ class ShardMap {
 // Returns false for a name other than none, sum, mean, sqrtn.
 bool CombinerFromName(const char* name, Combiner* out);
 
+// How a table's rows are stored. kTableF32 and kTableBF16 equal
+// kScoreF32 and kScoreBF16 (gemm_kernels.h), whose loaders they share.
+// kTableU8RowWise is FBGEMM's fused 8-bit row-wise format: each row is dim
+// uint8 codes, then its fp32 scale and fp32 bias (dim + 8 bytes, no
+// padding); element j is fma(code_j, scale, bias) in fp32. Lookups at large
+// batch are bound by the bytes they read: a quarter of fp32's.
+enum TableStorage { kTableF32 = 0, kTableBF16 = 1, kTableU8RowWise = 3 };
+
 struct EmbeddingTableView {
-  const void* data;  // row-major [rows, dim]
-  bool bf16;         // storage: bfloat16 when true, float32 otherwise
+  const void* data;  // row-major [rows, dim] in `storage`
+  int storage;       // TableStorage
   int64_t rows;
-  int64_t dim;
+  int64_t dim;       // values per row (for kTableU8RowWise, not counting the scale and bias)
 };
+
+inline int64_t TableRowBytes(int storage, int64_t dim) {
+  return storage == kTableU8RowWise ? dim + 8 : dim * (storage == kTableBF16 ? 2 : 4);
+}
 
 // Address of row `row` of `t`.
 inline const void* TableRow(const EmbeddingTableView& t, int64_t row) {
-  return static_cast<const char*>(t.data) + row * t.dim * (t.bf16 ? 2 : 4);
+  return static_cast<const char*>(t.data) + row * TableRowBytes(t.storage, t.dim);
 }
 
 // One feature. Output row r reads ids [begin(r), end(r)): a fixed number

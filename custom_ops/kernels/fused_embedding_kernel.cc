@@ -202,7 +202,7 @@ class FusedEmbeddingLookupOp : public OpKernel {
       const int input = first_input_[t] + s;
       recopt::EmbeddingTableView shard;
       TF_RETURN_IF_ERROR(ReadInput(ctx, t, input, &(*inputs)[input], &shard));
-      if (s > 0 && (shard.bf16 != view->bf16 || shard.dim != view->dim)) {
+      if (s > 0 && (shard.storage != view->storage || shard.dim != view->dim)) {
         return errors::InvalidArgument(name(), ": table ", t, " shard ", s, " is ",
                                        DataTypeString((*inputs)[input].dtype()), " ",
                                        (*inputs)[input].shape().DebugString(), ", unlike shard 0");
@@ -211,7 +211,7 @@ class FusedEmbeddingLookupOp : public OpKernel {
       shards->push_back(shard);
       rows += shard.rows;
     }
-    if (shards_[t] > 1) *view = {nullptr, view->bf16, rows, view->dim};
+    if (shards_[t] > 1) *view = {nullptr, view->storage, rows, view->dim};
     return OkStatus();
   }
 
@@ -229,15 +229,21 @@ class FusedEmbeddingLookupOp : public OpKernel {
     } else {
       *out = ctx->input(input);
     }
-    if (out->dims() != 2 || (out->dtype() != DT_FLOAT && out->dtype() != DT_BFLOAT16)) {
-      return errors::InvalidArgument(name(), ": table ", t, " must be a float32 or bfloat16 matrix, got ",
+    const bool u8 = out->dtype() == DT_UINT8;
+    if (out->dims() != 2 || (out->dtype() != DT_FLOAT && out->dtype() != DT_BFLOAT16 && !u8) ||
+        (u8 && out->dim_size(1) <= 8)) {
+      return errors::InvalidArgument(name(), ": table ", t, " must be a float32 or bfloat16 matrix, or uint8 ",
+                                     "8-bit row-wise rows (codes, then an fp32 scale and bias: dim + 8 columns), got ",
                                      DataTypeString(out->dtype()), " ", out->shape().DebugString());
     }
-    if (table_dims_[t] >= 0 && out->dim_size(1) != table_dims_[t]) {
-      return errors::InvalidArgument(name(), ": table ", t, " has ", out->dim_size(1),
-                                     " columns but the graph was built for ", table_dims_[t]);
+    // A uint8 row-wise table holds dim codes and 8 bytes of scale and bias.
+    const int64_t dim = out->dim_size(1) - (u8 ? 8 : 0);
+    if (table_dims_[t] >= 0 && dim != table_dims_[t]) {
+      return errors::InvalidArgument(name(), ": table ", t, " has ", dim, " values per row but the graph was built for ",
+                                     table_dims_[t]);
     }
-    *view = {out->tensor_data().data(), out->dtype() == DT_BFLOAT16, out->dim_size(0), out->dim_size(1)};
+    const int storage = u8 ? recopt::kTableU8RowWise : out->dtype() == DT_BFLOAT16 ? recopt::kTableBF16 : recopt::kTableF32;
+    *view = {out->tensor_data().data(), storage, out->dim_size(0), dim};
     recopt::AdviseHugePages(out->tensor_data().data(), out->tensor_data().size());
     return OkStatus();
   }

@@ -92,7 +92,9 @@ Status FusedEmbeddingShape(InferenceContext* c) {
 // hash_buckets[f] > 0 maps ids first: strings by Fingerprint64 (exactly
 // StringToHashBucketFast), integers by floormod. negative_ids[f]: "error"
 // (GatherV2) or "wrap" (Keras take: id + rows). Tables are float32 or
-// bfloat16 tensors or resource variables; table_dims[t] (-1: unknown)
+// bfloat16 tensors, uint8 8-bit row-wise ones ([rows, dim + 8]: codes,
+// then an fp32 scale and bias per row; core/embedding.h), or resource
+// variables of those; table_dims[t] (-1: unknown; dim for uint8 tables)
 // gives static shapes. A table may span several inputs:
 // table_shards[t] consecutive ones (empty: one each), which
 // tf.nn.embedding_lookup over a list of variables addresses as one table,
@@ -106,7 +108,7 @@ REGISTER_OP("Recopt>FusedEmbeddingLookup")
     .Input("partitions: Tpartitions")
     .Input("weights: num_weights * float")
     .Output("outputs: num_outputs * float")
-    .Attr("Ttables: list({float, bfloat16, resource}) >= 1")
+    .Attr("Ttables: list({float, bfloat16, uint8, resource}) >= 1")
     .Attr("Tids: list({int32, int64, string}) >= 1")
     .Attr("Tpartitions: list({int32, int64}) >= 0")
     .Attr("num_weights: int >= 0")

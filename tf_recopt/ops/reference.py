@@ -114,6 +114,9 @@ def _one_feature(table, ids, parts, weights, feature):
     table = tf.convert_to_tensor(table)
     if table.dtype == tf.bfloat16:
         table = tf.cast(table, tf.float32)
+    if table.dtype == tf.uint8:  # 8-bit row-wise: codes, then fp32 scale and bias
+        from tf_recopt.ops.embedding import decode_rowwise_uint8
+        table = tf.constant(decode_rowwise_uint8(table.numpy()))
     ids = _resolve_ids(tf.convert_to_tensor(ids), feature, tf.shape(table)[0])
     if feature.layout == "dense":
         rows = tf.gather(table, ids)
