@@ -16,8 +16,6 @@ BATCH_SIZES = {"two_tower": "1,8"}
 DEFAULT_BATCHES = "1,64,512"
 MODELS = ("dlrm", "wdl", "dcn", "din", "dien", "two_tower", "tfrs_retrieval", "tfrs_ranking")
 BATCH_SIZES["tfrs_retrieval"] = "1,8"
-# Models whose candidate matrix can also be stored as int8 (precision="int8").
-RETRIEVAL = ("two_tower", "tfrs_retrieval")
 
 
 def _bench(models, batches, threads, repeats):
@@ -34,9 +32,10 @@ def run_model(name, workdir, repeats):
     import tf_recopt
     src = os.path.join(workdir, name)
     outs = {"recopt": (os.path.join(workdir, f"{name}_recopt"), "fp32"),
-            "recopt_bf16": (os.path.join(workdir, f"{name}_recopt_bf16"), "bf16")}
-    if name in RETRIEVAL:
-        outs["recopt_int8"] = (os.path.join(workdir, f"{name}_recopt_int8"), "int8")
+            "recopt_bf16": (os.path.join(workdir, f"{name}_recopt_bf16"), "bf16"),
+            # precision="int8": dense layers, embedding tables and candidates
+            # (each falling back to fp32 where it breaks parity; see fallbacks).
+            "recopt_int8": (os.path.join(workdir, f"{name}_recopt_int8"), "int8")}
     for path in [src] + [p for p, _ in outs.values()]:
         shutil.rmtree(path, ignore_errors=True)
     zoo.export(name, src, size="full")
@@ -59,6 +58,8 @@ def run_model(name, workdir, repeats):
             recalls = [p.recall for p in parity if p.recall is not None]
             if recalls:
                 entry[f"{precision}_recall"] = min(recalls)
+            if report.precision_fallbacks:
+                entry[f"{precision}_fallbacks"] = [f.split(":")[0] for f in report.precision_fallbacks]
     models = {"stock": src, **{label: path for label, (path, _) in outs.items()}}
     for threads in ("default", "inline"):
         entry["timings"][threads] = _bench(models, BATCH_SIZES.get(name, DEFAULT_BATCHES), threads, repeats)
@@ -82,6 +83,7 @@ def main(argv=None):
         print(f"[end_to_end] {name}", file=sys.stderr, flush=True)
         entries.append(run_model(name, args.workdir, args.repeats))
     payload = {"bench": "end_to_end", "machine": common.machine(), "entries": entries,
+               "int8_scope": "(dense, tables, candidates)",
                "command": f"python -m bench.end_to_end --models {args.models} --repeats {args.repeats}"
                + (f" --name {args.name}" if args.name != "end_to_end" else "")}
     common.write_result(args.name, payload)

@@ -66,7 +66,8 @@ def _e2e_section(lines, name="end_to_end", title="zoo models (full size)"):
     lines += [f"### End to end, {title}: stock export vs tf-recopt (fp32 and bf16 weights)", "",
               f"Command: `{data['command']}`", "",
               "| model | threads | batch | stock median / p99 ms | recopt median / p99 ms | speed-up "
-              "| recopt bf16 median / p99 ms | speed-up | recopt int8 candidates median / p99 ms | speed-up |",
+              f"| recopt bf16 median / p99 ms | speed-up | recopt int8 {data.get('int8_scope', 'candidates')} "
+              "median / p99 ms | speed-up |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for e in data["entries"]:
         for threads, rows in e["timings"].items():
@@ -95,7 +96,9 @@ def _precision_cell(entry, precision):
     if f"{precision}_parity_max_abs" not in entry:
         return "-"
     recall = entry.get(f"{precision}_recall")
-    return f"{entry[precision + '_parity_max_abs']:.2g}" + (f" ({recall:.4f})" if recall is not None else "")
+    fallbacks = "; ".join(entry.get(f"{precision}_fallbacks", []))
+    return (f"{entry[precision + '_parity_max_abs']:.2g}" + (f" ({recall:.4f})" if recall is not None else "")
+            + (f" [{fallbacks}]" if fallbacks else ""))
 
 
 def _embedding_section(lines):
@@ -224,6 +227,11 @@ def _e2e_ranking_section(lines):
 def _e2e_tables_section(lines):
     _e2e_section(lines, "end_to_end_tables", "Wide&Deep and DLRM after sharded-table support and bfloat16 "
                  "embedding tables under precision=\"bf16\" (full size)")
+
+
+def _e2e_int8_section(lines):
+    _e2e_section(lines, "end_to_end_int8", "ranking models under precision=\"int8\" (int8 dense layers, 8-bit "
+                 "row-wise tables; full size)")
 
 
 def _e2e_tfrs_dlrm_section(lines):
@@ -412,6 +420,8 @@ SECTIONS = {"topk": (_topk_section, "### TopK:", None), "retrieval": (_retrieval
             "optimize_time": (_optimize_time_section, "### optimize() time:",
                               "### End to end, tensorflow-recommenders DLRMs"),
             "embedding": (_embedding_section, "### Embedding lookups:", None),
+            "end_to_end_int8": (_e2e_int8_section, "### End to end, ranking models under precision=",
+                                "### End to end, tensorflow-recommenders DLRMs"),
             "mlp": (_mlp_section, "### Whole MLP", None)}
 
 
@@ -480,6 +490,7 @@ def render():
     _e2e_ranking_section(lines)
     _e2e_tables_section(lines)
     _e2e_tfrs_dlrm_section(lines)
+    _e2e_int8_section(lines)
     _optimize_time_section(lines)
     _serving_section(lines)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:

@@ -125,7 +125,7 @@ def test_mod_shards_larger_than_the_strategy_needs_match_tensorflow(ops):
 
 
 def test_mismatched_shards_and_attrs_name_the_fault(ops):
-    with pytest.raises(tf.errors.InvalidArgumentError, match="table 0 has 5 columns but the graph was built for 4"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="table 0 has 5 values per row but the graph was built for 4"):
         fused_embedding_lookup(ops, [ShardedTable((_shards((3,), 4)[0], _shards((3,), 5)[0]))], [F(0)],
                                [np.array([0])])
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"table 0 shard 1 is bfloat16 \[3,4\], unlike shard 0"):

@@ -263,24 +263,14 @@ std::string OnednnMlp::PackWeights(const std::vector<DenseLayerSpec>& specs, con
     const void* plain_data = specs[l].weights;
     std::vector<int8_t> rounded;
     if (layer.int8) {
-      // Column j's scale is max|w_j| / 127: QuantizeRows over the columns.
-      const int k = layer.k, n = layer.n;
-      std::vector<float> columns(static_cast<size_t>(k) * n);
-      for (int i = 0; i < k; ++i) {
-        for (int j = 0; j < n; ++j) columns[static_cast<size_t>(j) * k + i] = specs[l].weights[static_cast<size_t>(i) * n + j];
-      }
-      std::vector<int8_t> q(columns.size());
-      layer.weight_scales.resize(n);
-      if (!QuantizeRows(columns.data(), n, k, false, q.data(), layer.weight_scales.data())) {
+      rounded.resize(static_cast<size_t>(layer.k) * layer.n);
+      layer.weight_scales.resize(layer.n);
+      if (!QuantizeColumns(specs[l].weights, layer.k, layer.n, rounded.data(), layer.weight_scales.data())) {
         return "layer " + std::to_string(l) + ": a weight is NaN or Inf, which int8 cannot hold";
-      }
-      rounded.resize(q.size());
-      for (int i = 0; i < k; ++i) {
-        for (int j = 0; j < n; ++j) rounded[static_cast<size_t>(i) * n + j] = q[static_cast<size_t>(j) * k + i];
       }
       plain_data = rounded.data();
       if (layer.scales_md == nullptr) {
-        const dnnl_dims_t dims = {n};
+        const dnnl_dims_t dims = {layer.n};
         Api().dnnl_memory_desc_create_with_tag(&layer.scales_md, 1, dims, dnnl_f32, dnnl_a);
       }
     }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -97,6 +98,19 @@ __attribute__((target("avx512f,avx512bw"))) bool QuantizeRowsAvx512(const float*
 #endif
 
 }  // namespace
+
+bool QuantizeColumns(const float* w, int64_t k, int64_t n, int8_t* q, float* scales) {
+  std::vector<float> columns(static_cast<size_t>(k) * n);
+  for (int64_t i = 0; i < k; ++i) {
+    for (int64_t j = 0; j < n; ++j) columns[j * k + i] = w[i * n + j];
+  }
+  std::vector<int8_t> rounded(columns.size());
+  if (!QuantizeRows(columns.data(), n, k, false, rounded.data(), scales)) return false;
+  for (int64_t i = 0; i < k; ++i) {
+    for (int64_t j = 0; j < n; ++j) q[i * n + j] = rounded[j * k + i];
+  }
+  return true;
+}
 
 bool QuantizeRows(const float* x, int64_t rows, int64_t k, bool unsigned_out, void* q, float* scales) {
 #if defined(__x86_64__)

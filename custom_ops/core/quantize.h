@@ -22,6 +22,10 @@ namespace recopt {
 // scale 1. Returns false, with q partly written, when x holds a NaN or Inf.
 bool QuantizeRows(const float* x, int64_t rows, int64_t k, bool unsigned_out, void* q, float* scales);
 
+// Weights w [k, n] (row-major) to int8 with one scale per output column,
+// the arithmetic of QuantizeRows applied to each column; q is [k, n] too.
+bool QuantizeColumns(const float* w, int64_t k, int64_t n, int8_t* q, float* scales);
+
 }  // namespace recopt
 
 #endif  // RECOPT_CORE_QUANTIZE_H_
