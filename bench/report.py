@@ -231,7 +231,8 @@ def _e2e_tables_section(lines):
 
 def _e2e_int8_section(lines):
     _e2e_section(lines, "end_to_end_int8", "ranking models under precision=\"int8\" (int8 dense layers, 8-bit "
-                 "row-wise tables; full size)")
+                 "row-wise tables; full size; the loaded signature called from Python, machine and CPU flags as in the Whole "
+                 "MLP sections)")
 
 
 def _e2e_tfrs_dlrm_section(lines):
