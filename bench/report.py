@@ -284,17 +284,21 @@ def _variants_section(lines):
         return
     lines += ["### Dense-layer spellings (two 512-wide layers on a 256-wide input), threads=inline", "",
               f"Command: `{data['command']}`", "",
-              "Speed-up vs stock TensorFlow (median latency ratio); `stock ops` = custom_ops=False.", "",
-              "| variant | batch | stock median / p99 ms | stock ops | recopt | recopt bf16 |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "Speed-up vs stock TensorFlow (median latency ratio); `stock ops` = custom_ops=False. Machine: "
+              f"{data['machine']['cpu']}, CPU flags {', '.join(data['machine'].get('flags', [])) or 'not recorded'};"
+              f" RECOPT_ISA path {data['machine']['isa']}. `int8 max abs`: largest deviation from stock's outputs "
+              "(outputs of order 1) at that batch.", "",
+              "| variant | batch | stock median / p99 ms | stock ops | recopt | recopt bf16 | recopt int8 | int8 max abs |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     by = {}
     for r in data["rows"]:
         by.setdefault((r["variant"], r["batch"]), {})[r["mode"]] = r
     for (variant, batch), modes in by.items():
         s = modes["stock"]
         lines.append(f"| {variant} | {batch} | {s['median_ms']:.3f} / {s['p99_ms']:.3f} | "
-                     + " | ".join(f"{modes[m]['vs_stock']:.2f}x" for m in ("recopt stock ops", "recopt",
-                                                                          "recopt bf16")) + " |")
+                     + " | ".join(f"{modes[m]['vs_stock']:.2f}x" if m in modes else "-"
+                                  for m in ("recopt stock ops", "recopt", "recopt bf16", "recopt int8"))
+                     + (f" | {modes['recopt int8']['max_abs']:.1e} |" if "recopt int8" in modes else " | - |"))
     lines.append("")
 
 
@@ -421,6 +425,7 @@ SECTIONS = {"topk": (_topk_section, "### TopK:", None), "retrieval": (_retrieval
             "optimize_time": (_optimize_time_section, "### optimize() time:",
                               "### End to end, tensorflow-recommenders DLRMs"),
             "embedding": (_embedding_section, "### Embedding lookups:", None),
+            "dense_variants": (_variants_section, "### Dense-layer spellings", None),
             "end_to_end_int8": (_e2e_int8_section, "### End to end, ranking models under precision=",
                                 "### End to end, tensorflow-recommenders DLRMs"),
             "mlp": (_mlp_section, "### Whole MLP", None)}
