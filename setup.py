@@ -55,9 +55,9 @@ setup(
         "test": ["pytest"],
         # tf_recopt.tfx.RecOptimizer; the pipeline image already has it.
         "tfx": ["tfx>=1.21,<1.22"],
-        # Peers for `tf-recopt bench --peers` (ONNX Runtime via tf2onnx, plots)
+        # Peers for `tf-recopt bench --peers` (ONNX Runtime via tf2onnx, OpenVINO, plots)
         # and bench/ (Faiss, the exact-search reference for retrieval).
-        "bench": ["tf2onnx>=1.17", "onnx", "onnxruntime", "matplotlib", "faiss-cpu"],
+        "bench": ["tf2onnx>=1.17", "onnx", "onnxruntime", "openvino>=2026.4", "matplotlib", "faiss-cpu"],
     },
     entry_points={"console_scripts": ["tf-recopt=tf_recopt.cli:run"]},
 )

@@ -11,8 +11,9 @@ from tests import savedmodel_flavours as flavours
 from tests.conftest import run_cli
 from tf_recopt.peers import PEERS, measure, prepare, suite
 
-INSTALLED = [p for p in PEERS if p != "onnxruntime" or
-             (importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("tf2onnx"))]
+INSTALLED = [p for p in PEERS if (p != "onnxruntime" or
+                                  (importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("tf2onnx")))
+             and (not p.startswith("openvino") or importlib.util.find_spec("openvino"))]
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +65,11 @@ def test_failing_and_missing_peers_are_reported(tmp_path, monkeypatch):
     assert "not installed (tf2onnx)" in run["peers"]["onnxruntime"]["error"]
     # XLA cannot compile the string hash-table lookup; the run goes on without it.
     assert "XLA" in run["peers"]["xla"]["error"] or "compile" in run["peers"]["xla"]["error"]
+    # Nor can OpenVINO convert it (no rule for the hash-table ops): reported, not fatal.
+    for peer in ("openvino", "openvino_bf16"):
+        assert "error" in run["peers"][peer], run["peers"][peer]
     assert {r["peer"] for r in run["timings"]} == {"stock", "recopt", "recopt_stock", "stock_session",
-                                                  "recopt_session"}
+                                                  "recopt_session", "recopt_bf16_session", "recopt_int8_session"}
     assert "onnxruntime: RuntimeError: not installed" in suite.format_table(results)
 
 

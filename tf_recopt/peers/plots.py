@@ -5,7 +5,9 @@ import os
 from tf_recopt.peers import BASELINE, PEERS
 
 COLORS = {"stock": "#7f7f7f", "xla": "#1f77b4", "onnxruntime": "#ff7f0e", "recopt": "#2ca02c",
-          "recopt_stock": "#98df8a", "stock_session": "#c7c7c7", "recopt_session": "#17becf"}
+          "recopt_stock": "#98df8a", "stock_session": "#c7c7c7", "recopt_session": "#17becf",
+          "openvino": "#9467bd", "openvino_bf16": "#c5b0d5", "recopt_bf16_session": "#bcbd22",
+          "recopt_int8_session": "#d62728"}
 
 
 def _pyplot():

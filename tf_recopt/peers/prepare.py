@@ -40,11 +40,11 @@ def _as_is(src, _dst):
     return src
 
 
-def _optimized(custom_ops):
+def _optimized(custom_ops, precision="fp32"):
     def make(src, dst):
         import tf_recopt
         shutil.rmtree(dst, ignore_errors=True)
-        tf_recopt.optimize(src, dst, custom_ops=custom_ops)
+        tf_recopt.optimize(src, dst, custom_ops=custom_ops, precision=precision)
         return dst
     return make
 
@@ -68,7 +68,28 @@ def _onnx(src, dst):
     return path
 
 
+def _openvino(src, dst):
+    """ov.convert_model in a subprocess, saved as IR: the converter (and the
+    telemetry it starts, which lingers seconds after a failed conversion)
+    stays out of the process that times the peers."""
+    if importlib.util.find_spec("openvino") is None:
+        raise RuntimeError("not installed (openvino): pip install 'tf-recopt[bench]'")
+    path = dst + ".xml"
+    code = ("import sys, openvino as ov; "
+            "ov.save_model(ov.convert_model(sys.argv[1]), sys.argv[2], compress_to_fp16=False)")
+    try:
+        result = subprocess.run([sys.executable, "-c", code, src, path], capture_output=True, text=True,
+                                timeout=CONVERT_TIMEOUT_S, env={**os.environ, "OPENVINO_TELEMETRY": "0"})
+    except subprocess.TimeoutExpired as e:
+        raise RuntimeError(f"openvino convert_model did not finish in {CONVERT_TIMEOUT_S} s") from e
+    if result.returncode != 0:
+        lines = [l for l in result.stderr.splitlines() if "conversion rule" in l or "Error" in l]
+        raise RuntimeError("openvino convert_model failed: " + (lines[-1] if lines else result.stderr[-400:]).strip())
+    return path
+
+
 _MAKERS = {"stock": _as_is, "xla": _as_is, "recopt": _optimized(True), "recopt_stock": _optimized(False),
-           "onnxruntime": _onnx, "stock_session": _as_is, "recopt_session": _optimized(True)}
+           "onnxruntime": _onnx, "openvino": _openvino, "stock_session": _as_is, "recopt_session": _optimized(True),
+           "recopt_bf16_session": _optimized(True, "bf16"), "recopt_int8_session": _optimized(True, "int8")}
 # Peers that differ only in how they call a model another peer already made.
-_SAME_FILES = {"recopt_session": "recopt"}
+_SAME_FILES = {"recopt_session": "recopt", "openvino_bf16": "openvino"}

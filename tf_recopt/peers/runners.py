@@ -42,6 +42,34 @@ class OnnxRunner:
         return lambda: dict(zip(names, self._session.run(self._outputs, bound)))
 
 
+class OpenvinoRunner:
+    """OpenVINO's CPU plugin on the saved IR; threads=1 sets one inference
+    thread; bf16 asks for bf16 inference precision (f32 forced otherwise,
+    since OpenVINO picks bf16 itself on CPUs with AVX512_BF16 or AMX)."""
+
+    def __init__(self, path, threads, bf16=False):
+        import openvino as ov
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if threads == "1":
+            config["INFERENCE_NUM_THREADS"] = 1
+        self._compiled = core.compile_model(core.read_model(path), "CPU", config)
+        self._request = self._compiled.create_infer_request()
+        self._inputs = {next(iter(i.get_names())): i for i in self._compiled.inputs}
+        self._outputs = [(next(iter(o.get_names())), o) for o in self._compiled.outputs]
+
+    def bind(self, feeds):
+        missing = sorted(set(self._inputs) - set(feeds))
+        if missing:
+            raise ValueError(f"OpenVINO model inputs {missing} are not signature inputs {sorted(feeds)}")
+        bound = {self._inputs[k]: np.asarray(v) for k, v in feeds.items() if k in self._inputs}
+
+        def call():
+            result = self._request.infer(bound)
+            return {name: np.array(result[port]) for name, port in self._outputs}
+        return call
+
+
 class SessionRunner:
     """The SavedModel in a v1 Session, signature run as a Session callable:
     TF Serving's path (tf_recopt.serving's Servable), no eager call overhead."""
@@ -61,6 +89,8 @@ class SessionRunner:
 def make_runner(peer, path, signature, threads):
     if peer == "onnxruntime":
         return OnnxRunner(path, threads)
+    if peer.startswith("openvino"):
+        return OpenvinoRunner(path, threads, bf16=peer.endswith("_bf16"))
     if peer.startswith("recopt") and peer != "recopt_stock":
         import tf_recopt
         tf_recopt.load_ops()

@@ -10,7 +10,7 @@ from absl import logging
 
 from tf_recopt.peers import BASELINE, PEERS, prepare
 
-OURS = ("recopt", "recopt_stock", "recopt_session")
+OURS = ("recopt", "recopt_stock", "recopt_session", "recopt_bf16_session", "recopt_int8_session")
 
 
 def run(models, out_dir, workdir, **settings):
