@@ -312,38 +312,53 @@ def _peers_section(lines):
     from tf_recopt.peers import PEERS
     from tf_recopt.peers.suite import best_peer_ratio
     m = data["machine"]
-    lines += [PEERS_BEGIN, "## Against the peers: stock TF, XLA, ONNX Runtime", "",
+    lines += [PEERS_BEGIN, "## Against the peers: stock TF, XLA, ONNX Runtime, OpenVINO", "",
               f"Command: `{data['command']}` ({data['seconds'] // 60} min; `make bench` runs it and rewrites "
               "this part). Every zoo model at medium size (full's layers; tables and candidate sets 10x "
               "smaller, so tf2onnx converts each in seconds); `xla` is the serving signature in "
               "`tf.function(jit_compile=True)`; `onnxruntime` is the tf2onnx conversion (opset 17) on the "
               "CPU provider, its pool told to stop spinning when a run returns (`session.force_spinning_stop`: "
-              "left spinning, it slowed the next peer in the round); `recopt` is tf-recopt's output, `recopt_stock` the same without custom ops. "
+              "left spinning, it slowed the next peer in the round); `openvino` / `openvino_bf16` are OpenVINO's "
+              "own conversion of the SavedModel (`ov.convert_model`, in a subprocess) on its CPU plugin with "
+              "inference precision f32 (forced) / bf16; `recopt` is tf-recopt's output, `recopt_stock` the same "
+              "without custom ops, `recopt_bf16_session` / `recopt_int8_session` optimize(precision=\"bf16\" / "
+              "\"int8\") on the Session path (reduced-precision peers are checked at optimize()'s tolerance for "
+              "their precision). "
               "TF peers are called as `tf.saved_model.load(...).signatures[...]` is; `stock_session` and "
               "`recopt_session` run the same SavedModels as a v1 Session callable (TF Serving's and "
               "`tf-recopt serve`'s path, without TF's Python call overhead). threads=1: one intra-op "
               "thread (TF inter-op -1, ORT intra 1); threads=all: every core. Medians and p99 of "
               f"{data['settings']['repeats']} interleaved calls after {data['settings']['warmup']} warm-up "
               "calls; every peer first checked against stock on 8 examples.", "",
-              f"Machine: {m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}, onnxruntime "
-              f"{m.get('onnxruntime', 'n/a')}, tf2onnx {m.get('tf2onnx', 'n/a')}, Python {m['python']}.", "",
+              f"Machine: {m['cpu']}, {m['cores']} cores, CPU flags {', '.join(m.get('flags', [])) or 'not recorded'}"
+              f", RECOPT_ISA path {m['isa']}, TensorFlow {m['tensorflow']}, onnxruntime "
+              f"{m.get('onnxruntime', 'n/a')}, tf2onnx {m.get('tf2onnx', 'n/a')}, openvino "
+              f"{m.get('openvino', 'not recorded')}, Python {m['python']}.", "",
               "### Summary: recopt vs the best peer that runs the model (best peer median / recopt median)", "",
-              "`recopt` is compared with stock / xla / onnxruntime as Python calls them; `recopt_session` "
-              "(TF Serving's Session path) with the best of those and `stock_session`. A peer whose outputs "
-              "differ from stock's is not counted.", "",
+              "`recopt` is compared with stock / xla / onnxruntime / openvino (fp32) as Python calls them; "
+              "`recopt_session` (TF Serving's Session path) with the best of those and `stock_session`; the "
+              "faster of `recopt_bf16_session` and `recopt_int8_session` with `openvino_bf16`, the bf16 anchor. "
+              "A peer whose outputs differ from stock's beyond its tolerance is not counted.", "",
               "| model | threads | batch | best peer | recopt vs best peer | recopt vs stock "
-              "| recopt_session vs best peer | recopt_session vs stock_session |",
-              "|---|---|---:|---|---:|---:|---:|---:|"]
+              "| recopt_session vs best peer | recopt_session vs stock_session | recopt bf16/int8 session vs "
+              "openvino_bf16 |",
+              "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for label, entry in data["models"].items():
         for mode, run in entry["runs"].items():
             batches = sorted({r["batch"] for r in run.get("timings", [])})
             for batch in batches[:1] + batches[-1:]:
-                best, ratio = best_peer_ratio(run, batch, among=("stock", "xla", "onnxruntime"))
+                best, ratio = best_peer_ratio(run, batch, among=("stock", "xla", "onnxruntime", "openvino"))
                 _, session_ratio = best_peer_ratio(run, batch, ours="recopt_session")
                 ms = {r["peer"]: r["median_ms"] for r in run["timings"] if r["batch"] == batch}
+                reduced = min((p for p in ("recopt_bf16_session", "recopt_int8_session") if p in ms),
+                              key=lambda p: ms[p], default=None)
+                if not run["peers"].get("openvino_bf16", {}).get("parity", {}).get("ok"):
+                    reduced = None  # OpenVINO bf16 did not run or its outputs differ: nothing to compare
                 lines.append(f"| {label} | {mode} | {batch} | {best or 'n/a'} | {_ratio(ratio)} | "
                              f"{_ratio(ms, 'stock', 'recopt')} | {_ratio(session_ratio)} | "
-                             f"{_ratio(ms, 'stock_session', 'recopt_session')} |")
+                             f"{_ratio(ms, 'stock_session', 'recopt_session')} | "
+                             + (f"{_ratio(ms, 'openvino_bf16', reduced)} ({reduced.split('_')[1]})" if reduced else "n/a")
+                             + " |")
     lines.append("")
     for label, entry in data["models"].items():
         lines += _peer_model_table(label, entry, PEERS, data["settings"]["sla_ms"])

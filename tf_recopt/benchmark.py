@@ -116,7 +116,7 @@ def machine():
             # What decides the dense paths: oneDNN's bf16 runs on AMX, int8 scoring on VNNI.
             "flags": sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
                                      "amx_int8", "amx_tile"})}
-    for peer in ("onnxruntime", "tf2onnx"):
+    for peer in ("onnxruntime", "tf2onnx", "openvino"):
         try:
             info[peer] = importlib.metadata.version(peer)
         except importlib.metadata.PackageNotFoundError:

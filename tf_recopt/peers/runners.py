@@ -43,30 +43,36 @@ class OnnxRunner:
 
 
 class OpenvinoRunner:
-    """OpenVINO's CPU plugin on the saved IR; threads=1 sets one inference
-    thread; bf16 asks for bf16 inference precision (f32 forced otherwise,
-    since OpenVINO picks bf16 itself on CPUs with AVX512_BF16 or AMX)."""
+    """OpenVINO's CPU plugin on the saved IR, compiled per batch shape with
+    the inputs reshaped to it (static shapes, as OpenVINO users deploy a
+    fixed batch); threads=1 sets one inference thread; bf16 asks for bf16
+    inference precision (f32 forced otherwise, since OpenVINO picks bf16
+    itself on CPUs with AVX512_BF16 or AMX)."""
 
     def __init__(self, path, threads, bf16=False):
         import openvino as ov
-        core = ov.Core()
-        config = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "PERFORMANCE_HINT": "LATENCY"}
+        self._core, self._path = ov.Core(), path
+        self._config = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "PERFORMANCE_HINT": "LATENCY"}
         if threads == "1":
-            config["INFERENCE_NUM_THREADS"] = 1
-        self._compiled = core.compile_model(core.read_model(path), "CPU", config)
-        self._request = self._compiled.create_infer_request()
-        self._inputs = {next(iter(i.get_names())): i for i in self._compiled.inputs}
-        self._outputs = [(next(iter(o.get_names())), o) for o in self._compiled.outputs]
+            self._config["INFERENCE_NUM_THREADS"] = 1
 
     def bind(self, feeds):
-        missing = sorted(set(self._inputs) - set(feeds))
+        model = self._core.read_model(self._path)
+        inputs = {next(iter(i.get_names())) for i in model.inputs}
+        missing = sorted(inputs - set(feeds))
         if missing:
             raise ValueError(f"OpenVINO model inputs {missing} are not signature inputs {sorted(feeds)}")
-        bound = {self._inputs[k]: np.asarray(v) for k, v in feeds.items() if k in self._inputs}
+        arrays = {k: np.asarray(v) for k, v in feeds.items() if k in inputs}
+        model.reshape({k: list(a.shape) for k, a in arrays.items()})
+        compiled = self._core.compile_model(model, "CPU", self._config)
+        request = compiled.create_infer_request()
+        bound = {next(iter(i.get_names())): i for i in compiled.inputs}
+        bound = {bound[k]: a for k, a in arrays.items()}
+        outputs = [(next(iter(o.get_names())), o) for o in compiled.outputs]
 
         def call():
-            result = self._request.infer(bound)
-            return {name: np.array(result[port]) for name, port in self._outputs}
+            result = request.infer(bound)
+            return {name: np.array(result[port]) for name, port in outputs}
         return call
 
 

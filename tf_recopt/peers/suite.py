@@ -8,7 +8,7 @@ import tempfile
 
 from absl import logging
 
-from tf_recopt.peers import BASELINE, PEERS, prepare
+from tf_recopt.peers import BASELINE, PEERS, REDUCED_PRECISION_TOLERANCE, prepare
 
 OURS = ("recopt", "recopt_stock", "recopt_session", "recopt_bf16_session", "recopt_int8_session")
 
@@ -63,9 +63,9 @@ def measure_in_subprocess(spec):
 
 def best_peer_ratio(run, batch, ours="recopt", among=None):
     """(best peer, its median / ours' median) at one batch size; candidates
-    are `among` (default every peer that is not tf-recopt's) whose outputs match stock's."""
+    are `among` (default every fp32 peer that is not tf-recopt's) whose outputs match stock's."""
     rows = {r["peer"]: r["median_ms"] for r in run.get("timings", []) if r["batch"] == batch}
-    among = [p for p in PEERS if p not in OURS] if among is None else among
+    among = [p for p in PEERS if p not in OURS and p not in REDUCED_PRECISION_TOLERANCE] if among is None else among
     others = {p: ms for p, ms in rows.items() if p in among and _parity_ok(run, p)}
     if ours not in rows or not others:
         return None, None
