@@ -52,39 +52,40 @@ def _optimized(custom_ops, precision="fp32"):
 def _onnx(src, dst):
     """tf2onnx in a subprocess: its converter imports and configures
     TensorFlow its own way, and a crash there must not end the run."""
-    missing = [m for m in ("onnxruntime", "tf2onnx") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise RuntimeError(f"not installed ({', '.join(missing)}): pip install 'tf-recopt[bench]'")
+    _require("onnxruntime", "tf2onnx")
     path = dst + ".onnx"
-    cmd = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", src, "--output", path,
-           "--opset", str(ONNX_OPSET), "--signature_def", "serving_default"]
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S)
-    except subprocess.TimeoutExpired as e:
-        raise RuntimeError(f"tf2onnx did not finish in {CONVERT_TIMEOUT_S} s") from e
-    if result.returncode != 0:
-        errors = [l for l in result.stderr.splitlines() if "Error" in l or "error" in l]
-        raise RuntimeError("tf2onnx failed: " + (errors[-1] if errors else result.stderr[-400:]).strip())
-    return path
+    return _convert("tf2onnx", [sys.executable, "-m", "tf2onnx.convert", "--saved-model", src, "--output", path,
+                                "--opset", str(ONNX_OPSET), "--signature_def", "serving_default"],
+                    path, ("Error", "error"))
 
 
 def _openvino(src, dst):
     """ov.convert_model in a subprocess, saved as IR: the converter (and the
     telemetry it starts, which lingers seconds after a failed conversion)
     stays out of the process that times the peers."""
-    if importlib.util.find_spec("openvino") is None:
-        raise RuntimeError("not installed (openvino): pip install 'tf-recopt[bench]'")
+    _require("openvino")
     path = dst + ".xml"
     code = ("import sys, openvino as ov; "
             "ov.save_model(ov.convert_model(sys.argv[1]), sys.argv[2], compress_to_fp16=False)")
+    return _convert("openvino convert_model", [sys.executable, "-c", code, src, path], path,
+                    ("conversion rule", "Error"))
+
+
+def _require(*modules):
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RuntimeError(f"not installed ({', '.join(missing)}): pip install 'tf-recopt[bench]'")
+
+
+def _convert(what, cmd, path, markers):
+    """Runs a converter; its last stderr line holding one of `markers` names a failure."""
     try:
-        result = subprocess.run([sys.executable, "-c", code, src, path], capture_output=True, text=True,
-                                timeout=CONVERT_TIMEOUT_S, env={**os.environ, "OPENVINO_TELEMETRY": "0"})
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S)
     except subprocess.TimeoutExpired as e:
-        raise RuntimeError(f"openvino convert_model did not finish in {CONVERT_TIMEOUT_S} s") from e
+        raise RuntimeError(f"{what} did not finish in {CONVERT_TIMEOUT_S} s") from e
     if result.returncode != 0:
-        lines = [l for l in result.stderr.splitlines() if "conversion rule" in l or "Error" in l]
-        raise RuntimeError("openvino convert_model failed: " + (lines[-1] if lines else result.stderr[-400:]).strip())
+        lines = [l for l in result.stderr.splitlines() if any(m in l for m in markers)]
+        raise RuntimeError(f"{what} failed: " + (lines[-1] if lines else result.stderr[-400:]).strip())
     return path
 
 
