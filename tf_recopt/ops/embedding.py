@@ -3,8 +3,6 @@ attrs it maps to, and a call helper used by the pass, tests and benchmarks."""
 import dataclasses
 from typing import List, Optional, Sequence
 
-import numpy as np
-
 LAYOUTS = ("dense", "ragged", "segments", "segments_n")
 COMBINERS = ("none", "sum", "mean", "sqrtn")
 PARTITIONS_PER_LAYOUT = {"dense": 0, "ragged": 1, "segments": 1, "segments_n": 2}
@@ -79,6 +77,7 @@ def fused_embedding_lookup(ops, tables, features: Sequence[EmbeddingFeature], id
     flat_weights = [w for f, w in zip(features, weights) if f.weighted]
     groups = [t.shards if isinstance(t, ShardedTable) else (t,) for t in tables]
     table_inputs = [s.handle if isinstance(s, tf.Variable) else s for g in groups for s in g]
+    from grappler_passes.embedding_storage import ROWWISE_EXTRA
     dims = [int(g[0].shape[-1]) - (ROWWISE_EXTRA if g[0].dtype == tf.uint8 else 0)
             if g[0].shape.rank == 2 and g[0].shape[-1] is not None else -1 for g in groups]
     sharded = any(isinstance(t, ShardedTable) for t in tables)
@@ -90,35 +89,12 @@ def fused_embedding_lookup(ops, tables, features: Sequence[EmbeddingFeature], id
     return out[0] if concat else list(out)
 
 
-# Bytes after a uint8 row-wise row's codes: its fp32 scale, then fp32 bias.
-ROWWISE_EXTRA = 8
 
-
-def encode_rowwise_uint8(table):
-    """A float table [rows, dim] in FBGEMM's fused 8-bit row-wise format
-    (core/embedding.h): uint8 [rows, dim + 8], each row's codes
-    q = rint((x - min) / scale) with scale = (max - min) / 255 (1 for a
-    constant row) and bias = min, then scale and bias as fp32 bytes. Every
-    value comes back within scale / 2. ValueError for a NaN or Inf."""
-    x = np.asarray(table, np.float32)
-    if x.ndim != 2 or x.shape[1] == 0:
-        raise ValueError(f"a row-wise uint8 table needs a [rows, dim] float matrix, got shape {list(x.shape)}")
-    finite = np.isfinite(x).all(axis=1)
-    if not finite.all():
-        raise ValueError(f"row {int(np.argmin(finite))} holds a NaN or Inf, which 8-bit codes cannot hold")
-    lo = x.min(axis=1) if x.shape[0] else np.zeros(0, np.float32)
-    hi = x.max(axis=1) if x.shape[0] else np.zeros(0, np.float32)
-    scale = ((hi - lo) / np.float32(255)).astype(np.float32)
-    scale[scale == 0] = 1.0
-    codes = np.clip(np.rint((x - lo[:, None]) / scale[:, None]), 0, 255).astype(np.uint8)
-    extra = np.stack([scale, lo.astype(np.float32)], axis=1).view(np.uint8).reshape(-1, ROWWISE_EXTRA)
-    return np.concatenate([codes, extra], axis=1)
-
-
-def decode_rowwise_uint8(packed):
-    """The fp32 values the op reads from a row-wise uint8 table: each
-    fma(code, scale, bias), rounded once (float64 holds code * scale exactly)."""
-    packed = np.asarray(packed, np.uint8)
-    codes = packed[:, :-ROWWISE_EXTRA].astype(np.float64)
-    sb = np.ascontiguousarray(packed[:, -ROWWISE_EXTRA:]).view(np.float32).astype(np.float64)
-    return (codes * sb[:, :1] + sb[:, 1:]).astype(np.float32)
+def __getattr__(name):
+    """The 8-bit row-wise table format lives with the pass that writes it
+    (grappler_passes.embedding_storage: passes never import the package);
+    read here lazily, since importing the passes imports this module."""
+    if name in ("ROWWISE_EXTRA", "encode_rowwise_uint8", "decode_rowwise_uint8"):
+        from grappler_passes import embedding_storage
+        return getattr(embedding_storage, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
