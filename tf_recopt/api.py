@@ -40,7 +40,8 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
         or tf.Example TFRecords (a file, directory, glob or list of them;
         *.gz read as GZIP): a parsing signature gets the serialized
         records, any other signature the feature named like each input.
-      rtol, atol: parity tolerances; default 1e-4/1e-5 (fp32), 2e-2/5e-3 (bf16).
+      rtol, atol: parity tolerances; default 1e-4/1e-5 (fp32), 2e-2/5e-3 (bf16),
+        5e-2/5e-2 (int8): the loosest component's.
       overwrite: replace an existing output_dir.
       precision: one for every component, or per component as a mapping
         ({"dense": "int8", "retrieval": "fp32", "embedding": "bf16"}; absent

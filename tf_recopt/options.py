@@ -8,8 +8,10 @@ PRECISIONS = ("fp32", "bf16", "int8")
 # Parity tolerances when the caller gives none: bf16 weights carry 8
 # significant bits, so outputs move by ~1e-3 relative (measured on the zoo).
 # int8: retrieval scores move by about 1e-2 relative (per-row scales over
-# 64 dims), and ids are held to recall_floor; int8 dense layers move zoo
-# outputs by up to ~1e-2 (test_optimize, bench.mlp's parity column).
+# 64 dims), and ids are held to recall_floor. int8 dense layers and tables
+# moved the small zoo's ranking outputs by 6e-5 to 2.6e-3 and bench.mlp's by
+# 3.8e-3 (its max abs column), but two 512-wide int8 layers with no narrow
+# head by up to 5.7e-2 (bench.dense_variants): optimize() then falls back.
 DEFAULT_TOLERANCE = {"fp32": (1e-4, 1e-5), "bf16": (2e-2, 5e-3), "int8": (5e-2, 5e-2)}
 # "gpu": only rewrites whose ops have GPU kernels (custom_ops/kernels/*.cu.cc),
 # within the GPU kernels' limits; parity is checked wherever optimize() runs.
