@@ -33,7 +33,10 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["tf_recopt", "tf_recopt.*", "grappler_passes", "grappler_passes.*"]),
+    # custom_ops.spec (op names, attrs, encodings) is the layer both others read;
+    # custom_ops itself comes along as its parent package (build scripts only).
+    packages=find_packages(include=["tf_recopt", "tf_recopt.*", "grappler_passes", "grappler_passes.*",
+                                    "custom_ops", "custom_ops.spec"]),
     ext_modules=[Extension("tf_recopt.ops._recopt_ops", sources=[])],
     cmdclass={"build_ext": BuildOpLibrary},
     install_requires=[

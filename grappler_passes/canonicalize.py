@@ -20,7 +20,7 @@ BiasAdd only, never Add).
 import numpy as np
 from tensorflow.core.framework import attr_value_pb2, types_pb2
 
-from grappler_passes.fuse_dense import _MATMUL, _weight_transposed
+from grappler_passes.dense_match import MATMUL, weight_transposed
 from grappler_passes.pass_base import GraphPass
 from grappler_passes.pattern import P, match
 
@@ -47,14 +47,14 @@ TENSORDOT = P("Reshape", "out", [
     P("ConcatV2", "shape", [P("GatherV2", "free", [P("Shape", "shape_of", [_X])]), P("Const", "n", keep=True)]),
 ])
 _BIAS_CONST = P("Const", "b", keep=True)
-ADD_BIAS = P("Add|AddV2", "add", [_MATMUL, _BIAS_CONST])
+ADD_BIAS = P("Add|AddV2", "add", [MATMUL, _BIAS_CONST])
 # A second bias (or a batch norm's offset) after a BiasAdd: becomes a BiasAdd
 # on the BiasAdd, which DOUBLE_BIAS then merges.
-ADD_BIAS_AFTER_BIAS = P("Add|AddV2", "add", [P("BiasAdd", "inner", [_MATMUL, P("Const", keep=True)]), _BIAS_CONST])
-DOUBLE_BIAS = P("BiasAdd", "outer", [P("BiasAdd", "inner", [_MATMUL, P("Const", "b1", keep=True)]),
+ADD_BIAS_AFTER_BIAS = P("Add|AddV2", "add", [P("BiasAdd", "inner", [MATMUL, P("Const", keep=True)]), _BIAS_CONST])
+DOUBLE_BIAS = P("BiasAdd", "outer", [P("BiasAdd", "inner", [MATMUL, P("Const", "b1", keep=True)]),
                                      P("Const", "b2", keep=True)])
-SCALE_BIASED = P("Mul", "mul", [P("BiasAdd", "bias", [_MATMUL, P("Const", "b", keep=True)]), P("Const", "s", keep=True)])
-SCALE = P("Mul", "mul", [_MATMUL, P("Const", "s", keep=True)])
+SCALE_BIASED = P("Mul", "mul", [P("BiasAdd", "bias", [MATMUL, P("Const", "b", keep=True)]), P("Const", "s", keep=True)])
+SCALE = P("Mul", "mul", [MATMUL, P("Const", "s", keep=True)])
 RELU = P("Maximum", "max", [P("*", "x", keep=True), P("Const", pred=_scalar_equals(0.0), keep=True)])
 _SIX = P("Const", pred=_scalar_equals(6.0), keep=True)
 RELU6 = P("Minimum", "min", [P("Maximum", "max", [P("*", "x", keep=True), P("Const", pred=_scalar_equals(0.0), keep=True)]),
@@ -64,7 +64,7 @@ RELU6_OF_RELU = P("Minimum", "min", [P("Relu", "max", [P("*", "x", keep=True)]),
 
 def _n_out(m, view):
     w = view.const_value(m.tensors["w"])
-    return w.shape[0] if _weight_transposed(m["matmul"]) else w.shape[1]
+    return w.shape[0] if weight_transposed(m["matmul"]) else w.shape[1]
 
 
 def _only_used_by(view, node, consumer):
@@ -134,7 +134,7 @@ class Canonicalize(GraphPass):
     def _bmm_to_matmul(view, node):
         if node.op != "BatchMatMulV2":
             return False
-        m = match(_MATMUL, node, view)
+        m = match(MATMUL, node, view)
         if m is None:
             return False
         w = view.const_value(m.tensors["w"])
@@ -209,7 +209,7 @@ class Canonicalize(GraphPass):
             return False
         s = s.reshape(-1).astype(np.float32)
         w = view.const_value(m.tensors["w"])
-        scaled = w * (s[:, None] if _weight_transposed(mm) and s.size > 1 else s)
+        scaled = w * (s[:, None] if weight_transposed(mm) and s.size > 1 else s)
         _set_const_input(view, mm, 1, mm.name, scaled)
         if head is not mm:
             _set_const_input(view, head, 1, head.name, view.const_value(m.tensors["b"]) * s)

@@ -35,7 +35,7 @@ from tensorflow.core.framework import attr_value_pb2, types_pb2
 from grappler_passes.embedding_tables import Table, const_int, gather_rows, resolve_table
 from grappler_passes.graph_view import is_stateful, public_attrs
 from grappler_passes.shapes import shape_of
-from tf_recopt.ops.embedding import EmbeddingFeature
+from custom_ops.spec.embedding import EmbeddingFeature
 
 _SEGMENT_COMBINERS = {"SparseSegmentSum": "sum", "SparseSegmentMean": "mean", "SparseSegmentSqrtN": "sqrtn"}
 
@@ -104,7 +104,7 @@ def _bucketing(view, tensor):
     return tensor, 0
 
 
-def _resolve_ids(view, tensor, table):
+def resolve_ids(view, tensor, table):
     """(ids tensor, hash_buckets, negative_ids) for a gather's indices input."""
     wrapped = _keras_wrap(view, tensor, table)
     negative = "error"
@@ -116,7 +116,7 @@ def _resolve_ids(view, tensor, table):
     return ids, buckets, negative
 
 
-def _float_output(node):
+def float_output(node):
     """The fused op writes float32: a bfloat16 lookup keeps its own ops."""
     for key in ("Tparams", "dtype", "T"):
         if key in node.attr:
@@ -124,18 +124,18 @@ def _float_output(node):
     return False
 
 
-def _ids_rank(shapes, tensor):
+def ids_rank(shapes, tensor):
     shape = shape_of(shapes, tensor)
     return None if shape is None else len(shape)
 
 
 def match_gather(node, view, shapes, resources) -> Optional[Lookup]:
-    found = gather_rows(node, view, shapes, resources) if _float_output(node) else None
+    found = gather_rows(node, view, shapes, resources) if float_output(node) else None
     if found is None:
         return None
     table, indices, inner = found
-    ids, buckets, negative = _resolve_ids(view, indices, table)
-    rank = _ids_rank(shapes, ids)
+    ids, buckets, negative = resolve_ids(view, indices, table)
+    rank = ids_rank(shapes, ids)
     if rank is None or rank < 1:
         return None
     feature = EmbeddingFeature(0, hash_buckets=buckets, negative_ids=negative)
@@ -150,7 +150,7 @@ def match_pooled(node, view, shapes, resources) -> Optional[Lookup]:
     if gather is None or len(view.consumers(gather.name)) != 1 or gather.name in view.protected:
         return None
     inner = match_gather(gather, view, shapes, resources)
-    if inner is None or _ids_rank(shapes, inner.ids) != 2 or const_int(view, node.input[1]) not in (1, -2):
+    if inner is None or ids_rank(shapes, inner.ids) != 2 or const_int(view, node.input[1]) not in (1, -2):
         return None
     inner.feature = dataclasses.replace(inner.feature, combiner="sum" if node.op == "Sum" else "mean")
     inner.root, inner.rank2, inner.inner = node, True, [gather.name] + inner.inner
@@ -160,7 +160,7 @@ def match_pooled(node, view, shapes, resources) -> Optional[Lookup]:
 def match_segments(node, view, shapes, resources) -> Optional[Lookup]:
     """embedding_lookup_sparse: SparseSegment* over the table (or Gather(table, Unique))."""
     base = node.op.replace("WithNumSegments", "")
-    if base not in _SEGMENT_COMBINERS or not _float_output(node):
+    if base not in _SEGMENT_COMBINERS or not float_output(node):
         return None
     data, indices, segments = node.input[:3]
     table, inner = resolve_table(view, data, resources), []
@@ -172,7 +172,7 @@ def match_segments(node, view, shapes, resources) -> Optional[Lookup]:
                 view.skip_identity(found[1]) != unique.name or indices != f"{unique.name}:1":
             return None
         table, indices, inner = found[0], unique.input[0], [gather.name] + found[2]
-    ids, buckets, _ = _resolve_ids(view, indices, table)
+    ids, buckets, _ = resolve_ids(view, indices, table)
     with_n = node.op.endswith("WithNumSegments")
     parts = [segments] + ([node.input[3]] if with_n else [])
     feature = EmbeddingFeature(0, layout="segments_n" if with_n else "segments",
@@ -251,9 +251,9 @@ def match_weighted_segments(node, view, shapes, resources) -> Optional[Lookup]:
             return None
         inner.append(total.name)
     weights = view.skip_identity(shaped.input[0])
-    if _ids_rank(shapes, weights) != 1 or shape_of(shapes, weights) != shape_of(shapes, view.skip_identity(indices)):
+    if ids_rank(shapes, weights) != 1 or shape_of(shapes, weights) != shape_of(shapes, view.skip_identity(indices)):
         return None
-    ids, buckets, _ = _resolve_ids(view, indices, table)
+    ids, buckets, _ = resolve_ids(view, indices, table)
     feature = EmbeddingFeature(0, layout="segments", combiner=combiner, hash_buckets=buckets, weighted=True)
     return Lookup(node, table, ids, [segments], feature, True, [ids, segments, weights], inner, weights)
 
@@ -294,7 +294,7 @@ def match_safe_segments(node, view, shapes, resources) -> Optional[Lookup]:
     root, select = node, node
     if node.op == "Reshape":
         select = view.node(view.skip_identity(node.input[0]))
-        if _ids_rank(shapes, node.name) != 2:
+        if ids_rank(shapes, node.name) != 2:
             root = select   # a higher-rank sparse input: the Select's [rows, d] is the lookup
     if select is None or select.op not in ("Select", "SelectV2"):
         return None

@@ -9,56 +9,21 @@ Embedding on ragged input, which maps the gather over rt.flat_values) is
 and becomes a "ragged" feature reading values and row_splits. row_ids and
 nrows are some dozens of index ops whose spelling changes between
 TensorFlow versions (tf.repeat, boolean_mask, Range, StridedSlice), so they
-are recognised by what they compute: grappler_passes.probe evaluates them
+are recognised by what they compute: grappler_passes.ragged_rows probes them
 on a few row_splits vectors (or row lengths: from_row_lengths; the op then
 reads concat([0], cumsum(lengths))). The mean of an empty row is 0/0 = NaN there,
 and the op does the same for ragged means.
 """
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 from tensorflow.core.framework import attr_value_pb2, types_pb2
 
-from grappler_passes import probe
-from grappler_passes.embedding_match import Lookup, _float_output, _ids_rank, _resolve_ids
+from grappler_passes.embedding_match import Lookup, float_output, ids_rank, resolve_ids
 from grappler_passes.embedding_tables import gather_rows
+from grappler_passes.ragged_rows import INT_TYPES, ragged_rows
 from grappler_passes.shapes import dtype_of
-from tf_recopt.ops.embedding import EmbeddingFeature
-
-_INT_TYPES = {types_pb2.DT_INT32: np.int32, types_pb2.DT_INT64: np.int64}
-# Uneven rows, empty rows (first, middle, last), a single row, no rows; as
-# row_splits (RaggedTensor.from_row_splits) and as row lengths (from_row_lengths).
-_PROBE_SPLITS = ([0, 2, 2, 5, 6], [0, 0, 3, 3], [0, 4], [0], [0, 1, 2, 3, 3])
-_PROBES = [("splits", np.array(s)) for s in _PROBE_SPLITS] + [("lengths", np.diff(s)) for s in _PROBE_SPLITS]
-
-
-def _splits_of(kind, probe_value):
-    return probe_value if kind == "splits" else np.concatenate([[0], np.cumsum(probe_value)])
-
-
-def ragged_rows(view, shapes, segments, num_segments) -> Optional[Tuple[str, str]]:
-    """("splits" | "lengths", tensor) when `segments` and `num_segments` are
-    the row ids and row count of a RaggedTensor with that row_splits or
-    row_lengths tensor, else None."""
-    found = probe.leaves(view, [segments, num_segments])
-    if found is None or len(found) != 1:
-        return None
-    source = found[0]
-    np_type = _INT_TYPES.get(dtype_of(shapes, source))
-    if np_type is None or _ids_rank(shapes, source) not in (1, None):
-        return None
-    results = probe.evaluate(view, [segments, num_segments], [source], [[v.astype(np_type)] for _, v in _PROBES])
-    for kind in ("splits", "lengths"):
-        checks = [(_splits_of(k, v), got) for (k, v), got in zip(_PROBES, results) if k == kind]
-        if all(got is not None and np.array_equal(got[0], _row_ids(splits)) and int(got[1]) == len(splits) - 1
-               for splits, got in checks):
-            return kind, source
-    return None
-
-
-def _row_ids(splits):
-    return np.repeat(np.arange(len(splits) - 1), np.diff(splits))
-
+from custom_ops.spec.embedding import EmbeddingFeature
 
 def _splits_from_lengths(view, shapes, lengths, name):
     """concat([0], cumsum(lengths)): the row_splits the op reads, with its
@@ -67,7 +32,7 @@ def _splits_from_lengths(view, shapes, lengths, name):
     typed = attr_value_pb2.AttrValue(type=dtype)
     i32 = attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)
     axis = view.add_const(f"{name}/axis", np.int32(0))
-    zero = view.add_const(f"{name}/zero", np.zeros([1], _INT_TYPES[dtype]))
+    zero = view.add_const(f"{name}/zero", np.zeros([1], INT_TYPES[dtype]))
     total = view.add_node("Cumsum", f"{name}/cumsum", [lengths, axis.name], {
         "T": typed, "Tidx": i32, "exclusive": attr_value_pb2.AttrValue(b=False),
         "reverse": attr_value_pb2.AttrValue(b=False)})
@@ -106,12 +71,12 @@ def match_ragged(node, view, shapes, resources) -> Optional[Lookup]:
     if total is None or total.op != "UnsortedSegmentSum" or total.attr["T"].type != types_pb2.DT_FLOAT:
         return None
     gather = view.node(view.skip_identity(total.input[0]))
-    found = gather_rows(gather, view, shapes, resources) if gather is not None and _float_output(gather) else None
+    found = gather_rows(gather, view, shapes, resources) if gather is not None and float_output(gather) else None
     if found is None:
         return None
     table, indices, shard_nodes = found
-    ids, buckets, negative = _resolve_ids(view, indices, table)
-    if _ids_rank(shapes, ids) != 1:
+    ids, buckets, negative = resolve_ids(view, indices, table)
+    if ids_rank(shapes, ids) != 1:
         return None
     rows = ragged_rows(view, shapes, total.input[1], total.input[2])
     if rows is None or (count is not None and not _counts(view, shapes, count, gather, rows)):

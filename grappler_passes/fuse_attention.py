@@ -28,10 +28,11 @@ What the rewrite orphans is left for prune_dead_nodes.
 import numpy as np
 from tensorflow.core.framework import attr_value_pb2, types_pb2
 
+import custom_ops.spec as spec
 from grappler_passes import shapes
 from grappler_passes.pass_base import GraphPass
 
-FUSED_OP = "Recopt>DinAttention"
+FUSED_OP = spec.DIN_ATTENTION
 _SELECT = ("SelectV2", "Select")
 _REPEAT_OPS = ("ExpandDims", "StridedSlice", "Tile", "BroadcastTo", "Reshape")
 
@@ -52,7 +53,7 @@ class FuseAttention(GraphPass):
 
     def run(self, ctx, result):
         view = ctx.view
-        if not any(n.op == "Recopt>FusedMLP" for n in view.nodes()):
+        if not any(n.op == spec.FUSED_MLP for n in view.nodes()):
             return  # spares the shape inference of the whole graph
         info = shapes.tensor_info(view.graph_def)
         poolings = [n for n in view.nodes() if n.op in ("Sum", "BatchMatMulV2", "BatchMatMul")]
@@ -137,7 +138,7 @@ class _Attention:
                 raise _NotHere()
             self._same_positions(tensor, node, 2)
             node = self._producer(node.input[0])
-        if node is None or node.op != "Recopt>FusedMLP":
+        if node is None or node.op != spec.FUSED_MLP:
             raise _NotHere()
         if self._dims(node.name)[-1:] != [1] or len(self._dims(node.name)) != 3:
             raise _Skip(f"'{node.name}' does not give one score per position [B, T, 1]")

@@ -15,17 +15,16 @@ One layer, in any of these forms (Identity between ops is looked through):
 
 Consecutive layers chain when a layer's output feeds only the next layer.
 """
-import re
-
 import numpy as np
 from tensorflow.core.framework import attr_value_pb2, types_pb2
 
+import custom_ops.spec as spec
 from grappler_passes.activation_match import find_activation
+from grappler_passes.dense_match import MATMUL, is_float, weight_transposed
 from grappler_passes.pass_base import GraphPass
 from grappler_passes.pattern import P, match, safe_to_fuse
 
-FUSED_OP = "Recopt>FusedMLP"
-_EINSUM = re.compile(r"^([a-z.]*)([a-z]),([a-z])([a-z])->([a-z.]*)([a-z])$")
+FUSED_OP = spec.FUSED_MLP
 
 
 # Under precision="int8", a layer multiplies in int8 when both its input and
@@ -54,55 +53,8 @@ def fused_mlp_attrs(activations, alphas, weights_bf16, int8_layers=()):
     return attrs
 
 
-def _is_float(node, view):
-    return node.attr["T"].type == types_pb2.DT_FLOAT
-
-
-def _const_rank(rank):
-    def pred(node, view):
-        shape = node.attr["value"].tensor.tensor_shape
-        return node.attr["dtype"].type == types_pb2.DT_FLOAT and len(shape.dim) == rank
-    return pred
-
-
-def _einsum_transpose(node):
-    """None if not a dense einsum; else whether W is written [n, k]."""
-    eq = node.attr["equation"].s.decode().replace(" ", "")
-    m = _EINSUM.match(eq)
-    if not m or len(node.input) < 2:
-        return None
-    batch, k, w0, w1, out_batch, n = m.groups()
-    if batch != out_batch or k in batch:
-        return None
-    if (w0, w1) == (k, n):
-        return False
-    if (w0, w1) == (n, k):
-        return True
-    return None
-
-
-def _dense_matmul(node, view):
-    if not _is_float(node, view):
-        return False
-    if node.op == "MatMul":
-        return True  # transpose_a: the fused op gets a Transpose in front (see _emit)
-    if node.op == "BatchMatMulV2":
-        return not node.attr["adj_x"].b
-    return node.op == "Einsum" and _einsum_transpose(node) is not None
-
-
-def _weight_transposed(node):
-    if node.op == "MatMul":
-        return node.attr["transpose_b"].b
-    if node.op == "BatchMatMulV2":
-        return node.attr["adj_y"].b
-    return _einsum_transpose(node)
-
-
-_W = P("Const", "w", keep=True, pred=_const_rank(2))
-_MATMUL = P("MatMul|BatchMatMulV2|Einsum", "matmul", [None, _W], pred=_dense_matmul)
-_BIAS = P("BiasAdd|Add|AddV2", "bias", [_MATMUL, P("Const", "b", keep=True)], pred=_is_float)
-PRE_PATTERNS = (_BIAS, _MATMUL)  # longest first
+_BIAS = P("BiasAdd|Add|AddV2", "bias", [MATMUL, P("Const", "b", keep=True)], pred=is_float)
+PRE_PATTERNS = (_BIAS, MATMUL)  # longest first
 
 
 class _Layer:
@@ -113,7 +65,7 @@ class _Layer:
         self.x = view.skip_identity(view.data_inputs(m["matmul"])[0])
         self.transpose_x = m["matmul"].op == "MatMul" and m["matmul"].attr["transpose_a"].b
         w = view.const_value(m.tensors["w"])
-        self.w = np.ascontiguousarray(w.T if _weight_transposed(m["matmul"]) else w).astype(np.float32)
+        self.w = np.ascontiguousarray(w.T if weight_transposed(m["matmul"]) else w).astype(np.float32)
         self.b = self._bias(m, view)
         self.activation, self.alpha = "linear", 0.0
 

@@ -25,7 +25,7 @@ from grappler_passes.embedding_ragged import match_ragged
 from grappler_passes.embedding_storage import TableStorage
 from grappler_passes.pass_base import GraphPass
 from grappler_passes.shapes import dtype_of, shape_of, tensor_info
-from tf_recopt.ops.embedding import OP_NAME, op_attrs
+from custom_ops.spec.embedding import OP_NAME, op_attrs
 
 # A ragged mean's RealDiv root before the UnsortedSegmentSum inside it.
 MATCHERS = (match_ragged,) + embedding_match.MATCHERS

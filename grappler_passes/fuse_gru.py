@@ -24,11 +24,12 @@ the op's outputs. What it orphans is left for prune_dead_nodes.
 import numpy as np
 from tensorflow.core.framework import attr_value_pb2, types_pb2
 
+import custom_ops.spec as spec
 from grappler_passes import gru_cell, shapes
 from grappler_passes.graph_view import parse_input, tensor_name
 from grappler_passes.pass_base import GraphPass
 
-FUSED_OP = "Recopt>GRU"
+FUSED_OP = spec.GRU
 _WHILE_OPS = ("While", "StatelessWhile")
 _COND_OPS = ("Less", "LogicalAnd", "Const", "Identity", "NoOp")
 # Everything a GRU step may run. The rewrite drops the loop, so a body with

@@ -41,6 +41,7 @@ zero columns are dropped from the op and their rows from the kernel instead.
 import numpy as np
 from tensorflow.core.framework import attr_value_pb2, types_pb2
 
+import custom_ops.spec as spec
 from grappler_passes import shapes
 from grappler_passes.pass_base import GraphPass
 
@@ -184,7 +185,7 @@ class _Interaction:
         target, dense, dense_first = self._dense_concat(g, info)
         if -1 in self.indices:
             self._elide_zero_columns(target, shapes.shape_of(info, dense)[1] if dense else 0, dense_first)
-        self.view.rewrite(target, "Recopt>DotInteraction", [self.x] + ([dense] if dense else []), {
+        self.view.rewrite(target, spec.DOT_INTERACTION, [self.x] + ([dense] if dense else []), {
             "num_features": attr_value_pb2.AttrValue(i=self.f),
             "indices": attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(i=self.indices)),
             "num_dense": attr_value_pb2.AttrValue(i=1 if dense else 0),

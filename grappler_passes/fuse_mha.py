@@ -9,10 +9,11 @@ FusedMLPs and hide their kernels."""
 import numpy as np
 from tensorflow.core.framework import attr_value_pb2, types_pb2
 
+import custom_ops.spec as spec
 from grappler_passes import mha_match, shapes
 from grappler_passes.pass_base import GraphPass
 
-FUSED_OP = "Recopt>MultiHeadAttention"
+FUSED_OP = spec.MULTI_HEAD_ATTENTION
 
 
 class FuseMultiHeadAttention(GraphPass):

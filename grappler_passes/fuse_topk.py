@@ -15,7 +15,7 @@ r"""Top-k rewrites for retrieval.
    The candidate matrix is re-encoded once, here, in the storage that
    options.precision asks for (fp32, bf16, or int8 with per-row scales) and,
    for the CPU, in the "blocks16" layout (16 candidates' elements
-   interleaved: tf_recopt.ops.retrieval.to_blocks), which scores without
+   interleaved: custom_ops.spec.retrieval.to_blocks), which scores without
    horizontal sums. An fp32 [n, d] matrix that something else also reads
    is used in place as rows instead of being stored twice. Candidates from
    a variable get a derived variable (made once per optimize() call), so a
@@ -34,9 +34,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import attr_value_pb2, types_pb2
 
+import custom_ops.spec as spec
+from custom_ops.spec import retrieval
 from grappler_passes import shapes
 from grappler_passes.pass_base import GraphPass
-from tf_recopt.ops import retrieval
 
 # Rows shorter than this gain nothing from Recopt>TopK (core/topk.h
 # kTopKSampledMinCols; bench/topk.py measures the crossover).
@@ -87,7 +88,7 @@ class FuseTopK(GraphPass):
             if gpu and node.attr["T"].type != types_pb2.DT_FLOAT:
                 result.skip(node.name, f"{reason}; Recopt>TopK has a GPU kernel for float32 only")
             elif _long_rows(info, node) and node.attr["T"].type in _TOPK_TYPES:
-                node.op = "Recopt>TopK"
+                node.op = spec.TOPK
                 for attr in ("Tk", "index_type"):  # TopKV2's, always int32 here
                     node.attr.pop(attr, None)
                 view.touch()
@@ -270,7 +271,7 @@ def _emit_score_topk(ctx, topk, chain, storage, gpu):
     # The chain's nodes have no control inputs (_single_use_producer refuses them).
     controls = [i for i in topk.input if i.startswith("^")]
     sorted_attr = topk.attr["sorted"].b
-    topk.op = "Recopt>ScoreTopK"
+    topk.op = spec.SCORE_TOPK
     del topk.input[:]
     topk.input.extend([chain.query, candidates, scales, bias, k] + controls)
     topk.attr.clear()

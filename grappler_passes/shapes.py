@@ -2,6 +2,9 @@
 shape inference (the graph is imported into a scratch tf.Graph)."""
 import tensorflow as tf
 from tensorflow.core.framework import attr_value_pb2
+from tensorflow.python.framework import op_def_registry
+
+import custom_ops.spec as spec
 
 # Hash-table lookups (StringLookup, IntegerLookup, tf.lookup.StaticHashTable)
 # infer their output shape from the table handle's shape data, which a
@@ -12,11 +15,10 @@ _TABLE_LOOKUPS = frozenset({"LookupTableFindV2"})
 
 def tensor_info(graph_def):
     """tensor name ("node:port") -> (dims list with None where unknown, or
-    None for unknown rank; DataType enum). Loads the op library first if
-    the graph already holds tf-recopt ops (a re-optimised model)."""
-    if any(n.op.startswith("Recopt>") for n in graph_def.node):
-        import tf_recopt
-        tf_recopt.load_ops()
+    None for unknown rank; DataType enum). A graph that already holds
+    tf-recopt ops (a re-optimised model) needs the op library loaded first:
+    optimize() loads it; this layer never does (it sits below tf_recopt)."""
+    _check_registered(graph_def)
     graph = _import(graph_def)
     stand_ins = _lookup_stand_ins(graph)
     if stand_ins:
@@ -27,6 +29,14 @@ def tensor_info(graph_def):
             shape = None if out.shape.rank is None else out.shape.as_list()
             info[f"{op.name}:{port}"] = (shape, out.dtype.as_datatype_enum)
     return info
+
+
+def _check_registered(graph_def):
+    unknown = sorted({n.op for n in graph_def.node if op_def_registry.get(n.op) is None})
+    if unknown:
+        node = next(n.name for n in graph_def.node if n.op == unknown[0])
+        hint = " (call tf_recopt.load_ops() first)" if unknown[0].startswith(spec.PREFIX) else ""
+        raise ValueError(f"node {node!r}: op {unknown[0]!r} is not registered{hint}; unregistered: {unknown}")
 
 
 def _import(graph_def):

@@ -5,7 +5,7 @@ tf_keras flattens a ragged Input into flat values and one row_splits per
 ragged dimension (`args_0`, `args_0_1`, `args_0_2` for ragged_rank 2).
 Random tensors for those keys are not a RaggedTensor: the model's segment
 sums reject them. The graph says how the keys relate. A segment sum whose
-row ids probe as a signature input's row ids (embedding_ragged.ragged_rows)
+row ids probe as a signature input's row ids (grappler_passes.ragged_rows)
 reduces rows counted by that input; what it reduces is a gather of another
 input (flat values) or the output of a deeper reduction (inner row_splits).
 A fused ragged lookup (Recopt>FusedEmbeddingLookup) names its values and
@@ -15,10 +15,10 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from grappler_passes.embedding_ragged import ragged_rows
+from grappler_passes.ragged_rows import ragged_rows
 from grappler_passes.graph_view import GraphView, parse_input
 from grappler_passes.shapes import tensor_info
-from tf_recopt.ops.embedding import OP_NAME as EMBEDDING_OP, PARTITIONS_PER_LAYOUT
+from custom_ops.spec.embedding import OP_NAME as EMBEDDING_OP, PARTITIONS_PER_LAYOUT
 
 _GATHERS = frozenset({"GatherV2", "ResourceGather", "Gather"})
 _MAX_DEPTH = 8   # nesting deeper than any ragged input a model takes

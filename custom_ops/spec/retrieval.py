@@ -1,0 +1,64 @@
+"""Candidate storage for Recopt>ScoreTopK, chosen once at optimize time:
+the encoders fuse_topk applies to a candidate matrix, and the op's layouts."""
+import numpy as np
+
+from custom_ops.spec import SCORE_TOPK, TOPK
+
+OP_NAME = SCORE_TOPK
+TOPK_OP_NAME = TOPK
+STORAGES = ("fp32", "bf16", "int8")
+LAYOUTS = ("rows", "blocks16")
+BLOCK_LANES = 16  # custom_ops/core/gemm_kernels.h kScoreLanes
+
+
+def quantize_int8(candidates):
+    """Symmetric per-row int8: row j is q[j] * scales[j], |q| <= 127.
+
+    Per row, not per matrix, because candidate norms vary widely (popular
+    items have long vectors) and one scale would crush the short rows' scores
+    into a few levels. An all-zero row gets scale 1 (its scores stay 0).
+    """
+    c = np.asarray(candidates, dtype=np.float32)
+    peak = np.max(np.abs(c), axis=1) if c.size else np.zeros(c.shape[0], np.float32)
+    scales = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(c / scales[:, None]), -127, 127).astype(np.int8)
+    return q, scales
+
+
+def to_bfloat16(candidates):
+    """Round-to-nearest-even bfloat16, as tf.cast does."""
+    import tensorflow as tf
+    return tf.cast(tf.constant(np.asarray(candidates, np.float32)), tf.bfloat16).numpy()
+
+
+def encode(candidates, storage):
+    """(stored matrix, row_scales) for `storage`; row_scales is empty unless int8."""
+    if storage == "fp32":
+        return np.asarray(candidates, np.float32), np.zeros([0], np.float32)
+    if storage == "bf16":
+        return to_bfloat16(candidates), np.zeros([0], np.float32)
+    if storage == "int8":
+        return quantize_int8(candidates)
+    raise ValueError(f"candidate storage {storage!r}: supported {STORAGES}")
+
+
+def to_blocks(stored):
+    """[n, d] -> [ceil(n / 16), d, 16] for Recopt>ScoreTopK's "blocks16"
+    layout: candidate j's element e at [j // 16, e, j % 16], the last block
+    padded with zero rows (the op never returns them: it takes n as
+    num_candidates).
+
+    The op reads one block's element e for 16 candidates as one vector, so
+    their scores build up lane by lane with no horizontal sums.
+    """
+    stored = np.asarray(stored)
+    if stored.ndim != 2:
+        raise ValueError(f"candidates must be [n, d], got shape {stored.shape}")
+    n, d = stored.shape
+    full, tail = divmod(n, BLOCK_LANES)
+    out = np.zeros((full + (tail > 0), d, BLOCK_LANES), stored.dtype)
+    # One pass over the matrix (optimize() must stay fast on GiB-sized ones).
+    out[:full] = stored[:full * BLOCK_LANES].reshape(full, BLOCK_LANES, d).transpose(0, 2, 1)
+    if tail:
+        out[full, :, :tail] = stored[full * BLOCK_LANES:].T
+    return out
