@@ -13,7 +13,7 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 
 from custom_ops.spec import activations
-from grappler_passes.graph_view import parse_input
+from grappler_passes.graph_view import parse_input, scalar_of
 from grappler_passes.sessions import evaluation_session
 
 # One-op activations need no probing.
@@ -55,14 +55,6 @@ def classify(values):
     return None
 
 
-def _scalar_const(view, tensor):
-    node = view.node(tensor)
-    if node is None or node.op != "Const":
-        return False
-    shape = node.attr["value"].tensor.tensor_shape
-    return all(d.size == 1 for d in shape.dim)
-
-
 def _grow(view, pre):
     """Elementwise nodes computable from `pre` and scalar constants, in topological order."""
     region, order = set(), []
@@ -73,7 +65,7 @@ def _grow(view, pre):
             continue
         feeds = view.data_inputs(node)
         inside = [parse_input(i) == parse_input(pre) or parse_input(i)[0] in region for i in feeds]
-        if not any(inside) or not all(ok or _scalar_const(view, i) for ok, i in zip(inside, feeds)):
+        if not any(inside) or not all(ok or scalar_of(view.node(i)) is not None for ok, i in zip(inside, feeds)):
             continue
         region.add(node.name)
         order.append(node)

@@ -18,7 +18,7 @@ MatMul+BiasAdd+Relu into _FusedMatMul at load time (its remapper matches
 BiasAdd only, never Add).
 """
 import numpy as np
-from tensorflow.core.framework import attr_value_pb2, types_pb2
+from tensorflow.core.framework import types_pb2
 
 from grappler_passes.dense_match import MATMUL, weight_transposed
 from grappler_passes.pass_base import GraphPass
@@ -29,8 +29,7 @@ MAX_ROUNDS = 8
 
 def _scalar_equals(value):
     def pred(node, view):
-        v = view.const_value(node.name)
-        return v is not None and v.size == 1 and float(v.reshape(-1)[0]) == value
+        return view.const_scalar(node.name) == value
     return pred
 
 
@@ -118,15 +117,8 @@ class Canonicalize(GraphPass):
         w = view.const_value(m.tensors["w"])
         if int(view.const_value(m.tensors["n"])[0]) != w.shape[1]:
             return False
-        t = m["mm"].attr["T"]
-        node.op = "BatchMatMulV2"
-        node.ClearField("input")
-        node.input.extend([m.tensors["x"], m.tensors["w"]])
-        node.attr.clear()
-        node.attr["T"].CopyFrom(t)
-        node.attr["adj_x"].CopyFrom(attr_value_pb2.AttrValue(b=False))
-        node.attr["adj_y"].CopyFrom(attr_value_pb2.AttrValue(b=False))
-        view.touch()
+        view.rewrite(node, "BatchMatMulV2", [m.tensors["x"], m.tensors["w"]],
+                     {"T": m["mm"].attr["T"].type, "adj_x": False, "adj_y": False})
         _drop_orphans(view, [m["mm"].name, m["shape"].name])
         return True
 
@@ -139,27 +131,20 @@ class Canonicalize(GraphPass):
             return False
         w = view.const_value(m.tensors["w"])
         w = w.T if node.attr["adj_y"].b else w
-        x, t, base, dev = node.input[0], node.attr["T"], node.name, node.device
-        i32 = attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)
+        x, t, base, dev = node.input[0], node.attr["T"].type, node.name, node.device
+        i32 = types_pb2.DT_INT32
         shape = view.add_node("Shape", base + "/recopt_shape", [x], {"T": t, "out_type": i32}, dev).name
         const = lambda n, v: view.add_const(f"{base}/recopt_{n}", np.asarray(v, np.int32)).name  # noqa: E731
         lead = view.add_strided_slice(base + "/recopt_lead", shape, types_pb2.DT_INT32, [0], [-1], device=dev).name
         out_shape = view.add_node("ConcatV2", base + "/recopt_out_shape", [lead, const("n", [w.shape[1]]),
                                                                            const("axis", 0)],
-                                  {"T": i32, "Tidx": i32, "N": attr_value_pb2.AttrValue(i=2)}, dev).name
+                                  {"T": i32, "Tidx": i32, "N": 2}, dev).name
         flat = view.add_node("Reshape", base + "/recopt_flat", [x, const("flat", [-1, w.shape[0]])],
                              {"T": t, "Tshape": i32}, dev).name
         w_name = view.add_const(base + "/recopt_w", w.astype(np.float32)).name
         mm = view.add_node("MatMul", base + "/recopt_matmul", [flat, w_name],
-                           {"T": t, "transpose_a": attr_value_pb2.AttrValue(b=False),
-                            "transpose_b": attr_value_pb2.AttrValue(b=False)}, dev).name
-        node.op = "Reshape"
-        node.ClearField("input")
-        node.input.extend([mm, out_shape])
-        node.attr.clear()
-        node.attr["T"].CopyFrom(t)
-        node.attr["Tshape"].CopyFrom(i32)
-        view.touch()
+                           {"T": t, "transpose_a": False, "transpose_b": False}, dev).name
+        view.rewrite(node, "Reshape", [mm, out_shape], {"T": t, "Tshape": i32})
         return True
 
     @staticmethod
@@ -171,13 +156,10 @@ class Canonicalize(GraphPass):
         b = view.const_value(m.tensors["b"])
         if b.shape not in ((n,), (1, n)):
             return False
-        node.op = "BiasAdd"
-        node.ClearField("input")
-        node.input.extend([m.nodes.get("inner", m["matmul"]).name, m.tensors["b"]])
+        view.rewrite(node, "BiasAdd", [m.nodes.get("inner", m["matmul"]).name, m.tensors["b"]],
+                     {"T": node.attr["T"].type, "data_format": "NHWC"})
         if b.ndim == 2:
             _set_const_input(view, node, 1, node.name, b.reshape(n))
-        node.attr["data_format"].CopyFrom(attr_value_pb2.AttrValue(s=b"NHWC"))
-        view.touch()
         return True
 
     @staticmethod
@@ -225,13 +207,7 @@ class Canonicalize(GraphPass):
                 continue
             if op == "Relu6" and not _only_used_by(view, m["max"], node):
                 continue
-            t = node.attr["T"]
-            node.op = op
-            node.ClearField("input")
-            node.input.append(m.tensors["x"])
-            node.attr.clear()
-            node.attr["T"].CopyFrom(t)
-            view.touch()
+            view.rewrite(node, op, [m.tensors["x"]], {"T": node.attr["T"].type})
             _drop_orphans(view, [m["max"].name] if op == "Relu6" else [])
             return True
         return False

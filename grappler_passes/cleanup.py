@@ -49,6 +49,7 @@ class PruneIdentity(GraphPass):
     """
 
     name = "prune_identity"
+    prune_after = False
     description = "remove Identity/Snapshot/StopGradient and unused NoOp nodes"
 
     def run(self, ctx, result):
@@ -123,12 +124,19 @@ class PruneDeadNodes(GraphPass):
     control edges). Function bodies are untouched."""
 
     name = "prune_dead_nodes"
+    prune_after = False
     description = "remove nodes no signature output depends on"
 
     def run(self, ctx, result):
-        view = ctx.view
-        _drop_edges_from_unused_reads(view)
-        live = view.live_nodes()
-        dead = [n.name for n in view.nodes() if n.name not in live]
-        result.matched = result.applied = len(dead)
-        view.remove_nodes(dead)
+        result.matched = result.applied = prune_dead(ctx.view)
+
+
+def prune_dead(view):
+    """Removes the dead nodes; returns how many. The pipeline also calls it
+    after every pass that applied a rewrite: a dead consumer still counts as
+    a use and would block the next fusion."""
+    _drop_edges_from_unused_reads(view)
+    live = view.live_nodes()
+    dead = [n.name for n in view.nodes() if n.name not in live]
+    view.remove_nodes(dead)
+    return len(dead)

@@ -13,9 +13,9 @@ Recopt>FusedMLP; those whose first layers share an activation become
                             rest of 1  rest of 2  rest of 3    (dropped if nothing is left)
 """
 import numpy as np
-from tensorflow.core.framework import attr_value_pb2, types_pb2
+from tensorflow.core.framework import types_pb2
 
-from grappler_passes.fuse_dense import FUSED_OP, fused_mlp_attrs
+from custom_ops.spec import mlp as mlp_spec
 from grappler_passes.pass_base import GraphPass
 
 
@@ -41,7 +41,7 @@ class CombineParallelDense(GraphPass):
         view = ctx.view
         groups = {}
         for node in view.nodes():
-            if node.op == FUSED_OP and not view.has_control_inputs(node):
+            if node.op == mlp_spec.OP_NAME and not view.has_control_inputs(node):
                 groups.setdefault((node.input[0], _first_layer_key(node)), []).append(node)
         for (x, _), members in groups.items():
             if len(members) < 2:
@@ -68,15 +68,15 @@ class CombineParallelDense(GraphPass):
         w_cat = view.add_const(base + "/w", np.concatenate([w for w, _ in firsts], axis=1)).name
         b_cat = view.add_const(base + "/b", np.concatenate([b for _, b in firsts])).name
         head = members[0]
-        attrs = fused_mlp_attrs([head.attr["activations"].list.s[0]], [head.attr["alphas"].list.f[0]],
+        attrs = mlp_spec.op_attrs([head.attr["activations"].list.s[0]], [head.attr["alphas"].list.f[0]],
                                 head.attr["weights_bf16"].b, [0] if 0 in _int8_layers(head) else [])
-        combined = view.add_node(FUSED_OP, base, [x, w_cat, b_cat], attrs, device=head.device)
+        combined = view.add_node(mlp_spec.OP_NAME, base, [x, w_cat, b_cat], attrs, device=head.device)
         sizes = view.add_const(base + "/sizes", np.array([w.shape[1] for w, _ in firsts], np.int32)).name
         axis = view.add_const(base + "/axis", np.array(-1, np.int32)).name
         split = view.add_node("SplitV", base + "/split", [combined.name, sizes, axis], {
-            "T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT),
-            "Tlen": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32),
-            "num_split": attr_value_pb2.AttrValue(i=len(members)),
+            "T": types_pb2.DT_FLOAT,
+            "Tlen": types_pb2.DT_INT32,
+            "num_split": len(members),
         }, device=head.device)
         # By name: removing a node rebuilds the node list, so held NodeDefs go stale.
         for i, name in enumerate([m.name for m in members]):

@@ -30,9 +30,9 @@ import dataclasses
 from typing import List, Optional
 
 import numpy as np
-from tensorflow.core.framework import attr_value_pb2, types_pb2
+from tensorflow.core.framework import types_pb2
 
-from grappler_passes.embedding_tables import Table, const_int, gather_rows, resolve_table
+from grappler_passes.embedding_tables import Table, gather_rows, resolve_table
 from grappler_passes.graph_view import is_stateful, public_attrs
 from grappler_passes.shapes import shape_of
 from custom_ops.spec.embedding import EmbeddingFeature
@@ -63,7 +63,7 @@ def _keras_wrap(view, tensor, table):
     if less is None or less.op != "Less" or add is None or add.op not in ("AddV2", "Add"):
         return None
     ids = other
-    if view.skip_identity(less.input[0]) != ids or const_int(view, less.input[1]) != 0:
+    if view.skip_identity(less.input[0]) != ids or view.const_int(less.input[1]) != 0:
         return None
     add_in = [view.skip_identity(i) for i in add.input]
     if ids not in add_in:
@@ -74,7 +74,7 @@ def _keras_wrap(view, tensor, table):
 
 def _is_table_rows(view, tensor, table, depth=4):
     """True if `tensor` is table.rows: a Const, or Cast/StridedSlice of Shape(table)."""
-    value = const_int(view, tensor)
+    value = view.const_int(tensor)
     if value is not None:
         return value == table.rows
     node = view.node(tensor)
@@ -98,7 +98,7 @@ def _bucketing(view, tensor):
     if node is not None and node.op == "StringToHashBucketFast":
         return view.skip_identity(node.input[0]), int(node.attr["num_buckets"].i)
     if node is not None and node.op == "FloorMod":
-        n = const_int(view, node.input[1])
+        n = view.const_int(node.input[1])
         if n is not None and n > 0 and node.attr["T"].type in (types_pb2.DT_INT32, types_pb2.DT_INT64):
             return view.skip_identity(node.input[0]), n
     return tensor, 0
@@ -150,7 +150,7 @@ def match_pooled(node, view, shapes, resources) -> Optional[Lookup]:
     if gather is None or len(view.consumers(gather.name)) != 1 or gather.name in view.protected:
         return None
     inner = match_gather(gather, view, shapes, resources)
-    if inner is None or ids_rank(shapes, inner.ids) != 2 or const_int(view, node.input[1]) not in (1, -2):
+    if inner is None or ids_rank(shapes, inner.ids) != 2 or view.const_int(node.input[1]) not in (1, -2):
         return None
     inner.feature = dataclasses.replace(inner.feature, combiner="sum" if node.op == "Sum" else "mean")
     inner.root, inner.rank2, inner.inner = node, True, [gather.name] + inner.inner
@@ -187,7 +187,7 @@ def _unique_rows(view, node, shapes, resources):
     found = gather_rows(node, view, shapes, resources)
     if found is not None:
         return found
-    if node.op != "GatherV2" or const_int(view, node.input[2]) != 0:
+    if node.op != "GatherV2" or view.const_int(node.input[2]) != 0:
         return None
     inner_gather = view.node(view.skip_identity(node.input[0]))
     unique = view.node(view.skip_identity(node.input[1]))
@@ -225,15 +225,10 @@ def _weight_norm(view, tensor, shaped, segments):
         return None
     data = view.node(view.skip_identity(node.input[0]))
     if combiner == "sqrtn":
-        if data is None or data.op != "Pow" or not _const_value_is(view, data.input[1], 2.0):
+        if data is None or data.op != "Pow" or view.const_scalar(data.input[1]) != 2.0:
             return None
         data = view.node(view.skip_identity(data.input[0]))
     return combiner if data is not None and data.name == shaped.name else None
-
-
-def _const_value_is(view, tensor, expected):
-    value = view.const_value(tensor)
-    return value is not None and value.size == 1 and float(value.reshape(-1)[0]) == expected
 
 
 def match_weighted_segments(node, view, shapes, resources) -> Optional[Lookup]:
@@ -277,10 +272,10 @@ def _index_op(view, shapes, tensor, axis, name):
     zero = view.add_const(f"{name}/index", np.int64(0))
     ax = view.add_const(f"{name}/axis", np.int32(axis))
     node = view.add_node("GatherV2", name, [tensor, zero.name, ax.name], {
-        "Tparams": attr_value_pb2.AttrValue(type=types_pb2.DT_INT64),
-        "Tindices": attr_value_pb2.AttrValue(type=types_pb2.DT_INT64),
-        "Taxis": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32),
-        "batch_dims": attr_value_pb2.AttrValue(i=0)})
+        "Tparams": types_pb2.DT_INT64,
+        "Tindices": types_pb2.DT_INT64,
+        "Taxis": types_pb2.DT_INT32,
+        "batch_dims": 0})
     shapes[f"{node.name}:0"] = ([None] if axis else [], types_pb2.DT_INT64)
     return node.name
 

@@ -17,7 +17,7 @@ and the op does the same for ragged means.
 from typing import Optional
 
 import numpy as np
-from tensorflow.core.framework import attr_value_pb2, types_pb2
+from tensorflow.core.framework import types_pb2
 
 from grappler_passes.embedding_match import Lookup, float_output, ids_rank, resolve_ids
 from grappler_passes.embedding_tables import gather_rows
@@ -29,15 +29,15 @@ def _splits_from_lengths(view, shapes, lengths, name):
     """concat([0], cumsum(lengths)): the row_splits the op reads, with its
     dtype recorded in `shapes` for the emitter."""
     dtype = dtype_of(shapes, lengths)
-    typed = attr_value_pb2.AttrValue(type=dtype)
-    i32 = attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)
+    typed = dtype
+    i32 = types_pb2.DT_INT32
     axis = view.add_const(f"{name}/axis", np.int32(0))
     zero = view.add_const(f"{name}/zero", np.zeros([1], INT_TYPES[dtype]))
     total = view.add_node("Cumsum", f"{name}/cumsum", [lengths, axis.name], {
-        "T": typed, "Tidx": i32, "exclusive": attr_value_pb2.AttrValue(b=False),
-        "reverse": attr_value_pb2.AttrValue(b=False)})
+        "T": typed, "Tidx": i32, "exclusive": False,
+        "reverse": False})
     splits = view.add_node("ConcatV2", name, [zero.name, total.name, axis.name], {
-        "T": typed, "N": attr_value_pb2.AttrValue(i=2), "Tidx": i32})
+        "T": typed, "N": 2, "Tidx": i32})
     shapes[f"{splits.name}:0"] = ([None], dtype)
     return splits.name
 

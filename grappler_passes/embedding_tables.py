@@ -46,13 +46,6 @@ class Table:
         return (self.partitioning,) + self.shards if self.shards else (self.tensor,)
 
 
-def const_int(view, tensor):
-    value = view.const_value(tensor)
-    if value is None or value.size != 1:
-        return None
-    return int(value.reshape(-1)[0])
-
-
 def resolve_table(view, tensor, resources):
     """Table behind a gather's params (Const, ReadVariableOp or resource), or None."""
     tensor = view.skip_identity(tensor)
@@ -80,7 +73,7 @@ def resolve_table(view, tensor, resources):
 def _row_gather(node, view, resources):
     """(table, indices tensor) of a plain row gather, else None."""
     if node.op == "GatherV2":
-        if const_int(view, node.input[2]) != 0 or node.attr["batch_dims"].i != 0:
+        if view.const_int(node.input[2]) != 0 or node.attr["batch_dims"].i != 0:
             return None
     elif node.op != "ResourceGather" or node.attr["batch_dims"].i != 0:
         return None

@@ -8,9 +8,10 @@ result as a Const under the original node's name, so consumers are
 untouched and fusers see plain constants.
 """
 import tensorflow as tf
-from tensorflow.core.framework import attr_value_pb2, graph_pb2
+from tensorflow.core.framework import graph_pb2
 from tensorflow.python.framework import tensor_util
 
+from grappler_passes.attrs import set_attrs
 from grappler_passes.graph_view import parse_input
 from grappler_passes.pass_base import GraphPass
 from grappler_passes.sessions import evaluation_session
@@ -43,8 +44,7 @@ class FoldConstants(GraphPass):
             node.op = "Const"
             del node.input[:]
             node.attr.clear()
-            node.attr["value"].CopyFrom(attr_value_pb2.AttrValue(tensor=proto))
-            node.attr["dtype"].CopyFrom(attr_value_pb2.AttrValue(type=proto.dtype))
+            set_attrs(node, {"value": proto, "dtype": proto.dtype})
             result.apply()
         view.touch()
 

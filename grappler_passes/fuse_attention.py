@@ -30,19 +30,11 @@ from tensorflow.core.framework import attr_value_pb2, types_pb2
 
 import custom_ops.spec as spec
 from grappler_passes import shapes
-from grappler_passes.pass_base import GraphPass
+from grappler_passes.pass_base import GraphPass, NoMatch, SkipMatch
 
 FUSED_OP = spec.DIN_ATTENTION
 _SELECT = ("SelectV2", "Select")
 _REPEAT_OPS = ("ExpandDims", "StridedSlice", "Tile", "BroadcastTo", "Reshape")
-
-
-class _NotHere(Exception):
-    """The anchor does not start the pattern: not worth a skip record."""
-
-
-class _Skip(Exception):
-    """An attention pooling that cannot be fused (the message says why)."""
 
 
 class FuseAttention(GraphPass):
@@ -55,7 +47,7 @@ class FuseAttention(GraphPass):
         view = ctx.view
         if not any(n.op == spec.FUSED_MLP for n in view.nodes()):
             return  # spares the shape inference of the whole graph
-        info = shapes.tensor_info(view.graph_def)
+        info = view.tensor_info()
         poolings = [n for n in view.nodes() if n.op in ("Sum", "BatchMatMulV2", "BatchMatMul")]
         _fuse_each(_Attention, view, info, poolings, result)
         # Scores left over once every pooling is fused are used as weights;
@@ -69,9 +61,9 @@ def _fuse_each(kind, view, info, anchors, result):
     for node in anchors:
         try:
             kind(view, info, node).emit()
-        except _NotHere:
+        except NoMatch:
             continue
-        except _Skip as why:
+        except SkipMatch as why:
             result.skip(node.name, str(why))
             continue
         result.apply()
@@ -94,18 +86,18 @@ class _Attention:
             mul = self._producer(a.input[0])
             if axis is None or np.size(axis) != 1 or int(np.ravel(axis)[0]) not in (1, -2) or \
                     a.attr["keep_dims"].b or mul is None or mul.op != "Mul":
-                raise _NotHere()
+                raise NoMatch()
             x, y = (self._t(i) for i in view.data_inputs(mul)[:2])
             if self._dims(x)[-1:] == [1]:
                 return x, y, "column"
             if self._dims(y)[-1:] == [1]:
                 return y, x, "column"
-            raise _NotHere()
+            raise NoMatch()
         if a.attr["adj_x"].b or a.attr["adj_y"].b:
-            raise _NotHere()
+            raise NoMatch()
         x, y = (self._t(i) for i in view.data_inputs(a)[:2])
         if len(self._dims(x)) != 3 or self._dims(x)[1] != 1:
-            raise _NotHere()
+            raise NoMatch()
         return x, y, "row"
 
     # ---- weights -> masked scores ----------------------------------------
@@ -119,7 +111,7 @@ class _Attention:
         softmax = node is not None and node.op == "Softmax"
         if softmax:
             if layout == "column":
-                raise _NotHere()  # a softmax over a size-1 axis
+                raise NoMatch()  # a softmax over a size-1 axis
             tensor = self._t(node.input[0])
             node = self._producer(tensor)
         if node is None or node.op not in _SELECT:   # every position counts
@@ -135,15 +127,15 @@ class _Attention:
             node = self._producer(node.input[0])
         elif layout == "row" and node is not None and node.op in ("Transpose", "Reshape"):
             if node.op == "Transpose" and not np.array_equal(self.view.const_value(node.input[1]), [0, 2, 1]):
-                raise _NotHere()
+                raise NoMatch()
             self._same_positions(tensor, node, 2)
             node = self._producer(node.input[0])
         if node is None or node.op != spec.FUSED_MLP:
-            raise _NotHere()
+            raise NoMatch()
         if self._dims(node.name)[-1:] != [1] or len(self._dims(node.name)) != 3:
-            raise _Skip(f"'{node.name}' does not give one score per position [B, T, 1]")
+            raise SkipMatch(f"'{node.name}' does not give one score per position [B, T, 1]")
         if self.view.has_control_inputs(node) or node.name in self.view.protected:
-            raise _Skip(f"'{node.name}' has control inputs or is a signature output")
+            raise SkipMatch(f"'{node.name}' has control inputs or is a signature output")
         return node
 
     def _drops_last_axis(self, node):
@@ -167,16 +159,16 @@ class _Attention:
         out, src = self._dims(tensor), self._dims(node.input[0])
         if len(out) != axis + 1 or len(src) != 3 or src[1] is None or out[axis] != src[1] or \
                 (axis == 2 and out[1] != 1):
-            raise _Skip(f"'{node.name}' does not keep one score per position")
+            raise SkipMatch(f"'{node.name}' does not keep one score per position")
 
     def _mask(self, cond, layout):
         if layout != "flat":
             source, axes = self._unsqueezed(self._producer(cond))
             if axes != ([2] if layout == "column" else [1]):
-                raise _Skip("the mask is not a [B, T] mask with an axis inserted")
+                raise SkipMatch("the mask is not a [B, T] mask with an axis inserted")
             cond = source
         if len(self._dims(cond)) != 2 or shapes.dtype_of(self.info, cond) != types_pb2.DT_BOOL:
-            raise _Skip(f"the mask '{cond}' is not a bool [B, T] tensor")
+            raise SkipMatch(f"the mask '{cond}' is not a bool [B, T] tensor")
         return cond
 
     def _pad_value(self, tensor, scores):
@@ -196,7 +188,7 @@ class _Attention:
                 value = None
         value = None if value is None else np.ravel(value)
         if value is None or value.size == 0 or not np.all(value == value[0]):
-            raise _Skip("the masked positions' score is not one constant")
+            raise SkipMatch("the masked positions' score is not one constant")
         return float(value[0])
 
     # ---- the activation unit's input ------------------------------------
@@ -205,7 +197,7 @@ class _Attention:
         blocks = self._blocks()
         queries = {t for kind, operands in blocks for t in operands} - {self.keys}
         if len(queries) != 1:
-            raise _Skip(f"'{self.mlp.name}' does not read one query combined with the pooled keys '{self.keys}'")
+            raise SkipMatch(f"'{self.mlp.name}' does not read one query combined with the pooled keys '{self.keys}'")
         q_rep = queries.pop()
         parts = [_part_name(kind, operands, q_rep) for kind, operands in blocks]
         return self._query_source(q_rep), parts
@@ -217,9 +209,9 @@ class _Attention:
             inputs = self.view.data_inputs(concat)
             axis = self.view.const_value(inputs[-1])
             if axis is None or int(axis) not in (2, -1):
-                raise _Skip(f"'{concat.name}' does not concatenate along the last axis")
+                raise SkipMatch(f"'{concat.name}' does not concatenate along the last axis")
             if len(self.view.consumers(concat.name)) != 1:
-                raise _Skip(f"'{concat.name}' is used elsewhere")
+                raise SkipMatch(f"'{concat.name}' is used elsewhere")
             inputs = inputs[:-1]
         else:  # one block (tf.concat of one tensor traces to no op)
             inputs = [self.mlp.input[0]]
@@ -246,36 +238,36 @@ class _Attention:
             source = source or self._t(node.input[0])
             src = self._dims(source)
             if len(src) < 2 or src[-1] != dims[-1] or dims[-1] is None:
-                raise _Skip(f"'{node.name}' does not keep the query's last axis")
+                raise SkipMatch(f"'{node.name}' does not keep the query's last axis")
             if axes and not all(0 < a < len(dims) - 1 for a in axes):
-                raise _Skip(f"'{node.name}' inserts an axis at the batch or feature end")
+                raise SkipMatch(f"'{node.name}' inserts an axis at the batch or feature end")
             multiples = self.view.const_value(node.input[1]) if node.op == "Tile" else None
             if node.op == "Tile" and (multiples is None or multiples[0] != 1 or multiples[-1] != 1):
-                raise _Skip(f"'{node.name}' may repeat along the batch or feature axis")
+                raise SkipMatch(f"'{node.name}' may repeat along the batch or feature axis")
             if node.op in ("Tile", "BroadcastTo") and not _grows_only_middle_ones(src, dims):
-                raise _Skip(f"'{node.name}' repeats along the batch or feature axis")
+                raise SkipMatch(f"'{node.name}' repeats along the batch or feature axis")
             if node.op == "Reshape" and (None in src[1:] or None in dims[1:] or
                                          int(np.prod(src[1:-1])) != int(np.prod(dims[1:-1]))):
-                raise _Skip(f"'{node.name}' may not keep the batch axis")
+                raise SkipMatch(f"'{node.name}' may not keep the batch axis")
             tensor = source
         dims = self._dims(tensor)
         if len(dims) != 2 or dims[-1] != self._dims(self.keys)[-1]:
-            raise _Skip(f"the query '{tensor}' is not [B, d]")
+            raise SkipMatch(f"the query '{tensor}' is not [B, d]")
         return tensor
 
     def _check_shapes(self):
         keys = self._dims(self.keys)
         if len(keys) != 3 or keys[-1] is None:
-            raise _Skip(f"keys '{self.keys}' are not [B, T, d] with a static d")
+            raise SkipMatch(f"keys '{self.keys}' are not [B, T, d] with a static d")
         mask = self._dims(self.mask) if self.mask is not None else keys[:2]
         if mask[1] != keys[1] or (mask[0] == 1 and keys[0] != 1):
-            raise _Skip(f"the mask '{self.mask}' {mask} is not [B, T] for keys {keys}")
+            raise SkipMatch(f"the mask '{self.mask}' {mask} is not [B, T] for keys {keys}")
         for t in (self.keys, self.query):
             if shapes.dtype_of(self.info, t) != types_pb2.DT_FLOAT:
-                raise _Skip(f"'{t}' is not float32")
+                raise SkipMatch(f"'{t}' is not float32")
         first = self.view.const_value(self.mlp.input[1])
         if first is None or first.shape[0] != len(self.parts) * keys[-1]:
-            raise _Skip(f"'{self.mlp.name}': first weight is not a constant [{len(self.parts)} x {keys[-1]}, h]")
+            raise SkipMatch(f"'{self.mlp.name}': first weight is not a constant [{len(self.parts)} x {keys[-1]}, h]")
 
     # ---- rewrite ---------------------------------------------------------
     def _op_inputs(self, output):
@@ -288,23 +280,23 @@ class _Attention:
         for k, v in attrs.items():
             v.CopyFrom(mlp.attr[k])   # copies: the MLP node dies with the rewrite
         attrs.update({
-            "parts": attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(s=[p.encode() for p in self.parts])),
-            "softmax": attr_value_pb2.AttrValue(b=self.softmax),
-            "pad_value": attr_value_pb2.AttrValue(f=self.pad),
-            "output": attr_value_pb2.AttrValue(s=output.encode()),
+            "parts": [p.encode() for p in self.parts],
+            "softmax": self.softmax,
+            "pad_value": self.pad,
+            "output": output.encode(),
         })
         return inputs, attrs
 
     def _all_positions(self):
         """An all-true [B, T] mask for unmasked attention: Fill(Shape(keys)[:2], True)."""
         view, base = self.view, self.anchor.name + "/recopt_all_positions"
-        int32 = attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)
+        int32 = types_pb2.DT_INT32
         shape = view.add_node("Shape", base + "/shape", [self.keys],
-                              {"T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT), "out_type": int32})
+                              {"T": types_pb2.DT_FLOAT, "out_type": int32})
         dims = view.add_strided_slice(base + "/dims", shape.name, types_pb2.DT_INT32, [0], [2])
         true = view.add_const(base + "/true", np.array(True))
         return view.add_node("Fill", base, [dims.name, true.name], {
-            "T": attr_value_pb2.AttrValue(type=types_pb2.DT_BOOL), "index_type": int32}).name
+            "T": types_pb2.DT_BOOL, "index_type": int32}).name
 
     def emit(self):
         view = self.view
@@ -316,8 +308,8 @@ class _Attention:
             fused = view.add_node(FUSED_OP, a.name + "/recopt_attention", inputs, attrs, device=a.device)
             axis = view.add_const(a.name + "/recopt_axis", np.int32(1))
             view.rewrite(a, "ExpandDims", [fused.name, axis.name],
-                         {"T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT),
-                          "Tdim": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)})
+                         {"T": types_pb2.DT_FLOAT,
+                          "Tdim": types_pb2.DT_INT32})
 
     # ---- helpers ---------------------------------------------------------
     def _t(self, tensor):
@@ -353,17 +345,17 @@ class _Weights(_Attention):
     def __init__(self, view, info, anchor):
         self.view, self.info, self.anchor = view, info, anchor
         if len(self._dims(anchor.name)) != 2:
-            raise _NotHere()
+            raise NoMatch()
         self.mlp, self.mask, self.pad, self.softmax = self._scores(anchor.name, "flat")
         found = []
         for keys in sorted({t for _, operands in self._blocks() for t in operands}):
             self.keys = keys
             try:
                 found.append((keys, self._concat()))
-            except _Skip:
+            except SkipMatch:
                 continue
         if len(found) != 1:
-            raise _Skip(f"'{self.mlp.name}' does not read one query repeated against one key sequence")
+            raise SkipMatch(f"'{self.mlp.name}' does not read one query repeated against one key sequence")
         self.keys, (self.query, self.parts) = found[0]
         self._check_shapes()
 
@@ -376,7 +368,7 @@ def _part_name(kind, operands, q_rep):
     if kind == "plain":
         return "q" if operands[0] == q_rep else "k"
     if len(set(operands)) != 2:
-        raise _Skip(f"a {kind} of a tensor with itself")
+        raise SkipMatch(f"a {kind} of a tensor with itself")
     if kind == "Mul":
         return "q*k"
     return "q-k" if operands[0] == q_rep else "k-q"

@@ -16,9 +16,10 @@ One layer, in any of these forms (Identity between ops is looked through):
 Consecutive layers chain when a layer's output feeds only the next layer.
 """
 import numpy as np
-from tensorflow.core.framework import attr_value_pb2, types_pb2
+from tensorflow.core.framework import types_pb2
 
 import custom_ops.spec as spec
+from custom_ops.spec import mlp as mlp_spec
 from grappler_passes.activation_match import find_activation
 from grappler_passes.dense_match import MATMUL, is_float, weight_transposed
 from grappler_passes.pass_base import GraphPass
@@ -35,22 +36,6 @@ INT8_MIN_WIDTH = 16
 
 def int8_worthy(k, n):
     return min(k, n) >= INT8_MIN_WIDTH
-
-
-def fused_mlp_attrs(activations, alphas, weights_bf16, int8_layers=()):
-    """The attrs of a Recopt>FusedMLP node (activation names as str);
-    int8_layers only when there are some, so fp32 graphs stay as before."""
-    attrs = {
-        "num_layers": attr_value_pb2.AttrValue(i=len(activations)),
-        "activations": attr_value_pb2.AttrValue(
-            list=attr_value_pb2.AttrValue.ListValue(s=[a if isinstance(a, bytes) else a.encode()
-                                                       for a in activations])),
-        "alphas": attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(f=list(alphas))),
-        "weights_bf16": attr_value_pb2.AttrValue(b=weights_bf16),
-    }
-    if int8_layers:
-        attrs["int8_layers"] = attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(i=list(int8_layers)))
-    return attrs
 
 
 _BIAS = P("BiasAdd|Add|AddV2", "bias", [MATMUL, P("Const", "b", keep=True)], pred=is_float)
@@ -154,12 +139,12 @@ class FuseDense(GraphPass):
         biases = [view.add_const(f"{name}/recopt_b{i}", l.b).name for i, l in enumerate(chain)]
         view.remove_nodes({n.name for l in chain for n in l.removed})
         int8_layers = [i for i, l in enumerate(chain) if int8 and int8_worthy(*l.w.shape)]
-        attrs = fused_mlp_attrs([l.activation for l in chain], [l.alpha for l in chain], bf16, int8_layers)
+        attrs = mlp_spec.op_attrs([l.activation for l in chain], [l.alpha for l in chain], bf16, int8_layers)
         x = chain[0].x
         if chain[0].transpose_x:
             perm = view.add_const(f"{name}/recopt_perm", np.array([1, 0], np.int32)).name
             x = view.add_node("Transpose", f"{name}/recopt_transpose_x", [x, perm], {
-                "T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT),
-                "Tperm": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)}, device=device).name
+                "T": types_pb2.DT_FLOAT,
+                "Tperm": types_pb2.DT_INT32}, device=device).name
         # Same name as the replaced output node: consumers keep reading `name:0`.
         view.add_node(FUSED_OP, name, [x] + weights + biases, attrs, device=device)

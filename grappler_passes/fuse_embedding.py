@@ -18,36 +18,20 @@ for both would be a cycle). Replaced nodes are left dead for prune_dead_nodes.
 import dataclasses
 
 import numpy as np
-from tensorflow.core.framework import attr_value_pb2, types_pb2
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 
+from custom_ops.spec.embedding import OP_NAME, op_attrs
 from grappler_passes import embedding_match
 from grappler_passes.embedding_ragged import match_ragged
 from grappler_passes.embedding_storage import TableStorage
 from grappler_passes.pass_base import GraphPass
-from grappler_passes.shapes import dtype_of, shape_of, tensor_info
-from custom_ops.spec.embedding import OP_NAME, op_attrs
+from grappler_passes.shapes import dtype_of, shape_of
 
 # A ragged mean's RealDiv root before the UnsortedSegmentSum inside it.
 MATCHERS = (match_ragged,) + embedding_match.MATCHERS
 
-_FLOAT = attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT)
-
-
-def _attr(value):
-    if isinstance(value, bool):
-        return attr_value_pb2.AttrValue(b=value)
-    if isinstance(value, int):
-        return attr_value_pb2.AttrValue(i=value)
-    lst = attr_value_pb2.AttrValue.ListValue
-    if value and isinstance(value[0], bool):
-        return attr_value_pb2.AttrValue(list=lst(b=value))
-    if value and isinstance(value[0], str):
-        return attr_value_pb2.AttrValue(list=lst(s=[v.encode() for v in value]))
-    return attr_value_pb2.AttrValue(list=lst(i=value))
-
-
-def _type_list(types):
-    return attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(type=types))
+_FLOAT = types_pb2.DT_FLOAT
 
 
 class FuseEmbedding(GraphPass):
@@ -59,7 +43,7 @@ class FuseEmbedding(GraphPass):
     def run(self, ctx, result):
         view = ctx.view
         self.storage = TableStorage(ctx)
-        info = tensor_info(view.graph_def)
+        info = view.tensor_info()
         lookups = self._find(view, info, ctx.resources, result)
         if not lookups:
             return
@@ -164,20 +148,20 @@ class FuseEmbedding(GraphPass):
             shape = view.add_const(f"{name}/recopt_shape", np.array([-1, end - start, items[start].table.dim],
                                                                       np.int32)).name
             parts.append(view.add_node("Reshape", f"{name}/recopt_reshape", [fused.name, shape],
-                                       {"T": _FLOAT, "Tshape": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)},
+                                       {"T": _FLOAT, "Tshape": types_pb2.DT_INT32},
                                        device).name)
             i = end
         parts += [self._expand(view, inputs[j], one, name, device) for j in range(i, n)]
         view.add_node("ConcatV2", name, parts + [one], {
-            "T": _FLOAT, "N": attr_value_pb2.AttrValue(i=len(parts)),
-            "Tidx": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)}, device)
+            "T": _FLOAT, "N": len(parts),
+            "Tidx": types_pb2.DT_INT32}, device)
         done.update(l.root.name for s, e in runs for l in items[s:e])
         result.apply()
 
     @staticmethod
     def _expand(view, tensor, axis, name, device):
         return view.add_node("ExpandDims", f"{name}/recopt_expand", [tensor, axis], {
-            "T": _FLOAT, "Tdim": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)}, device).name
+            "T": _FLOAT, "Tdim": types_pb2.DT_INT32}, device).name
 
     def _emit_separate(self, lookups, view, info):
         fused = self._emit(lookups, view, info, "recopt_embedding", lookups[0].root.device, concat=False)
@@ -196,13 +180,13 @@ class FuseEmbedding(GraphPass):
         parts = [p for l in lookups for p in l.parts]
         weights = [l.weights for l in lookups if l.feature.weighted]
         sharded = any(t.shards for t in ordered)
-        attrs = {k: _attr(v) for k, v in op_attrs(
-            features, [t.dim for t in ordered], concat, [len(t.inputs) for t in ordered] if sharded else (),
-            [t.partitioning for t in ordered] if sharded else ()).items()}
-        attrs["num_weights"] = _attr(len(weights))
-        attrs["Ttables"] = _type_list(list(table_types))
-        attrs["Tids"] = _type_list([dtype_of(info, i) for i in ids])
-        attrs["Tpartitions"] = _type_list([dtype_of(info, p) for p in parts])
+        attrs = op_attrs(features, [t.dim for t in ordered], concat,
+                         [len(t.inputs) for t in ordered] if sharded else (),
+                         [t.partitioning for t in ordered] if sharded else ())
+        # Type lists as tf.DTypes: an int enum list would read as list(int)
+        # when the op library is not loaded in this process.
+        attrs.update(num_weights=len(weights), Ttables=_dtypes(table_types),
+                     Tids=_dtypes(dtype_of(info, i) for i in ids), Tpartitions=_dtypes(dtype_of(info, p) for p in parts))
         fused = view.add_node(OP_NAME, name, list(inputs) + ids + parts + weights, attrs, device)
         replaced = {n for l in lookups for n in [l.root.name] + l.inner}
         _move_control_edges(view, replaced | _table_reads(view, ordered, replaced), fused.name)
@@ -217,6 +201,10 @@ def _concat_rank(info, node, items):
     if shape is not None:
         return len(shape)
     return 2 if any(item is not None for item in items) else None
+
+
+def _dtypes(enums):
+    return [tf.as_dtype(e) for e in enums]
 
 
 def _move_control_edges(view, replaced, fused):

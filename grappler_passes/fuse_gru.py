@@ -22,12 +22,12 @@ to one Recopt>GRU and points the stack, its transpose and the last state at
 the op's outputs. What it orphans is left for prune_dead_nodes.
 """
 import numpy as np
-from tensorflow.core.framework import attr_value_pb2, types_pb2
+from tensorflow.core.framework import types_pb2
 
 import custom_ops.spec as spec
 from grappler_passes import gru_cell, shapes
-from grappler_passes.graph_view import parse_input, tensor_name
-from grappler_passes.pass_base import GraphPass
+from grappler_passes.graph_view import parse_input, scalar_of, tensor_name
+from grappler_passes.pass_base import GraphPass, SkipMatch
 
 FUSED_OP = spec.GRU
 _WHILE_OPS = ("While", "StatelessWhile")
@@ -41,10 +41,6 @@ _BODY_OPS = frozenset({
     "SelectV2", "Select", "Tile"})
 
 
-class _Skip(Exception):
-    """A loop that cannot be fused (the message says why)."""
-
-
 class FuseGru(GraphPass):
     name = "fuse_gru"
     requires_custom_ops = True
@@ -56,13 +52,13 @@ class FuseGru(GraphPass):
         loops = [n for n in view.nodes() if n.op in _WHILE_OPS]
         if not loops:
             return
-        info = shapes.tensor_info(view.graph_def)
+        info = view.tensor_info()
         library = {f.signature.name: f for f in view.graph_def.library.function}
         bf16 = ctx.precision("dense") == "bf16"
         for node in loops:
             try:
                 _Loop(view, info, library, node).emit(bf16)
-            except (_Skip, gru_cell.NotAGru) as why:
+            except SkipMatch as why:
                 result.skip(node.name, str(why))
                 continue
             result.apply()
@@ -88,10 +84,10 @@ class _Loop:
         self.body = library.get(node.attr["body"].func.name)
         self.cond = library.get(node.attr["cond"].func.name)
         if self.body is None or self.cond is None:
-            raise _Skip("the loop's body or cond is not in the graph's function library")
+            raise SkipMatch("the loop's body or cond is not in the graph's function library")
         extra = sorted({n.op for n in self.body.node_def} - _BODY_OPS)
         if extra:
-            raise _Skip(f"the loop body runs {', '.join(extra)}: not part of a GRU step")
+            raise SkipMatch(f"the loop body runs {', '.join(extra)}: not part of a GRU step")
         self.inputs = view.data_inputs(node)
         self.args = [a.name for a in self.body.signature.input_arg]
         self.outs = [_body_ref(self.body, self.body.ret[o.name]) for o in self.body.signature.output_arg]
@@ -110,7 +106,7 @@ class _Loop:
             else:
                 states.append(i)
         if len(states) not in (1, 2) or len(lists) != 1:
-            raise _Skip(f"the loop carries {len(states)} states and {len(lists)} output lists, not one of each")
+            raise SkipMatch(f"the loop carries {len(states)} states and {len(lists)} output lists, not one of each")
         self.out_list = lists[0]
         self._input_reads(steps)
         self.counters = [s for s in steps if s != self.time]
@@ -118,7 +114,7 @@ class _Loop:
         if len(states) == 2:
             self._masked_states(states)
         elif self.mask_list is not None:
-            raise _Skip("the loop reads a mask but carries one state")
+            raise SkipMatch("the loop reads a mask but carries one state")
         else:
             self.state, self.out_carry, self.new_state = states[0], None, self.outs[states[0]]
 
@@ -128,18 +124,18 @@ class _Loop:
         zero_output_for_mask (which Bidirectional forces on when returning
         sequences) the output is where(mask_t, new, zeros) instead."""
         if self.mask_list is None:
-            raise _Skip("the loop carries 2 states, not one of each")
+            raise SkipMatch("the loop carries 2 states, not one of each")
         new, zeroed = set(), set()
         for i in states:
             sel = _body_node(self.body, self.outs[i])
             if sel is None or sel.op not in ("SelectV2", "Select"):
-                raise _Skip("the loop carries two states that are not where(mask, new, old)")
+                raise SkipMatch("the loop carries two states that are not where(mask, new, old)")
             cond, then, other = (_body_ref(self.body, r) for r in sel.input[:3])
             tile = _body_node(self.body, cond)
             if tile is not None and tile.op == "Tile":
                 cond = _body_ref(self.body, tile.input[0])
             if cond != self.mask_item or (other != self.args[i] and not self._invariant_zeros(other)):
-                raise _Skip("a carried state is not where(mask_t, new, itself or zeros)")
+                raise SkipMatch("a carried state is not where(mask_t, new, itself or zeros)")
             if other != self.args[i]:
                 zeroed.add(i)
             new.add(then)
@@ -147,11 +143,11 @@ class _Loop:
         written = _body_ref(self.body, write.input[2])
         outputs = [i for i in states if self.outs[i] == written]
         if len(new) != 1 or len(outputs) != 1:
-            raise _Skip("the masked output and state do not share one new state")
+            raise SkipMatch("the masked output and state do not share one new state")
         self.out_carry = outputs[0]
         self.state = next(i for i in states if i != self.out_carry)
         if self.state in zeroed:
-            raise _Skip("a masked step zeroes the state instead of keeping it")
+            raise SkipMatch("a masked step zeroes the state instead of keeping it")
         self.zero_output = self.out_carry in zeroed
         self.new_state = new.pop()
 
@@ -169,7 +165,7 @@ class _Loop:
         if len(others) != 1 or len(ins) != 2:
             return False
         const = _body_node(self.body, _body_ref(self.body, others[0]))
-        return const is not None and const.op == "Const" and _scalar(const) == 1
+        return scalar_of(const) == 1
 
     def _input_reads(self, steps):
         """Sets time, input_lists (one, or two for an AUGRU's separate
@@ -178,24 +174,24 @@ class _Loop:
         reads = [n for n in self.body.node_def if n.op == "TensorListGetItem"]
         kinds = [n.attr["element_dtype"].type for n in reads]
         if kinds.count(types_pb2.DT_FLOAT) not in (1, 2) or len(reads) - 2 > kinds.count(types_pb2.DT_BOOL):
-            raise _Skip(f"the body reads {len(reads)} list items, not one step input (or input and scores) "
+            raise SkipMatch(f"the body reads {len(reads)} list items, not one step input (or input and scores) "
                         "and at most one mask")
         times, lists = set(), set()
         for node, kind in zip(reads, kinds):
             handle, index = (_body_ref(self.body, i) for i in node.input[:2])
             if handle not in self.args or index not in self.args or self.args.index(index) not in steps:
-                raise _Skip("the body's list read is not item `time` of a loop-invariant list")
+                raise SkipMatch("the body's list read is not item `time` of a loop-invariant list")
             if self.outs[self.args.index(handle)] != handle:
-                raise _Skip("an input list changes inside the loop")
+                raise SkipMatch("an input list changes inside the loop")
             times.add(self.args.index(index))
             if kind == types_pb2.DT_FLOAT:
                 lists.add(self.args.index(handle))
             elif self.mask_list is None:
                 self.mask_list, self.mask_item = self.args.index(handle), f"{node.name}:item:0"
             else:
-                raise _Skip("the body reads two mask lists")
+                raise SkipMatch("the body reads two mask lists")
         if len(times) != 1:
-            raise _Skip("the input and the mask are read at different steps")
+            raise SkipMatch("the input and the mask are read at different steps")
         self.time = times.pop()
         self.input_lists = sorted(lists)
 
@@ -203,7 +199,7 @@ class _Loop:
     def _producer(self, i, ops):
         node = self.view.node(self.inputs[i])
         if node is None or node.op not in ops:
-            raise _Skip(f"loop input {i} ({self.inputs[i]}) is not a {' or '.join(ops)}")
+            raise SkipMatch(f"loop input {i} ({self.inputs[i]}) is not a {' or '.join(ops)}")
         return node
 
     def _outer_const(self, i):
@@ -235,11 +231,11 @@ class _Loop:
         for i in self.input_lists:
             unstack = self._producer(i, ("TensorListFromTensor",))
             if unstack.attr["element_dtype"].type != types_pb2.DT_FLOAT:
-                raise _Skip("the step input is not float32")
+                raise SkipMatch("the step input is not float32")
             src = unstack.input[0]
             shape = shapes.shape_of(self.info, src)
             if shape is None or len(shape) != 3 or shape[2] is None:
-                raise _Skip(f"the loop input {src} is not a rank-3 tensor of static width")
+                raise SkipMatch(f"the loop input {src} is not a rank-3 tensor of static width")
             self.srcs.append(src)
             steps.add(shape[0])
             node = self.view.node(src)
@@ -252,17 +248,17 @@ class _Loop:
             sources.append((src, shape[2]))
             layouts.add(True)
         if len(layouts) != 1 or len(steps) != 1:
-            raise _Skip("the step inputs differ in layout or length")
+            raise SkipMatch("the step inputs differ in layout or length")
         return sources, layouts.pop(), steps.pop()
 
     def _check_start(self):
         for i in [self.time] + self.counters:
             value = self._outer_const(i)
             if value is None or value.size != 1 or int(value.reshape(-1)[0]) != 0:
-                raise _Skip(f"loop variable {i} does not start at 0")
+                raise SkipMatch(f"loop variable {i} does not start at 0")
         self._producer(self.out_list, ("TensorListReserve",))
         if self.out_carry is not None and not self._is_zeros(self.inputs[self.out_carry]):
-            raise _Skip("the masked loop's output does not start from zeros")
+            raise SkipMatch("the masked loop's output does not start from zeros")
 
     def _is_zeros(self, tensor):
         node = self.view.node(tensor)
@@ -288,36 +284,36 @@ class _Loop:
                 return expand.input[0]
         shape = shapes.shape_of(self.info, unstack.input[0])
         if shape is None or len(shape) != 3 or shape[2] != 1:
-            raise _Skip("the mask list's source is not a [T, B, 1] tensor")
+            raise SkipMatch("the mask list's source is not a [T, B, 1] tensor")
         base = self.node.name + "/recopt_gru/mask"
-        bool_t = attr_value_pb2.AttrValue(type=types_pb2.DT_BOOL)
+        bool_t = types_pb2.DT_BOOL
         steps_first = self.view.add_node("Squeeze", base, [unstack.input[0]], {
-            "T": bool_t, "squeeze_dims": attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(i=[2]))})
+            "T": bool_t, "squeeze_dims": [2]})
         if time_major:
             return steps_first.name
         perm = self.view.add_const(base + "/perm", np.array([1, 0], np.int32)).name
         return self.view.add_node("Transpose", base + "/batch_major", [steps_first.name, perm], {
-            "T": bool_t, "Tperm": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)}).name
+            "T": bool_t, "Tperm": types_pb2.DT_INT32}).name
 
     def _check_cond(self, steps):
         bounded = False
         self.cond_args = [a.name for a in self.cond.signature.input_arg]
         for n in self.cond.node_def:
             if n.op not in _COND_OPS:
-                raise _Skip(f"the loop condition uses {n.op}, not only `time < T` and `counter < max`")
+                raise SkipMatch(f"the loop condition uses {n.op}, not only `time < T` and `counter < max`")
             if n.op != "Less":
                 continue
             var, bound = (_body_ref(self.cond, i) for i in n.input[:2])
             if var not in self.cond_args:
-                raise _Skip(f"the loop condition compares {var}, not a loop counter")
+                raise SkipMatch(f"the loop condition compares {var}, not a loop counter")
             i = self.cond_args.index(var)
             limit = self._cond_bound(bound, steps)
             if i == self.time and limit == "T":
                 bounded = True
             elif not (i in self.counters and limit is not None and (limit == "T" or limit >= (steps or np.inf))):
-                raise _Skip(f"the loop condition's bound on {var} is not the sequence length")
+                raise SkipMatch(f"the loop condition's bound on {var} is not the sequence length")
         if not bounded:
-            raise _Skip("the loop does not stop at `time < T`")
+            raise SkipMatch("the loop does not stop at `time < T`")
 
     def _cond_bound(self, ref, steps):
         """"T" when the bound is the sequence length, else its static value or None."""
@@ -328,7 +324,7 @@ class _Loop:
             value = self._outer_const(i)
         else:
             node = _body_node(self.cond, ref)
-            value = _scalar(node) if node is not None and node.op == "Const" else None
+            value = scalar_of(node)
         if value is None:
             return None
         value = int(np.asarray(value).reshape(-1)[0])
@@ -362,14 +358,14 @@ class _Loop:
         written = self.new_state if self.out_carry is None else self.outs[self.out_carry]
         write = _body_node(self.body, self.outs[self.out_list])
         if _body_ref(self.body, write.input[2]) != written:
-            raise _Skip("the loop writes something other than the new state to its output list")
+            raise SkipMatch("the loop writes something other than the new state to its output list")
         index = _body_ref(self.body, write.input[1])
         if index in self.args and self.args.index(index) == self.time:
             self.last_only = False
         else:
             node = _body_node(self.body, index)
-            if node is None or node.op != "Const" or _scalar(node) != 0:
-                raise _Skip("the output list is written neither at `time` nor at 0")
+            if scalar_of(node) != 0:
+                raise SkipMatch("the output list is written neither at `time` nor at 0")
             self.last_only = True
         state_shape = shapes.shape_of(self.info, self.inputs[self.state])
         units = state_shape[-1] if state_shape else None
@@ -391,10 +387,10 @@ class _Loop:
     def _stack(self):
         uses = self._consumers(self.out_list)
         if not uses or any(c.op != "TensorListStack" for c, _ in uses):
-            raise _Skip("the output list is read by something other than TensorListStack")
+            raise SkipMatch("the output list is read by something other than TensorListStack")
         for port in range(len(self.inputs)):
             if port not in (self.out_list, self.state) and self._consumers(port):
-                raise _Skip(f"loop output {port} is used after the loop")
+                raise SkipMatch(f"loop output {port} is used after the loop")
         return [c for c, _ in uses]
 
     def _drop_control_edges(self):
@@ -415,7 +411,7 @@ class _Loop:
         weights = self._cell(sources)
         stacks = self._stack()
         if any(s.name in self.view.protected for s in stacks):
-            raise _Skip("the stacked sequence is itself a signature output")
+            raise SkipMatch("the stacked sequence is itself a signature output")
         x, scores = self._op_inputs(sources, weights)
         mask = None if self.mask_list is None else self._mask(time_major)
         op = self._add_op(x, time_major, weights, bf16, mask, scores)
@@ -442,8 +438,8 @@ class _Loop:
         else:
             axis = view.add_const(base + "/time_axis", np.int32(0 if time_major else 1)).name
             stepped = view.add_node("Any", base + "/stepped", [mask, axis], {
-                "Tidx": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32),
-                "keep_dims": attr_value_pb2.AttrValue(b=False)})
+                "Tidx": types_pb2.DT_INT32,
+                "keep_dims": False})
         column = _expand_bool(view, base + "/per_example", stepped.name, 1)
         return _where_else_zeros(view, base, column.name, tensor_name(op.name, 1))
 
@@ -461,7 +457,7 @@ class _Loop:
         the kernel."""
         if weights.attention is None:
             if len(sources) != 1:
-                raise _Skip("the loop reads two step inputs and neither is an attention score")
+                raise SkipMatch("the loop reads two step inputs and neither is an attention score")
             return sources[0][0], None
         column, first = weights.attention[1], 0
         for i, (src, width) in enumerate(sources):
@@ -473,7 +469,7 @@ class _Loop:
         x, x_width = sources[1 - i]
         x_first = 0 if i == 1 else width
         if width != 1 or np.any(weights.kernel[first]):
-            raise _Skip("the attention score list is wider than one column or feeds the gates")
+            raise SkipMatch("the attention score list is wider than one column or feeds the gates")
         weights.kernel = weights.kernel[x_first:x_first + x_width]
         return x, self._score_slice(src, 0)
 
@@ -490,12 +486,12 @@ class _Loop:
         masks = [] if mask is None else [mask]
         attention = [] if scores is None else [scores]
         return view.add_node(FUSED_OP, base, [x, self.inputs[self.state]] + consts + masks + attention, {
-            "reset_after": attr_value_pb2.AttrValue(b=w.reset_after),
-            "time_major": attr_value_pb2.AttrValue(b=time_major),
-            "weights_bf16": attr_value_pb2.AttrValue(b=bf16),
-            "num_masks": attr_value_pb2.AttrValue(i=len(masks)),
-            "num_attention": attr_value_pb2.AttrValue(i=len(attention)),
-            "attention_mode": attr_value_pb2.AttrValue(s=(w.attention or ("update",))[0].encode()),
+            "reset_after": w.reset_after,
+            "time_major": time_major,
+            "weights_bf16": bf16,
+            "num_masks": len(masks),
+            "num_attention": len(attention),
+            "attention_mode": (w.attention or ("update",))[0].encode(),
         }, device=self.node.device)
 
     def _replace_stack(self, stack, seq, time_major, last):
@@ -503,8 +499,8 @@ class _Loop:
         if self.last_only:
             axis = view.add_const(stack.name + "/recopt_axis", np.int32(0)).name
             expand = view.add_node("ExpandDims", stack.name + "/recopt_last", [last, axis], {
-                "T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT),
-                "Tdim": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)})
+                "T": types_pb2.DT_FLOAT,
+                "Tdim": types_pb2.DT_INT32})
             view.replace_uses(stack.name, expand.name)
             return
         if time_major:
@@ -519,14 +515,14 @@ class _Loop:
         if any(c.name not in bypassed for c, _ in view.consumers(stack.name)):
             perm = view.add_const(stack.name + "/recopt_perm", np.array([1, 0, 2], np.int32)).name
             back = view.add_node("Transpose", stack.name + "/recopt_time_major", [seq, perm], {
-                "T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT),
-                "Tperm": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)})
+                "T": types_pb2.DT_FLOAT,
+                "Tperm": types_pb2.DT_INT32})
             view.replace_uses(stack.name, back.name)
 
 
 def _where_else_zeros(view, name, keep, tensor):
     """where(keep, tensor, 0) on float32 (keep broadcasts), named `name`."""
-    float_t = {"T": attr_value_pb2.AttrValue(type=types_pb2.DT_FLOAT)}
+    float_t = {"T": types_pb2.DT_FLOAT}
     zeros = view.add_node("ZerosLike", name + "/zeros", [tensor], float_t)
     return view.add_node("SelectV2", name, [keep, tensor, zeros.name], float_t).name
 
@@ -536,11 +532,5 @@ def _expand_bool(view, name, tensor, axis):
     against [B, u] or [B, T, u] in a SelectV2."""
     axis = view.add_const(name + "/axis", np.int32(axis)).name
     return view.add_node("ExpandDims", name, [tensor, axis], {
-        "T": attr_value_pb2.AttrValue(type=types_pb2.DT_BOOL),
-        "Tdim": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)})
-
-
-def _scalar(node):
-    from tensorflow.python.framework import tensor_util
-    value = tensor_util.MakeNdarray(node.attr["value"].tensor)
-    return value.reshape(-1)[0] if value.size == 1 else None
+        "T": types_pb2.DT_BOOL,
+        "Tdim": types_pb2.DT_INT32})

@@ -39,17 +39,13 @@ the result feeds only a MatMul by a constant (the top MLP's first kernel), the
 zero columns are dropped from the op and their rows from the kernel instead.
 """
 import numpy as np
-from tensorflow.core.framework import attr_value_pb2, types_pb2
+from tensorflow.core.framework import types_pb2
 
 import custom_ops.spec as spec
 from grappler_passes import shapes
-from grappler_passes.pass_base import GraphPass
+from grappler_passes.pass_base import GraphPass, SkipMatch
 
 _PRODUCTS = ("BatchMatMulV2", "BatchMatMul", "Einsum")
-
-
-class _Skip(Exception):
-    """A gather that is not a constant selection from x x^T."""
 
 
 class FuseInteraction(GraphPass):
@@ -63,11 +59,11 @@ class FuseInteraction(GraphPass):
         found = [n for n in view.nodes() if self._form(view, n)]
         if not found:
             return  # spares the shape inference of the whole graph
-        info = shapes.tensor_info(view.graph_def)
+        info = view.tensor_info()
         for node in found:
             try:
                 match = self._form(view, node)(view, info, node)
-            except _Skip as why:
+            except SkipMatch as why:
                 result.skip(node.name, str(why))
                 continue
             match.emit(info)
@@ -87,27 +83,27 @@ class FuseInteraction(GraphPass):
         product = view.node(view.skip_identity(reshape.input[0]))
         if product is None or product.op not in _PRODUCTS:
             return None
-        return _MaskedInteraction if _const_int(view, node.input[2]) == 0 else _Interaction
+        return _MaskedInteraction if view.const_int(node.input[2]) == 0 else _Interaction
 
 
 class _Interaction:
     def __init__(self, view, info, gather):
         self.view, self.gather = view, gather
-        if gather.attr["batch_dims"].i != 0 or _const_int(view, gather.input[2]) not in (1, -1):
-            raise _Skip("not a gather along axis 1")
+        if gather.attr["batch_dims"].i != 0 or view.const_int(gather.input[2]) not in (1, -1):
+            raise SkipMatch("not a gather along axis 1")
         # Keras' index wrap reads Shape(reshape): that use dies with the gather.
         self.reshape = self._single_use(gather.input[0], gather, also=("Shape",))
         self.product = self._single_use(self.reshape.input[0], self.reshape)
         if self.product.attr["T"].type != types_pb2.DT_FLOAT:
-            raise _Skip("the product is not float32")
+            raise SkipMatch("the product is not float32")
         self.x = self._gram_operand()
         x_shape = shapes.shape_of(info, self.x)
         if x_shape is None or len(x_shape) != 3 or x_shape[1] is None:
-            raise _Skip(f"'{self.x}' is not [B, F, d] with a static F")
+            raise SkipMatch(f"'{self.x}' is not [B, F, d] with a static F")
         self.f = x_shape[1]
         out = shapes.shape_of(info, self.reshape.name)
         if out is None or len(out) != 2 or out[1] != self.f * self.f:
-            raise _Skip(f"reshape '{self.reshape.name}' does not flatten [F, F] = [{self.f}, {self.f}]")
+            raise SkipMatch(f"reshape '{self.reshape.name}' does not flatten [F, F] = [{self.f}, {self.f}]")
         self.indices = self._indices(gather.input[1])
 
     def _single_use(self, tensor, consumer, also=()):
@@ -115,9 +111,9 @@ class _Interaction:
         node = self.view.node(self.view.skip_identity(tensor))
         others = [c.name for c, _ in self.view.consumers(node.name) if c.name != consumer.name and c.op not in also]
         if node.name in self.view.protected or others:
-            raise _Skip(f"'{node.name}' is used elsewhere")
+            raise SkipMatch(f"'{node.name}' is used elsewhere")
         if self.view.has_control_inputs(node):
-            raise _Skip(f"'{node.name}' has control inputs")
+            raise SkipMatch(f"'{node.name}' has control inputs")
         return node
 
     def _gram_operand(self):
@@ -132,18 +128,18 @@ class _Interaction:
                 ins[0][0] == ins[1][0] == rhs[0] and ins[0][2] == ins[1][2] and rhs[1:] == ins[0][1] + ins[1][1] \
                 and len(set(rhs + ins[0][2])) == 4
             if not ok:
-                raise _Skip(f"einsum '{eq}' is not x x^T")
+                raise SkipMatch(f"einsum '{eq}' is not x x^T")
             return a
         if p.attr["adj_x"].b:
-            raise _Skip("adj_x is set")
+            raise SkipMatch("adj_x is set")
         if p.attr["adj_y"].b:
             if a != b:
-                raise _Skip("the product's operands differ")
+                raise SkipMatch("the product's operands differ")
             return a
         t = view.node(b)
         if t is None or t.op != "Transpose" or not np.array_equal(view.const_value(t.input[1]), [0, 2, 1]) \
                 or view.skip_identity(t.input[0]) != a:
-            raise _Skip("the product's right side is not transpose(x, [0, 2, 1])")
+            raise SkipMatch("the product's right side is not transpose(x, [0, 2, 1])")
         return a
 
     def _indices(self, tensor):
@@ -152,11 +148,11 @@ class _Interaction:
             value = self._keras_wrapped(tensor)
         value = np.asarray(value)
         if value.ndim != 1 or value.dtype.kind not in "iu":
-            raise _Skip("indices are not a 1-D integer constant")
+            raise SkipMatch("indices are not a 1-D integer constant")
         n = self.f * self.f
         value = np.where(value < 0, value + n, value)
         if value.size and (value.min() < 0 or value.max() >= n):
-            raise _Skip(f"indices outside [0, {n})")
+            raise SkipMatch(f"indices outside [0, {n})")
         return [int(v) for v in value]
 
     def _keras_wrapped(self, tensor):
@@ -165,14 +161,14 @@ class _Interaction:
         view = self.view
         node = view.node(view.skip_identity(tensor))
         if node is None or node.op != "SelectV2":
-            raise _Skip("indices are not constant")
+            raise SkipMatch("indices are not constant")
         cond, then, other = (view.node(view.skip_identity(i)) for i in view.data_inputs(node))
         c = view.const_value(other.name) if other is not None else None
         if c is None or cond is None or cond.op != "Less" or then is None or then.op not in ("AddV2", "Add") \
                 or view.skip_identity(cond.input[0]) != view.skip_identity(other.name) \
-                or _const_int(view, cond.input[1]) != 0 \
+                or view.const_int(cond.input[1]) != 0 \
                 or view.skip_identity(other.name) not in [view.skip_identity(i) for i in then.input]:
-            raise _Skip("indices are not constant")
+            raise SkipMatch("indices are not constant")
         return c
 
     def emit(self, info):
@@ -186,10 +182,10 @@ class _Interaction:
         if -1 in self.indices:
             self._elide_zero_columns(target, shapes.shape_of(info, dense)[1] if dense else 0, dense_first)
         self.view.rewrite(target, spec.DOT_INTERACTION, [self.x] + ([dense] if dense else []), {
-            "num_features": attr_value_pb2.AttrValue(i=self.f),
-            "indices": attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(i=self.indices)),
-            "num_dense": attr_value_pb2.AttrValue(i=1 if dense else 0),
-            "dense_first": attr_value_pb2.AttrValue(b=dense_first)})
+            "num_features": self.f,
+            "indices": list(self.indices),
+            "num_dense": 1 if dense else 0,
+            "dense_first": dense_first})
 
     def _elide_zero_columns(self, target, k, dense_first):
         """skip_gather's zero columns, when `target` feeds only MatMul(target, W)
@@ -222,7 +218,7 @@ class _Interaction:
         if g.name in view.protected or len(users) != 1 or view.control_consumers(g.name):
             return g, None, True
         concat, index = users[0]
-        if concat.op != "ConcatV2" or concat.attr["N"].i != 2 or _const_int(view, concat.input[2]) not in (1, -1):
+        if concat.op != "ConcatV2" or concat.attr["N"].i != 2 or view.const_int(concat.input[2]) not in (1, -1):
             return g, None, True
         dense = view.skip_identity(concat.input[1 - index])
         dims = shapes.shape_of(info, dense)
@@ -237,21 +233,21 @@ class _MaskedInteraction(_Interaction):
     def __init__(self, view, info, gather):
         self.view, self.gather = view, gather
         if gather.attr["batch_dims"].i != 0:
-            raise _Skip("a batched gather")
+            raise SkipMatch("a batched gather")
         consumers = view.consumers(gather.name)
         if len(consumers) != 1 or consumers[0][0].op != "Reshape" or view.has_control_inputs(gather):
-            raise _Skip("the masked gather is not reshaped to [B, m] alone")
+            raise SkipMatch("the masked gather is not reshaped to [B, m] alone")
         self.out = consumers[0][0]
         out_shape = shapes.shape_of(info, self.out.name)
         if out_shape is None or len(out_shape) != 2 or out_shape[1] is None:
-            raise _Skip(f"'{self.out.name}' is not [B, m] with a static m")
+            raise SkipMatch(f"'{self.out.name}' is not [B, m] with a static m")
         flat = view.node(view.skip_identity(gather.input[0]))
         self.product = view.node(view.skip_identity(flat.input[0]))
         flat_shape = shapes.shape_of(info, flat.name)
         if flat_shape is None or len(flat_shape) != 1:
-            raise _Skip(f"'{flat.name}' does not flatten the Gram matrix")
+            raise SkipMatch(f"'{flat.name}' does not flatten the Gram matrix")
         if self.product.attr["T"].type != types_pb2.DT_FLOAT:
-            raise _Skip("the product is not float32")
+            raise SkipMatch("the product is not float32")
         self.x = self._gram_operand()
         keep = self._band_mask(gather.input[1])
         self.f = _features_keeping(keep, out_shape[1])
@@ -266,7 +262,7 @@ class _MaskedInteraction(_Interaction):
         if squeeze is None or squeeze.op != "Squeeze" or list(squeeze.attr["squeeze_dims"].list.i) not in ([1], [-1]) \
                 or where is None or where.op != "Where" or flat is None or flat.op != "Reshape" \
                 or not np.array_equal(view.const_value(flat.input[1]), [-1]):
-            raise _Skip("indices are not a flattened mask's nonzeros")
+            raise SkipMatch("indices are not a flattened mask's nonzeros")
         return _band_of_ones(view, flat.input[0], self.product.name)
 
     def emit(self, info):
@@ -281,20 +277,20 @@ class _ZeroedInteraction(_Interaction):
         users = view.consumers(select.name)
         if len(users) != 1 or users[0][0].op != "Reshape" or view.control_consumers(select.name) \
                 or select.name in view.protected:
-            raise _Skip("the select is not reshaped to [B, F*F] alone")
+            raise SkipMatch("the select is not reshaped to [B, F*F] alone")
         self.out = users[0][0]
         then, other = (view.node(view.skip_identity(t)) for t in select.input[1:3])
         zeros_first = self._zeros_like(then, other)
         if not zeros_first and not self._zeros_like(other, then):
-            raise _Skip("the select does not pick between x x^T and zeros_like(x x^T)")
+            raise SkipMatch("the select does not pick between x x^T and zeros_like(x x^T)")
         self.product = other if zeros_first else then
         if self.product.attr["T"].type != types_pb2.DT_FLOAT:
-            raise _Skip("the product is not float32")
+            raise SkipMatch("the product is not float32")
         self.x = self._gram_operand()
         out_shape = shapes.shape_of(info, self.out.name)
         f = int(np.sqrt(out_shape[1])) if out_shape is not None and len(out_shape) == 2 and out_shape[1] else 0
         if f * f != (out_shape[1] if f else -1):
-            raise _Skip(f"'{self.out.name}' is not [B, F*F] with a static F")
+            raise SkipMatch(f"'{self.out.name}' is not [B, F*F] with a static F")
         self.f = f
         keep = _band_of_ones(view, select.input[0], self.product.name)(f)
         if zeros_first:
@@ -323,10 +319,10 @@ def _band_of_ones(view, tensor, product):
         return ones is not None and ones.op == "OnesLike" and view.skip_identity(ones.input[0]) == product
     if band is None or band.op != "MatrixBandPart" or not ones_of_product(band.input[0]) \
             or (complement and not ones_of_product(mask.input[0])):
-        raise _Skip("the mask is not a band of ones_like(x x^T)")
-    lo, hi = _const_int(view, band.input[1]), _const_int(view, band.input[2])
+        raise SkipMatch("the mask is not a band of ones_like(x x^T)")
+    lo, hi = view.const_int(band.input[1]), view.const_int(band.input[2])
     if lo is None or hi is None:
-        raise _Skip("the band's bounds are not constants")
+        raise SkipMatch("the band's bounds are not constants")
 
     def keep(f):
         i, j = np.indices((f, f))
@@ -343,9 +339,4 @@ def _features_keeping(keep, m, limit=512):
             return f
         if count > m:
             break
-    raise _Skip(f"no feature count gives {m} masked entries")
-
-
-def _const_int(view, tensor):
-    value = view.const_value(tensor)
-    return int(value) if value is not None and np.ndim(value) == 0 else None
+    raise SkipMatch(f"no feature count gives {m} masked entries")

@@ -7,11 +7,11 @@ name are unchanged. What the rewrite orphans is left for prune_dead_nodes.
 Runs before fuse_dense, which would otherwise take the projections for
 FusedMLPs and hide their kernels."""
 import numpy as np
-from tensorflow.core.framework import attr_value_pb2, types_pb2
+from tensorflow.core.framework import types_pb2
 
 import custom_ops.spec as spec
-from grappler_passes import mha_match, shapes
-from grappler_passes.pass_base import GraphPass
+from grappler_passes import mha_match
+from grappler_passes.pass_base import GraphPass, NoMatch, SkipMatch
 
 FUSED_OP = spec.MULTI_HEAD_ATTENTION
 
@@ -28,14 +28,14 @@ class FuseMultiHeadAttention(GraphPass):
         anchors = [n for n in view.nodes() if n.op == "Softmax"]
         if not anchors:
             return  # spares the shape inference of the whole graph
-        info = shapes.tensor_info(view.graph_def)
+        info = view.tensor_info()
         bf16 = ctx.precision("dense") == "bf16"
         for node in anchors:
             try:
                 found = mha_match.Matcher(view, info, node).match()
-            except mha_match.NotHere:
+            except NoMatch:
                 continue
-            except mha_match.Skip as why:
+            except SkipMatch as why:
                 result.skip(node.name, str(why))
                 continue
             _emit(view, found, bf16)
@@ -54,16 +54,16 @@ def _emit(view, att, bf16):
     if tensor_mask:
         inputs.append(_mask_input(view, att.mask, base, final.device))
     attrs = {
-        "num_heads": attr_value_pb2.AttrValue(i=att.query.heads),
-        "key_dim": attr_value_pb2.AttrValue(i=att.query.width),
-        "value_dim": attr_value_pb2.AttrValue(i=att.value.width),
-        "scale": attr_value_pb2.AttrValue(f=att.scale),
-        "mask_mode": attr_value_pb2.AttrValue(s=(att.mask.mode if att.mask else "select").encode()),
-        "mask_value": attr_value_pb2.AttrValue(f=att.mask.value if att.mask else 0.0),
-        "zero_masked": attr_value_pb2.AttrValue(b=att.zero_masked),
-        "num_masks": attr_value_pb2.AttrValue(i=1 if tensor_mask else 0),
-        "weights_bf16": attr_value_pb2.AttrValue(b=bf16),
-        "causal": attr_value_pb2.AttrValue(b=att.mask is not None and att.mask.causal),
+        "num_heads": att.query.heads,
+        "key_dim": att.query.width,
+        "value_dim": att.value.width,
+        "scale": att.scale,
+        "mask_mode": (att.mask.mode if att.mask else "select").encode(),
+        "mask_value": att.mask.value if att.mask else 0.0,
+        "zero_masked": att.zero_masked,
+        "num_masks": 1 if tensor_mask else 0,
+        "weights_bf16": bf16,
+        "causal": att.mask is not None and att.mask.causal,
     }
     view.rewrite(final, FUSED_OP, inputs, attrs)
 
@@ -78,9 +78,9 @@ def _mask_input(view, mask, base, device):
         return view.add_const(f"{base}/mask", ~keep if mask.negate else keep).name
     tensor = mask.tensor
     if mask.squeeze:
-        axis = attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(i=[1]))
+        axis = [1]
         tensor = view.add_node("Squeeze", f"{base}/mask", [tensor], {
-            "T": attr_value_pb2.AttrValue(type=types_pb2.DT_BOOL), "squeeze_dims": axis}, device=device).name
+            "T": types_pb2.DT_BOOL, "squeeze_dims": axis}, device=device).name
     if mask.negate:
         tensor = view.add_node("LogicalNot", f"{base}/keep", [tensor], device=device).name
     return tensor

@@ -32,12 +32,12 @@ import re
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import attr_value_pb2, types_pb2
+from tensorflow.core.framework import types_pb2
 
 import custom_ops.spec as spec
 from custom_ops.spec import retrieval
 from grappler_passes import shapes
-from grappler_passes.pass_base import GraphPass
+from grappler_passes.pass_base import GraphPass, SkipMatch
 
 # Rows shorter than this gain nothing from Recopt>TopK (core/topk.h
 # kTopKSampledMinCols; bench/topk.py measures the crossover).
@@ -50,10 +50,6 @@ GPU_MAX_K = 4096
 GPU_MAX_DIM = 1536
 
 
-class _Skip(Exception):
-    """A TopKV2 whose scores are not a fusable query-candidate product."""
-
-
 class FuseTopK(GraphPass):
     name = "fuse_topk"
     requires_custom_ops = True
@@ -64,7 +60,7 @@ class FuseTopK(GraphPass):
         topks = [n for n in view.nodes() if n.op == "TopKV2"]
         if not topks:
             return  # spares the shape-inference import of the whole graph
-        info = shapes.tensor_info(view.graph_def)
+        info = view.tensor_info()
         # OptimizeOptions.precision (validated there) names the candidate storage too.
         storage = ctx.precision("retrieval")
         gpu = getattr(ctx.options, "device", "cpu") == "gpu"
@@ -79,11 +75,11 @@ class FuseTopK(GraphPass):
             try:
                 chain = _ScoreChain(view, ctx, info, node)
                 if gpu and chain.dim is not None and chain.dim > GPU_MAX_DIM:
-                    raise _Skip(f"d={chain.dim} is above the GPU kernel's {GPU_MAX_DIM}")
+                    raise SkipMatch(f"d={chain.dim} is above the GPU kernel's {GPU_MAX_DIM}")
                 _emit_score_topk(ctx, node, chain, storage, gpu)
                 result.apply()
                 continue
-            except _Skip as why:
+            except SkipMatch as why:
                 reason = str(why)
             if gpu and node.attr["T"].type != types_pb2.DT_FLOAT:
                 result.skip(node.name, f"{reason}; Recopt>TopK has a GPU kernel for float32 only")
@@ -118,7 +114,7 @@ def _long_rows(info, node):
 
 
 class _ScoreChain:
-    """Walks TopKV2's input back to the query-candidate product; raises _Skip."""
+    """Walks TopKV2's input back to the query-candidate product; raises SkipMatch."""
 
     def __init__(self, view, ctx, info, topk):
         self.view, self.ctx, self.info = view, ctx, info
@@ -135,11 +131,11 @@ class _ScoreChain:
     def _single_use_producer(self, consumer, index):
         node = self.view.node(self.view.skip_identity(self.view.data_inputs(consumer)[index]))
         if node is None:
-            raise _Skip("no producer")
+            raise SkipMatch("no producer")
         if node.name in self.view.protected or len(self.view.consumers(node.name)) != 1:
-            raise _Skip(f"scores '{node.name}' are used elsewhere")
+            raise SkipMatch(f"scores '{node.name}' are used elsewhere")
         if self.view.has_control_inputs(node):
-            raise _Skip(f"'{node.name}' has control inputs")
+            raise SkipMatch(f"'{node.name}' has control inputs")
         return node
 
     def _const_operand(self, node):
@@ -156,7 +152,7 @@ class _ScoreChain:
         other, value = self._const_operand(node)
         if other is None or node.attr["T"].type != types_pb2.DT_FLOAT or value.size < 2 or \
                 value.shape[-1] != value.size or (node.op == "BiasAdd" and other != 0):
-            raise _Skip(f"'{node.name}' adds something other than a per-candidate bias")
+            raise SkipMatch(f"'{node.name}' adds something other than a per-candidate bias")
         self.bias = value.reshape(-1).astype(np.float32)
         self.removed.append(node)
         return self._single_use_producer(node, other)
@@ -166,7 +162,7 @@ class _ScoreChain:
             return node
         other, value = self._const_operand(node)
         if other is None or value.size != 1:
-            raise _Skip(f"'{node.name}' multiplies by something other than a scalar")
+            raise SkipMatch(f"'{node.name}' multiplies by something other than a scalar")
         self.scale = float(value.reshape(()))
         self.removed.append(node)
         return self._single_use_producer(node, other)
@@ -180,12 +176,12 @@ class _ScoreChain:
         elif node.op == "Einsum" and len(inputs) == 2:
             transposed = _einsum_orientation(node)
         else:
-            raise _Skip(f"scores come from {node.op} '{node.name}', not a query-candidate product")
+            raise SkipMatch(f"scores come from {node.op} '{node.name}', not a query-candidate product")
         if node.attr["T"].type != types_pb2.DT_FLOAT:
-            raise _Skip(f"'{node.name}' is not float32")
+            raise SkipMatch(f"'{node.name}' is not float32")
         q_shape = shapes.shape_of(self.info, inputs[0])
         if q_shape is None or len(q_shape) != 2:
-            raise _Skip(f"query of '{node.name}' is not [batch, d]")
+            raise SkipMatch(f"query of '{node.name}' is not [batch, d]")
         self.query = inputs[0]
         self.dim = q_shape[1]
         self.removed.append(node)
@@ -205,20 +201,20 @@ class _ScoreChain:
             handle = self.view.skip_identity(src.input[0]).split(":")[0]
             variable = self.ctx.variables.get(handle)
             if variable is None:
-                raise _Skip(f"candidate variable behind '{src.name}' is unknown")
+                raise SkipMatch(f"candidate variable behind '{src.name}' is unknown")
             self.variable = variable
             self.shared = self.shared or self._read_elsewhere(handle, src.name)
         elif value is None:
-            raise _Skip(f"candidates come from {src.op} '{src.name}', not a constant or variable")
+            raise SkipMatch(f"candidates come from {src.op} '{src.name}', not a constant or variable")
         # [n, d] as stored: usable in place for fp32 storage.
         self.in_place = self.view.skip_identity(tensor) if transposed else None
         self.value_fn = lambda: _as_rows(value if value is not None else self.variable.numpy(), transposed)
         shape = list(value.shape) if value is not None else self.variable.shape.as_list()
         if len(shape) != 2 or None in shape:
-            raise _Skip(f"candidate matrix '{src.name}' is not 2-D with a static shape")
+            raise SkipMatch(f"candidate matrix '{src.name}' is not 2-D with a static shape")
         self.n = shape[0] if transposed else shape[1]
         if self.bias is not None and self.bias.size != self.n:
-            raise _Skip(f"bias has {self.bias.size} entries for {self.n} candidates")
+            raise SkipMatch(f"bias has {self.bias.size} entries for {self.n} candidates")
 
     def _read_elsewhere(self, name, reader):
         """Whether node `name` feeds anything but `reader` (through Identities)."""
@@ -239,15 +235,15 @@ def _as_rows(value, transposed):
 def _einsum_orientation(node):
     m = _EINSUM.match(node.attr["equation"].s.decode().replace(" ", ""))
     if not m:
-        raise _Skip(f"einsum '{node.attr['equation'].s.decode()}' is not a query-candidate product")
+        raise SkipMatch(f"einsum '{node.attr['equation'].s.decode()}' is not a query-candidate product")
     b, d, x, y, ob, on = m.groups()
     if ob != b or len({b, d, on}) != 3:
-        raise _Skip(f"einsum '{node.attr['equation'].s.decode()}' is not a query-candidate product")
+        raise SkipMatch(f"einsum '{node.attr['equation'].s.decode()}' is not a query-candidate product")
     if (x, y) == (on, d):
         return True
     if (x, y) == (d, on):
         return False
-    raise _Skip(f"einsum '{node.attr['equation'].s.decode()}' is not a query-candidate product")
+    raise SkipMatch(f"einsum '{node.attr['equation'].s.decode()}' is not a query-candidate product")
 
 
 def _emit_score_topk(ctx, topk, chain, storage, gpu):
@@ -269,17 +265,9 @@ def _emit_score_topk(ctx, topk, chain, storage, gpu):
     bias = view.add_const(base + "/bias", chain.bias if chain.bias is not None else np.zeros([0], np.float32)).name
     k = topk.input[1]
     # The chain's nodes have no control inputs (_single_use_producer refuses them).
-    controls = [i for i in topk.input if i.startswith("^")]
-    sorted_attr = topk.attr["sorted"].b
-    topk.op = spec.SCORE_TOPK
-    del topk.input[:]
-    topk.input.extend([chain.query, candidates, scales, bias, k] + controls)
-    topk.attr.clear()
-    topk.attr["Tcand"].CopyFrom(attr_value_pb2.AttrValue(type=_TCAND[storage]))
-    topk.attr["scale"].CopyFrom(attr_value_pb2.AttrValue(f=chain.scale))
-    topk.attr["sorted"].CopyFrom(attr_value_pb2.AttrValue(b=sorted_attr))
-    topk.attr["layout"].CopyFrom(attr_value_pb2.AttrValue(s=layout.encode()))
-    topk.attr["num_candidates"].CopyFrom(attr_value_pb2.AttrValue(i=chain.n))
+    view.rewrite(topk, spec.SCORE_TOPK, [chain.query, candidates, scales, bias, k], {
+        "Tcand": tf.as_dtype(_TCAND[storage]), "scale": chain.scale, "sorted": topk.attr["sorted"].b,
+        "layout": layout, "num_candidates": chain.n})
     view.remove_nodes([n.name for n in chain.removed])
 
 
@@ -297,5 +285,5 @@ def _stored_candidates(ctx, chain, stored, encoding, base):
         ctx.derived[key] = tf.Variable(stored, trainable=False, name=name)
     copy = ctx.derived[key]
     handle = ctx.add_variable_handle(base + "/candidates_handle", copy)
-    dtype = attr_value_pb2.AttrValue(type=copy.dtype.as_datatype_enum)
+    dtype = copy.dtype.as_datatype_enum
     return view.add_node("ReadVariableOp", base + "/candidates", [handle], {"dtype": dtype}).name

@@ -7,8 +7,16 @@ are thousands of nodes, so a rebuild costs well under a millisecond per 1k).
 import collections
 
 import numpy as np
-from tensorflow.core.framework import attr_value_pb2, node_def_pb2, types_pb2
+from tensorflow.core.framework import node_def_pb2, types_pb2
 from tensorflow.python.framework import op_def_registry, tensor_util
+
+from grappler_passes import shapes
+from grappler_passes.attrs import build as build_attrs
+
+
+_INTEGER_TYPES = frozenset({types_pb2.DT_INT8, types_pb2.DT_INT16, types_pb2.DT_INT32, types_pb2.DT_INT64,
+                            types_pb2.DT_UINT8, types_pb2.DT_UINT16, types_pb2.DT_UINT32, types_pb2.DT_UINT64,
+                            types_pb2.DT_BOOL})
 
 
 class GraphValidityError(ValueError):
@@ -39,6 +47,56 @@ def tensor_name(node, port=0):
     return node if port == 0 else f"{node}:{port}"
 
 
+def scalar_of(node):
+    """The one element of a Const NodeDef holding exactly one element,
+    whatever its rank ([], [1], [1, 1]), as a Python bool, int, float or
+    bytes; None for any other node. Works on function-body nodes too."""
+    if node is None or node.op != "Const":
+        return None
+    value = tensor_util.MakeNdarray(node.attr["value"].tensor)
+    return value.reshape(-1)[0].item() if value.size == 1 else None
+
+
+def op_def_problem(node):
+    """What the node's registered OpDef rejects about it, or "" (also for
+    ops this process has not registered: nothing to check against)."""
+    op_def = op_def_registry.get(node.op)
+    if op_def is None:
+        return ""
+    for spec in op_def.attr:
+        if spec.name not in node.attr:
+            if spec.HasField("default_value"):
+                continue
+            return f"attr '{spec.name}' is missing"
+        if spec.has_minimum:
+            value = node.attr[spec.name]
+            size = _list_size(value) if spec.type.startswith("list(") else value.i
+            if size < spec.minimum:
+                return f"attr '{spec.name}' is {size}, below its minimum {spec.minimum}"
+    expected = 0
+    for arg in op_def.input_arg:
+        if arg.number_attr:
+            expected += _attr_or_default(node, op_def, arg.number_attr).i
+        elif arg.type_list_attr:
+            expected += _list_size(_attr_or_default(node, op_def, arg.type_list_attr))
+        else:
+            expected += 1
+    got = sum(1 for i in node.input if not i.startswith("^"))
+    return "" if got == expected else f"{got} data inputs, its OpDef and attrs say {expected}"
+
+
+def _list_size(value):
+    lst = value.list
+    return max(len(lst.s), len(lst.i), len(lst.f), len(lst.b), len(lst.type), len(lst.shape), len(lst.tensor),
+               len(lst.func))
+
+
+def _attr_or_default(node, op_def, name):
+    if name in node.attr:
+        return node.attr[name]
+    return next(a.default_value for a in op_def.attr if a.name == name)
+
+
 def _drop_colocation_with(nodes, removed):
     """Strips `_class` colocation hints naming removed nodes (inlined tf_keras
     GRU/LSTM calls colocate the inputs with call-frame Identity nodes):
@@ -58,10 +116,14 @@ def _drop_colocation_with(nodes, removed):
 
 
 class GraphView:
-    def __init__(self, graph_def, protected=()):
+    def __init__(self, graph_def, protected=(), tensor_info=None):
         self.graph_def = graph_def
         self.protected = set(protected)
         self._dirty = True
+        # shapes.tensor_info of this graph (imports it into TensorFlow: the
+        # costly step of a pass on a wide model); dropped on any edit, handed
+        # by the pipeline to the next pass when a pass changed nothing.
+        self._info = tensor_info
 
     # ---- index -------------------------------------------------------
     def _index(self):
@@ -77,6 +139,18 @@ class GraphView:
 
     def touch(self):
         self._dirty = True
+        self._info = None
+
+    def tensor_info(self):
+        """A copy of the cached static shapes and dtypes, tensor -> (dims,
+        dtype); a pass may add entries for the nodes it creates."""
+        if self._info is None:
+            self._info = shapes.tensor_info(self.graph_def)
+        return dict(self._info)
+
+    def cached_tensor_info(self):
+        """The cached shapes if no edit has happened since, else None."""
+        return self._info
 
     def node(self, name):
         self._index()
@@ -125,6 +199,20 @@ class GraphView:
             return None
         return tensor_util.MakeNdarray(node.attr["value"].tensor)
 
+    def const_scalar(self, tensor):
+        """scalar_of the Const behind `tensor` (through Identity), else None:
+        broadcasting makes a [1] or [1, 1] constant act as a scalar."""
+        return scalar_of(self.node(self.skip_identity(tensor)))
+
+    def const_int(self, tensor):
+        """const_scalar of an integer (or bool) Const, as int; None for a
+        float one, so an axis or count never comes from a rounded float."""
+        node = self.node(self.skip_identity(tensor))
+        if node is None or node.op != "Const" or node.attr["dtype"].type not in _INTEGER_TYPES:
+            return None
+        value = scalar_of(node)
+        return None if value is None else int(value)
+
     # ---- mutation ----------------------------------------------------
     def unique_name(self, base):
         self._index()
@@ -135,8 +223,9 @@ class GraphView:
         return name
 
     def add_node(self, op, name, inputs=(), attrs=None, device=""):
+        """A new node; attrs are Python values or AttrValues (attrs.build)."""
         node = node_def_pb2.NodeDef(op=op, name=self.unique_name(name), input=list(inputs), device=device)
-        for key, value in (attrs or {}).items():
+        for key, value in build_attrs(op, attrs).items():
             node.attr[key].CopyFrom(value)
         self.graph_def.node.append(node)
         self.touch()
@@ -145,18 +234,14 @@ class GraphView:
     def add_const(self, name, value, dtype=None):
         value = np.asarray(value) if dtype is None else np.asarray(value, dtype=dtype)
         proto = tensor_util.make_tensor_proto(value)
-        return self.add_node("Const", name, attrs={
-            "value": attr_value_pb2.AttrValue(tensor=proto),
-            "dtype": attr_value_pb2.AttrValue(type=proto.dtype),
-        })
+        return self.add_node("Const", name, attrs={"value": proto, "dtype": proto.dtype})
 
     def add_strided_slice(self, name, tensor, dtype, begin, end, masks=None, device=""):
         """tensor[begin:end] with stride 1 as a StridedSlice over constant
         int32 bounds; masks sets begin_mask, end_mask, shrink_axis_mask... bits."""
         bounds = [self.add_const(f"{name}/{k}", np.asarray(v, np.int32)).name
                   for k, v in (("begin", begin), ("end", end), ("strides", [1] * len(begin)))]
-        attrs = {"T": attr_value_pb2.AttrValue(type=dtype), "Index": attr_value_pb2.AttrValue(type=types_pb2.DT_INT32)}
-        attrs.update({k: attr_value_pb2.AttrValue(i=v) for k, v in (masks or {}).items()})
+        attrs = {"T": dtype, "Index": types_pb2.DT_INT32, **(masks or {})}
         return self.add_node("StridedSlice", name, [tensor] + bounds, attrs, device)
 
     def rewrite(self, node, op, inputs, attrs):
@@ -167,7 +252,7 @@ class GraphView:
         node.op = op
         node.input.extend(list(inputs) + controls)
         node.attr.clear()
-        for k, v in attrs.items():
+        for k, v in build_attrs(op, attrs).items():
             node.attr[k].CopyFrom(v)
         self.touch()
 
@@ -229,12 +314,18 @@ class GraphView:
         return order
 
     def validate(self):
-        """Raises GraphValidityError on dangling inputs, lost protected nodes or cycles."""
+        """Raises GraphValidityError on dangling inputs, lost protected nodes,
+        cycles, or a node its OpDef rejects (attr missing or under its
+        minimum, input count off): TensorFlow would refuse the graph later,
+        where the pass that broke it could no longer be dropped alone."""
         self._index()
         for n in self.graph_def.node:
             for inp in n.input:
                 if parse_input(inp)[0] not in self._nodes:
                     raise GraphValidityError(f"node '{n.name}' ({n.op}) reads missing node '{inp}'")
+            problem = op_def_problem(n)
+            if problem:
+                raise GraphValidityError(f"node '{n.name}' ({n.op}): {problem}")
         missing = [p for p in self.protected if p not in self._nodes]
         if missing:
             raise GraphValidityError(f"signature nodes removed: {sorted(missing)}")

@@ -27,9 +27,7 @@ from typing import Optional
 import numpy as np
 from tensorflow.python.framework import tensor_util
 
-
-class NotAGru(Exception):
-    """The loop body does not compute a GRU step (the message says why)."""
+from grappler_passes.pass_base import SkipMatch
 
 
 @dataclasses.dataclass
@@ -62,7 +60,7 @@ def _add_parts(a, b):
     if a is None or b is None:
         return b if a is None else a
     if isinstance(a, str) or isinstance(b, str):
-        raise NotAGru("an identity term is added to a projection")
+        raise SkipMatch("an identity term is added to a projection")
     return a + b
 
 
@@ -79,7 +77,7 @@ def _add(a, b):
 
 def _matmul(a, w):
     if not isinstance(w, np.ndarray) or w.ndim != 2:
-        raise NotAGru("a matrix product whose weight is not a constant matrix")
+        raise SkipMatch("a matrix product whose weight is not a constant matrix")
     if isinstance(a, Expr) and a.op == "concat":
         return _matmul_concat(a.args, w)
     if isinstance(a, Affine):
@@ -101,7 +99,7 @@ def _matmul_concat(parts, w):
         total = piece if total is None else _add(total, piece)
         first += width
     if first != w.shape[0]:
-        raise NotAGru("a concatenation multiplied by a kernel of another height")
+        raise SkipMatch("a concatenation multiplied by a kernel of another height")
     return total
 
 
@@ -112,12 +110,12 @@ def _columns(value, begin, end):
     if isinstance(value, Affine):
         def cut(part):
             if isinstance(part, str):
-                raise NotAGru("a slice of the raw step input or state")
+                raise SkipMatch("a slice of the raw step input or state")
             return None if part is None else part[..., begin:end]
         return Affine(cut(value.wx), cut(value.wh), cut(value.b))
     if value.op in ("sigmoid", "tanh"):
         return Expr(value.op, (_columns(value.args[0], begin, end),))
-    raise NotAGru(f"a slice of a {value.op} expression")
+    raise SkipMatch(f"a slice of a {value.op} expression")
 
 
 def _concat_columns(values):
@@ -125,7 +123,7 @@ def _concat_columns(values):
         return np.concatenate(values, axis=-1)
     widths = [_expr_width(v) for v in values]
     if None in widths:
-        raise NotAGru("a concatenation of a term of unknown width")
+        raise SkipMatch("a concatenation of a term of unknown width")
     if not all(isinstance(v, Affine) for v in values):
         return Expr("concat", tuple(values))   # only a matrix product may read it
 
@@ -154,7 +152,7 @@ class _Body:
         if ref in self.args:
             i = self.args[ref]
             if i not in self.arg_values:
-                raise NotAGru(f"the step reads loop variable {ref!r}, which is neither the state nor a constant")
+                raise SkipMatch(f"the step reads loop variable {ref!r}, which is neither the state nor a constant")
             return self.arg_values[i]
         name, _, rest = ref.partition(":")
         index = int(rest.rpartition(":")[2]) if rest else 0
@@ -167,7 +165,7 @@ class _Body:
     def const_input(self, node, i):
         v = self.value(self.inputs(node)[i])
         if not isinstance(v, np.ndarray):
-            raise NotAGru(f"{node.op} {node.name!r}: input {i} is not a constant")
+            raise SkipMatch(f"{node.op} {node.name!r}: input {i} is not a constant")
         return v
 
     def _evaluate(self, node, index):
@@ -178,19 +176,19 @@ class _Body:
             return self.value(ins[0])
         handler = getattr(self, "_" + op, None)
         if handler is None:
-            raise NotAGru(f"{op} {node.name!r} is not part of a GRU step")
+            raise SkipMatch(f"{op} {node.name!r} is not part of a GRU step")
         return handler(node, ins, index)
 
     # ---- ops ------------------------------------------------------------
     def _TensorListGetItem(self, node, ins, index):
         columns = self.input_list.get(self.args.get(ins[0]))
         if columns is None or self.args.get(ins[1]) != self.time:
-            raise NotAGru(f"TensorListGetItem {node.name!r} reads another list or step than the input's")
+            raise SkipMatch(f"TensorListGetItem {node.name!r} reads another list or step than the input's")
         return Affine(wx=columns)
 
     def _MatMul(self, node, ins, index):
         if node.attr["transpose_a"].b:
-            raise NotAGru(f"MatMul {node.name!r} transposes the activations")
+            raise SkipMatch(f"MatMul {node.name!r} transposes the activations")
         w = self.value(ins[1])
         if isinstance(w, np.ndarray) and node.attr["transpose_b"].b:
             w = w.T
@@ -243,10 +241,10 @@ class _Body:
                 return np.split(value, len(sizes), axis=axis)[index]
             return np.split(value, np.cumsum(sizes)[:-1], axis=axis)[index]
         if axis not in (1, -1):
-            raise NotAGru(f"{node.op} {node.name!r} splits axis {axis}, not the feature axis")
+            raise SkipMatch(f"{node.op} {node.name!r} splits axis {axis}, not the feature axis")
         width = _expr_width(value)
         if width is None:
-            raise NotAGru(f"{node.op} {node.name!r} splits a term of unknown width")
+            raise SkipMatch(f"{node.op} {node.name!r} splits a term of unknown width")
         if None in sizes:
             sizes = [width // len(sizes)] * len(sizes)
         begin = sum(sizes[:index])
@@ -261,14 +259,14 @@ class _Body:
                                              "shrink_axis_mask")}
         if (len(begin) != 2 or masks["ellipsis_mask"] or masks["new_axis_mask"] or masks["shrink_axis_mask"]
                 or any(int(s) != 1 for s in strides)):
-            raise NotAGru(f"StridedSlice {node.name!r} is not a plain column range")
+            raise SkipMatch(f"StridedSlice {node.name!r} is not a plain column range")
         if not masks["begin_mask"] & 1 and not masks["end_mask"] & 1:
-            raise NotAGru(f"StridedSlice {node.name!r} slices rows")
+            raise SkipMatch(f"StridedSlice {node.name!r} slices rows")
         lo = None if masks["begin_mask"] & 2 else int(begin[1])
         hi = None if masks["end_mask"] & 2 else int(end[1])
         width = _expr_width(value)
         if width is None:
-            raise NotAGru(f"StridedSlice {node.name!r} slices a term of unknown width")
+            raise SkipMatch(f"StridedSlice {node.name!r} slices a term of unknown width")
         lo, hi, _ = slice(lo, hi).indices(width)
         return _columns(value, lo, hi)
 
@@ -276,7 +274,7 @@ class _Body:
         axis = int(self.const_input(node, len(ins) - 1))
         values = [self.value(i) for i in ins[:-1]]
         if axis not in (1, -1) and not all(isinstance(v, np.ndarray) for v in values):
-            raise NotAGru(f"ConcatV2 {node.name!r} joins axis {axis}, not the feature axis")
+            raise SkipMatch(f"ConcatV2 {node.name!r} joins axis {axis}, not the feature axis")
         return _concat_columns(values)
 
 
@@ -365,7 +363,7 @@ def _match_mix(e):
                     return _weights(*_keep_gate(k), c)
                 if _one_minus(k) is q:
                     return _weights(*_update_gate(q), c)
-    raise NotAGru("the new state is not z * h + (1 - z) * candidate")
+    raise SkipMatch("the new state is not z * h + (1 - z) * candidate")
 
 
 def _keep_gate(k):
@@ -405,10 +403,10 @@ def _score_column(a):
 
 def _gate(e, what):
     if not (isinstance(e, Expr) and e.op == "sigmoid" and isinstance(e.args[0], Affine)):
-        raise NotAGru(f"the {what} gate is not sigmoid of a projection")
+        raise SkipMatch(f"the {what} gate is not sigmoid of a projection")
     a = e.args[0]
     if isinstance(a.wx, str) or isinstance(a.wh, str) or a.width() is None:
-        raise NotAGru(f"the {what} gate adds the raw input or state")
+        raise SkipMatch(f"the {what} gate adds the raw input or state")
     return a
 
 
@@ -437,7 +435,7 @@ def _weights(z, attention, c):
 
 def _candidate(z, c):
     if not (isinstance(c, Expr) and c.op == "tanh"):
-        raise NotAGru("the candidate is not tanh(...)")
+        raise SkipMatch("the candidate is not tanh(...)")
     ax, rest = _split_sum(c.args[0])
     if ax.wh is None and rest is not None:
         for r_expr, ah in _pairs(rest, "mul"):
@@ -447,7 +445,7 @@ def _candidate(z, c):
             for r_expr, h in _pairs(rest.args[0], "mul"):
                 if _is_state(h):
                     return _assemble(z, _gate(r_expr, "reset"), ax, rest.args[1], None, False)
-    raise NotAGru("the candidate is neither tanh(x Wx + r * (h Wh + b)) nor tanh(x Wx + (r * h) Wh)")
+    raise SkipMatch("the candidate is neither tanh(x Wx + r * (h Wh + b)) nor tanh(x Wx + (r * h) Wh)")
 
 
 def _part(w, rows, units):
@@ -459,9 +457,9 @@ def _part(w, rows, units):
 def _assemble(z, r, ax, wh, bh, reset_after):
     units = z.width()
     if r.width() != units or ax.width() != units or wh.shape != (units, units):
-        raise NotAGru("the gates and candidate disagree on the unit count")
+        raise SkipMatch("the gates and candidate disagree on the unit count")
     if isinstance(ax.wx, str) or ax.wx is None:
-        raise NotAGru("the candidate has no input projection")
+        raise SkipMatch("the candidate has no input projection")
     dim = ax.wx.shape[0]
     kernel = np.concatenate([_part(g.wx, dim, units) for g in (z, r, ax)], axis=1)
     recurrent = np.concatenate([_part(z.wh, units, units), _part(r.wh, units, units), wh], axis=1)
@@ -469,5 +467,5 @@ def _assemble(z, r, ax, wh, bh, reset_after):
     input_bias = np.concatenate([zeros if g.b is None else g.b for g in (z, r, ax)]).astype(np.float32)
     recurrent_bias = np.concatenate([zeros, zeros, zeros if bh is None else bh]).astype(np.float32)
     if kernel.shape != (dim, 3 * units) or recurrent.shape != (units, 3 * units):
-        raise NotAGru("projection shapes do not fit one GRU")
+        raise SkipMatch("projection shapes do not fit one GRU")
     return GruWeights(kernel, recurrent.astype(np.float32), input_bias, recurrent_bias, reset_after)

@@ -18,6 +18,7 @@ import dataclasses
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
+from grappler_passes.pass_base import NoMatch, SkipMatch
 from grappler_passes import probe, shapes
 from grappler_passes.graph_view import is_stateful, parse_input
 
@@ -26,14 +27,6 @@ _SELECT = ("SelectV2", "Select")
 # batch, head, query step, key step, value feature.
 _B, _N, _T, _S, _HV = "01234"
 _ADD = ("AddV2", "Add", "BiasAdd")
-
-
-class NotHere(Exception):
-    """The anchor does not start the pattern: not worth a skip record."""
-
-
-class Skip(Exception):
-    """An attention that cannot be fused (the message says why)."""
 
 
 @dataclasses.dataclass
@@ -72,7 +65,7 @@ class Attention:
 
 
 class Matcher:
-    """Matches one attention, anchored at its Softmax; raises NotHere or Skip."""
+    """Matches one attention, anchored at its Softmax; raises NoMatch or SkipMatch."""
 
     def __init__(self, view, info, softmax):
         self.view, self.info, self.softmax = view, info, softmax
@@ -85,10 +78,10 @@ class Matcher:
         value, ctx, ctx_letters = self._context(weights)
         kernel, bias, final = self._output(ctx, ctx_letters, value)
         if query.heads != key.heads or query.width != key.width or value.heads != query.heads:
-            raise Skip(f"query, key and value projections disagree on heads: {query.heads}x{query.width}, "
+            raise SkipMatch(f"query, key and value projections disagree on heads: {query.heads}x{query.width}, "
                        f"{key.heads}x{key.width}, {value.heads}x{value.width}")
         if value.scale != 1.0:
-            raise Skip("the value projection is scaled")
+            raise SkipMatch("the value projection is scaled")
         if mask is not None:
             self._check_mask_heads(mask, query.heads)
             self._shape_only(mask)
@@ -119,7 +112,7 @@ class Matcher:
             return self._keep(cond, negate=False, mode="select", value=pad_b), a
         if pad_a is not None:   # where(blocked, pad, s)
             return self._keep(cond, negate=True, mode="select", value=pad_a), b
-        raise NotHere()
+        raise NoMatch()
 
     def _pad(self, tensor):
         """The value of a uniform pad: a constant, Fill(_, c), ZerosLike(_) or
@@ -167,20 +160,20 @@ class Matcher:
         cond = self._strip_all_true(cond)
         node = self._producer(cond)
         squeeze = True
-        if node is not None and node.op == "ExpandDims" and self._const_int(node.input[1]) in (1, -3):
+        if node is not None and node.op == "ExpandDims" and self.view.const_int(node.input[1]) in (1, -3):
             cond, squeeze = self._t(node.input[0]), False
         dims = self._dims(cond)
         heads = dims[1] if squeeze and len(dims) == 4 and dims[1] is not None and dims[1] > 1 else 1
         if self._dtype(cond) != types_pb2.DT_BOOL or len(dims) != (4 if squeeze else 3) or \
                 (squeeze and dims[1] != heads):
-            raise Skip(f"the mask '{cond}' {dims} is not a bool [B, T, S] (or [B, 1 or N, T, S]) tensor")
+            raise SkipMatch(f"the mask '{cond}' {dims} is not a bool [B, T, S] (or [B, 1 or N, T, S]) tensor")
         return Mask(cond, negate, squeeze and heads == 1, mode, float(value), heads=heads)
 
     @staticmethod
     def _check_mask_heads(mask, heads):
         """A mask's head axis must be 1 or the projections' head count."""
         if mask.heads not in (1, heads):
-            raise Skip(f"the mask '{mask.tensor}' has {mask.heads} heads, the projections {heads}")
+            raise SkipMatch(f"the mask '{mask.tensor}' has {mask.heads} heads, the projections {heads}")
 
     def _strip_all_true(self, cond):
         """Keras 3 ands the mask with ones_like(scores): drop that operand."""
@@ -217,7 +210,7 @@ class Matcher:
         node = self._producer(tensor)
         ins, out = self._contraction(node)
         if len(out) != 4:
-            raise NotHere()
+            raise NoMatch()
         self.interior.add(node.name)
         rename = dict(zip(out, roles))
         by_role = {}
@@ -225,11 +218,11 @@ class Matcher:
                              for i, x in zip(node.input[:2], ins)):
             by_role["q" if _T in letters else "k" if _S in letters else None] = (src, letters)
         if set(by_role) != {"q", "k"}:
-            raise Skip(f"'{node.name}': cannot tell the query from the key operand")
+            raise SkipMatch(f"'{node.name}': cannot tell the query from the key operand")
         (q_src, q_l), (k_src, k_l) = by_role["q"], by_role["k"]
         h = q_l[3]
         if q_l != _B + _T + _N + h or k_l != _B + _S + _N + h or h in roles:
-            raise Skip(f"'{node.name}': scores are not Q[b,t,n,h] . K[b,s,n,h] -> [b,n,t,s]")
+            raise SkipMatch(f"'{node.name}': scores are not Q[b,t,n,h] . K[b,s,n,h] -> [b,n,t,s]")
         return self._projection(q_src), self._projection(k_src)
 
     def _weights(self, mask):
@@ -244,7 +237,7 @@ class Matcher:
             return self.softmax.name, False
         again = self._keep(cond, negate=False, mode=mask.mode, value=mask.value)
         if (again.tensor, again.squeeze, again.heads) != (mask.tensor, mask.squeeze, mask.heads):
-            raise Skip(f"'{node.name}' zeroes the weights with a different mask")
+            raise SkipMatch(f"'{node.name}' zeroes the weights with a different mask")
         self.interior.add(node.name)
         return node.name, True
 
@@ -252,35 +245,35 @@ class Matcher:
         """(value Projection, context tensor, its axes' roles) from the weights' one consumer."""
         users = self.view.consumers(weights)
         if len(users) != 1:
-            raise Skip(f"the attention weights '{weights}' have other uses (returned scores?)")
+            raise SkipMatch(f"the attention weights '{weights}' have other uses (returned scores?)")
         node, port = users[0]
         ins, out = self._contraction(node)
         if len(out) != 4:
-            raise Skip(f"'{node.name}': weights are not contracted with the values")
+            raise SkipMatch(f"'{node.name}': weights are not contracted with the values")
         self.interior.add(node.name)
         rename = dict(zip(ins[port], _B + _N + _T + _S))
         extra = [c for c in ins[1 - port] if c not in ins[port]]
         if len(extra) != 1:
-            raise Skip(f"'{node.name}': the values do not have one feature axis")
+            raise SkipMatch(f"'{node.name}': the values do not have one feature axis")
         rename[extra[0]] = _HV
         v_src, v_l = self._through_transposes(self._t(node.input[1 - port]), _renamed(ins[1 - port], rename))
         out = _renamed(out, rename)
         if v_l != _B + _S + _N + _HV or sorted(out) != sorted(_B + _T + _N + _HV):
-            raise Skip(f"'{node.name}': context is not P[b,n,t,s] . V[b,s,n,h]")
+            raise SkipMatch(f"'{node.name}': context is not P[b,n,t,s] . V[b,s,n,h]")
         ctx, roles = self._forward_transposes(node.name, out)
         return self._projection(v_src), ctx, roles
 
     def _output(self, ctx, roles, value):
         users = self.view.consumers(parse_input(ctx)[0])
         if len(users) != 1:
-            raise Skip(f"the attention context '{ctx}' has other uses")
+            raise SkipMatch(f"the attention context '{ctx}' has other uses")
         node = users[0][0]
         if node.op == "Einsum":
             kernel, final = self._einsum_output(node, roles, value)
         elif node.op == "Reshape" and roles == _B + _T + _N + _HV:
             kernel, final = self._reshaped_output(node, value)
         else:
-            raise Skip(f"'{node.name}' ({node.op}) is not an output projection")
+            raise SkipMatch(f"'{node.name}' ({node.op}) is not an output projection")
         bias, final = self._bias_after(final, kernel.shape[1])
         return kernel, bias, final
 
@@ -288,12 +281,12 @@ class Matcher:
         ins, out = self._contraction(node)
         w = self.view.const_value(node.input[1])
         if len(ins[0]) != 4 or w is None or w.ndim != 3:
-            raise Skip(f"'{node.name}': output projection is not Einsum(context, constant [N, Hv, E])")
+            raise SkipMatch(f"'{node.name}': output projection is not Einsum(context, constant [N, Hv, E])")
         rename = dict(zip(ins[0], roles))
         w_l, out = _renamed(ins[1], rename), _renamed(out, rename)
         e = [c for c in w_l if c not in roles]
         if len(e) != 1 or out != _B + _T + e[0] or sorted(w_l) != sorted(_N + _HV + e[0]):
-            raise Skip(f"'{node.name}': output projection {ins} -> {out} does not contract heads and features")
+            raise SkipMatch(f"'{node.name}': output projection {ins} -> {out} does not contract heads and features")
         self.interior.add(node.name)
         w = np.transpose(w, [w_l.index(c) for c in _N + _HV + e[0]])
         return w.reshape(value.heads * value.width, w.shape[2]).astype(np.float32), node
@@ -302,13 +295,13 @@ class Matcher:
         dims, ctx_dims = self._dims(reshape.name), self._dims(reshape.input[0])
         nhv = value.heads * value.width
         if len(dims) != 3 or dims[2] != nhv or dims[1] is None or len(ctx_dims) != 4 or dims[1] != ctx_dims[1]:
-            raise Skip(f"'{reshape.name}' does not merge the heads into [B, T, N*Hv]")
+            raise SkipMatch(f"'{reshape.name}' does not merge the heads into [B, T, N*Hv]")
         users = self.view.consumers(reshape.name)
         mm = users[0][0] if len(users) == 1 else None
         w = None if mm is None else self.view.const_value(mm.input[1])
         if mm is None or mm.op not in ("BatchMatMulV2", "BatchMatMul") or mm.attr["adj_x"].b or \
                 mm.attr["adj_y"].b or w is None or w.shape[0] != nhv or w.ndim != 2:
-            raise Skip(f"'{reshape.name}': not followed by a product with a constant [N*Hv, E] kernel")
+            raise SkipMatch(f"'{reshape.name}': not followed by a product with a constant [N*Hv, E] kernel")
         self.interior.update({reshape.name, mm.name})
         return w.astype(np.float32), mm
 
@@ -327,7 +320,7 @@ class Matcher:
         scale, tensor = self._scaled(tensor)
         dims = self._dims(tensor)
         if len(dims) != 4 or None in dims[2:]:
-            raise Skip(f"'{tensor}' is not a [B, L, N, H] projection with static N and H")
+            raise SkipMatch(f"'{tensor}' is not a [B, L, N, H] projection with static N and H")
         heads, width = dims[2:]
         node = self._producer(tensor)
         bias = np.zeros(heads * width, np.float32)
@@ -342,19 +335,19 @@ class Matcher:
             source, kernel, pre_bias = self._reshaped_projection(node, heads, width)
             bias = bias + pre_bias
         else:
-            raise Skip(f"'{tensor}' is not a projection of a [B, L, d] input by a constant kernel")
+            raise SkipMatch(f"'{tensor}' is not a projection of a [B, L, d] input by a constant kernel")
         if self._dtype(source) != types_pb2.DT_FLOAT or len(self._dims(source)) != 3:
-            raise Skip(f"projection input '{source}' is not a float [B, L, d]")
+            raise SkipMatch(f"projection input '{source}' is not a float [B, L, d]")
         return Projection(source, kernel.astype(np.float32), bias.astype(np.float32), heads, width, scale)
 
     def _einsum_projection(self, node, heads, width):
         ins, out = self._contraction(node)
         w = self.view.const_value(node.input[1])
         if w is None or w.ndim != 3 or len(ins[0]) != 3 or len(out) != 4:
-            raise Skip(f"'{node.name}': not Einsum(input, constant [d, N, H])")
+            raise SkipMatch(f"'{node.name}': not Einsum(input, constant [d, N, H])")
         x_b, x_l, x_c = ins[0]
         if out[:2] != x_b + x_l or x_c in out or sorted(ins[1]) != sorted(x_c + out[2:]):
-            raise Skip(f"'{node.name}': {ins} -> {out} is not a per-position projection")
+            raise SkipMatch(f"'{node.name}': {ins} -> {out} is not a per-position projection")
         w = np.transpose(w, [ins[1].index(c) for c in x_c + out[2:]])
         return self._t(node.input[0]), w.reshape(w.shape[0], heads * width)
 
@@ -362,7 +355,7 @@ class Matcher:
         src = self._t(reshape.input[0])
         dims, src_dims = self._dims(reshape.name), self._dims(src)
         if len(src_dims) != 3 or src_dims[2] != heads * width or dims[1] is None or dims[1] != src_dims[1]:
-            raise Skip(f"'{reshape.name}' does not split [B, L, N*H] into [B, L, N, H]")
+            raise SkipMatch(f"'{reshape.name}' does not split [B, L, N*H] into [B, L, N, H]")
         node = self._producer(src)
         pre_bias = np.zeros(heads * width, np.float32)
         if node is not None and node.op in _ADD:
@@ -372,7 +365,7 @@ class Matcher:
         w = None if node is None else self.view.const_value(node.input[1])
         if node is None or node.op not in ("BatchMatMulV2", "BatchMatMul") or node.attr["adj_x"].b or \
                 node.attr["adj_y"].b or w is None or w.ndim != 2:
-            raise Skip(f"'{reshape.name}': not a reshaped product with a constant [d, N*H] kernel")
+            raise SkipMatch(f"'{reshape.name}': not a reshaped product with a constant [d, N*H] kernel")
         return self._t(node.input[0]), w, pre_bias
 
     # ---- a mask made from the scores' shape --------------------------------
@@ -443,28 +436,28 @@ class Matcher:
         """Every intermediate the op replaces is used only inside the pattern."""
         for name in self.interior - {final.name}:
             if name in self.view.protected or self.view.control_consumers(name):
-                raise Skip(f"'{name}' is a model output or has control uses")
+                raise SkipMatch(f"'{name}' is a model output or has control uses")
             for user, _ in self.view.consumers(name):
                 if user.name not in self.interior:
-                    raise Skip(f"'{name}' is also used by '{user.name}'")
+                    raise SkipMatch(f"'{name}' is also used by '{user.name}'")
 
     # ---- helpers ----------------------------------------------------------
     def _contraction(self, node):
         """([letters of input 0, of input 1], output letters) of an Einsum or
-        a rank-4 BatchMatMul; NotHere for anything else."""
+        a rank-4 BatchMatMul; NoMatch for anything else."""
         if node is None:
-            raise NotHere()
+            raise NoMatch()
         if node.op == "Einsum":
             eq = node.attr["equation"].s.decode().replace(" ", "")
             if "." in eq or "->" not in eq or eq.count(",") != 1:
-                raise NotHere()
+                raise NoMatch()
             lhs, out = eq.split("->")
             return lhs.split(","), out
         if node.op in ("BatchMatMulV2", "BatchMatMul") and all(len(self._dims(i)) == 4 for i in node.input[:2]):
             x = "bnki" if node.attr["adj_x"].b else "bnik"
             y = "bnjk" if node.attr["adj_y"].b else "bnkj"
             return [x, y], "bnij"
-        raise NotHere()
+        raise NoMatch()
 
     def _through_transposes(self, tensor, letters):
         """Back through Transposes: (source tensor, its axes' letters)."""
@@ -509,10 +502,6 @@ class Matcher:
         if not np.all(flat == flat[0]):
             return None
         return bool(flat[0]) if value.dtype == np.bool_ else float(flat[0])
-
-    def _const_int(self, tensor):
-        value = self.view.const_value(tensor)
-        return None if value is None or value.size != 1 else int(value.ravel()[0])
 
     def _t(self, tensor):
         return self.view.source(tensor)

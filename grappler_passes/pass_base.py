@@ -2,7 +2,7 @@
 import dataclasses
 from typing import List, Tuple
 
-from tensorflow.core.framework import attr_value_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import types_pb2
 
 
 # The parts of a model `precision` can name, and what each may be.
@@ -20,6 +20,16 @@ def resolve_precision(precision, component):
     if isinstance(precision, str):
         return precision if precision in COMPONENT_PRECISIONS[component] else "fp32"
     return precision.get(component, "fp32")
+
+
+class SkipMatch(Exception):
+    """Raised by a matcher for a candidate that cannot be fused; the pass
+    records str(exc) as the skip reason (PassResult.skip)."""
+
+
+class NoMatch(Exception):
+    """Raised by a matcher whose anchor does not start the pattern at all:
+    nothing worth a skip record."""
 
 
 @dataclasses.dataclass
@@ -51,8 +61,8 @@ class PassContext:
         """A resource Placeholder for `variable` (one a pass created), which
         the saved model captures; returns the placeholder's node name."""
         node = self.view.add_node("Placeholder", name, attrs={
-            "dtype": attr_value_pb2.AttrValue(type=types_pb2.DT_RESOURCE),
-            "shape": attr_value_pb2.AttrValue(shape=tensor_shape_pb2.TensorShapeProto())})
+            "dtype": types_pb2.DT_RESOURCE,
+            "shape": []})
         self.variables[node.name] = variable
         self.resources[node.name] = (tuple(variable.shape.as_list()), variable.dtype.name)
         return node.name
@@ -67,6 +77,7 @@ class PassResult:
     error: str = ""
     nodes_before: int = 0
     nodes_after: int = 0
+    pruned: int = 0          # dead nodes the pipeline removed after this pass
     seconds: float = 0.0
 
     def skip(self, node, reason):
@@ -88,6 +99,9 @@ class GraphPass:
 
     name = ""
     requires_custom_ops = False
+    # False for the cleanup passes themselves; any other pass that applies a
+    # rewrite is followed by dead-node pruning (pipeline.run_pipeline).
+    prune_after = True
     # False where the ops a pass emits have no GPU kernel: optimize(device="gpu")
     # leaves it out rather than pin part of the model to the CPU.
     gpu_kernels = True

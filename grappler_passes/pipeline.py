@@ -19,12 +19,11 @@ _PASSES = {p.name: p for p in (
 # see MatMul -> BiasAdd directly; folding weight-only subgraphs (transposes,
 # casts of frozen variables, batch-norm arithmetic) turns weights into plain
 # Consts; canonicalize then rewrites the variants into BiasAdd/Relu form
-# (which is all stock TF needs, for custom_ops=False); pruning what that
-# orphaned matters because a dead consumer still counts as a use and would
-# block fusion; embedding fusion runs first and is pruned after, so the
-# gathers, Keras index-wrapping and hashing it replaced no longer count as
-# uses of anything fuse_dense wants; fusion runs on the canonical graph; a
-# final prune drops what the fusers orphaned. fuse_topk runs before fuse_dense,
+# (which is all stock TF needs, for custom_ops=False). After every pass that
+# rewrote something, run_pipeline prunes the nodes it left dead: a dead
+# consumer still counts as a use and would block the next fusion (the
+# gathers, Keras index-wrapping and hashing fuse_embedding replaced must not
+# count as uses of anything fuse_dense wants). Fusion runs on the canonical graph. fuse_topk runs before fuse_dense,
 # which would otherwise take a query-candidate product over a constant
 # candidate matrix for a (million-output) dense layer. fuse_interaction runs after
 # fuse_embedding, whose stacked output is the interaction's x. fuse_gru only
@@ -36,10 +35,8 @@ _PASSES = {p.name: p for p in (
 # pass made, in whatever spelling the author wrote the layers. combine_parallel_dense is opt-in (passes=[...]): one
 # wider layer + SplitV measured 1.11x at batch 1 but 0.79x at batch 512 for
 # 8 experts of 256->64 (bench/dense_variants.py), so it is not a default.
-DEFAULT_ORDER = ("prune_identity", "fold_constants", "canonicalize", "prune_dead_nodes", "fuse_embedding",
-                 "prune_dead_nodes", "fuse_topk", "prune_dead_nodes", "fuse_interaction", "prune_dead_nodes",
-                 "fuse_gru", "prune_dead_nodes", "fuse_mha", "prune_dead_nodes", "fuse_dense", "prune_dead_nodes",
-                 "fuse_attention", "prune_dead_nodes")
+DEFAULT_ORDER = ("prune_identity", "fold_constants", "canonicalize", "fuse_embedding", "fuse_topk",
+                 "fuse_interaction", "fuse_gru", "fuse_mha", "fuse_dense", "fuse_attention")
 
 
 class UnknownPassError(ValueError):
@@ -73,15 +70,18 @@ def run_pipeline(graph_def, protected, passes=None, custom_ops=True, options=Non
                  variables=None, derived=None):
     """Runs the passes over a copy of graph_def; returns (graph_def, [PassResult]).
 
-    Each pass runs on its own copy: if it raises or leaves an invalid graph,
-    the copy is dropped, the error is recorded, and the next pass sees the
-    graph as it was before.
+    Each pass runs on its own copy: if it raises or leaves an invalid graph
+    (a dangling input, a cycle, a node its OpDef rejects), the copy is
+    dropped, the error is recorded, and the next pass sees the graph as it
+    was before. A pass that applied a rewrite is followed by dead-node
+    pruning on the same copy.
     """
     current = copy.deepcopy(graph_def)
     results = []
+    info = None  # the current graph's shapes, while a pass has not changed it
     for cls in resolve_passes(passes, custom_ops, getattr(options, "device", "cpu")):
         trial = copy.deepcopy(current)
-        view = GraphView(trial, protected)
+        view = GraphView(trial, protected, tensor_info=info)
         result = PassResult(name=cls.name, nodes_before=len(trial.node))
         start = time.perf_counter()
         try:
@@ -89,14 +89,16 @@ def run_pipeline(graph_def, protected, passes=None, custom_ops=True, options=Non
                                   resources=resources if resources is not None else {},
                                   variables=variables if variables is not None else {},
                                   derived=derived if derived is not None else {}), result)
+            if cls.prune_after and result.applied:
+                result.pruned = cleanup.prune_dead(view)
             view.validate()
-            current = trial
+            current, info = trial, view.cached_tensor_info()
         except Exception as exc:  # a failing pass must never sink the whole optimization
             result.error = f"{type(exc).__name__}: {exc}"
             logging.warning("pass %s failed and was skipped: %s", cls.name, result.error)
         result.seconds = time.perf_counter() - start
         result.nodes_after = len(current.node)
-        logging.info("pass %-18s matched %d applied %d nodes %d -> %d", cls.name, result.matched,
-                     result.applied, result.nodes_before, result.nodes_after)
+        logging.info("pass %-18s matched %d applied %d pruned %d nodes %d -> %d", cls.name, result.matched,
+                     result.applied, result.pruned, result.nodes_before, result.nodes_after)
         results.append(result)
     return current, results

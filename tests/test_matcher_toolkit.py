@@ -1,0 +1,114 @@
+"""The shared matcher toolkit: constant reads on GraphView, the one attrs
+builder, OpDef validation after each pass, and the pipeline's dead-node
+pruning."""
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.framework import attr_value_pb2, graph_pb2, types_pb2
+
+from grappler_passes import attrs, pipeline
+from grappler_passes.graph_view import GraphValidityError, GraphView, op_def_problem, scalar_of
+from grappler_passes.pass_base import GraphPass
+from tests.graph_util import frozen_graph, optimize_graph, run_graph
+
+
+def _consts_view():
+    view = GraphView(graph_pb2.GraphDef())
+    for name, value in (("f0", np.float32(2.0)), ("f1", np.array([2.0], np.float32)),
+                        ("f11", np.array([[3.0]], np.float32)), ("i0", np.int32(-1)), ("i1", np.array([1], np.int64)),
+                        ("vec", np.array([1, 2], np.int32)), ("b", np.bool_(True))):
+        view.add_const(name, value)
+    view.add_node("Identity", "id_i0", ["i0"], {"T": types_pb2.DT_INT32})
+    view.add_node("Placeholder", "p", [], {"dtype": types_pb2.DT_FLOAT})
+    return view
+
+
+def test_const_scalar_reads_one_element_consts_through_identity():
+    view = _consts_view()
+    assert view.const_scalar("f0") == 2.0 and view.const_scalar("f1") == 2.0 and view.const_scalar("f11") == 3.0
+    assert view.const_scalar("id_i0") == -1
+    assert view.const_scalar("vec") is None and view.const_scalar("p") is None and view.const_scalar("nope") is None
+    assert scalar_of(view.node("b")) is True
+
+
+def test_const_int_refuses_floats_and_vectors():
+    view = _consts_view()
+    assert view.const_int("i0") == -1 and view.const_int("id_i0") == -1 and view.const_int("i1") == 1
+    assert view.const_int("f0") is None  # an axis never comes from a rounded float
+    assert view.const_int("vec") is None and view.const_int("p") is None
+
+
+def test_attrs_follow_the_op_def():
+    built = attrs.build("Cumsum", {"T": types_pb2.DT_INT64, "Tidx": tf.int32, "exclusive": True, "reverse": 0})
+    assert built["T"].type == types_pb2.DT_INT64 and built["Tidx"].type == types_pb2.DT_INT32
+    assert built["exclusive"].b is True and built["reverse"].b is False
+    concat = attrs.build("ConcatV2", {"N": 3, "T": tf.float32})
+    assert concat["N"].i == 3
+    shaped = attrs.build("Placeholder", {"dtype": types_pb2.DT_FLOAT, "shape": [None, 4]})
+    assert [d.size for d in shaped["shape"].shape.dim] == [-1, 4]
+    passthrough = attr_value_pb2.AttrValue(s=b"x")
+    assert attrs.build("Identity", {"_note": passthrough})["_note"] is passthrough
+
+
+def test_attrs_of_an_unregistered_op_follow_python_types():
+    built = attrs.build("NoSuchOp>Here", {"n": 2, "f": 0.5, "flag": False, "names": ["a", "b"], "alphas": [1.5],
+                                          "empty": [], "t": tf.bfloat16, "ts": [tf.float32, tf.int64]})
+    assert built["n"].i == 2 and built["f"].f == 0.5 and built["flag"].b is False
+    assert list(built["names"].list.s) == [b"a", b"b"] and list(built["alphas"].list.f) == [1.5]
+    assert built["t"].type == types_pb2.DT_BFLOAT16
+    assert list(built["ts"].list.type) == [types_pb2.DT_FLOAT, types_pb2.DT_INT64]
+    with pytest.raises(ValueError, match="NoSuchOp>Here"):
+        attrs.build("NoSuchOp>Here", {"x": object()})
+    with pytest.raises(ValueError, match="ConcatV2"):
+        attrs.build("ConcatV2", {"N": 1.5})
+
+
+def test_op_def_problems_name_the_attr_or_the_inputs():
+    view = _consts_view()
+    bad_n = view.add_node("ConcatV2", "cat1", ["f1", "i0"], {"T": tf.float32, "N": 1, "Tidx": tf.int32})
+    assert "attr 'N' is 1, below its minimum 2" in op_def_problem(bad_n)
+    short = view.add_node("ConcatV2", "cat2", ["f1", "i0"], {"T": tf.float32, "N": 2, "Tidx": tf.int32})
+    assert "2 data inputs, its OpDef and attrs say 3" in op_def_problem(short)
+    missing = view.add_node("Cast", "cast", ["f1"], {"SrcT": tf.float32})
+    assert "attr 'DstT' is missing" in op_def_problem(missing)
+    ok = view.add_node("ConcatV2", "cat3", ["f1", "f11", "i0"], {"T": tf.float32, "N": 2, "Tidx": tf.int32})
+    assert op_def_problem(ok) == ""
+    assert op_def_problem(view.add_node("Recopt>Unknown", "u", ["f1"])) == ""
+    with pytest.raises(GraphValidityError, match="node 'cat1' \\(ConcatV2\\)"):
+        view.validate()
+
+
+class _OneInputConcat(GraphPass):
+    """Sabotage: the Keras 3 wide-part bug of #32, a ConcatV2 left with N = 1."""
+    name = "test_one_input_concat"
+
+    def run(self, ctx, result):
+        view = ctx.view
+        node = next(n for n in view.nodes() if n.op == "ConcatV2")
+        view.rewrite(node, "ConcatV2", [node.input[0], node.input[-1]],
+                     {"T": node.attr["T"].type, "N": 1, "Tidx": node.attr["Tidx"].type})
+        result.apply()
+
+
+def test_pipeline_drops_a_pass_that_breaks_an_op_def(monkeypatch):
+    monkeypatch.setitem(pipeline._PASSES, _OneInputConcat.name, _OneInputConcat)
+    spec = tf.TensorSpec([None, 3], tf.float32)
+    graph_def, inputs, outputs = frozen_graph(lambda x: tf.concat([x, 2.0 * x], axis=1), spec)
+    new_def, results = optimize_graph(graph_def, inputs, outputs, passes=[_OneInputConcat.name, "prune_identity"])
+    broken = results[0]
+    assert "below its minimum 2" in broken.error and "ConcatV2" in broken.error
+    assert results[1].error == ""
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(run_graph(new_def, inputs, outputs, [x])[0], np.concatenate([x, 2 * x], 1))
+
+
+def test_pipeline_prunes_what_a_fusion_orphaned():
+    spec = tf.TensorSpec([None, 8], tf.float32)
+    rng = np.random.RandomState(0)
+    w, b = rng.randn(8, 4).astype(np.float32), rng.randn(4).astype(np.float32)
+    graph_def, inputs, outputs = frozen_graph(lambda x: tf.nn.relu(tf.matmul(x, w) + b), spec)
+    new_def, results = optimize_graph(graph_def, inputs, outputs, passes=["fuse_dense"])
+    assert results[0].applied == 1 and results[0].pruned == 2  # MatMul and the bias add (W, b are reused)
+    ops = {n.op for n in new_def.node}
+    assert "Recopt>FusedMLP" in ops and not ops & {"MatMul", "Relu", "AddV2", "BiasAdd"}
+    assert "prune_dead_nodes" not in pipeline.DEFAULT_ORDER
