@@ -11,35 +11,36 @@ nrows are some dozens of index ops whose spelling changes between
 TensorFlow versions (tf.repeat, boolean_mask, Range, StridedSlice), so they
 are recognised by what they compute: grappler_passes.ragged_rows probes them
 on a few row_splits vectors (or row lengths: from_row_lengths; the op then
-reads concat([0], cumsum(lengths))). The mean of an empty row is 0/0 = NaN there,
+reads concat([0], cumsum(lengths)), built at emit time). The mean of an empty row is 0/0 = NaN there,
 and the op does the same for ragged means.
 """
+import dataclasses
 from typing import Optional
 
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
-from grappler_passes.embedding_match import Lookup, float_output, ids_rank, resolve_ids
+from grappler_passes.embedding_match import Lookup, PlannedTensor, float_output, ids_rank, resolve_ids
 from grappler_passes.embedding_tables import gather_rows
 from grappler_passes.ragged_rows import INT_TYPES, ragged_rows
 from grappler_passes.shapes import dtype_of
 from custom_ops.spec.embedding import EmbeddingFeature
 
-def _splits_from_lengths(view, shapes, lengths, name):
-    """concat([0], cumsum(lengths)): the row_splits the op reads, with its
-    dtype recorded in `shapes` for the emitter."""
-    dtype = dtype_of(shapes, lengths)
-    typed = dtype
-    i32 = types_pb2.DT_INT32
-    axis = view.add_const(f"{name}/axis", np.int32(0))
-    zero = view.add_const(f"{name}/zero", np.zeros([1], INT_TYPES[dtype]))
-    total = view.add_node("Cumsum", f"{name}/cumsum", [lengths, axis.name], {
-        "T": typed, "Tidx": i32, "exclusive": False,
-        "reverse": False})
-    splits = view.add_node("ConcatV2", name, [zero.name, total.name, axis.name], {
-        "T": typed, "N": 2, "Tidx": i32})
-    shapes[f"{splits.name}:0"] = ([None], dtype)
-    return splits.name
+@dataclasses.dataclass
+class SplitsFromLengths(PlannedTensor):
+    """concat([0], cumsum(lengths)): the row_splits the op reads for a
+    RaggedTensor built from row lengths."""
+    source: str
+    dtype: int
+    name: str
+
+    def build(self, view):
+        axis = view.add_const(f"{self.name}/axis", np.int32(0))
+        zero = view.add_const(f"{self.name}/zero", np.zeros([1], INT_TYPES[self.dtype]))
+        total = view.add_node("Cumsum", f"{self.name}/cumsum", [self.source, axis.name], {
+            "T": self.dtype, "Tidx": types_pb2.DT_INT32, "exclusive": False, "reverse": False})
+        return view.add_node("ConcatV2", self.name, [zero.name, total.name, axis.name], {
+            "T": self.dtype, "N": 2, "Tidx": types_pb2.DT_INT32}).name
 
 
 def _ones_like_of(view, tensor):
@@ -81,9 +82,9 @@ def match_ragged(node, view, shapes, resources) -> Optional[Lookup]:
     rows = ragged_rows(view, shapes, total.input[1], total.input[2])
     if rows is None or (count is not None and not _counts(view, shapes, count, gather, rows)):
         return None
-    kind, splits = rows
-    if kind == "lengths":
-        splits = _splits_from_lengths(view, shapes, splits, f"{node.name}/recopt_row_splits")
+    kind, source = rows
+    splits = source if kind == "splits" else \
+        SplitsFromLengths(source, dtype_of(shapes, source), f"{node.name}/recopt_row_splits")
     feature = EmbeddingFeature(0, layout="ragged", combiner=combiner, hash_buckets=buckets, negative_ids=negative)
     inner = [gather.name] + shard_nodes + ([total.name, count.name] if count is not None else [])
-    return Lookup(node, table, ids, [splits], feature, True, [ids, splits], inner)
+    return Lookup(node, table, ids, [splits], feature, True, [ids, source], inner)

@@ -22,14 +22,14 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
 from custom_ops.spec.embedding import OP_NAME, op_attrs
-from grappler_passes import embedding_match
+from grappler_passes import embedding_match, embedding_sparse
 from grappler_passes.embedding_ragged import match_ragged
 from grappler_passes.embedding_storage import TableStorage
 from grappler_passes.pass_base import GraphPass
 from grappler_passes.shapes import dtype_of, shape_of
 
 # A ragged mean's RealDiv root before the UnsortedSegmentSum inside it.
-MATCHERS = (match_ragged,) + embedding_match.MATCHERS
+MATCHERS = (match_ragged,) + embedding_sparse.MATCHERS + embedding_match.MATCHERS
 
 _FLOAT = types_pb2.DT_FLOAT
 
@@ -177,7 +177,9 @@ class FuseEmbedding(GraphPass):
         ordered = [t for _, t in sorted(tables.values(), key=lambda it: it[0])]
         inputs, table_types = zip(*[self.storage.input_for(tensor, info) for t in ordered for tensor in t.inputs])
         ids = [l.ids for l in lookups]
-        parts = [p for l in lookups for p in l.parts]
+        parts = [embedding_match.tensor_of(view, p) for l in lookups for p in l.parts]
+        part_types = [p.dtype if isinstance(p, embedding_match.PlannedTensor) else dtype_of(info, p)
+                      for l in lookups for p in l.parts]
         weights = [l.weights for l in lookups if l.feature.weighted]
         sharded = any(t.shards for t in ordered)
         attrs = op_attrs(features, [t.dim for t in ordered], concat,
@@ -186,7 +188,7 @@ class FuseEmbedding(GraphPass):
         # Type lists as tf.DTypes: an int enum list would read as list(int)
         # when the op library is not loaded in this process.
         attrs.update(num_weights=len(weights), Ttables=_dtypes(table_types),
-                     Tids=_dtypes(dtype_of(info, i) for i in ids), Tpartitions=_dtypes(dtype_of(info, p) for p in parts))
+                     Tids=_dtypes(dtype_of(info, i) for i in ids), Tpartitions=_dtypes(part_types))
         fused = view.add_node(OP_NAME, name, list(inputs) + ids + parts + weights, attrs, device)
         replaced = {n for l in lookups for n in [l.root.name] + l.inner}
         _move_control_edges(view, replaced | _table_reads(view, ordered, replaced), fused.name)

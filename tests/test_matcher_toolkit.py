@@ -112,3 +112,35 @@ def test_pipeline_prunes_what_a_fusion_orphaned():
     ops = {n.op for n in new_def.node}
     assert "Recopt>FusedMLP" in ops and not ops & {"MatMul", "Relu", "AddV2", "BiasAdd"}
     assert "prune_dead_nodes" not in pipeline.DEFAULT_ORDER
+
+
+def _sparse_and_ragged_lookups(indices, values, shape, values2, row_lengths):
+    table = tf.constant(np.random.RandomState(1).randn(20, 4).astype(np.float32))
+    sp = tf.SparseTensor(indices, values, shape)
+    rt = tf.RaggedTensor.from_row_lengths(values2, row_lengths, validate=False)
+    return tf.concat([tf.nn.safe_embedding_lookup_sparse(table, sp, combiner="mean"),
+                      tf.reduce_sum(tf.gather(table, rt), axis=1)], 1)
+
+
+def test_embedding_matchers_only_read_the_graph():
+    """Matchers return plans (PlannedTensor for row ids and row_splits the
+    op needs); only the emitter edits. Every matcher is tried on every node
+    of a graph holding both forms that used to add nodes while matching."""
+    from grappler_passes import cleanup, fuse_embedding
+    from grappler_passes.embedding_match import PlannedTensor
+    from grappler_passes.pass_base import PassContext, PassResult
+    i64 = tf.TensorSpec([None], tf.int64)
+    graph_def, inputs, outputs = frozen_graph(_sparse_and_ragged_lookups, tf.TensorSpec([None, 2], tf.int64), i64,
+                                              tf.TensorSpec([2], tf.int64), i64, tf.TensorSpec([None], tf.int32))
+    view = GraphView(graph_def, {n.split(":")[0] for n in inputs + outputs})
+    cleanup.PruneIdentity().run(PassContext(view=view), PassResult("prune_identity"))
+    before = view.graph_def.SerializeToString(deterministic=True)
+    info, found = view.tensor_info(), []
+    for node in view.topological_order():
+        for matcher in fuse_embedding.MATCHERS:
+            lookup = matcher(node, view, info, {})
+            if lookup is not None:
+                found.append(lookup)
+    assert view.graph_def.SerializeToString(deterministic=True) == before
+    planned = [p for l in found for p in l.parts if isinstance(p, PlannedTensor)]
+    assert {type(p).__name__ for p in planned} == {"IndexZero", "SplitsFromLengths"}
