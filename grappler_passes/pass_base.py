@@ -41,10 +41,14 @@ class PassContext:
     # variable behind them: graphs carry no shapes for resources.
     resources: dict = dataclasses.field(default_factory=dict)
     # The same placeholders -> the tf.Variable itself, for passes that
-    # re-encode a variable's value (fuse_topk's int8/bf16 candidates). A
-    # pass may add a placeholder here for a variable it creates (a table
-    # re-encoded as bfloat16): the saved model captures it.
+    # re-encode a variable's value (fuse_topk's int8/bf16 candidates). Read
+    # only: a variable a pass creates goes to new_variables.
     variables: dict = dataclasses.field(default_factory=dict)
+    # Placeholders this pass added for variables it created (a table
+    # re-encoded as bfloat16) -> the variable; the pipeline moves them into
+    # PassResult.new_variables when the pass succeeds, and the saved model
+    # captures them.
+    new_variables: dict = dataclasses.field(default_factory=dict)
     # Values derived from the model's variables, shared by every signature
     # (and pass) of one optimize() call so that each is made once:
     # (kind, id(variable)) -> value.
@@ -63,8 +67,7 @@ class PassContext:
         node = self.view.add_node("Placeholder", name, attrs={
             "dtype": types_pb2.DT_RESOURCE,
             "shape": []})
-        self.variables[node.name] = variable
-        self.resources[node.name] = (tuple(variable.shape.as_list()), variable.dtype.name)
+        self.new_variables[node.name] = variable
         return node.name
 
 
@@ -78,6 +81,8 @@ class PassResult:
     nodes_before: int = 0
     nodes_after: int = 0
     pruned: int = 0          # dead nodes the pipeline removed after this pass
+    # Variables the pass created: their placeholder node -> tf.Variable.
+    new_variables: dict = dataclasses.field(default_factory=dict, repr=False)
     seconds: float = 0.0
 
     def skip(self, node, reason):
@@ -89,8 +94,9 @@ class PassResult:
         self.applied += 1
 
     def to_dict(self):
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "new_variables"}
         d["skipped"] = [{"node": n, "reason": r} for n, r in self.skipped]
+        d["new_variables"] = sorted(self.new_variables)
         return d
 
 

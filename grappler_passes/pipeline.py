@@ -69,6 +69,7 @@ def resolve_passes(passes=None, custom_ops=True, device="cpu"):
 def run_pipeline(graph_def, protected, passes=None, custom_ops=True, options=None, resources=None,
                  variables=None, derived=None):
     """Runs the passes over a copy of graph_def; returns (graph_def, [PassResult]).
+    Variables the passes created are in the results' new_variables.
 
     Each pass runs on its own copy: if it raises or leaves an invalid graph
     (a dangling input, a cycle, a node its OpDef rejects), the copy is
@@ -78,6 +79,9 @@ def run_pipeline(graph_def, protected, passes=None, custom_ops=True, options=Non
     """
     current = copy.deepcopy(graph_def)
     results = []
+    # What the passes so far have added joins what the next pass sees; a
+    # dropped pass's variables are dropped with it.
+    resources, variables = dict(resources or {}), dict(variables or {})
     info = None  # the current graph's shapes, while a pass has not changed it
     for cls in resolve_passes(passes, custom_ops, getattr(options, "device", "cpu")):
         trial = copy.deepcopy(current)
@@ -85,14 +89,17 @@ def run_pipeline(graph_def, protected, passes=None, custom_ops=True, options=Non
         result = PassResult(name=cls.name, nodes_before=len(trial.node))
         start = time.perf_counter()
         try:
-            cls().run(PassContext(view=view, custom_ops=custom_ops, options=options,
-                                  resources=resources if resources is not None else {},
-                                  variables=variables if variables is not None else {},
-                                  derived=derived if derived is not None else {}), result)
+            ctx = PassContext(view=view, custom_ops=custom_ops, options=options, resources=dict(resources),
+                              variables=dict(variables), derived=derived if derived is not None else {})
+            cls().run(ctx, result)
             if cls.prune_after and result.applied:
                 result.pruned = cleanup.prune_dead(view)
             view.validate()
             current, info = trial, view.cached_tensor_info()
+            present = {n.name for n in trial.node}
+            result.new_variables = {k: v for k, v in ctx.new_variables.items() if k in present}
+            variables.update(result.new_variables)
+            resources.update({k: (tuple(v.shape.as_list()), v.dtype.name) for k, v in result.new_variables.items()})
         except Exception as exc:  # a failing pass must never sink the whole optimization
             result.error = f"{type(exc).__name__}: {exc}"
             logging.warning("pass %s failed and was skipped: %s", cls.name, result.error)

@@ -144,3 +144,44 @@ def test_embedding_matchers_only_read_the_graph():
     assert view.graph_def.SerializeToString(deterministic=True) == before
     planned = [p for l in found for p in l.parts if isinstance(p, PlannedTensor)]
     assert {type(p).__name__ for p in planned} == {"IndexZero", "SplitsFromLengths"}
+
+
+class _VariableBias(GraphPass):
+    """Turns the constant addend of `x + c` into a read of a new variable."""
+    name = "test_variable_bias"
+    fail = False
+    seen = []
+
+    def run(self, ctx, result):
+        type(self).seen.append(sorted(ctx.variables))
+        view = ctx.view
+        add = next(n for n in view.nodes() if n.op == "AddV2")
+        handle = ctx.add_variable_handle("bias_handle", tf.Variable(np.float32(5.0)))
+        read = view.add_node("ReadVariableOp", "bias_read", [handle], {"dtype": tf.float32})
+        add.input[1] = read.name
+        view.touch()
+        result.apply()
+        if self.fail:
+            raise RuntimeError("sabotaged after creating a variable")
+
+
+class _FailingVariableBias(_VariableBias):
+    name = "test_failing_variable_bias"
+    fail = True
+
+
+def test_new_variables_come_back_in_the_pass_result(monkeypatch):
+    for cls in (_VariableBias, _FailingVariableBias):
+        monkeypatch.setitem(pipeline._PASSES, cls.name, cls)
+    _VariableBias.seen = []
+    graph_def, inputs, outputs = frozen_graph(lambda x: x + 1.0, tf.TensorSpec([None], tf.float32))
+    _, results = optimize_graph(graph_def, inputs, outputs,
+                                passes=[_FailingVariableBias.name, _VariableBias.name, _FailingVariableBias.name])
+    failed, ok, after = results
+    assert "sabotaged" in failed.error and failed.new_variables == {}
+    assert ok.error == "" and list(ok.new_variables) == ["bias_handle"]
+    assert float(ok.new_variables["bias_handle"].numpy()) == 5.0
+    # what a pass sees: nothing from the dropped pass, the kept pass's variable after it
+    assert _VariableBias.seen == [[], [], ["bias_handle"]]
+    assert "sabotaged" in after.error
+    assert ok.to_dict()["new_variables"] == ["bias_handle"]

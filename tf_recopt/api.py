@@ -168,11 +168,10 @@ def _run_passes(model, opts, report):
         if opts.signatures and name not in opts.signatures:
             graphs[name] = sig.graph_def
         else:
-            variables = sig.variables()
             graphs[name], sreport.passes = run_pipeline(sig.graph_def, sig.protected_nodes(), opts.passes,
-                                                        opts.custom_ops, opts, sig.resource_specs(), variables,
-                                                        derived)
-            sig.sync_captures(graphs[name], variables)
+                                                        opts.custom_ops, opts, sig.resource_specs(),
+                                                        sig.variables(), derived)
+            sig.sync_captures(graphs[name], {k: v for r in sreport.passes for k, v in r.new_variables.items()})
         sreport.nodes_after = len(graphs[name].node)
         sreport.ops_after = GraphView(graphs[name]).op_histogram()
         report.signatures[name] = sreport

@@ -53,7 +53,7 @@ class SignatureGraph:
 
     def sync_captures(self, graph_def, variables):
         """Captures for graph_def as the passes left it: variables they added
-        (placeholder node -> tf.Variable in `variables`) join; variables no
+        (placeholder node -> tf.Variable: the pass results' new_variables) join; variables no
         node reads any more leave, so the saved model does not carry a table
         that only its re-encoded copy serves."""
         read = {i.split(":")[0].lstrip("^") for n in graph_def.node for i in n.input}
