@@ -20,6 +20,7 @@ BiasAdd only, never Add).
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
+from grappler_passes.graph_view import add_strided_slice
 from grappler_passes.dense_match import MATMUL, weight_transposed
 from grappler_passes.pass_base import GraphPass
 from grappler_passes.pattern import P, match
@@ -135,7 +136,7 @@ class Canonicalize(GraphPass):
         i32 = types_pb2.DT_INT32
         shape = view.add_node("Shape", base + "/recopt_shape", [x], {"T": t, "out_type": i32}, dev).name
         const = lambda n, v: view.add_const(f"{base}/recopt_{n}", np.asarray(v, np.int32)).name  # noqa: E731
-        lead = view.add_strided_slice(base + "/recopt_lead", shape, types_pb2.DT_INT32, [0], [-1], device=dev).name
+        lead = add_strided_slice(view, base + "/recopt_lead", shape, types_pb2.DT_INT32, [0], [-1], device=dev).name
         out_shape = view.add_node("ConcatV2", base + "/recopt_out_shape", [lead, const("n", [w.shape[1]]),
                                                                            const("axis", 0)],
                                   {"T": i32, "Tidx": i32, "N": 2}, dev).name

@@ -236,14 +236,6 @@ class GraphView:
         proto = tensor_util.make_tensor_proto(value)
         return self.add_node("Const", name, attrs={"value": proto, "dtype": proto.dtype})
 
-    def add_strided_slice(self, name, tensor, dtype, begin, end, masks=None, device=""):
-        """tensor[begin:end] with stride 1 as a StridedSlice over constant
-        int32 bounds; masks sets begin_mask, end_mask, shrink_axis_mask... bits."""
-        bounds = [self.add_const(f"{name}/{k}", np.asarray(v, np.int32)).name
-                  for k, v in (("begin", begin), ("end", end), ("strides", [1] * len(begin)))]
-        attrs = {"T": dtype, "Index": types_pb2.DT_INT32, **(masks or {})}
-        return self.add_node("StridedSlice", name, [tensor] + bounds, attrs, device)
-
     def rewrite(self, node, op, inputs, attrs):
         """Turns `node` into `op` over `inputs` in place: its name, and so its
         consumers, stay; its control inputs are kept."""
@@ -319,18 +311,31 @@ class GraphView:
         minimum, input count off): TensorFlow would refuse the graph later,
         where the pass that broke it could no longer be dropped alone."""
         self._index()
-        for n in self.graph_def.node:
-            for inp in n.input:
-                if parse_input(inp)[0] not in self._nodes:
-                    raise GraphValidityError(f"node '{n.name}' ({n.op}) reads missing node '{inp}'")
-            problem = op_def_problem(n)
-            if problem:
-                raise GraphValidityError(f"node '{n.name}' ({n.op}): {problem}")
-        missing = [p for p in self.protected if p not in self._nodes]
-        if missing:
-            raise GraphValidityError(f"signature nodes removed: {sorted(missing)}")
-        if len(self.topological_order()) != len(self.graph_def.node):
-            raise GraphValidityError("graph has a cycle")
+        _check_graph(self, self._nodes)
 
     def op_histogram(self):
         return dict(collections.Counter(n.op for n in self.graph_def.node))
+
+
+def add_strided_slice(view, name, tensor, dtype, begin, end, masks=None, device=""):
+    """tensor[begin:end] with stride 1 as a StridedSlice over constant int32
+    bounds; masks sets begin_mask, end_mask, shrink_axis_mask... bits."""
+    bounds = [view.add_const(f"{name}/{k}", np.asarray(v, np.int32)).name
+              for k, v in (("begin", begin), ("end", end), ("strides", [1] * len(begin)))]
+    attrs = {"T": dtype, "Index": types_pb2.DT_INT32, **(masks or {})}
+    return view.add_node("StridedSlice", name, [tensor] + bounds, attrs, device)
+
+
+def _check_graph(view, nodes):
+    for n in view.graph_def.node:
+        for inp in n.input:
+            if parse_input(inp)[0] not in nodes:
+                raise GraphValidityError(f"node '{n.name}' ({n.op}) reads missing node '{inp}'")
+        problem = op_def_problem(n)
+        if problem:
+            raise GraphValidityError(f"node '{n.name}' ({n.op}): {problem}")
+    missing = [p for p in view.protected if p not in nodes]
+    if missing:
+        raise GraphValidityError(f"signature nodes removed: {sorted(missing)}")
+    if len(view.topological_order()) != len(view.graph_def.node):
+        raise GraphValidityError("graph has a cycle")
