@@ -54,7 +54,6 @@ setup(
         "onednn-cpu-gomp==2023.2.0",
     ],
     extras_require={
-        "cpu": ["tensorflow-cpu>=2.21,<2.22"],
         "test": ["pytest"],
         # tf_recopt.tfx.RecOptimizer; the pipeline image already has it.
         "tfx": ["tfx>=1.21,<1.22"],
