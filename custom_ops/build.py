@@ -17,12 +17,18 @@ import sysconfig
 ROOT = pathlib.Path(__file__).resolve().parent
 LIB_STEM = "_recopt_ops"
 
-# Per-file flags for the ISA-specific kernels (see core/gemm_kernels.h).
-ISA_FLAGS = {
-    "gemm_avx2.cc": ["-mavx2", "-mfma", "-ffp-contract=fast"],
-    "gemm_avx512.cc": ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mfma",
-                       "-ffp-contract=fast"],
-}
+
+
+def _isa_copts():
+    """isa -> compile flags, from isa_flags.bzl: the table Bazel's
+    recopt.bzl loads too, written so that it is also plain Python."""
+    scope = {}
+    exec((ROOT / "isa_flags.bzl").read_text(encoding="utf-8"), scope)
+    return scope["ISA_COPTS"]
+
+
+# Per-file flags for the ISA-specific kernel units (see core/isa_kernels.h).
+ISA_FLAGS = {f"isa_{isa}.cc": flags for isa, flags in _isa_copts().items()}
 X86_ONLY = set(ISA_FLAGS)
 # Compiled only where oneDNN's headers are (the onednn-devel-cpu-gomp wheel);
 # the library itself is opened at run time (core/onednn_api.h says why).
@@ -84,26 +90,49 @@ def _compile(cxx, src, obj, flags):
     return obj
 
 
-def build(out_dir, build_dir=None, verbose=True):
-    """Builds the op library into out_dir; returns its path."""
-    out_dir = pathlib.Path(out_dir)
+def _setup(build_dir):
+    """(TensorFlow version, compile flags, link flags, object folder, TensorFlow's own compile flags)."""
     tf_version, cflags, lflags = _tf_flags()
     # Objects depend on the TensorFlow headers: one cache per release.
     build_dir = pathlib.Path(build_dir or ROOT.parent / "build" / "custom_ops") / f"tf-{tf_version}"
     build_dir.mkdir(parents=True, exist_ok=True)
-    srcs, is_x86 = sources()
-    cxx = os.environ.get("CXX", "g++")
     flags = cflags + ["-O3", "-fPIC", "-Wall", "-Wno-sign-compare", "-DNDEBUG",
                       f'-DRECOPT_TF_VERSION="{tf_version}"']
-    if is_x86:
+    if platform.machine() in ("x86_64", "AMD64"):
         flags.append("-DRECOPT_HAVE_X86_ISAS")
     if onednn_include():
         flags += ["-DRECOPT_HAVE_ONEDNN", "-isystem", onednn_include()]
-    jobs = os.cpu_count() or 2
-    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+    return tf_version, flags, lflags, build_dir, cflags
+
+
+def _compile_all(cxx, srcs, build_dir, flags):
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         futures = [pool.submit(_compile, cxx, s, build_dir / (s.parent.name + "_" + s.stem + ".o"), flags)
                    for s in srcs]
-        objs = [f.result() for f in futures]
+        return [f.result() for f in futures]
+
+
+def build_core_tests(build_dir=None):
+    """Links custom_ops/core_tests/*.cc with the core objects (no TensorFlow
+    library: core/ has no TensorFlow include) into one test binary, reusing
+    the op build's cached objects; returns its path."""
+    _, flags, _, build_dir, _ = _setup(build_dir)
+    cxx = os.environ.get("CXX", "g++")
+    core = [s for s in sources()[0] if s.parent.name == "core"]
+    tests = sorted((ROOT / "core_tests").glob("*.cc"))
+    objs = _compile_all(cxx, core + tests, build_dir, flags)
+    binary = build_dir / "core_tests"
+    subprocess.run([cxx, "-o", str(binary)] + [str(o) for o in objs] + ["-ldl", "-lpthread"], check=True)
+    return binary
+
+
+def build(out_dir, build_dir=None, verbose=True):
+    """Builds the op library into out_dir; returns its path."""
+    out_dir = pathlib.Path(out_dir)
+    tf_version, flags, lflags, build_dir, cflags = _setup(build_dir)
+    srcs, _ = sources()
+    cxx = os.environ.get("CXX", "g++")
+    objs = _compile_all(cxx, srcs, build_dir, flags)
     gpu_link = []
     if os.environ.get("RECOPT_CUDA") == "1":
         from custom_ops import cuda_build

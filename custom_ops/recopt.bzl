@@ -14,15 +14,12 @@ picked at load time (custom_ops/core/cpu_dispatch.cc), so the binary runs
 on machines with and without AVX-512 whatever --copt the server uses.
 """
 
+load(":custom_ops/isa_flags.bzl", "ISA_COPTS")
+
 _TF_DEPS = [
     "@org_tensorflow//tensorflow/core:framework",
     "@org_tensorflow//tensorflow/core:lib",
 ]
-
-_ISA_COPTS = {
-    "avx2": ["-mavx2", "-mfma", "-ffp-contract=fast"],
-    "avx512": ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mfma", "-ffp-contract=fast"],
-}
 
 _COPTS = ["-O3", "-DNDEBUG", "-DRECOPT_HAVE_X86_ISAS"]
 
@@ -33,10 +30,10 @@ def recopt_op_library(name, tf_version, tf_deps = _TF_DEPS, visibility = None):
     onednn = ["custom_ops/core/onednn_api.h", "custom_ops/core/onednn_mlp.h"]
     core_hdrs = native.glob(["custom_ops/core/*.h", "custom_ops/core/*.inc"], exclude = onednn)
     isa_libs = []
-    for isa, copts in _ISA_COPTS.items():
+    for isa, copts in ISA_COPTS.items():
         native.cc_library(
             name = name + "_core_" + isa,
-            srcs = ["custom_ops/core/gemm_%s.cc" % isa],
+            srcs = ["custom_ops/core/isa_%s.cc" % isa],
             hdrs = core_hdrs,
             copts = _COPTS + copts,
             alwayslink = 1,
@@ -47,8 +44,8 @@ def recopt_op_library(name, tf_version, tf_deps = _TF_DEPS, visibility = None):
         name = name + "_core",
         srcs = native.glob(
             ["custom_ops/core/*.cc"],
-            exclude = ["custom_ops/core/gemm_avx2.cc", "custom_ops/core/gemm_avx512.cc",
-                       "custom_ops/core/onednn_api.cc", "custom_ops/core/onednn_mlp.cc"],
+            exclude = ["custom_ops/core/isa_%s.cc" % isa for isa in ISA_COPTS] +
+                      ["custom_ops/core/onednn_api.cc", "custom_ops/core/onednn_mlp.cc"],
         ),
         hdrs = core_hdrs,
         copts = _COPTS,

@@ -3,7 +3,7 @@
 #include <cstring>
 #include <initializer_list>
 
-#include "gemm_kernels.h"
+#include "isa_kernels.h"
 
 namespace recopt {
 namespace {
@@ -24,21 +24,21 @@ bool CpuHas(const char* isa) {
   return std::strcmp(isa, "generic") == 0;
 }
 
-const GemmKernels& Choose() {
+const IsaKernels& Choose() {
   // RECOPT_ISA lets tests and benchmarks force a lower path on a bigger CPU.
   const char* forced = std::getenv("RECOPT_ISA");
   if (forced != nullptr && *forced != '\0') {
-    if (const GemmKernels* k = GemmKernelsForIsa(forced)) return *k;
+    if (const IsaKernels* k = IsaKernelsFor(forced)) return *k;
   }
   for (const char* isa : {"avx512vnni", "avx512", "avx2"}) {
-    if (const GemmKernels* k = GemmKernelsForIsa(isa)) return *k;
+    if (const IsaKernels* k = IsaKernelsFor(isa)) return *k;
   }
   return generic::Kernels();
 }
 
 }  // namespace
 
-const GemmKernels* GemmKernelsForIsa(const char* isa) {
+const IsaKernels* IsaKernelsFor(const char* isa) {
   if (!CpuHas(isa)) return nullptr;
 #if defined(RECOPT_HAVE_X86_ISAS)
   if (std::strcmp(isa, "avx512vnni") == 0) return &avx512::VnniKernels();
@@ -49,8 +49,8 @@ const GemmKernels* GemmKernelsForIsa(const char* isa) {
   return nullptr;
 }
 
-const GemmKernels& SelectedGemmKernels() {
-  static const GemmKernels& k = Choose();
+const IsaKernels& SelectedIsaKernels() {
+  static const IsaKernels& k = Choose();
   return k;
 }
 

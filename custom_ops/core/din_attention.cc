@@ -26,7 +26,7 @@ AttentionPart AttentionPartFromName(const char* name) {
   return kPartCount;
 }
 
-std::string PackedDinAttention::Pack(const AttentionSpec& spec, const GemmKernels& kernels, bool weights_bf16) {
+std::string PackedDinAttention::Pack(const AttentionSpec& spec, const IsaKernels& kernels, bool weights_bf16) {
   if (spec.dim <= 0) return "the query dimension must be positive";
   if (spec.parts.empty()) return "no concatenated parts";
   if (spec.layers.empty()) return "no layers";

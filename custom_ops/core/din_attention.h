@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "gemm_kernels.h"
+#include "isa_kernels.h"
 #include "mlp.h"
 
 namespace recopt {
@@ -39,7 +39,7 @@ struct AttentionSpec {
 class PackedDinAttention {
  public:
   // Returns an empty string on success, else what is wrong with which layer.
-  std::string Pack(const AttentionSpec& spec, const GemmKernels& kernels, bool weights_bf16 = false);
+  std::string Pack(const AttentionSpec& spec, const IsaKernels& kernels, bool weights_bf16 = false);
 
   int dim() const { return dim_; }
   int64_t FlopsPerKey() const;
@@ -57,7 +57,7 @@ class PackedDinAttention {
              float* scratch) const;
   void Weigh(const bool* mask, int64_t steps, float* scores) const;
 
-  const GemmKernels* kernels_ = nullptr;
+  const IsaKernels* kernels_ = nullptr;
   int dim_ = 0, hidden_ = 0, hidden_pad_ = 0;
   int activation_ = 0;
   float alpha_ = 0.f;

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "gemm_kernels.h"
+#include "isa_kernels.h"
 
 namespace recopt {
 namespace {
@@ -29,7 +29,7 @@ bool CombinerFromName(const char* name, Combiner* out) {
 
 void EmbeddingBagRows(const EmbeddingTableView& table, const EmbeddingBag& bag, int64_t r0,
                       int64_t r1) {
-  SelectedGemmKernels().embedding_rows(table, bag, r0, r1);
+  SelectedIsaKernels().embedding_rows(table, bag, r0, r1);
 }
 
 namespace {

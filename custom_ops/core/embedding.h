@@ -55,7 +55,7 @@ class ShardMap {
 bool CombinerFromName(const char* name, Combiner* out);
 
 // How a table's rows are stored. kTableF32 and kTableBF16 equal
-// kScoreF32 and kScoreBF16 (gemm_kernels.h), whose loaders they share.
+// kScoreF32 and kScoreBF16 (isa_kernels.h), whose loaders they share.
 // kTableU8RowWise is FBGEMM's fused 8-bit row-wise format: each row is dim
 // uint8 codes, then its fp32 scale and fp32 bias (dim + 8 bytes, no
 // padding); element j is fma(code_j, scale, bias) in fp32. Lookups at large

@@ -51,7 +51,7 @@ struct MaskedState {
 
 }  // namespace
 
-std::string PackedGru::Pack(const GruSpec& s, const GemmKernels& kernels, bool weights_bf16) {
+std::string PackedGru::Pack(const GruSpec& s, const IsaKernels& kernels, bool weights_bf16) {
   if (s.input_dim <= 0 || s.units <= 0) return "GRU needs a positive input width and unit count";
   kernels_ = &kernels;
   input_dim_ = s.input_dim;

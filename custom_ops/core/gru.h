@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <string>
 
-#include "gemm_kernels.h"
+#include "isa_kernels.h"
 #include "mlp.h"
 
 namespace recopt {
@@ -35,7 +35,7 @@ struct GruLayout {
 class PackedGru {
  public:
   // Returns an empty string on success, else what is wrong with the spec.
-  std::string Pack(const GruSpec& spec, const GemmKernels& kernels, bool weights_bf16);
+  std::string Pack(const GruSpec& spec, const IsaKernels& kernels, bool weights_bf16);
 
   int units() const { return units_; }
   int input_dim() const { return input_dim_; }
@@ -55,7 +55,7 @@ class PackedGru {
   void Step(const float* xp, int64_t ldx, const float* h, int64_t ldh, int64_t rows, const float* att, int64_t lda,
             float* out, int64_t ldo, float* scratch) const;
 
-  const GemmKernels* kernels_ = nullptr;
+  const IsaKernels* kernels_ = nullptr;
   int input_dim_ = 0, units_ = 0;
   bool reset_after_ = true;
   int attention_ = kGruAttendNone;

@@ -41,7 +41,7 @@ int64_t InteractionScratchFloats(int64_t num_features) {
   return num_features * num_features + 1;
 }
 
-void DotInteraction(const GemmKernels& kernels, const float* x, int64_t b0, int64_t b1, int64_t num_features,
+void DotInteraction(const IsaKernels& kernels, const float* x, int64_t b0, int64_t b1, int64_t num_features,
                     int64_t dim, const InteractionPairs& pairs, float* out, int64_t ldo, float* scratch) {
   const int64_t f = num_features, p = static_cast<int64_t>(pairs.offset.size());
   float* gram = scratch;

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "gemm_kernels.h"
+#include "isa_kernels.h"
 
 namespace recopt {
 
@@ -38,7 +38,7 @@ int64_t InteractionScratchFloats(int64_t num_features);
 // scored into L1-resident scratch by the ISA's score kernel (an F x F block
 // of dot products, 4 rows at a time), then the requested entries are copied.
 // out row b (row stride ldo) gets the pairs' dot products of example b.
-void DotInteraction(const GemmKernels& kernels, const float* x, int64_t b0, int64_t b1, int64_t num_features,
+void DotInteraction(const IsaKernels& kernels, const float* x, int64_t b0, int64_t b1, int64_t num_features,
                     int64_t dim, const InteractionPairs& pairs, float* out, int64_t ldo, float* scratch);
 
 }  // namespace recopt

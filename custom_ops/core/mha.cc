@@ -75,7 +75,7 @@ struct PackedMha::Views {
   int64_t ldq, ldk, ldv;
 };
 
-std::string PackedMha::Pack(const MhaSpec& s, const GemmKernels& kernels, bool weights_bf16) {
+std::string PackedMha::Pack(const MhaSpec& s, const IsaKernels& kernels, bool weights_bf16) {
   if (s.heads <= 0 || s.key_dim <= 0 || s.value_dim <= 0) return "heads, key_dim and value_dim must be positive";
   if (s.mask_mode != kMaskSelect && s.mask_mode != kMaskAdd) return "unknown mask mode";
   const int nh = s.heads * s.key_dim, nhv = s.heads * s.value_dim;

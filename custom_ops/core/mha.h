@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <string>
 
-#include "gemm_kernels.h"
+#include "isa_kernels.h"
 #include "mlp.h"
 
 namespace recopt {
@@ -45,7 +45,7 @@ struct MhaBatch {
 class PackedMha {
  public:
   // Returns an empty string on success, else what is wrong with which weight.
-  std::string Pack(const MhaSpec& spec, const GemmKernels& kernels, bool weights_bf16 = false);
+  std::string Pack(const MhaSpec& spec, const IsaKernels& kernels, bool weights_bf16 = false);
 
   int query_dim() const { return q_.k; }
   int key_dim_in() const { return k_.k; }
@@ -64,7 +64,7 @@ class PackedMha {
   void Head(const MhaBatch& batch, const Views& v, int64_t example, int64_t local, int head, float* ctx,
             float* scratch) const;
 
-  const GemmKernels* kernels_ = nullptr;
+  const IsaKernels* kernels_ = nullptr;
   int heads_ = 0, key_dim_ = 0, value_dim_ = 0;
   float scale_ = 1.f;
   int mask_mode_ = kMaskSelect;

@@ -61,7 +61,7 @@ DenseArgs PackedLayer::Args(const float* a, int64_t lda, int64_t rows, float* c,
 }
 
 std::string PackedMlp::Pack(const std::vector<DenseLayerSpec>& layers,
-                            const GemmKernels& kernels, bool weights_bf16) {
+                            const IsaKernels& kernels, bool weights_bf16) {
   kernels_ = &kernels;
   layers_.clear();
   max_hidden_pad_ = 0;

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "gemm_kernels.h"
+#include "isa_kernels.h"
 
 namespace recopt {
 
@@ -40,7 +40,7 @@ class PackedMlp {
   // Returns an empty string on success, else what is wrong with which layer.
   // weights_bf16 stores weights rounded to bfloat16 (nearest even); inputs,
   // activations and accumulation stay fp32.
-  std::string Pack(const std::vector<DenseLayerSpec>& layers, const GemmKernels& kernels,
+  std::string Pack(const std::vector<DenseLayerSpec>& layers, const IsaKernels& kernels,
                    bool weights_bf16 = false);
 
   int input_dim() const { return layers_.empty() ? 0 : layers_.front().k; }
@@ -55,7 +55,7 @@ class PackedMlp {
  private:
   void RunBlock(const float* x, int64_t rows, float* y, float* scratch, int64_t half) const;
 
-  const GemmKernels* kernels_ = nullptr;
+  const IsaKernels* kernels_ = nullptr;
   std::vector<PackedLayer> layers_;
   int max_hidden_pad_ = 0;
 };
@@ -64,7 +64,7 @@ class PackedMlp {
 uint16_t FloatToBf16(float f);
 
 // Row-major [k, n] -> the dense kernels' panel-major [n_pad / nr][k][nr],
-// zero padded past n (see gemm_kernels.h).
+// zero padded past n (see isa_kernels.h).
 void PackPanels(const float* w, int k, int n, int n_pad, int nr, std::vector<float>* out);
 
 // Rows per block: small enough that a block's activations stay in L2 between

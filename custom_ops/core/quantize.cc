@@ -1,6 +1,6 @@
 #include "quantize.h"
 
-#include "gemm_kernels.h"
+#include "isa_kernels.h"
 
 #include <algorithm>
 #include <cmath>
@@ -115,7 +115,7 @@ bool QuantizeColumns(const float* w, int64_t k, int64_t n, int8_t* q, float* sca
 bool QuantizeRows(const float* x, int64_t rows, int64_t k, bool unsigned_out, void* q, float* scales) {
 #if defined(__x86_64__)
   // Follows the selected kernels, so RECOPT_ISA=avx2 or generic tests the portable loop.
-  static const bool avx512 = std::strncmp(SelectedGemmKernels().isa, "avx512", 6) == 0;
+  static const bool avx512 = std::strncmp(SelectedIsaKernels().isa, "avx512", 6) == 0;
   if (avx512) return QuantizeRowsAvx512(x, rows, k, unsigned_out, q, scales);
 #endif
   return QuantizeRowsPortable(x, rows, k, unsigned_out, q, scales);

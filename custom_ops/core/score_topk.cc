@@ -23,7 +23,7 @@ bool ScanScores(const ScoreArgs& g, int64_t b, TopKCollector<float>* collector) 
 
 }  // namespace
 
-void ScoreRangeTopK(const GemmKernels& kernels, const ScoreTopKProblem& p, int64_t begin, int64_t end,
+void ScoreRangeTopK(const IsaKernels& kernels, const ScoreTopKProblem& p, int64_t begin, int64_t end,
                     TopKCollector<float>* collectors, char* nan_query) {
   const int64_t batch = p.scoring.batch;
   std::unique_ptr<float[]> scores(new float[batch * kScoreBlock]);
@@ -57,7 +57,7 @@ void ScoreRangeTopK(const GemmKernels& kernels, const ScoreTopKProblem& p, int64
   }
 }
 
-void ScoreAll(const GemmKernels& kernels, const ScoreTopKProblem& p, int64_t b, float* out) {
+void ScoreAll(const IsaKernels& kernels, const ScoreTopKProblem& p, int64_t b, float* out) {
   ScoreArgs g = p.scoring;
   g.q = p.scoring.q + b * p.scoring.dim;
   g.batch = 1;

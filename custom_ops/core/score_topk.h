@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "gemm_kernels.h"
+#include "isa_kernels.h"
 #include "topk.h"
 
 namespace recopt {
@@ -26,11 +26,11 @@ struct ScoreTopKProblem {
 // Scores rows [begin, end) for every query and offers them to collectors[b].
 // A query whose scores hold a NaN gets nan_query[b] = 1 and no more offers:
 // its answer must come from TopKV2's algorithm over all its scores.
-void ScoreRangeTopK(const GemmKernels& kernels, const ScoreTopKProblem& p, int64_t begin, int64_t end,
+void ScoreRangeTopK(const IsaKernels& kernels, const ScoreTopKProblem& p, int64_t begin, int64_t end,
                     TopKCollector<float>* collectors, char* nan_query);
 
 // All n scores of query b (for the NaN fallback).
-void ScoreAll(const GemmKernels& kernels, const ScoreTopKProblem& p, int64_t b, float* out);
+void ScoreAll(const IsaKernels& kernels, const ScoreTopKProblem& p, int64_t b, float* out);
 
 }  // namespace recopt
 

@@ -71,7 +71,7 @@ class DinAttentionOp : public OpKernel {
     recopt::AttentionSpec spec{static_cast<int>(dim), parts_, {}, softmax_, pad_value_};
     TF_RETURN_IF_ERROR(recopt_kernels::LayerSpecs(ctx, attrs_, kFirstWeight, &spec.layers));
     auto att = std::make_shared<recopt::PackedDinAttention>();
-    const std::string err = att->Pack(spec, recopt::SelectedGemmKernels(), attrs_.weights_bf16);
+    const std::string err = att->Pack(spec, recopt::SelectedIsaKernels(), attrs_.weights_bf16);
     if (!err.empty()) return errors::InvalidArgument(name(), ": ", err);
     mutex_lock l(mu_);
     packed_ = att;

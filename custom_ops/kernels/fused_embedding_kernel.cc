@@ -1,14 +1,15 @@
 // Thin OpKernel over core/embedding: reads the tables (constants or resource
 // variables, without the copy a ReadVariableOp may make), resolves each
-// feature's ids (hashing, Keras-style negative wrap, range checks with
-// TensorFlow's gather message), derives its row structure, and shards
-// blocks of output rows over the intra-op pool.
+// feature's ids and row structure with core/embedding_ids (turning its
+// failures into TensorFlow's gather message), and shards blocks of output
+// rows over the intra-op pool.
 #include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "../core/embedding.h"
+#include "../core/embedding_ids.h"
 #include "../core/hugepages.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/resource_mgr.h"
@@ -278,35 +279,28 @@ class FusedEmbeddingLookupOp : public OpKernel {
                                    "] = ", id, " is not in [0, ", rows, ")");
   }
 
-  template <typename T>
-  Status ResolveIntIds(int f, const T* ids, int64_t n, int64_t rows, int64_t* out) const {
-    const FeatureAttrs& a = features_[f];
-    const bool whole = shards_[a.table] == 1;  // ShardRows checks sharded ids
-    for (int64_t i = 0; i < n; ++i) {
-      int64_t id = static_cast<int64_t>(ids[i]);
-      if (a.hash_buckets > 0) id = ((id % a.hash_buckets) + a.hash_buckets) % a.hash_buckets;
-      if (a.wrap_negative && id < 0) id += rows;
-      if (whole && (id < 0 || id >= rows)) return OutOfRange(f, i, id, rows);
-      out[i] = id;
-    }
-    return OkStatus();
-  }
-
   Status ResolveIds(int f, const Tensor& ids, const recopt::EmbeddingTableView& table,
                     std::vector<int64_t>* out) const {
+    const FeatureAttrs& a = features_[f];
     const int64_t n = ids.NumElements();
     out->resize(n);
-    if (ids.dtype() == DT_INT32) return ResolveIntIds(f, ids.flat<int32>().data(), n, table.rows, out->data());
-    if (ids.dtype() == DT_INT64) return ResolveIntIds(f, ids.flat<int64_t>().data(), n, table.rows, out->data());
-    const tstring* strings = ids.flat<tstring>().data();
-    const uint64_t buckets = static_cast<uint64_t>(features_[f].hash_buckets);
-    const bool whole = shards_[features_[f].table] == 1;
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t id = static_cast<int64_t>(::util::Fingerprint64(strings[i].data(), strings[i].size()) % buckets);
-      if (whole && id >= table.rows) return OutOfRange(f, i, id, table.rows);
-      (*out)[i] = id;
+    recopt::IdRules rules;
+    rules.hash_buckets = a.hash_buckets;
+    rules.wrap_negative = a.wrap_negative;
+    rules.check_range = shards_[a.table] == 1;  // ShardRows checks sharded ids
+    recopt::IdError error;
+    bool ok;
+    if (ids.dtype() == DT_INT32) {
+      ok = recopt::ResolveIntIds(ids.flat<int32>().data(), n, table.rows, rules, out->data(), &error);
+    } else if (ids.dtype() == DT_INT64) {
+      ok = recopt::ResolveIntIds(ids.flat<int64_t>().data(), n, table.rows, rules, out->data(), &error);
+    } else {
+      const tstring* strings = ids.flat<tstring>().data();
+      std::vector<uint64_t> fingerprints(n);
+      for (int64_t i = 0; i < n; ++i) fingerprints[i] = ::util::Fingerprint64(strings[i].data(), strings[i].size());
+      ok = recopt::BucketFingerprints(fingerprints.data(), n, table.rows, rules, out->data(), &error);
     }
-    return OkStatus();
+    return ok ? OkStatus() : OutOfRange(f, error.index, error.id, table.rows);
   }
 
   Status Resolve(OpKernelContext* ctx, int f, const recopt::EmbeddingTableView& table, int ids_index,
@@ -372,44 +366,34 @@ class FusedEmbeddingLookupOp : public OpKernel {
   }
 
   Status RaggedRows(int f, const Tensor& splits, int64_t n, ResolvedFeature* r) const {
-    if (splits.dims() != 1 || splits.NumElements() < 1) {
+    if (splits.dims() != 1) {
       return errors::InvalidArgument(name(), ": feature ", f, ": row_splits must be a non-empty vector");
     }
-    r->num_rows = splits.NumElements() - 1;
-    r->offsets = Int64Values(splits);
-    for (int64_t i = 0; i <= r->num_rows; ++i) {
-      if ((i == 0 && r->offsets[0] != 0) || (i > 0 && r->offsets[i] < r->offsets[i - 1])) {
+    recopt::IdError error;
+    switch (recopt::RaggedOffsets(Int64Values(splits), n, &r->offsets, &r->num_rows, &error)) {
+      case recopt::RowsError::kNone: return OkStatus();
+      case recopt::RowsError::kSplitsEnd:
+        return errors::InvalidArgument(name(), ": feature ", f, ": row_splits end at ", error.id,
+                                       " but there are ", n, " ids");
+      case recopt::RowsError::kSplitsEmpty:
+        return errors::InvalidArgument(name(), ": feature ", f, ": row_splits must be a non-empty vector");
+      default:
         return errors::InvalidArgument(name(), ": feature ", f, ": row_splits must start at 0 and not decrease");
-      }
     }
-    if (r->offsets[r->num_rows] != n) {
-      return errors::InvalidArgument(name(), ": feature ", f, ": row_splits end at ", r->offsets[r->num_rows],
-                                     " but there are ", n, " ids");
-    }
-    return OkStatus();
   }
 
-  // Sorted segment ids (SparseSegmentSum's contract) -> CSR offsets.
   Status SegmentRows(int f, const Tensor& segments, int64_t n, int64_t num_segments,
                      ResolvedFeature* r) const {
     if (segments.NumElements() != n) {
       return errors::InvalidArgument(name(), ": feature ", f, ": ", segments.NumElements(),
                                      " segment ids for ", n, " ids");
     }
-    const std::vector<int64_t> seg = Int64Values(segments);
-    int64_t prev = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t s = seg[i];
-      if (s < prev || (num_segments >= 0 && s >= num_segments)) {
-        return errors::InvalidArgument(name(), ": feature ", f, ": segment ids must be sorted and in range; "
-                                       "segment_ids[", i, "] = ", s);
-      }
-      prev = s;
+    recopt::IdError error;
+    if (recopt::SegmentOffsets(Int64Values(segments), num_segments, &r->offsets, &r->num_rows, &error) !=
+        recopt::RowsError::kNone) {
+      return errors::InvalidArgument(name(), ": feature ", f, ": segment ids must be sorted and in range; "
+                                     "segment_ids[", error.index, "] = ", error.id);
     }
-    r->num_rows = num_segments >= 0 ? num_segments : (n == 0 ? 0 : prev + 1);
-    r->offsets.assign(r->num_rows + 1, 0);
-    for (int64_t i = 0; i < n; ++i) r->offsets[seg[i] + 1]++;
-    for (int64_t s = 0; s < r->num_rows; ++s) r->offsets[s + 1] += r->offsets[s];
     return OkStatus();
   }
 

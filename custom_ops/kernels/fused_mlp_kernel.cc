@@ -139,7 +139,7 @@ class FusedMlpOp : public OpKernel {
     std::vector<recopt::DenseLayerSpec> specs;
     TF_RETURN_IF_ERROR(recopt_kernels::LayerSpecs(ctx, attrs_, 1, &specs));
     auto packed = std::make_shared<recopt::PackedMlp>();
-    const std::string err = packed->Pack(specs, recopt::SelectedGemmKernels(), attrs_.weights_bf16);
+    const std::string err = packed->Pack(specs, recopt::SelectedIsaKernels(), attrs_.weights_bf16);
     if (!err.empty()) return errors::InvalidArgument(name(), ": ", err);
     mlp->packed = packed;
     mutex_lock l(mu_);

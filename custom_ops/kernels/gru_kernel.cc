@@ -107,7 +107,7 @@ class GruOp : public OpKernel {
                                static_cast<int>(kernel.dim_size(0)), static_cast<int>(u), reset_after_,
                                attention_};
     auto gru = std::make_shared<recopt::PackedGru>();
-    const std::string err = gru->Pack(spec, recopt::SelectedGemmKernels(), weights_bf16_);
+    const std::string err = gru->Pack(spec, recopt::SelectedIsaKernels(), weights_bf16_);
     if (!err.empty()) return errors::InvalidArgument(name(), ": ", err);
     mutex_lock l(mu_);
     packed_ = gru;

@@ -48,7 +48,7 @@ class DotInteractionOp : public OpKernel {
     float* yp = y->flat<float>().data();
     float* pairs_out = yp + (dense_first_ ? k : 0);
     float* dense_out = yp + (dense_first_ ? 0 : p);
-    const recopt::GemmKernels& kernels = recopt::SelectedGemmKernels();
+    const recopt::IsaKernels& kernels = recopt::SelectedIsaKernels();
     auto work = [&](int64_t b0, int64_t b1) {
       std::unique_ptr<float[]> scratch(new float[recopt::InteractionScratchFloats(num_features_)]);
       if (p > 0) recopt::DotInteraction(kernels, xp, b0, b1, num_features_, dim, pairs_, pairs_out, p + k, scratch.get());

@@ -103,7 +103,7 @@ class MultiHeadAttentionOp : public OpKernel {
                     static_cast<int>(w.dim_size(1)), recopt::kActNone, 0.f};
     }
     auto mha = std::make_shared<recopt::PackedMha>();
-    const std::string err = mha->Pack(spec, recopt::SelectedGemmKernels(), weights_bf16_);
+    const std::string err = mha->Pack(spec, recopt::SelectedIsaKernels(), weights_bf16_);
     if (!err.empty()) return errors::InvalidArgument(name(), ": ", err);
     mutex_lock l(mu_);
     packed_ = mha;

@@ -79,7 +79,7 @@ class ScoreTopKOp : public OpKernel {
 
   void Run(OpKernelContext* ctx, const recopt::ScoreTopKProblem& p, float* values, int32* indices) {
     auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
-    const recopt::GemmKernels& kernels = recopt::SelectedGemmKernels();
+    const recopt::IsaKernels& kernels = recopt::SelectedIsaKernels();
     const int64_t batch = p.scoring.batch;
     if (threads->num_threads > 1 && batch >= kMinQueriesPerThread * threads->num_threads) {
       return ByQueries(ctx, kernels, p, values, indices);
@@ -120,7 +120,7 @@ class ScoreTopKOp : public OpKernel {
   // two_tower's op time at batch 64 on two threads. Rereading the
   // candidates per thread still paid at n = 1M fp32 from batch 16 on two
   // threads; batch 8 split into tiles of 4 did not (fp32 got slower).
-  void ByQueries(OpKernelContext* ctx, const recopt::GemmKernels& kernels, const recopt::ScoreTopKProblem& p,
+  void ByQueries(OpKernelContext* ctx, const recopt::IsaKernels& kernels, const recopt::ScoreTopKProblem& p,
                  float* values, int32* indices) {
     auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
     const int64_t batch = p.scoring.batch, dim = p.scoring.dim;
@@ -147,7 +147,7 @@ class ScoreTopKOp : public OpKernel {
 
   // A NaN score: TopKV2's answer depends on its heap order, so run its
   // algorithm over all of this query's scores.
-  void FallBack(const recopt::GemmKernels& kernels, const recopt::ScoreTopKProblem& p, int64_t b,
+  void FallBack(const recopt::IsaKernels& kernels, const recopt::ScoreTopKProblem& p, int64_t b,
                 float* values, int32* indices) const {
     std::unique_ptr<float[]> all(new float[p.n]);
     recopt::ScoreAll(kernels, p, b, all.get());

@@ -8,7 +8,7 @@ OP_NAME = SCORE_TOPK
 TOPK_OP_NAME = TOPK
 STORAGES = ("fp32", "bf16", "int8")
 LAYOUTS = ("rows", "blocks16")
-BLOCK_LANES = 16  # custom_ops/core/gemm_kernels.h kScoreLanes
+BLOCK_LANES = 16  # custom_ops/core/isa_kernels.h kScoreLanes
 
 
 def quantize_int8(candidates):

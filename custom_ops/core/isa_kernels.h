@@ -1,11 +1,14 @@
-// Per-ISA dense-layer kernels: C = act(A * B + bias) on a pre-packed B.
+// The per-ISA kernel table (IsaKernels): every vector loop that is compiled
+// once per ISA (isa_generic.cc, isa_avx2.cc, isa_avx512.cc, with the flags
+// of custom_ops/isa_flags.bzl): dense layers, candidate scoring, GRU steps,
+// softmax rows, embedding rows and fused attention heads.
 //
-// B is packed once (at kernel construction, not per call), as fp32 or bf16, into column
+// Dense layers compute C = act(A * B + bias) on a pre-packed B. B is packed once (at kernel construction, not per call), as fp32 or bf16, into column
 // panels of `nr` floats: panel p holds columns [p*nr, p*nr + nr) for every k,
 // contiguous, zero padded past N. The ISA is picked once at load time from
 // CPUID (override with RECOPT_ISA=generic|avx2|avx512|avx512vnni to test every path).
-#ifndef RECOPT_CORE_GEMM_KERNELS_H_
-#define RECOPT_CORE_GEMM_KERNELS_H_
+#ifndef RECOPT_CORE_ISA_KERNELS_H_
+#define RECOPT_CORE_ISA_KERNELS_H_
 
 #include <cstdint>
 
@@ -56,7 +59,7 @@ struct ScoreArgs {
   // or NaN), else 0, so the caller need not rescan blocks that cannot enter.
   const float* floors;      // [batch] or nullptr
   unsigned char* may_pass;  // [batch, ceil(count / kScoreLanes)] or nullptr
-  // The queries as GemmKernels::prepare_queries rounded them, once for a
+  // The queries as IsaKernels::prepare_queries rounded them, once for a
   // whole scan of many ranges, or nullptr (the kernel rounds them itself).
   const ScoreQueryInts* query_ints = nullptr;
 };
@@ -150,7 +153,7 @@ constexpr int kAttentionScratchRows = 4;
 struct EmbeddingTableView;  // embedding.h
 struct EmbeddingBag;
 
-struct GemmKernels {
+struct IsaKernels {
   const char* isa;
   int nr;  // panel width in floats
   void (*dense)(const DenseArgs& args);
@@ -167,19 +170,19 @@ struct GemmKernels {
   bool (*attention_head)(const AttentionHeadArgs& args);
 };
 
-namespace generic { const GemmKernels& Kernels(); }
-namespace avx2 { const GemmKernels& Kernels(); }
+namespace generic { const IsaKernels& Kernels(); }
+namespace avx2 { const IsaKernels& Kernels(); }
 namespace avx512 {
-const GemmKernels& Kernels();
+const IsaKernels& Kernels();
 // The avx512 kernels with int8 blocks16 scoring on AVX512-VNNI (score_vnni.inc).
-const GemmKernels& VnniKernels();
+const IsaKernels& VnniKernels();
 }  // namespace avx512
 
 // The best kernels this CPU supports, chosen on first use.
-const GemmKernels& SelectedGemmKernels();
+const IsaKernels& SelectedIsaKernels();
 // Kernels for a named ISA, or nullptr when the CPU or the build lacks it.
-const GemmKernels* GemmKernelsForIsa(const char* isa);
+const IsaKernels* IsaKernelsFor(const char* isa);
 
 }  // namespace recopt
 
-#endif  // RECOPT_CORE_GEMM_KERNELS_H_
+#endif  // RECOPT_CORE_ISA_KERNELS_H_

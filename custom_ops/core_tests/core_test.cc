@@ -1,0 +1,201 @@
+// Plain C++ tests of custom_ops/core against scalar references: no
+// TensorFlow, no framework. Built and run by tests/test_core_cpp.py (so by
+// `make test`) through custom_ops.build.build_core_tests; exit status 0 when
+// every check passes, each failure printed with its file and line.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../core/embedding_ids.h"
+#include "../core/quantize.h"
+#include "../core/topk.h"
+
+namespace {
+
+int failures = 0;
+int checks = 0;
+
+#define CHECK(cond)                                                         \
+  do {                                                                      \
+    ++checks;                                                               \
+    if (!(cond)) {                                                          \
+      ++failures;                                                           \
+      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+    }                                                                       \
+  } while (0)
+
+// ---- id resolution -------------------------------------------------------
+int64_t ReferenceId(int64_t id, int64_t rows, const recopt::IdRules& r) {
+  if (r.hash_buckets > 0) {
+    id %= r.hash_buckets;
+    if (id < 0) id += r.hash_buckets;   // FloorMod
+  }
+  if (r.wrap_negative && id < 0) id += rows;
+  return id;
+}
+
+void TestResolveIntIds() {
+  std::mt19937_64 rng(7);
+  for (int64_t buckets : {0, 5, 1000}) {
+    for (bool wrap : {false, true}) {
+      recopt::IdRules rules;
+      rules.hash_buckets = buckets;
+      rules.wrap_negative = wrap;
+      const int64_t rows = 1000;
+      std::vector<int64_t> ids(257);
+      for (auto& id : ids) id = static_cast<int64_t>(rng() % 2000) - 1000;  // some negative
+      if (!wrap && buckets == 0) for (auto& id : ids) id = (id < 0 ? -id : id) % rows;
+      std::vector<int64_t> out(ids.size());
+      recopt::IdError error;
+      const bool ok = recopt::ResolveIntIds(ids.data(), ids.size(), rows, rules, out.data(), &error);
+      CHECK(ok);
+      for (size_t i = 0; ok && i < ids.size(); ++i) CHECK(out[i] == ReferenceId(ids[i], rows, rules));
+    }
+  }
+  // int32 ids, and the first out-of-range one is reported with its position.
+  const std::vector<int32_t> ids = {0, 3, 9, 10, 2, -1};
+  std::vector<int64_t> out(ids.size());
+  recopt::IdError error;
+  recopt::IdRules rules;
+  CHECK(!recopt::ResolveIntIds(ids.data(), ids.size(), 10, rules, out.data(), &error));
+  CHECK(error.index == 3 && error.id == 10);
+  rules.check_range = false;  // a sharded table: the shard map checks
+  CHECK(recopt::ResolveIntIds(ids.data(), ids.size(), 10, rules, out.data(), &error));
+  CHECK(out[5] == -1);
+  rules.wrap_negative = true;
+  rules.check_range = true;
+  const std::vector<int64_t> wrapped = {-10, -11};
+  CHECK(!recopt::ResolveIntIds(wrapped.data(), 2, 10, rules, out.data(), &error));
+  CHECK(out[0] == 0 && error.index == 1 && error.id == -1);
+  // Empty input.
+  CHECK(recopt::ResolveIntIds(ids.data(), 0, 10, rules, out.data(), &error));
+}
+
+void TestBucketFingerprints() {
+  const std::vector<uint64_t> fp = {0, 7, std::numeric_limits<uint64_t>::max(), 123456789012345ull};
+  recopt::IdRules rules;
+  rules.hash_buckets = 7;
+  std::vector<int64_t> out(fp.size());
+  recopt::IdError error;
+  CHECK(recopt::BucketFingerprints(fp.data(), fp.size(), 7, rules, out.data(), &error));
+  for (size_t i = 0; i < fp.size(); ++i) CHECK(out[i] == static_cast<int64_t>(fp[i] % 7));
+  // A table of 3 rows: the first bucket >= 3 is reported, with its position.
+  int64_t first = -1;
+  for (size_t i = 0; i < fp.size() && first < 0; ++i) if (fp[i] % 7 >= 3) first = i;
+  CHECK(first >= 0);
+  CHECK(!recopt::BucketFingerprints(fp.data(), fp.size(), 3, rules, out.data(), &error));
+  CHECK(error.index == first && error.id == static_cast<int64_t>(fp[first] % 7));
+}
+
+void TestRowOffsets() {
+  std::vector<int64_t> offsets;
+  int64_t rows = -1;
+  recopt::IdError error;
+  CHECK(recopt::RaggedOffsets({0, 2, 2, 5}, 5, &offsets, &rows, &error) == recopt::RowsError::kNone);
+  CHECK(rows == 3 && offsets == std::vector<int64_t>({0, 2, 2, 5}));
+  CHECK(recopt::RaggedOffsets({0}, 0, &offsets, &rows, &error) == recopt::RowsError::kNone && rows == 0);
+  CHECK(recopt::RaggedOffsets({}, 0, &offsets, &rows, &error) == recopt::RowsError::kSplitsEmpty);
+  CHECK(recopt::RaggedOffsets({1, 2}, 2, &offsets, &rows, &error) == recopt::RowsError::kSplitsOrder);
+  CHECK(recopt::RaggedOffsets({0, 3, 2}, 2, &offsets, &rows, &error) == recopt::RowsError::kSplitsOrder);
+  CHECK(error.index == 2);
+  CHECK(recopt::RaggedOffsets({0, 2}, 3, &offsets, &rows, &error) == recopt::RowsError::kSplitsEnd);
+  CHECK(error.id == 2);
+
+  // Segments: CSR offsets equal a count-then-prefix-sum reference; empty
+  // segments in the middle and (with num_segments) at the end.
+  const std::vector<int64_t> seg = {0, 0, 2, 2, 2, 5};
+  CHECK(recopt::SegmentOffsets(seg, -1, &offsets, &rows, &error) == recopt::RowsError::kNone);
+  CHECK(rows == 6 && offsets == std::vector<int64_t>({0, 2, 2, 5, 5, 5, 6}));
+  CHECK(recopt::SegmentOffsets(seg, 8, &offsets, &rows, &error) == recopt::RowsError::kNone);
+  CHECK(rows == 8 && offsets.back() == 6 && offsets[7] == 6);
+  CHECK(recopt::SegmentOffsets(seg, 5, &offsets, &rows, &error) == recopt::RowsError::kSegmentOrder);
+  CHECK(error.index == 5 && error.id == 5);
+  CHECK(recopt::SegmentOffsets({1, 0}, -1, &offsets, &rows, &error) == recopt::RowsError::kSegmentOrder);
+  CHECK(recopt::SegmentOffsets({-1}, -1, &offsets, &rows, &error) == recopt::RowsError::kSegmentOrder);
+  CHECK(recopt::SegmentOffsets({}, -1, &offsets, &rows, &error) == recopt::RowsError::kNone && rows == 0);
+}
+
+// ---- dynamic int8 quantization --------------------------------------------
+void TestQuantizeRows() {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.f, 3.f);
+  for (int64_t k : {1, 15, 16, 17, 64, 100}) {
+    for (bool unsigned_out : {false, true}) {
+      const int64_t rows = 9;
+      std::vector<float> x(rows * k);
+      for (auto& v : x) v = normal(rng);
+      for (int64_t c = 0; c < k; ++c) x[2 * k + c] = 0.f;  // a zero row: scale 1
+      std::vector<uint8_t> q(rows * k);
+      std::vector<float> scales(rows);
+      CHECK(recopt::QuantizeRows(x.data(), rows, k, unsigned_out, q.data(), scales.data()));
+      const float qmax = unsigned_out ? 255.f : 127.f;
+      for (int64_t r = 0; r < rows; ++r) {
+        float amax = 0.f;
+        for (int64_t c = 0; c < k; ++c) amax = std::fmax(amax, std::fabs(x[r * k + c]));
+        const float scale = amax > 0.f ? amax / qmax : 1.f;
+        const float inv = amax > 0.f ? qmax / amax : 1.f;
+        CHECK(scales[r] == scale);
+        for (int64_t c = 0; c < k; ++c) {
+          const float lo = unsigned_out ? 0.f : -127.f;
+          const float want = std::fmin(std::fmax(std::nearbyint(x[r * k + c] * inv), lo), qmax);
+          const int got = unsigned_out ? static_cast<int>(q[r * k + c]) : static_cast<int>(static_cast<int8_t>(q[r * k + c]));
+          CHECK(got == static_cast<int>(want));
+        }
+      }
+    }
+  }
+  std::vector<float> bad = {1.f, std::numeric_limits<float>::quiet_NaN()};
+  std::vector<uint8_t> q(2);
+  float scale;
+  CHECK(!recopt::QuantizeRows(bad.data(), 1, 2, false, q.data(), &scale));
+}
+
+// ---- TopK's sampled threshold and collector ---------------------------------
+void TestTopKCollector() {
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> small(0, 50);  // many ties
+  const int64_t n = 40000;
+  std::vector<float> row(n);
+  for (auto& v : row) v = static_cast<float>(small(rng));
+  for (int k : {1, 7, 100, 2500}) {
+    recopt::TopKSample<float> sample;
+    CHECK(sample.Take(row.data(), n, k));
+    std::vector<float> values(k);
+    std::vector<int32_t> indices(k);
+    bool done = false;
+    for (int attempt = 0; attempt < 64 && !done; ++attempt) {
+      recopt::TopKCollector<float> collector;
+      collector.Reset(k, sample.Threshold(attempt));
+      CHECK(collector.Scan(row.data(), 0, n));
+      if (collector.size() >= k) {
+        collector.Finish(values.data(), indices.data());
+        done = true;
+      }
+    }
+    CHECK(done);
+    // Reference: a stable sort by (value desc, index asc).
+    std::vector<recopt::TopKEntry<float>> all(n);
+    for (int64_t i = 0; i < n; ++i) all[i] = {row[i], static_cast<int32_t>(i)};
+    std::partial_sort(all.begin(), all.begin() + k, all.end(), recopt::TopKBefore<float>);
+    for (int i = 0; done && i < k; ++i) CHECK(values[i] == all[i].value && indices[i] == all[i].index);
+  }
+}
+
+}  // namespace
+
+int main() {
+  TestResolveIntIds();
+  TestBucketFingerprints();
+  TestRowOffsets();
+  TestQuantizeRows();
+  TestTopKCollector();
+  std::printf("core tests: %d checks, %d failed\n", checks, failures);
+  return failures == 0 ? 0 : 1;
+}
