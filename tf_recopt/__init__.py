@@ -3,6 +3,8 @@
     import tf_recopt
     report = tf_recopt.optimize("/models/ranker/1", "/models/ranker_opt/1")
     print(report)
+    tf_recopt.inspect("/models/ranker/1")      # what each pass would do; writes nothing
+    tf_recopt.validate("/models/ranker/1", "/models/ranker_opt/1").ok
 
     tf_recopt.load_ops()              # before loading a custom-op model
     model = tf.saved_model.load("/models/ranker_opt/1")
@@ -16,6 +18,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "optimize": "tf_recopt.api",
+    "inspect": "tf_recopt.inspection",
+    "validate": "tf_recopt.inspection",
     "load_ops": "tf_recopt.ops._loader",
     "library_path": "tf_recopt.ops._loader",
     "OptimizationReport": "tf_recopt.report",

@@ -85,7 +85,7 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
     # The passes re-point captures (sync_captures); a retry starts from these.
     captures = {name: list(sig.captures) for name, sig in model.signatures.items()}
     with _stage(report, "passes"):
-        graphs = _run_passes(model, opts, report)
+        graphs = run_passes(model, opts, report)
     # TF Serving layouts write straight into base/<version>; base may be new.
     os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".recopt_tmp_", dir=os.path.dirname(out))
@@ -114,7 +114,7 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
                 for name, sig in model.signatures.items():
                     sig.captures = list(captures[name])
                 with _stage(report, "passes"):
-                    graphs = _run_passes(model, opts, report)
+                    graphs = run_passes(model, opts, report)
         _finish(report, tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -159,7 +159,7 @@ def _stage(report, name):
     report.stage_seconds[name] = round(time.perf_counter() - start, 4)
 
 
-def _run_passes(model, opts, report):
+def run_passes(model, opts, report):
     graphs, derived = {}, {}
     for name, sig in model.signatures.items():
         sreport = SignatureReport(name)

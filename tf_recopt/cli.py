@@ -109,26 +109,8 @@ def cmd_optimize(args):
 
 
 def cmd_inspect(args):
-    from grappler_passes import run_pipeline
-    from grappler_passes.graph_view import GraphView
-    from tf_recopt import saved_model_io
-    from tf_recopt.options import OptimizeOptions
-    custom_ops = not args.no_custom_ops
-    if custom_ops:
-        from tf_recopt.ops import load_ops
-        load_ops()
-    model = saved_model_io.load(args.input, OptimizeOptions())
-    out = {"path": args.input, "tags": model.tags, "signatures": {}}
-    for name, sig in model.signatures.items():
-        _, results = run_pipeline(sig.graph_def, sig.protected_nodes(), custom_ops=custom_ops,
-                                  resources=sig.resource_specs(), variables=sig.variables())
-        out["signatures"][name] = {
-            "inputs": {k: f"{s.dtype.name}{s.shape}" for k, s in sig.input_specs.items()},
-            "outputs": list(sig.output_tensors),
-            "ops": dict(sorted(GraphView(sig.graph_def).op_histogram().items(), key=lambda kv: -kv[1])),
-            "passes": [{"pass": r.name, "matched": r.matched, "would_apply": r.applied,
-                        "skipped": len(r.skipped), "error": r.error} for r in results],
-        }
+    import tf_recopt
+    out = tf_recopt.inspect(args.input, custom_ops=not args.no_custom_ops)
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
@@ -139,40 +121,22 @@ def cmd_inspect(args):
         print("  ops:     " + ", ".join(f"{op} x{n}" for op, n in s["ops"].items()))
         for r in s["passes"]:
             print(f"  pass {r['pass']:<18} would apply {r['would_apply']:>4} (matched {r['matched']}, "
-                  f"skipped {r['skipped']})" + (f" FAILED {r['error']}" if r["error"] else ""))
+                  f"skipped {len(r['skipped'])})" + (f" FAILED {r['error']}" if r["error"] else ""))
     return 0
 
 
 def cmd_validate(args):
-    import tensorflow as tf
     import tf_recopt
-    from tf_recopt import saved_model_io, verify
-    from tf_recopt.options import OptimizeOptions
-    from tf_recopt.ragged_feeds import ragged_parents
-    tf_recopt.load_ops()
-    for path in (args.original, args.optimized):
-        saved_model_io.check_saved_model_dir(path)
-    original = saved_model_io.load(args.original, OptimizeOptions(freeze_max_bytes=0))
-    optimized = tf.saved_model.load(args.optimized)
-    # The optimized graphs tell which outputs are fused top-k ids (compared by recall@k).
-    graphs = saved_model_io.load(args.optimized, OptimizeOptions(freeze_max_bytes=0)).signatures
-    ok = True
-    for name, sig in original.signatures.items():
-        if name not in optimized.signatures:
-            print(f"signature '{name}': missing from {args.optimized}")
-            ok = False
-            continue
-        feeds = verify.generate_inputs(sig, args.original, args.batch_size,
-                                       ragged=ragged_parents(graphs[name].graph_def, sig))
-        retrieval = verify.retrieval_outputs(graphs[name].graph_def, graphs[name].output_tensors)
-        for p in verify.compare(name, verify.run_signature(sig.function, feeds),
-                                verify.run_signature(optimized.signatures[name], feeds), args.rtol, args.atol,
-                                retrieval, args.recall_floor):
+    result = tf_recopt.validate(args.original, args.optimized, batch_size=args.batch_size, rtol=args.rtol,
+                                atol=args.atol, recall_floor=args.recall_floor)
+    for name in result.missing:
+        print(f"signature '{name}': missing from {args.optimized}")
+    for name, parity in result.signatures.items():
+        for p in parity:
             measure = f"recall@k={p.recall:.4f}" if p.recall is not None else \
                 f"max_abs={p.max_abs:.3g} max_rel={p.max_rel:.3g}"
             print(f"{name}/{p.output}: {measure} {'ok' if p.ok else 'FAIL ' + p.detail}")
-            ok &= p.ok
-    return 0 if ok else 1
+    return 0 if result.ok else 1
 
 
 def cmd_bench(args):

@@ -1,6 +1,12 @@
 """Request and batching metrics in Prometheus text format, under TF
 Serving's metric names (its exporter turns /tensorflow/serving/x into
-:tensorflow:serving:x), so existing dashboards keep working."""
+:tensorflow:serving:x), so existing dashboards keep working.
+
+Why not prometheus_client: it always exposes a counter as <name>_total
+(plus a <name>_created gauge), for Counter and for a custom collector's
+CounterMetricFamily alike (checked with prometheus_client 0.26.0), so TF
+Serving's `:tensorflow:serving:request_count` could not keep its name. The
+exposition below is the text format's four lines per series, no more."""
 import bisect
 import threading
 
