@@ -6,6 +6,7 @@ import time
 import numpy as np
 
 from tf_recopt import benchmark as _benchmark
+from tf_recopt import timing
 
 machine = _benchmark.machine   # the bench scripts' machine description
 
@@ -13,18 +14,9 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 
 
 def time_calls(fns, warmup=20, repeats=200):
-    """fns: label -> zero-arg callable. Interleaved so noise hits all alike.
+    """fns: label -> zero-arg callable, interleaved (tf_recopt.timing).
     Returns label -> (median ms, p99 ms)."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    samples = {label: [] for label in fns}
-    for _ in range(repeats):
-        for label, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            samples[label].append(time.perf_counter() - t0)
-    return {label: (float(np.median(s)) * 1e3, float(np.percentile(s, 99)) * 1e3) for label, s in samples.items()}
+    return {label: timing.summary_ms(s) for label, s in timing.interleaved(fns, warmup, repeats).items()}
 
 
 def in_graph(make_outputs, inner):

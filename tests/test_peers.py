@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 
+import numpy as np
 import pytest
 
 from tests import savedmodel_flavours as flavours
@@ -110,3 +111,30 @@ def test_cli_peers_and_bad_peer_set(zoo_dir, tmp_path):
     assert os.path.exists(tmp_path / "o" / "dlrm_latency.png")
     r = run_cli("bench", "--peers", zoo_dir("dlrm"), "--peer-set", "tvm")
     assert r.returncode == 2 and "--peer-set: unknown peer(s) ['tvm']" in r.stderr
+
+
+def test_onnx_inputs_lower_cased_by_tf2onnx_find_their_signature_input(tmp_path):
+    """tf2onnx writes a signature input C0 as c0; the runner binds it anyway,
+    and refuses a name that matches no input (or several, ignoring case)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tf_recopt.peers import runners
+    graph = helper.make_graph([helper.make_node("Add", ["c0", "x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("c0", TensorProto.FLOAT, [None, 2]),
+                               helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = str(tmp_path / "m.onnx")
+    onnx.save(model, path)
+    runner = runners.OnnxRunner(path, "1")
+    ones = np.ones((3, 2), np.float32)
+    out = runner.bind({"C0": ones, "x": 2 * ones})()
+    np.testing.assert_array_equal(out["y"], 3 * ones)
+    assert runners.feed_key("c0", {"C0": 1, "c0x": 2}) == "C0"
+    assert runners.feed_key("c0", {"C0": 1, "c0": 2}) == "c0"
+    assert runners.feed_key("c0", {"C0": 1, "C0 ": 2, "x": 3}) == "C0"
+    assert runners.feed_key("c1", {"C0": 1}) is None
+    with pytest.raises(ValueError, match=r"\['c0'\]"):
+        runner.bind({"x": ones})

@@ -8,13 +8,11 @@ import dataclasses
 import importlib.metadata
 import os
 import platform
-import time
 from typing import Dict, List
 
-import numpy as np
 import tensorflow as tf
 
-from tf_recopt import saved_model_io, verify
+from tf_recopt import saved_model_io, timing, verify
 from tf_recopt.options import OptimizeOptions
 from tf_recopt.ragged_feeds import ragged_parents
 
@@ -63,25 +61,19 @@ def bench(models: Dict[str, str], batch_sizes=(1, 64, 512), signature="serving_d
     make_feeds = feed_maker(first, signature, seed)
     for batch in batch_sizes:
         feeds = make_feeds(batch)
-        for fn in fns.values():
-            for _ in range(warmup):
-                fn(**feeds)
-        samples = {label: [] for label in fns}
-        start = time.perf_counter()
-        rep = 0
-        while rep < repeats or time.perf_counter() - start < min_seconds:
-            for label, fn in fns.items():
-                t0 = time.perf_counter()
-                out = fn(**feeds)
-                for v in out.values():
-                    v.numpy()
-                samples[label].append(time.perf_counter() - t0)
-            rep += 1
+        samples = timing.interleaved({label: _call(fn, feeds) for label, fn in fns.items()},
+                                     warmup, repeats, min_seconds)
         for label, s in samples.items():
-            s = np.asarray(s) * 1e3
-            med = float(np.median(s))
-            results.append(Timing(label, batch, med, float(np.percentile(s, 99)), batch / med * 1e3, len(s)))
+            med, p99 = timing.summary_ms(s)
+            results.append(Timing(label, batch, med, p99, batch / med * 1e3, len(s)))
     return results
+
+
+def _call(fn, feeds):
+    def call():
+        for v in fn(**feeds).values():
+            v.numpy()
+    return call
 
 
 def format_table(timings: List[Timing], baseline=None):

@@ -8,10 +8,10 @@ lands on all of them alike.
 """
 import json
 import sys
-import time
 
 import numpy as np
 
+from tf_recopt import timing, verify
 from tf_recopt.peers import BASELINE, REDUCED_PRECISION_TOLERANCE, describe_error
 
 PARITY_BATCH = 8
@@ -81,20 +81,23 @@ def _parity(runners, status, feeds):
 
 
 def compare(want, got, rtol=None, atol=None):
-    """Float outputs within rtol/atol; ids and strings as the fraction that match."""
+    """Float outputs by optimize()'s own rule (verify.compare: allclose,
+    NaN where the stock output has NaN); ids and strings as the fraction
+    that match, since other runtimes may order equal scores differently."""
     rtol = PARITY_RTOL if rtol is None else rtol
     atol = PARITY_ATOL if atol is None else atol
-    worst, match, missing = 0.0, 1.0, sorted(set(want) - set(got))
-    for key in set(want) & set(got):
+    worst, match, missing, ok = 0.0, 1.0, sorted(set(want) - set(got)), True
+    for key in sorted(set(want) & set(got)):
         a, b = _comparable(want[key]), _comparable(got[key])
         if a.shape != b.shape:
             return {"ok": False, "detail": f"output '{key}' shape {b.shape} != {a.shape}"}
         if a.dtype.kind == "f":
-            worst = max(worst, float(np.max(np.abs(a - b) - rtol * np.abs(a), initial=0.0)))
+            parity = verify.compare("peer", {key: a}, {key: b.astype(a.dtype)}, rtol, atol)[0]
+            worst, ok = max(worst, parity.max_abs), ok and parity.ok
         else:
             match = min(match, float(np.mean(a == b)) if a.size else 1.0)
-    ok = not missing and worst <= atol and match >= 0.99
-    return {"ok": ok, "excess_abs": worst, "id_match": match, **({"missing": missing} if missing else {})}
+    ok = ok and not missing and match >= 0.99
+    return {"ok": ok, "max_abs": worst, "id_match": match, **({"missing": missing} if missing else {})}
 
 
 def _comparable(value):
@@ -106,21 +109,11 @@ def _comparable(value):
 
 
 def _time_batch(spec, runners, status, batch, feeds, repeats=None):
-    calls = _call_all(runners, status, feeds)
-    for call in calls.values():
-        for _ in range(spec["warmup"]):
-            call()
-    samples = {peer: [] for peer in calls}
-    for _ in range(repeats or spec["repeats"]):
-        for peer, call in calls.items():
-            t0 = time.perf_counter()
-            call()
-            samples[peer].append(time.perf_counter() - t0)
+    samples = timing.interleaved(_call_all(runners, status, feeds), spec["warmup"], repeats or spec["repeats"])
     rows = []
     for peer, s in samples.items():
-        ms = np.asarray(s) * 1e3
-        median = float(np.median(ms))
-        rows.append({"peer": peer, "batch": batch, "median_ms": median, "p99_ms": float(np.percentile(ms, 99)),
+        median, p99 = timing.summary_ms(s)
+        rows.append({"peer": peer, "batch": batch, "median_ms": median, "p99_ms": p99,
                      "throughput": batch / median * 1e3, "calls": len(s)})
     return rows
 

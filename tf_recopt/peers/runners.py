@@ -34,12 +34,23 @@ class OnnxRunner:
         self._outputs = [o.name for o in self._session.get_outputs()]
 
     def bind(self, feeds):
-        missing = sorted(set(self._inputs) - set(feeds))
+        keys = {name: feed_key(name, feeds) for name in self._inputs}
+        missing = sorted(name for name, key in keys.items() if key is None)
         if missing:
             raise ValueError(f"ONNX model inputs {missing} are not signature inputs {sorted(feeds)}")
-        bound = {self._inputs[k]: np.asarray(v) for k, v in feeds.items() if k in self._inputs}
+        bound = {self._inputs[name]: np.asarray(feeds[key]) for name, key in keys.items()}
         names = [o.split(":")[0] for o in self._outputs]
         return lambda: dict(zip(names, self._session.run(self._outputs, bound)))
+
+
+def feed_key(name, feeds):
+    """The signature input an ONNX input name stands for: the same name, or,
+    since tf2onnx lower-cases input names (C0 -> c0), the one input whose
+    name matches ignoring case; None when there is none or several."""
+    if name in feeds:
+        return name
+    same = [k for k in feeds if k.lower() == name.lower()]
+    return same[0] if len(same) == 1 else None
 
 
 class OpenvinoRunner:
