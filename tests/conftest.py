@@ -4,6 +4,8 @@ import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Every pass's view checks its incrementally kept index against a fresh one.
+os.environ.setdefault("RECOPT_CHECK_INDEX", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -27,6 +27,9 @@ def run_graph(graph_def, inputs, outputs, feeds):
 
 
 def optimize_graph(graph_def, inputs, outputs, passes=None, custom_ops=True):
+    if custom_ops:  # as optimize() does: shape inference over emitted Recopt ops needs them registered
+        import tf_recopt
+        tf_recopt.load_ops()
     protected = {n.split(":")[0] for n in inputs + outputs}
     return run_pipeline(graph_def, protected, passes=passes, custom_ops=custom_ops)
 
