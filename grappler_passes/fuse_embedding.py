@@ -122,10 +122,14 @@ class FuseEmbedding(GraphPass):
                 fused = self._emit(items[start:end], view, info, f"{node.name}/recopt_embedding",
                                    node.device, concat=True)
                 inputs[start:end] = [fused.name]
-            del node.input[:]
-            node.input.extend(inputs)
-            node.attr["N"].i = n - sum(e - s - 1 for s, e in runs)
-            view.touch()
+            data = [i for i in inputs if not i.startswith("^")]
+            if len(data) == 2:  # one fused input and the axis: ConcatV2 needs N >= 2
+                view.rewrite(node, "Identity", data[:1], {"T": _FLOAT})
+            else:
+                del node.input[:]
+                node.input.extend(inputs)
+                node.attr["N"].i = n - sum(e - s - 1 for s, e in runs)
+                view.touch()
         done.update(l.root.name for s, e in runs for l in items[s:e])
         result.apply()
 
@@ -152,9 +156,11 @@ class FuseEmbedding(GraphPass):
                                        device).name)
             i = end
         parts += [self._expand(view, inputs[j], one, name, device) for j in range(i, n)]
-        view.add_node("ConcatV2", name, parts + [one], {
-            "T": _FLOAT, "N": len(parts),
-            "Tidx": types_pb2.DT_INT32}, device)
+        if len(parts) == 1:  # the whole stack was one run: ConcatV2 needs N >= 2
+            view.add_node("Identity", name, parts, {"T": _FLOAT}, device)
+        else:
+            view.add_node("ConcatV2", name, parts + [one], {"T": _FLOAT, "N": len(parts), "Tidx": types_pb2.DT_INT32},
+                          device)
         done.update(l.root.name for s, e in runs for l in items[s:e])
         result.apply()
 

@@ -230,3 +230,44 @@ def test_variable_tables_in_a_saved_model(ops, tmp_path):
     np.testing.assert_allclose(got, m.serve(**feeds)["out"].numpy(), rtol=1e-6, atol=1e-6)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"indices\[0\] = 40 is not in \[0, 40\)"):
         tf.saved_model.load(out).signatures["serving_default"](**dict(feeds, ids=tf.constant([40, 0, 0], tf.int64)))
+
+
+def _errors(fn, specs):
+    graph_def, inputs, outputs = frozen_graph(fn, *specs)
+    _, results = optimize_graph(graph_def, inputs, outputs)
+    return {r.name: r.error for r in results if r.error}
+
+
+def test_wide_part_stacked_and_summed_fuses_without_a_one_input_concat(ops):
+    """#32's Keras 3 Wide&Deep: ops.sum(ops.stack([wide_emb_j(hash_j(x[:, j]))
+    for j], axis=1), axis=1). The whole stack is one run, so the stack
+    becomes the fused block itself; it used to become a ConcatV2 with N=1,
+    which broke every later pass and optimize()."""
+    wide = [tf.constant(RNG.standard_normal((13, 1)).astype(np.float32)) for _ in range(4)]
+
+    def fn(x):
+        hashed = [tf.strings.to_hash_bucket_fast(x[:, j], 13) for j in range(4)]
+        return tf.reduce_sum(tf.stack([tf.gather(w, h) for w, h in zip(wide, hashed)], axis=1), axis=1)
+    specs = [tf.TensorSpec([None, 4], tf.string)]
+    x = np.array([[b"a", b"b", b"c", b"d"], [b"e", b"f", b"g", b"h"], [b"", b"x", b"y", b"z"]])
+    ops_after = _check(fn, specs, [x], gone=("GatherV2", "Pack", "StringToHashBucketFast"))
+    assert "ConcatV2" not in ops_after
+    assert _errors(fn, specs) == {}
+
+
+def test_concat_of_lookups_that_is_a_signature_output(ops):
+    """A protected concat (a signature's output node) whose inputs are all
+    one run keeps its name with one fused input: an Identity, not a
+    one-input ConcatV2."""
+    from grappler_passes import run_pipeline
+
+    def fn(a, b):
+        return tf.concat([tf.gather(T[0], a), tf.gather(T[2], b)], axis=1)
+    graph_def, inputs, outputs = frozen_graph(fn, I64, I64)
+    concat = next(n.name for n in graph_def.node if n.op == "ConcatV2")
+    new, results = run_pipeline(graph_def, {n.split(":")[0] for n in inputs + outputs} | {concat})
+    assert {r.name: r.error for r in results if r.error} == {}
+    assert ops_of(new).count(FUSED) == 1 and "ConcatV2" not in ops_of(new)
+    assert next(n.op for n in new.node if n.name == concat) == "Identity"
+    feeds = [_ids(50, 5), _ids(70, 5)]
+    np.testing.assert_array_equal(run_graph(new, inputs, outputs, feeds)[0], run_graph(graph_def, inputs, outputs, feeds)[0])
