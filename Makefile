@@ -6,7 +6,7 @@ STAMP := $(VENV)/.recopt-installed
 DEMO_DIR ?= /tmp/tf_recopt_demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install ops cuda-check gpu-core test demo bench bench-all clean
+.PHONY: install ops cuda-check gpu-core test demo bench bench-all corpus clean
 
 $(STAMP): setup.py requirements.txt requirements-tfx.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,15 @@ bench: ops
 bench-all: ops
 	$(PY) -m pip install -q --no-build-isolation --no-deps faiss-cpu
 	$(PY) -m bench.run_all
+
+# DeepCTR 0.9.4 / DeepMatch 0.3.2 models (installed --no-deps into
+# build/corpus) exported, optimized and timed against stock TF on the Session
+# path, then the corpus section of BENCHMARKS.md. Not part of `make test`
+# (tests/test_corpus.py runs three of them). Add peers with
+# `$(PY) -m bench.corpus --peers stock_session,recopt_session,onnxruntime,openvino`.
+corpus: ops
+	$(PY) -m bench.corpus
+	$(PY) -m bench.report --only corpus
 
 clean:
 	rm -rf build $(VENV) tf_recopt/ops/_recopt_ops*.so
