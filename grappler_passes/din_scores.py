@@ -9,24 +9,17 @@ from tensorflow.core.framework import types_pb2
 import custom_ops.spec as spec
 from grappler_passes import shapes
 from grappler_passes.pass_base import NoMatch, SkipMatch
+from grappler_passes.tensor_reader import TensorReader
 
 SELECT = ("SelectV2", "Select")
 
 
-class ScoreReader:
-    """Reads tensors of one attention over a view and its static shapes."""
+class ScoreReader(TensorReader):
+    """Reads the scores of one attention, anchored at its pooling or weights."""
 
     def __init__(self, view, info, anchor):
-        self.view, self.info, self.anchor = view, info, anchor
-
-    def _t(self, tensor):
-        return self.view.source(tensor)
-
-    def _producer(self, tensor):
-        return self.view.node(self._t(tensor))
-
-    def _dims(self, tensor):
-        return shapes.shape_of(self.info, tensor) or []
+        super().__init__(view, info)
+        self.anchor = anchor
 
     def _unsqueezed(self, node):
         """(input tensor, positions of the size-1 axes `node` inserts, in its

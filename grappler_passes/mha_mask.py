@@ -9,9 +9,10 @@ import dataclasses
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
-from grappler_passes import probe, shapes
+from grappler_passes import probe
 from grappler_passes.graph_view import is_stateful
 from grappler_passes.pass_base import NoMatch, SkipMatch
+from grappler_passes.tensor_reader import TensorReader
 
 SELECT = ("SelectV2", "Select")
 # Axis roles, as digits so they never clash with an equation's own letters:
@@ -32,24 +33,13 @@ class Mask:
     heads: int = 1                # N for a mask with a head axis of N > 1 (one mask per head)
 
 
-class TensorReader:
-    """One attention's tensors over a view and its static shapes."""
+class AttentionReader(TensorReader):
+    """One attention, anchored at its Softmax, and its constant operands."""
 
     def __init__(self, view, info, softmax):
-        self.view, self.info, self.softmax = view, info, softmax
+        super().__init__(view, info)
+        self.softmax = softmax
         self.interior = {softmax.name}   # nodes the fused op replaces
-
-    def _t(self, tensor):
-        return self.view.source(tensor)
-
-    def _producer(self, tensor):
-        return self.view.node(self._t(tensor))
-
-    def _dims(self, tensor):
-        return shapes.shape_of(self.info, tensor) or []
-
-    def _dtype(self, tensor):
-        return shapes.dtype_of(self.info, self._t(tensor))
 
     def _const_operand(self, node):
         """(other operand, constant value) of a two-input add; BiasAdd's bias is input 1."""
@@ -71,7 +61,7 @@ class TensorReader:
         return bool(flat[0]) if value.dtype == np.bool_ else float(flat[0])
 
 
-class MaskReader(TensorReader):
+class MaskReader(AttentionReader):
     """The Softmax's input: scores, scale and mask."""
 
     def _masked_scores(self, tensor):
