@@ -61,7 +61,7 @@ def export(name, out):
 
 
 _OPTIMIZE = """
-import json, resource, sys, time
+import json, sys, time
 import tf_recopt
 start = time.perf_counter()
 try:
@@ -73,7 +73,9 @@ try:
 except Exception as e:
     out = dict(ok=False, error=f"{type(e).__name__}: {e}"[:600])
 out["seconds"] = time.perf_counter() - start
-out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: the latter survives exec, so a child forked from a
+# big parent would report the parent's size.
+out["peak_rss_mb"] = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
 print(json.dumps(out))
 """
 

@@ -37,7 +37,9 @@ def build(name):
         sparse = [SparseFeat(f"C{i}", vocabulary_size=VOCAB, embedding_dim=DIM, group_name=f"g{i % 3}")
                   for i in range(SPARSE)]
         cols = sparse + dense
-    if name in PLAIN:
+    if name == "PNN":  # its only feature-column argument is the DNN's
+        model = model_cls(cols)
+    elif name in PLAIN:
         model = model_cls(cols, cols) if name not in ("CCPM",) else model_cls(cols, cols, conv_kernel_width=(3, 2))
     elif name in MULTITASK:
         model = model_cls(cols, task_types=["binary", "binary"], task_names=["ctr", "cvr"]) if name != "ESMM" \
