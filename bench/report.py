@@ -265,31 +265,33 @@ def _corpus_section(lines):
     if not data:
         return
     m = data["machine"]
+    timed = any(t for row in data["models"] for run in (row.get("runs") or {}).values() for t in run.get("timings", []))
+    batches = data["batch_sizes"] if timed else []
     _headed(lines, data, f"### Corpus: DeepCTR / DeepMatch models ({', '.join(data['packages'])})",
             f"Machine: {m['cpu']}, ISA path {m['isa']}. Each model exported with Criteo's shape (26 sparse ids, "
-            "13 dense), tables redrawn from N(0, 0.5); optimize() in a fresh process (wall time, peak RSS, its "
-            "own parity check); then stock vs tf-recopt on the Session path (TF Serving's), threads="
-            f"{','.join(data['threads'])}, median ms and speed-up per batch size. Export and optimize errors "
-            "are listed as they came.",
-            ["| model | optimize s | peak RSS MB | parity | fused ops | "
-             + " | ".join(f"batch {b} stock / recopt ms (x)" for b in data["batch_sizes"]) + " |",
-             "|---|---:|---:|---|---|" + "---:|" * len(data["batch_sizes"])])
+            "13 dense), tables redrawn from N(0, 0.5); optimize() in a fresh process (wall time, peak RSS as "
+            "VmHWM, its own parity check)" + ("; then stock vs tf-recopt on the Session path (TF Serving's), threads="
+                                              f"{','.join(data['threads'])}, median ms and speed-up per batch size"
+                                              if timed else "; no Session-path timing in this run") +
+            ". Export and optimize errors are listed as they came.",
+            ["| model | optimize s | peak RSS MB | parity | fused ops |"
+             + "".join(f" batch {b} stock / recopt ms (x) |" for b in batches),
+             "|---|---:|---:|---|---|" + "---:|" * len(batches)])
     for row in data["models"]:
         opt = row.get("optimize") or {}
         if row.get("export_error") or not opt.get("ok"):
             why = row.get("export_error") and "export failed: " + row["export_error"] or opt.get("error", "parity")
-            lines.append(f"| {row['model']} | {opt.get('seconds', 0):.1f} | {opt.get('peak_rss_mb', 0):.0f} | "
-                         f"no | {why[:160].replace('|', '/')} |" + " |" * len(data["batch_sizes"]))
+            lines.append(f"| {row['model']} | - | - | no | {why[-160:].replace('|', '/')} |" + " |" * len(batches))
             continue
         fused = ", ".join(f"{op.split('>')[1]} x{n}" for op, n in sorted(opt.get("fused", {}).items())) or "none"
         cells = []
         run = next(iter((row.get("runs") or {}).values()), {})
-        for b in data["batch_sizes"]:
+        for b in batches:
             t = {x["peer"]: x["median_ms"] for x in run.get("timings", []) if x["batch"] == b}
             s_ms, r_ms = t.get("stock_session"), t.get("recopt_session")
             cells.append(f"{s_ms:.3f} / {r_ms:.3f} ({s_ms / r_ms:.2f}x)" if s_ms and r_ms else "-")
-        lines.append(f"| {row['model']} | {opt['seconds']:.1f} | {opt['peak_rss_mb']:.0f} | yes | {fused} | "
-                     + " | ".join(cells) + " |")
+        lines.append(f"| {row['model']} | {opt['seconds']:.1f} | {opt['peak_rss_mb']:.0f} | yes | {fused} |"
+                     + "".join(f" {c} |" for c in cells))
     lines.append("")
 
 
