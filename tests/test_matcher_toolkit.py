@@ -244,5 +244,5 @@ def test_passes_scale_with_the_graph_not_the_rewrites():
     applied = {r.name: r.applied for r in results}
     assert applied["fuse_dense"] == 300 and applied["fuse_embedding"] >= 1, applied   # layers
     assert all(r.error == "" for r in results), [r.error for r in results if r.error]
-    assert rebuilds <= 8 * len(results), rebuilds      # was over 400 here
-    assert seconds < 120, seconds                      # a stated bound, not a benchmark (about 10 s here)
+    assert rebuilds <= 8 * len(results), rebuilds      # 11 for these 10 passes; before, one after nearly every edit
+    assert seconds < 120, seconds                      # a stated bound, not a benchmark (1.6 s here; 9.2 s before)
