@@ -50,14 +50,15 @@ def _env(legacy):
     return env
 
 
-def _last_lines(text, n=3):
-    return " | ".join(line for line in text.splitlines() if line.strip())[-600:] if n else ""
+def _tail(text):
+    """The end of a process's stderr, on one line (its error is at the end)."""
+    return " | ".join(line for line in text.splitlines() if line.strip())[-600:]
 
 
 def export(name, out):
     proc = subprocess.run([sys.executable, "-m", "bench.corpus_export", name, out], capture_output=True, text=True,
                           env=_env(legacy=True), cwd=ROOT)
-    return None if proc.returncode == 0 else _last_lines(proc.stderr)
+    return None if proc.returncode == 0 else _tail(proc.stderr)
 
 
 _OPTIMIZE = """
@@ -85,7 +86,7 @@ def optimize(src, dst):
     proc = subprocess.run([sys.executable, "-c", _OPTIMIZE, src, dst], capture_output=True, text=True,
                           env=_env(legacy=False), cwd=ROOT)
     if proc.returncode != 0:
-        return {"ok": False, "error": "optimize process exited %d: %s" % (proc.returncode, _last_lines(proc.stderr))}
+        return {"ok": False, "error": "optimize process exited %d: %s" % (proc.returncode, _tail(proc.stderr))}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -47,10 +47,6 @@ def tensor_of(view, part):
     return part.build(view) if isinstance(part, PlannedTensor) else part
 
 
-def source_of(part):
-    return part.source if isinstance(part, PlannedTensor) else part
-
-
 @dataclasses.dataclass
 class Lookup:
     root: object                # NodeDef whose output :0 the fused op replaces

@@ -160,6 +160,9 @@ def _stage(report, name):
 
 
 def run_passes(model, opts, report):
+    """The pipeline over each signature of a loaded model (optimize() and
+    inspect() alike): {signature: GraphDef}, with the report's per-signature
+    pass results and op counts filled in."""
     graphs, derived = {}, {}
     for name, sig in model.signatures.items():
         sreport = SignatureReport(name)
