@@ -1,4 +1,4 @@
-"""`make corpus` in small: three DeepCTR 0.9.4 models exported as users
+"""`make corpus` in small: four DeepCTR 0.9.4 models exported as users
 export them (tf_keras), tables redrawn away from DeepCTR's 1e-4 init,
 then optimize() in a fresh process: parity, fused ops, no pass dropped.
 The packages are pip-installed (--no-deps) into build/corpus on first use."""
@@ -8,7 +8,8 @@ from bench import corpus
 
 FUSED = {"WDL": ("Recopt>FusedEmbeddingLookup", "Recopt>FusedMLP"),
          "DeepFM": ("Recopt>FusedEmbeddingLookup", "Recopt>FusedMLP"),
-         "DCN": ("Recopt>FusedEmbeddingLookup", "Recopt>FusedMLP")}
+         "DCN": ("Recopt>FusedEmbeddingLookup", "Recopt>FusedMLP"),
+         "AFM": ("Recopt>FusedEmbeddingLookup", "Recopt>AfmPooling")}
 
 
 @pytest.fixture(scope="module")

@@ -150,6 +150,33 @@ struct AttentionHeadArgs {
 constexpr int kAttentionLanes = 16;
 constexpr int kAttentionScratchRows = 4;
 
+// AFM's attention pooling (Xiao et al. 2017) over one example's field
+// pairs t = (rows[t], cols[t]), t < pairs:
+//   e_t = x[rows[t]] * x[cols[t]]                      (element-wise, [dim])
+//   s_t = h . act(e_t W + bias),  a = softmax(s),  out = sum_t a_t e_t.
+// Pairs are scored a vector's width at a time with the pairs in the vector
+// lanes, so no score needs a horizontal sum; units must be a multiple of
+// kPairUnitBlock (pad W's columns, bias and h with zeros).
+struct PairAttentionArgs {
+  const float* x;         // [num_features, dim], one example
+  const int* rows;        // [pairs], each in [0, num_features)
+  const int* cols;        // [pairs]
+  int64_t pairs;
+  int dim, units;
+  const float* w;         // [dim, units] row-major
+  const float* bias;      // [units]
+  const float* h;         // [units]
+  int activation;         // recopt::Activation
+  float alpha;
+  float* out;             // [dim]
+  float* scratch;         // PairAttentionScratchFloats(pairs, dim)
+};
+constexpr int kPairUnitBlock = 8;
+constexpr int kPairMaxLanes = 16;
+inline int64_t PairAttentionScratchFloats(int64_t pairs, int dim) {
+  return (pairs + kPairMaxLanes - 1) / kPairMaxLanes * kPairMaxLanes * (dim + 1);
+}
+
 struct EmbeddingTableView;  // embedding.h
 struct EmbeddingBag;
 
@@ -168,6 +195,7 @@ struct IsaKernels {
   // false, having done nothing, where s is too long for the registers: the
   // caller then runs dense + softmax_rows + dense.
   bool (*attention_head)(const AttentionHeadArgs& args);
+  void (*pair_attention)(const PairAttentionArgs& args);
 };
 
 namespace generic { const IsaKernels& Kernels(); }

@@ -11,8 +11,10 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "../core/afm.h"
 #include "../core/embedding_ids.h"
 #include "../core/quantize.h"
 #include "../core/topk.h"
@@ -188,6 +190,61 @@ void TestTopKCollector() {
   }
 }
 
+
+// ---- AFM pooling on every ISA path this CPU has ------------------------------
+// Scalar reference in double: products, relu MLP, softmax over pairs, weighted sum.
+std::vector<double> ReferenceAfm(const std::vector<float>& x, int f, int d, const std::vector<int>& rows,
+                                 const std::vector<int>& cols, const std::vector<float>& w,
+                                 const std::vector<float>& b, const std::vector<float>& h, int units) {
+  const size_t p = rows.size();
+  std::vector<double> scores(p), out(d, 0.0);
+  std::vector<std::vector<double>> e(p, std::vector<double>(d));
+  double top = -1e300;
+  for (size_t t = 0; t < p; ++t) {
+    for (int i = 0; i < d; ++i) e[t][i] = double(x[rows[t] * d + i]) * x[cols[t] * d + i];
+    double s = 0;
+    for (int j = 0; j < units; ++j) {
+      double hid = b[j];
+      for (int i = 0; i < d; ++i) hid += e[t][i] * w[i * units + j];
+      s += h[j] * std::max(hid, 0.0);
+    }
+    scores[t] = s;
+    top = std::max(top, s);
+  }
+  double total = 0;
+  for (auto& s : scores) total += (s = std::exp(s - top));
+  for (size_t t = 0; t < p; ++t) for (int i = 0; i < d; ++i) out[i] += scores[t] / total * e[t][i];
+  return out;
+}
+
+void TestAfmPooling() {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  for (const char* isa : {"generic", "avx2", "avx512"}) {
+    const recopt::IsaKernels* kernels = recopt::IsaKernelsFor(isa);
+    if (kernels == nullptr) continue;  // this CPU lacks it
+    for (auto [f, d, units] : {std::tuple<int, int, int>{2, 1, 1}, {6, 8, 8}, {26, 8, 8}, {11, 5, 13}}) {
+      std::vector<int64_t> rows, cols;
+      for (int i = 0; i < f; ++i) for (int j = i + 1; j < f; ++j) { rows.push_back(i); cols.push_back(j); }
+      std::vector<int> rows32, cols32;
+      CHECK(recopt::AfmPairs(rows, cols, f, &rows32, &cols32).empty());
+      std::vector<float> w(d * units), b(units), h(units), x(3 * f * d);
+      for (auto* v : {&w, &b, &h, &x}) for (auto& e : *v) e = normal(rng);
+      recopt::AfmWeights weights;
+      CHECK(recopt::PackAfmWeights(w.data(), b.data(), h.data(), d, units, recopt::kActRelu, 0.f, &weights).empty());
+      std::vector<float> out(3 * d), scratch(recopt::PairAttentionScratchFloats(rows.size(), d));
+      recopt::AfmPooling(*kernels, x.data(), 0, 3, f, rows32, cols32, weights, out.data(), scratch.data());
+      for (int ex = 0; ex < 3; ++ex) {
+        const std::vector<float> xe(x.begin() + ex * f * d, x.begin() + (ex + 1) * f * d);
+        const std::vector<double> want = ReferenceAfm(xe, f, d, rows32, cols32, w, b, h, units);
+        for (int i = 0; i < d; ++i) CHECK(std::fabs(out[ex * d + i] - want[i]) <= 1e-4 * (1 + std::fabs(want[i])));
+      }
+    }
+  }
+  std::vector<int> r32, c32;
+  CHECK(recopt::AfmPairs({0, 3}, {1, 1}, 3, &r32, &c32).find("rows[1] = 3") != std::string::npos);
+}
+
 }  // namespace
 
 int main() {
@@ -196,6 +253,7 @@ int main() {
   TestRowOffsets();
   TestQuantizeRows();
   TestTopKCollector();
+  TestAfmPooling();
   std::printf("core tests: %d checks, %d failed\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }

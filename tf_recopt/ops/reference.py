@@ -145,6 +145,15 @@ def dot_interaction(x, indices, dense=None, dense_first=True):
     return tf.concat([dense, y] if dense_first else [y, dense], axis=1)
 
 
+def afm_pooling(x, attention_w, attention_b, projection_h, rows, cols, activation="relu", alpha=0.0):
+    """Recopt>AfmPooling: DeepCTR's AFMLayer up to its attention output.
+    x [B, F, d]; pair t multiplies fields rows[t] and cols[t]; returns [B, d]."""
+    e = tf.gather(x, tf.constant(rows, tf.int32), axis=1) * tf.gather(x, tf.constant(cols, tf.int32), axis=1)
+    hidden = _ACTIVATIONS[activation](tf.tensordot(e, attention_w, axes=1) + attention_b, alpha)
+    scores = tf.tensordot(hidden, tf.reshape(projection_h, [-1]), axes=1)  # [B, P]
+    return tf.reduce_sum(tf.nn.softmax(scores, axis=1)[:, :, None] * e, axis=1)
+
+
 def din_attention(query, keys, mask, weights, biases, activations, alphas, parts, softmax=False,
                   pad_value=0.0, weights_bf16=False, output="pooled"):
     """Recopt>DinAttention: the activation-unit MLP over the concatenation of
