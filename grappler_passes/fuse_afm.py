@@ -16,15 +16,15 @@ r"""AFM's attention-based pooling (DeepCTR's AFMLayer, hand-written AFMs)
                      Sum(axis=1)           rewritten in place: AfmPooling(x, W, b, h) [B, d]
                                            (keep_dims: a Reshape to [B, 1, d] keeps the name)
 
-With per-field inputs, x is a new ConcatV2 of the distinct fields in the
-order they first appear. projection_h's bias is dropped: a softmax over the
+With per-field inputs, x is the stack of the distinct fields in the order
+they first appear (field_pairs.stack_fields). projection_h's bias is dropped: a softmax over the
 pairs cancels it (a non-finite one is left alone: there it would not).
 """
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
 import custom_ops.spec as spec
-from grappler_passes import shapes
+from grappler_passes import field_pairs, shapes
 from grappler_passes.pass_base import GraphPass, SkipMatch
 from grappler_passes.pattern import P, match, safe_to_fuse
 
@@ -77,7 +77,7 @@ class _AfmPlan:
         self._check_softmax_axis(view, info, m)
         self._read_mlp(view, m["mlp"])
         left, right = view.data_inputs(m["e"])
-        self.x, self.rows, self.cols = _pair_fields(view, info, left, right, self.dim)
+        self.x, self.rows, self.cols = field_pairs.pair_fields(view, info, left, right, self.dim)
         if len(self.rows) != self.pairs:
             raise SkipMatch(f"the pair products have {self.pairs} pairs but their inputs name {len(self.rows)}")
 
@@ -121,12 +121,7 @@ class _AfmPlan:
 
     def emit(self, view):
         device = self.sum.device
-        x = self.x
-        if isinstance(x, list):
-            axis = view.add_const(f"{self.sum.name}/recopt_fields_axis", np.int32(1))
-            x = view.add_node("ConcatV2", f"{self.sum.name}/recopt_fields", x + [axis.name],
-                              {"N": len(x), "T": types_pb2.DT_FLOAT, "Tidx": types_pb2.DT_INT32},
-                              device=device).name
+        x = field_pairs.stack_fields(view, self.x, f"{self.sum.name}/recopt_fields", device)
         attrs = {"rows": self.rows, "cols": self.cols, "activation": self.activation, "alpha": self.alpha}
         inputs = [x, self.w, self.b, self.h]
         if not self.keep_dims:
@@ -137,43 +132,3 @@ class _AfmPlan:
         view.rewrite(self.sum, "Reshape", [pooled.name, shape.name], {"T": types_pb2.DT_FLOAT,
                                                                      "Tshape": types_pb2.DT_INT32})
 
-
-def _pair_fields(view, info, left, right, dim):
-    """(x, rows, cols): x a tensor [B, F, d] or a list of [B, 1, d] field
-    tensors to stack, rows/cols the fields each pair multiplies."""
-    a, b = (_gathered(view, info, t, dim) for t in (left, right))
-    if a[0] == "concat" and b[0] == "concat":
-        fields = list(dict.fromkeys(a[1] + b[1]))
-        return fields, [fields.index(t) for t in a[1]], [fields.index(t) for t in b[1]]
-    if a[0] == "gather" and b[0] == "gather" and a[1] == b[1]:
-        return a[1], a[2], b[2]
-    raise SkipMatch("the two sides of the pair products do not read the same fields")
-
-
-def _gathered(view, info, tensor, dim):
-    """("concat", [field tensors]) or ("gather", x, [field indices])."""
-    node = view.node(view.skip_identity(tensor))
-    if node is None:
-        raise SkipMatch(f"'{tensor}' has no producer")
-    if node.op == "ConcatV2":
-        if view.const_int(node.input[-1]) not in (1, -2):
-            raise SkipMatch(f"'{node.name}' does not concatenate fields along axis 1")
-        fields = [view.source(t) for t in view.data_inputs(node)[:-1]]
-        for t in fields:
-            shape = shapes.shape_of(info, t)
-            if shape is None or len(shape) != 3 or shape[1:] != [1, dim]:
-                raise SkipMatch(f"'{t}' (into '{node.name}') is not one field [B, 1, {dim}]")
-        return ("concat", fields)
-    if node.op == "GatherV2":
-        x = view.skip_identity(node.input[0])
-        x_shape = shapes.shape_of(info, x)
-        indices = view.const_value(node.input[1])
-        if node.attr["batch_dims"].i != 0 or view.const_int(node.input[2]) != 1 or indices is None:
-            raise SkipMatch(f"'{node.name}' is not a gather of constant fields along axis 1")
-        if x_shape is None or len(x_shape) != 3 or x_shape[1] is None or x_shape[2] != dim:
-            raise SkipMatch(f"'{x}' is not [B, F, {dim}] with a static F")
-        indices = [int(i) for i in np.asarray(indices).reshape(-1)]
-        if any(not 0 <= i < x_shape[1] for i in indices):
-            raise SkipMatch(f"'{node.name}' gathers a field outside [0, {x_shape[1]})")
-        return ("gather", x, indices)
-    raise SkipMatch(f"the pair operand '{node.name}' ({node.op}) is neither a concat of fields nor a gather")

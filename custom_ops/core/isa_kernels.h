@@ -177,6 +177,23 @@ inline int64_t PairAttentionScratchFloats(int64_t pairs, int dim) {
   return (pairs + kPairMaxLanes - 1) / kPairMaxLanes * kPairMaxLanes * (dim + 1);
 }
 
+// FiBiNET's bilinear interaction (Huang et al. 2019) for a block of
+// examples: out[e, t] = (x[e, rows[t]] W_g + bias_g) * x[e, cols[t]], with
+// g = weight_of[t] (one W per pair, per field or shared, as the model
+// wrote it). Pair-major, so each W_g is read once per block, not per example.
+struct BilinearArgs {
+  const float* x;         // [examples, num_features, dim]
+  int64_t examples;
+  int num_features, dim;
+  const int* rows;        // [pairs], fields
+  const int* cols;        // [pairs], fields
+  const int* weight_of;   // [pairs], in [0, groups)
+  int64_t pairs;
+  const float* w;         // [groups, dim, dim]
+  const float* bias;      // [groups, dim]
+  float* out;             // [examples, pairs, dim]
+};
+
 struct EmbeddingTableView;  // embedding.h
 struct EmbeddingBag;
 
@@ -196,6 +213,7 @@ struct IsaKernels {
   // caller then runs dense + softmax_rows + dense.
   bool (*attention_head)(const AttentionHeadArgs& args);
   void (*pair_attention)(const PairAttentionArgs& args);
+  void (*bilinear)(const BilinearArgs& args);
 };
 
 namespace generic { const IsaKernels& Kernels(); }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../core/afm.h"
+#include "../core/bilinear.h"
 #include "../core/embedding_ids.h"
 #include "../core/quantize.h"
 #include "../core/topk.h"
@@ -245,6 +246,38 @@ void TestAfmPooling() {
   CHECK(recopt::AfmPairs({0, 3}, {1, 1}, 3, &r32, &c32).find("rows[1] = 3") != std::string::npos);
 }
 
+// ---- bilinear interaction on every ISA path this CPU has --------------------
+void TestBilinear() {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  for (const char* isa : {"generic", "avx2", "avx512"}) {
+    const recopt::IsaKernels* kernels = recopt::IsaKernelsFor(isa);
+    if (kernels == nullptr) continue;
+    for (auto [f, d, batch] : {std::tuple<int, int, int>{2, 1, 1}, {5, 4, 33}, {7, 8, 40}, {4, 16, 3}, {3, 21, 5}}) {
+      std::vector<int64_t> rows, cols, index;
+      for (int i = 0; i < f; ++i) for (int j = i + 1; j < f; ++j) { rows.push_back(i); cols.push_back(j); index.push_back(i); }
+      recopt::BilinearPairs pairs;
+      CHECK(recopt::MakeBilinearPairs(rows, cols, index, f, f, &pairs).empty());
+      const int64_t p = rows.size();
+      std::vector<float> x(batch * f * d), w(f * d * d), b(f * d), out(batch * p * d);
+      for (auto* v : {&x, &w, &b}) for (auto& e : *v) e = normal(rng);
+      recopt::BilinearInteraction(*kernels, x.data(), 0, batch, f, d, pairs, w.data(), b.data(), out.data());
+      for (int e = 0; e < batch; ++e) {
+        for (int64_t t = 0; t < p; ++t) {
+          for (int j = 0; j < d; ++j) {
+            double v = b[index[t] * d + j];
+            for (int i = 0; i < d; ++i) v += double(x[(e * f + rows[t]) * d + i]) * w[(index[t] * d + i) * d + j];
+            const double want = v * x[(e * f + cols[t]) * d + j];
+            CHECK(std::fabs(out[(e * p + t) * d + j] - want) <= 1e-4 * (1 + std::fabs(want)));
+          }
+        }
+      }
+    }
+  }
+  recopt::BilinearPairs pairs;
+  CHECK(recopt::MakeBilinearPairs({0}, {1}, {2}, 3, 2, &pairs).find("weight_index[0] = 2") != std::string::npos);
+}
+
 }  // namespace
 
 int main() {
@@ -254,6 +287,7 @@ int main() {
   TestQuantizeRows();
   TestTopKCollector();
   TestAfmPooling();
+  TestBilinear();
   std::printf("core tests: %d checks, %d failed\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }

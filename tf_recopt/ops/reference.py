@@ -154,6 +154,15 @@ def afm_pooling(x, attention_w, attention_b, projection_h, rows, cols, activatio
     return tf.reduce_sum(tf.nn.softmax(scores, axis=1)[:, :, None] * e, axis=1)
 
 
+def bilinear_interaction(x, weights, biases, rows, cols, weight_index):
+    """Recopt>BilinearInteraction: FiBiNET's bilinear products, [B, P, d];
+    pair t is (x[:, rows[t]] @ weights[g] + biases[g]) * x[:, cols[t]], g = weight_index[t]."""
+    idx = lambda v: tf.constant(v, tf.int32)  # noqa: E731
+    w = tf.gather(weights, idx(weight_index))                      # [P, d, d]
+    v = tf.einsum("bpi,pij->bpj", tf.gather(x, idx(rows), axis=1), w) + tf.gather(biases, idx(weight_index))
+    return v * tf.gather(x, idx(cols), axis=1)
+
+
 def din_attention(query, keys, mask, weights, biases, activations, alphas, parts, softmax=False,
                   pad_value=0.0, weights_bf16=False, output="pooled"):
     """Recopt>DinAttention: the activation-unit MLP over the concatenation of
