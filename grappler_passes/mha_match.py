@@ -181,6 +181,8 @@ class Matcher(ProjectionReader):
         ins, out = self._contraction(node)
         if len(out) != 4:
             raise NoMatch()
+        if any(getattr(self.view.node(self.view.skip_identity(t)), "op", None) == "Pack" for t in node.input[:2]):
+            raise NoMatch()  # heads stacked on a new axis 0 (AutoInt's layer): fuse_autoint's form
         self.interior.add(node.name)
         rename = dict(zip(out, roles))
         by_role = {}
