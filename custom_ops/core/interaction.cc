@@ -34,16 +34,39 @@ std::string PairsFromFlat(const std::vector<int64_t>& flat, int64_t num_features
     pairs->offset.push_back(
         static_cast<int32_t>(c * kRowsPerChunk * num_features + (i - c * kRowsPerChunk) * pairs->chunk_count[c] + j));
   }
+  const int stride = GramPairsStride(static_cast<int>(num_features));
+  pairs->row_count.assign(num_features, 0);
+  pairs->padded.clear();
+  for (const int64_t v : flat) {
+    if (v == kZeroColumn) {
+      pairs->padded.push_back(static_cast<int>(num_features * stride));
+      continue;
+    }
+    const int64_t i = v / num_features, j = v % num_features;
+    pairs->row_count[i] = std::max(pairs->row_count[i], static_cast<int>(j + 1));
+    pairs->padded.push_back(static_cast<int>(i * stride + j));
+  }
   return "";
 }
 
-int64_t InteractionScratchFloats(int64_t num_features) {
+int64_t InteractionScratchFloats(int64_t num_features, int64_t dim) {
+  if (dim <= kGramPairsMaxDim) return GramPairsScratchFloats(static_cast<int>(num_features), static_cast<int>(dim));
   return num_features * num_features + 1;
 }
 
 void DotInteraction(const IsaKernels& kernels, const float* x, int64_t b0, int64_t b1, int64_t num_features,
                     int64_t dim, const InteractionPairs& pairs, float* out, int64_t ldo, float* scratch) {
   const int64_t f = num_features, p = static_cast<int64_t>(pairs.offset.size());
+  if (dim <= kGramPairsMaxDim) {
+    GramPairsArgs args{nullptr, static_cast<int>(f), static_cast<int>(dim), pairs.row_count.data(),
+                       pairs.padded.data(), p, nullptr, scratch};
+    for (int64_t b = b0; b < b1; ++b) {
+      args.x = x + b * f * dim;
+      args.out = out + b * ldo;
+      kernels.gram_pairs(args);
+    }
+    return;
+  }
   float* gram = scratch;
   gram[f * f] = 0.0f;
   ScoreArgs args{};

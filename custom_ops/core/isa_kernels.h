@@ -194,6 +194,25 @@ struct BilinearArgs {
   float* out;             // [examples, pairs, dim]
 };
 
+// Selected entries of one example's Gram matrix x x^T for narrow fields
+// (dim <= kGramPairsMaxDim): x is transposed into scratch so a row of the
+// Gram matrix is dim broadcast FMAs per vector of columns, with no
+// horizontal sums; row i is computed for columns [0, row_count[i]) only.
+struct GramPairsArgs {
+  const float* x;         // [num_features, dim], one example
+  int num_features, dim;
+  const int* row_count;   // [num_features]
+  const int* padded;      // [pairs]: i * GramPairsStride(F) + j, or F * stride (a zero column)
+  int64_t pairs;
+  float* out;             // [pairs]
+  float* scratch;         // GramPairsScratchFloats(F, dim)
+};
+constexpr int kGramPairsMaxDim = 16;
+inline int GramPairsStride(int num_features) { return (num_features + kPairMaxLanes - 1) / kPairMaxLanes * kPairMaxLanes; }
+inline int64_t GramPairsScratchFloats(int num_features, int dim) {
+  return static_cast<int64_t>(GramPairsStride(num_features)) * (dim + num_features) + 1;
+}
+
 struct EmbeddingTableView;  // embedding.h
 struct EmbeddingBag;
 
@@ -214,6 +233,7 @@ struct IsaKernels {
   bool (*attention_head)(const AttentionHeadArgs& args);
   void (*pair_attention)(const PairAttentionArgs& args);
   void (*bilinear)(const BilinearArgs& args);
+  void (*gram_pairs)(const GramPairsArgs& args);
 };
 
 namespace generic { const IsaKernels& Kernels(); }

@@ -50,7 +50,7 @@ class DotInteractionOp : public OpKernel {
     float* dense_out = yp + (dense_first_ ? 0 : p);
     const recopt::IsaKernels& kernels = recopt::SelectedIsaKernels();
     auto work = [&](int64_t b0, int64_t b1) {
-      std::unique_ptr<float[]> scratch(new float[recopt::InteractionScratchFloats(num_features_)]);
+      std::unique_ptr<float[]> scratch(new float[recopt::InteractionScratchFloats(num_features_, dim)]);
       if (p > 0) recopt::DotInteraction(kernels, xp, b0, b1, num_features_, dim, pairs_, pairs_out, p + k, scratch.get());
       for (int64_t b = b0; b < b1 && k > 0; ++b) std::copy_n(dense + b * k, k, dense_out + b * (p + k));
     };
