@@ -21,7 +21,11 @@ r"""Top-k rewrites for retrieval.
    a variable get a derived variable (made once per optimize() call), so a
    multi-GiB matrix never becomes a GraphDef constant.
 
-2. Any other TopKV2 whose last axis may be long -> Recopt>TopK (same results).
+2. Any other TopKV2 whose last axis may be long -> Recopt>TopK (same results),
+   and sorted ones over short rows (a static last axis of at most 64:
+   DeepCTR's KMaxPooling) with a constant k >= 2, which the op ranks by
+   counting instead of TopKV2's heap (same results; a row with a NaN takes
+   TopKV2's algorithm).
 
 For options.device == "gpu" both rewrites also need what the GPU kernels take
 (custom_ops/gpu/gpu_core.h): a constant k <= 4096, float32 rows for TopK, and
@@ -40,8 +44,10 @@ from grappler_passes import shapes
 from grappler_passes.pass_base import GraphPass, SkipMatch
 
 # Rows shorter than this gain nothing from Recopt>TopK (core/topk.h
-# kTopKSampledMinCols; bench/topk.py measures the crossover).
+# kTopKSampledMinCols; bench/topk.py measures the crossover) ...
 MIN_TOPK_COLS = 16384
+# ... except sorted rows at most this long (kernels/topk_plain.h kShortRowMaxCols).
+MAX_SHORT_COLS = 64
 _TOPK_TYPES = {types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_INT32, types_pb2.DT_INT64}
 _EINSUM = re.compile(r"^([a-z])([a-z]),([a-z])([a-z])->([a-z])([a-z])$")
 _TCAND = {"fp32": types_pb2.DT_FLOAT, "bf16": types_pb2.DT_BFLOAT16, "int8": types_pb2.DT_INT8}
@@ -83,14 +89,16 @@ class FuseTopK(GraphPass):
                 reason = str(why)
             if gpu and node.attr["T"].type != types_pb2.DT_FLOAT:
                 result.skip(node.name, f"{reason}; Recopt>TopK has a GPU kernel for float32 only")
-            elif _long_rows(info, node) and node.attr["T"].type in _TOPK_TYPES:
+            elif (_long_rows(info, node) or _short_sorted_rows(view, info, node)) and \
+                    node.attr["T"].type in _TOPK_TYPES:
                 node.op = spec.TOPK
                 for attr in ("Tk", "index_type"):  # TopKV2's, always int32 here
                     node.attr.pop(attr, None)
                 view.touch()
                 result.apply()
             else:
-                result.skip(node.name, f"{reason}; last axis under {MIN_TOPK_COLS}")
+                result.skip(node.name, f"{reason}; last axis under {MIN_TOPK_COLS} and not a sorted row of at most "
+                                       f"{MAX_SHORT_COLS}")
 
 
 def _int32_k_and_indices(node):
@@ -111,6 +119,14 @@ def _gpu_limits(view, node):
 def _long_rows(info, node):
     shape = shapes.shape_of(info, node.input[0])
     return shape is None or shape[-1] is None or shape[-1] >= MIN_TOPK_COLS
+
+
+def _short_sorted_rows(view, info, node):
+    """Sorted, k >= 2 (k = 1 measured faster as TopKV2's max), rows of at most MAX_SHORT_COLS."""
+    shape = shapes.shape_of(info, node.input[0])
+    k = view.const_int(node.input[1])
+    return node.attr["sorted"].b and k is not None and k >= 2 and shape is not None and shape[-1] is not None \
+        and shape[-1] <= MAX_SHORT_COLS
 
 
 class _ScoreChain:

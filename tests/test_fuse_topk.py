@@ -151,3 +151,28 @@ def test_recall_floor_refuses_to_write(ops, zoo_dir, tmp_path):
     with pytest.raises(ParityError, match="recall@50 .* < recall_floor 1.0"):
         tf_recopt.optimize(zoo_dir("two_tower"), str(out), precision="int8", recall_floor=1.0)
     assert not out.exists()
+
+
+def _kmax_pooling(x, k, sorted=True):
+    """DeepCTR's KMaxPooling(axis=1) on [B, F, D, C]: top_k over the field axis."""
+    perm = [0, 3, 2, 1]
+    return tf.transpose(tf.math.top_k(tf.transpose(x, perm), k=k, sorted=sorted)[0], perm)
+
+
+@pytest.mark.parametrize("k, fused", [(3, True), (26, True), (1, False)])
+def test_short_sorted_rows_become_recopt_topk(ops, k, fused):
+    """k >= 2 over a static last axis <= 64 (CCPM's KMaxPooling); k = 1 stays
+    TopKV2 (its max reduction measured faster)."""
+    spec = tf.TensorSpec([None, 26, 8, 4], tf.float32)
+    graph_def, inputs, outputs = frozen_graph(lambda x: _kmax_pooling(x, k), spec)
+    new, _ = optimize_graph(graph_def, inputs, outputs)
+    assert ("Recopt>TopK" in ops_of(new)) == fused and ("TopKV2" in ops_of(new)) != fused, ops_of(new)
+    x = np.random.default_rng(9).integers(-3, 4, (5, 26, 8, 4)).astype(np.float32)
+    np.testing.assert_array_equal(run_graph(new, inputs, outputs, [x])[0], run_graph(graph_def, inputs, outputs, [x])[0])
+
+
+def test_short_unsorted_rows_are_left_alone(ops):
+    spec = tf.TensorSpec([None, 26, 8, 4], tf.float32)
+    graph_def, inputs, outputs = frozen_graph(lambda x: _kmax_pooling(x, 3, sorted=False), spec)
+    new, _ = optimize_graph(graph_def, inputs, outputs)
+    assert "TopKV2" in ops_of(new) and "Recopt>TopK" not in ops_of(new)

@@ -160,3 +160,61 @@ def test_inside_tf_function_infers_shape(ops):
         return v, i
     x = np.random.default_rng(8).standard_normal((3, 50_000)).astype(np.float32)
     np.testing.assert_array_equal(f(x)[1].numpy(), tf.math.top_k(x, 10)[1].numpy())
+
+
+# ---- short sorted rows (kernels/topk_plain.h ShortSortedRow: rank counting
+# on the ISA kernels for float32, insertion for the other types) ----------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])
+@pytest.mark.parametrize("n", [2, 13, 16, 17, 26, 64])
+def test_short_rows_match_with_ties(ops, dtype, n):
+    rng = np.random.default_rng(n)
+    x = rng.integers(-3, 4, (257, n)).astype(dtype)   # many ties: index order decides
+    for k in sorted({2, 3, n // 2 + 1, n}):
+        if k <= n:
+            _assert_same(ops, x, k)
+
+
+def test_short_rows_signed_zeros_and_infinities(ops):
+    rng = np.random.default_rng(6)
+    x = np.where(rng.random((300, 26)) < 0.5, -0.0, 0.0).astype(np.float32)
+    x[::7, 3] = np.inf
+    x[::5, 9] = -np.inf
+    (_, _), (gv, gi) = _both(ops, x, 13)
+    _assert_same(ops, x, 13)
+    np.testing.assert_array_equal(np.signbit(gv), np.signbit(np.take_along_axis(x, gi, 1)))
+
+
+def test_short_rows_with_nan_take_topkv2s_answer(ops):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((64, 26)).astype(np.float32)
+    x[3, 5] = np.nan
+    x[10, :] = np.nan
+    x[20, [0, 25]] = np.nan
+    for k in (2, 13, 26):
+        _assert_same(ops, x, k)
+
+
+_SHORT_ISA_SCRIPT = """
+import numpy as np, tensorflow as tf, tf_recopt
+ops = tf_recopt.load_ops()
+rng = np.random.default_rng(8)
+for n in (2, 5, 16, 26, 33, 64):
+    x = rng.integers(-4, 5, (100, n)).astype(np.float32)
+    for k in sorted({2, n // 2 + 1, n}):
+        want = tf.math.top_k(x, k)
+        got = ops.recopt_top_k(x, k)
+        np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())
+        np.testing.assert_array_equal(got[0].numpy(), want[0].numpy())
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_short_rows_on_every_isa_path(isa):
+    import os
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-c", _SHORT_ISA_SCRIPT], capture_output=True, text=True,
+                            env={**os.environ, "RECOPT_ISA": isa})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")

@@ -213,6 +213,12 @@ inline int64_t GramPairsScratchFloats(int num_features, int dim) {
   return static_cast<int64_t>(GramPairsStride(num_features)) * (dim + num_features) + 1;
 }
 
+// TopKV2's sorted top k of one float row of n <= kShortTopKMaxCols with
+// no NaN (the caller checks): element c goes to rank #{j : x[j] > x[c], or
+// x[j] == x[c] and j < c}, counted for a vector of c at once, so no branch
+// depends on the data.
+constexpr int kShortTopKMaxCols = 64;
+
 struct EmbeddingTableView;  // embedding.h
 struct EmbeddingBag;
 
@@ -234,6 +240,7 @@ struct IsaKernels {
   void (*pair_attention)(const PairAttentionArgs& args);
   void (*bilinear)(const BilinearArgs& args);
   void (*gram_pairs)(const GramPairsArgs& args);
+  void (*short_topk_row)(const float* x, int n, int k, float* values, int* indices);
 };
 
 namespace generic { const IsaKernels& Kernels(); }

@@ -56,8 +56,14 @@ class RecoptTopKOp : public OpKernel {
   void Plain(OpKernelContext* ctx, const Rows& r) {
     auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
     Shard(threads->num_threads, threads->workers, r.rows, 8 * r.n, [&](int64_t b, int64_t e) {
+      // k = 1 stays with the max reduction: the rank count measured slower there.
+      const bool short_rows = sorted_ && r.n <= recopt_kernels::kShortRowMaxCols && r.k > 1;
       for (int64_t i = b; i < e; ++i) {
-        recopt_kernels::PlainRow(r.x + i * r.n, r.n, r.k, sorted_, r.values + i * r.k, r.indices + i * r.k);
+        const T* x = r.x + i * r.n;
+        T* values = r.values + i * r.k;
+        int32* indices = r.indices + i * r.k;
+        if (short_rows && recopt_kernels::ShortSortedRow(x, r.n, r.k, values, indices)) continue;
+        recopt_kernels::PlainRow(x, r.n, r.k, sorted_, values, indices);
       }
     });
   }
