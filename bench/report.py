@@ -167,6 +167,22 @@ def _interaction_section(lines):
         lines.append("")
 
 
+def _ctr_section(lines):
+    for threads, data in _by_threads("ctr_interactions"):
+        lines += [f"### CTR interaction layers: DeepCTR's spelling (stock) vs the fused op, {data['setup']}, "
+                  f"threads={threads}", "", f"Command: `{data['command']}`", "",
+                  "Per-op times in graph (each call runs the layer `inner` times in a tf.while_loop). "
+                  "afm: AfmPooling; bilinear: BilinearInteraction; inner_26 / inner_104: DotInteraction for "
+                  "PNN's and an FGCNN-sized InnerProductLayer; autoint: MultiHeadAttention for one "
+                  "InteractingLayer (E=16, 2x8 heads); kmax_pooling: Recopt>TopK, k=13 over rows of 26.", "",
+                  "| layer | batch | stock median / p99 ms | recopt median / p99 ms | speed-up |",
+                  "|---|---:|---:|---:|---:|"]
+        for r in data["rows"]:
+            lines.append(f"| {r['family']} | {r['batch']} | {r['stock_ms']:.4f} / {r['stock_p99_ms']:.4f} | "
+                         f"{r['recopt_ms']:.4f} / {r['recopt_p99_ms']:.4f} | {r['vs_stock']:.2f}x |")
+        lines.append("")
+
+
 def _attention_section(lines):
     for threads, data in _by_threads("attention"):
         lines += [f"### DIN attention: Recopt>DinAttention vs the stock subgraph and vs its MLP as Recopt>FusedMLP, "
@@ -459,6 +475,7 @@ def render_peers():
 # the section a missing one is first written after, in render()'s order).
 SECTIONS = {"topk": (_topk_section, "### TopK:", None), "retrieval": (_retrieval_section, "### Retrieval:", None),
             "interaction": (_interaction_section, "### DLRM dot interaction:", None),
+            "ctr_interactions": (_ctr_section, "### CTR interaction layers:", "### DLRM dot interaction:"),
             "attention": (_attention_section, "### DIN attention:", "### DLRM dot interaction:"),
             "gru": (_gru_section, "### DIEN GRU:", "### DIN attention:"),
             "mha": (_mha_section, "### Multi-head attention:", "### DIEN GRU:"),
@@ -535,6 +552,7 @@ def render():
     _topk_section(lines)
     _retrieval_section(lines)
     _interaction_section(lines)
+    _ctr_section(lines)
     _attention_section(lines)
     _gru_section(lines)
     _mha_section(lines)

@@ -15,6 +15,8 @@ STEPS = [
     ["-m", "bench.retrieval", "--threads", "default"],
     ["-m", "bench.interaction", "--threads", "inline"],
     ["-m", "bench.interaction", "--threads", "default"],
+    ["-m", "bench.ctr_interactions", "--threads", "inline"],
+    ["-m", "bench.ctr_interactions", "--threads", "default"],
     ["-m", "bench.attention", "--threads", "inline"],
     ["-m", "bench.attention", "--threads", "default"],
     ["-m", "bench.gru", "--threads", "inline"],

@@ -25,7 +25,7 @@ from tensorflow.core.framework import types_pb2
 
 import custom_ops.spec as spec
 from grappler_passes import field_pairs, shapes
-from grappler_passes.pass_base import GraphPass, SkipMatch
+from grappler_passes.pass_base import GraphPass, SkipMatch, apply_plans
 from grappler_passes.pattern import P, match, safe_to_fuse
 
 
@@ -48,17 +48,7 @@ class FuseAfm(GraphPass):
         view = ctx.view
         found = [(node, m) for node in view.nodes() if node.op == "Sum"
                  for m in [match(PATTERN, node, view)] if m is not None]
-        if not found:
-            return  # spares the shape inference of the whole graph
-        info = view.tensor_info()
-        for node, m in found:
-            try:
-                plan = _AfmPlan(view, info, m)
-            except SkipMatch as why:
-                result.skip(node.name, str(why))
-                continue
-            plan.emit(view)
-            result.apply()
+        apply_plans(view, result, found, _AfmPlan)
 
 
 class _AfmPlan:

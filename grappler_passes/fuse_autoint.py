@@ -25,7 +25,7 @@ import numpy as np
 import custom_ops.spec as spec
 from grappler_passes import shapes
 from grappler_passes.graph_view import parse_input
-from grappler_passes.pass_base import GraphPass, SkipMatch
+from grappler_passes.pass_base import GraphPass, SkipMatch, apply_plans
 from grappler_passes.pattern import P, match, safe_to_fuse
 
 _BMM = "BatchMatMulV2|BatchMatMul"
@@ -56,17 +56,7 @@ class FuseAutoInt(GraphPass):
         view = ctx.view
         found = [(node, m) for node in view.nodes() if node.op == "Squeeze"
                  for m in [next((m for p in PATTERNS for m in [match(p, node, view)] if m), None)] if m]
-        if not found:
-            return  # spares the shape inference of the whole graph
-        info = view.tensor_info()
-        for node, m in found:
-            try:
-                plan = _AutoIntPlan(view, info, m)
-            except SkipMatch as why:
-                result.skip(node.name, str(why))
-                continue
-            plan.emit(view)
-            result.apply()
+        apply_plans(view, result, found, _AutoIntPlan)
 
 
 class _AutoIntPlan:

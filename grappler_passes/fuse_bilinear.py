@@ -23,7 +23,7 @@ from tensorflow.core.framework import types_pb2
 import custom_ops.spec as spec
 from grappler_passes import field_pairs, shapes
 from grappler_passes.graph_view import parse_input
-from grappler_passes.pass_base import GraphPass, SkipMatch
+from grappler_passes.pass_base import GraphPass, SkipMatch, apply_plans
 
 
 class FuseBilinear(GraphPass):
@@ -34,18 +34,8 @@ class FuseBilinear(GraphPass):
 
     def run(self, ctx, result):
         view = ctx.view
-        found = [n for n in view.nodes() if n.op == "ConcatV2" and _first_is_bilinear(view, n)]
-        if not found:
-            return  # spares the shape inference of the whole graph
-        info = view.tensor_info()
-        for node in found:
-            try:
-                plan = _BilinearPlan(view, info, node)
-            except SkipMatch as why:
-                result.skip(node.name, str(why))
-                continue
-            plan.emit(view)
-            result.apply()
+        found = [(n, n) for n in view.nodes() if n.op == "ConcatV2" and _first_is_bilinear(view, n)]
+        apply_plans(view, result, found, _BilinearPlan)
 
 
 def _first_is_bilinear(view, concat):

@@ -115,3 +115,22 @@ class GraphPass:
 
     def run(self, ctx, result):
         raise NotImplementedError
+
+
+def apply_plans(view, result, found, make_plan):
+    """The plan-then-emit loop of a matcher pass: `found` holds (anchor node,
+    match) pairs; make_plan(view, info, match) reads the graph and returns a
+    plan with emit(view), or raises SkipMatch, reported against the anchor.
+    The shape table is only built when something was found: inferring the
+    whole graph's shapes is most of a pass's time on a model without the form."""
+    if not found:
+        return
+    info = view.tensor_info()
+    for node, m in found:
+        try:
+            plan = make_plan(view, info, m)
+        except SkipMatch as why:
+            result.skip(node.name, str(why))
+            continue
+        plan.emit(view)
+        result.apply()

@@ -51,3 +51,15 @@ def check_rewrite(fn, specs, feeds, op, count=1, gone=(), rtol=1e-6):
     for g, w in zip(run_graph(new, inputs, outputs, feeds), run_graph(graph_def, inputs, outputs, feeds)):
         np.testing.assert_allclose(g, w, rtol=rtol, atol=1e-6)
     return new
+
+
+def optimize_with_parity(fn, specs, feeds, pass_name, rtol=1e-5, atol=1e-5):
+    """Traces fn on specs, runs the default passes, asserts the optimized
+    graph's outputs match the original's on feeds; returns (the optimized
+    graph's ops, the skip reasons pass_name reported)."""
+    import numpy as np
+    graph_def, inputs, outputs = frozen_graph(fn, *specs)
+    new, results = optimize_graph(graph_def, inputs, outputs)
+    for g, w in zip(run_graph(new, inputs, outputs, feeds), run_graph(graph_def, inputs, outputs, feeds)):
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+    return ops_of(new), [why for r in results if r.name == pass_name for _, why in r.skipped]

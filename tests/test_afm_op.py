@@ -1,14 +1,12 @@
 """Recopt>AfmPooling against its pure-TF reference (gather, multiply,
 tensordot MLP, softmax over the pairs, weighted sum: DeepCTR's AFMLayer)."""
 import itertools
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.isa_util import ISAS, assert_script_passes
 from tf_recopt.ops import reference
 
 RNG = np.random.default_rng(11)
@@ -131,10 +129,7 @@ print("ok")
 """
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("isa", ISAS)
 def test_every_isa_path_matches(isa):
     """4-, 8- and 16-lane pair blocks (a path the CPU lacks falls back to the best it has)."""
-    result = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True,
-                            env={**os.environ, "RECOPT_ISA": isa})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("ok")
+    assert_script_passes(_SCRIPT, isa)

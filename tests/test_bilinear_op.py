@@ -2,14 +2,12 @@
 tensordot, multiply, concat: DeepCTR's BilinearInteraction in its three
 bilinear_types)."""
 import itertools
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.isa_util import ISAS, assert_script_passes
 from tf_recopt.ops import reference
 
 RNG = np.random.default_rng(17)
@@ -143,10 +141,7 @@ print("ok")
 """
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("isa", ISAS)
 def test_every_isa_path_matches(isa):
     """4-, 8- and 16-lane output chunks (a path the CPU lacks falls back to the best it has)."""
-    result = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True,
-                            env={**os.environ, "RECOPT_ISA": isa})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("ok")
+    assert_script_passes(_SCRIPT, isa)

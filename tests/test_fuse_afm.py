@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.graph_util import frozen_graph, ops_of, optimize_graph, run_graph
+from tests.graph_util import optimize_with_parity
 
 RNG = np.random.default_rng(21)
 F, D, UNITS = 7, 8, 6
@@ -47,13 +47,7 @@ def _afm(x, pairs=_concat_pairs, hidden=None, score_bias=False, softmax_axis=1, 
 
 
 def _optimize(fn):
-    graph_def, inputs, outputs = frozen_graph(fn, XSPEC)
-    new, results = optimize_graph(graph_def, inputs, outputs)
-    got, = run_graph(new, inputs, outputs, [X])
-    want, = run_graph(graph_def, inputs, outputs, [X])
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    skips = [why for r in results if r.name == "fuse_afm" for _, why in r.skipped]
-    return ops_of(new), skips
+    return optimize_with_parity(fn, [XSPEC], [X], "fuse_afm")
 
 
 FORMS = {

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.graph_util import frozen_graph, ops_of, optimize_graph, run_graph
+from tests.graph_util import optimize_with_parity
 
 RNG = np.random.default_rng(29)
 F, E, H, D = 9, 8, 2, 4
@@ -36,11 +36,7 @@ def interacting_layer(x, scaling=False, residual=True, key_input=None, merge_axi
 
 
 def _optimize(fn):
-    graph_def, inputs, outputs = frozen_graph(fn, XSPEC)
-    new, results = optimize_graph(graph_def, inputs, outputs)
-    for g, w in zip(run_graph(new, inputs, outputs, [X]), run_graph(graph_def, inputs, outputs, [X])):
-        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
-    return ops_of(new), [why for r in results if r.name == "fuse_autoint" for _, why in r.skipped]
+    return optimize_with_parity(fn, [XSPEC], [X], "fuse_autoint")
 
 
 FORMS = {

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.graph_util import frozen_graph, ops_of, optimize_graph, run_graph
+from tests.graph_util import optimize_with_parity
 
 RNG = np.random.default_rng(31)
 F, D = 7, 8
@@ -29,11 +29,7 @@ def _fgcnn_fields(x):
 
 
 def _optimize(fn):
-    graph_def, inputs, outputs = frozen_graph(fn, XSPEC)
-    new, results = optimize_graph(graph_def, inputs, outputs)
-    for g, w in zip(run_graph(new, inputs, outputs, [X]), run_graph(graph_def, inputs, outputs, [X])):
-        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
-    return ops_of(new), [why for r in results if r.name == "fuse_pair_dot" for _, why in r.skipped]
+    return optimize_with_parity(fn, [XSPEC], [X], "fuse_pair_dot")
 
 
 FORMS = {
@@ -62,8 +58,6 @@ def test_products_used_elsewhere_are_left_alone():
     def fn(x):
         e = tf.gather(x, ROWS, axis=1) * tf.gather(x, COLS, axis=1)
         return tf.reduce_sum(e, -1), tf.reduce_max(e, -1)
-    graph_def, inputs, outputs = frozen_graph(fn, XSPEC)
-    new, results = optimize_graph(graph_def, inputs, outputs)
-    assert "Recopt>DotInteraction" not in ops_of(new)
-    skips = [why for r in results if r.name == "fuse_pair_dot" for _, why in r.skipped]
+    ops, skips = _optimize(fn)
+    assert "Recopt>DotInteraction" not in ops, ops
     assert any("outside the fused subgraph" in why for why in skips), skips

@@ -4,11 +4,9 @@ several register passes and ragged tails, fp32 and bf16 tables, every
 combiner with and without weights, empty bags, and NaN/Inf in rows and
 weights. Comparisons with TensorFlow's own lookups are in
 test_fused_embedding_op.py; this pins the arithmetic each ISA does."""
-import os
-import subprocess
-import sys
-
 import pytest
+
+from tests.isa_util import ISAS, assert_script_passes
 
 _SCRIPT = r"""
 import numpy as np, tensorflow as tf
@@ -67,10 +65,7 @@ print("ok")
 """
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("isa", ISAS)
 def test_every_isa_pools_rows_in_order_bit_for_bit(isa):
     """A path the CPU lacks falls back to the best one it has."""
-    result = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True,
-                            env={**os.environ, "RECOPT_ISA": isa})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("ok")
+    assert_script_passes(_SCRIPT, isa)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.isa_util import ISAS, assert_script_passes
 from tf_recopt.ops import reference
 
 RNG = np.random.default_rng(5)
@@ -116,14 +117,8 @@ print("ok")
 """
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("isa", ISAS)
 def test_every_isa_path_matches(isa):
     """The narrow-field path (d <= 16, pairs from the transposed Gram rows)
     and the score-kernel path, on 4-, 8- and 16-lane vectors."""
-    import os
-    import subprocess
-    import sys
-    result = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], capture_output=True, text=True,
-                            env={**os.environ, "RECOPT_ISA": isa})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("ok")
+    assert_script_passes(_ISA_SCRIPT, isa)

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.isa_util import ISAS, assert_script_passes
+
 BIG = 1 << 20          # long enough for the sampled path, split over the pool
 SAMPLED_MIN = 16384    # core/topk.h kTopKSampledMinCols
 
@@ -209,12 +211,6 @@ print("ok")
 """
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("isa", ISAS)
 def test_short_rows_on_every_isa_path(isa):
-    import os
-    import subprocess
-    import sys
-    result = subprocess.run([sys.executable, "-c", _SHORT_ISA_SCRIPT], capture_output=True, text=True,
-                            env={**os.environ, "RECOPT_ISA": isa})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("ok")
+    assert_script_passes(_SHORT_ISA_SCRIPT, isa)
