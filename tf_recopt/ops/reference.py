@@ -163,6 +163,15 @@ def bilinear_interaction(x, weights, biases, rows, cols, weight_index):
     return v * tf.gather(x, idx(cols), axis=1)
 
 
+def factorization_machine(x, reduce=True, scale=0.5):
+    """Recopt>FactorizationMachine: DeepCTR's FM layer (reduce, [B, 1]) or
+    NFM's BiInteractionPooling (not reduce, [B, 1, k]) of x [B, F, k]."""
+    square_of_sum = tf.square(tf.reduce_sum(x, axis=1, keepdims=True))
+    sum_of_square = tf.reduce_sum(x * x, axis=1, keepdims=True)
+    term = scale * (square_of_sum - sum_of_square)
+    return tf.reduce_sum(term, axis=2) if reduce else term
+
+
 def din_attention(query, keys, mask, weights, biases, activations, alphas, parts, softmax=False,
                   pad_value=0.0, weights_bf16=False, output="pooled"):
     """Recopt>DinAttention: the activation-unit MLP over the concatenation of
