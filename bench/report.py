@@ -1,5 +1,6 @@
 """Renders bench/results/*.json into BENCHMARKS.md (numbers only from those files)."""
 import json
+import math
 import os
 
 from bench.common import RESULTS_DIR
@@ -174,7 +175,9 @@ def _ctr_section(lines):
                   "Per-op times in graph (each call runs the layer `inner` times in a tf.while_loop). "
                   "afm: AfmPooling; bilinear: BilinearInteraction; inner_26 / inner_104: DotInteraction for "
                   "PNN's and an FGCNN-sized InnerProductLayer; autoint: MultiHeadAttention for one "
-                  "InteractingLayer (E=16, 2x8 heads); kmax_pooling: Recopt>TopK, k=13 over rows of 26.", "",
+                  "InteractingLayer (E=16, 2x8 heads); kmax_pooling: Recopt>TopK, k=13 over rows of 26. Machine: "
+                  f"{data['machine']['cpu']}, CPU flags {', '.join(data['machine'].get('flags', [])) or 'not recorded'}"
+                  f"; RECOPT_ISA path {data['machine']['isa']}.", "",
                   "| layer | batch | stock median / p99 ms | recopt median / p99 ms | speed-up |",
                   "|---|---:|---:|---:|---:|"]
         for r in data["rows"]:
@@ -309,6 +312,26 @@ def _corpus_section(lines):
         lines.append(f"| {row['model']} | {opt['seconds']:.1f} | {opt['peak_rss_mb']:.0f} | yes | {fused} |"
                      + "".join(f" {c} |" for c in cells))
     lines.append("")
+    for b in batches:
+        ratios = _corpus_ratios(data, b)
+        if ratios:
+            slower = sorted(name for name, x in ratios.items() if x < 1.0)
+            lines.append(f"Batch {b}: geo-mean {math.exp(sum(map(math.log, ratios.values())) / len(ratios)):.2f}x "
+                         f"over {len(ratios)} models, min {min(ratios.values()):.2f}x, slower than stock: "
+                         f"{', '.join(f'{n} {ratios[n]:.2f}x' for n in slower) or 'none'}.")
+    if batches:
+        lines.append("")
+
+
+def _corpus_ratios(data, batch):
+    """model -> stock median / recopt median on the Session path at `batch`."""
+    out = {}
+    for row in data["models"]:
+        run = next(iter((row.get("runs") or {}).values()), {})
+        t = {x["peer"]: x["median_ms"] for x in run.get("timings", []) if x["batch"] == batch}
+        if t.get("stock_session") and t.get("recopt_session"):
+            out[row["model"]] = t["stock_session"] / t["recopt_session"]
+    return out
 
 
 def _serving_section(lines):
