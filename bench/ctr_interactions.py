@@ -8,6 +8,8 @@ DeepCTR's default sizes (26 fields of d = 8):
   inner_104:    InnerProductLayer (FGCNN-sized, 104 fields, 5356 pairs)
   autoint:      InteractingLayer (E = 16, 2 heads of 8)  -> Recopt>MultiHeadAttention
   kmax_pooling: KMaxPooling(k=13, axis=1) on [B, 26, 8, 4] -> Recopt>TopK
+  fm:           FM (DeepFM's second-order term)         -> Recopt>FactorizationMachine
+  dcn_cross:    CrossNet, 2 vector layers on dim 221    -> Recopt>CrossNetwork
 
 Per-op times in graph (bench.common.stock_vs_recopt: each call runs the
 layer `inner` times in a tf.while_loop), interleaved, median and p99.
@@ -122,8 +124,40 @@ def _families(tf, ops, rng):
             return ops.recopt_top_k(x, 13)[0]
         return {"stock": stock, "recopt": recopt}, 4096
 
+    def fm(batch):
+        x = normal(batch, F, D)
+
+        def stock():
+            square_of_sum = tf.square(tf.reduce_sum(x, axis=1, keepdims=True))
+            sum_of_square = tf.reduce_sum(x * x, axis=1, keepdims=True)
+            return 0.5 * tf.reduce_sum(square_of_sum - sum_of_square, axis=2)
+
+        def recopt():
+            return ops.recopt_factorization_machine(x, reduce=True, scale=0.5)
+        return {"stock": stock, "recopt": recopt}, 4096
+
+    dim, layers = F * D + 13, 2
+    cross_w = [normal(dim, 1, scale=1 / np.sqrt(dim)) for _ in range(layers)]
+    cross_b = [normal(dim, 1) for _ in range(layers)]
+    cross_kernels = tf.concat([tf.transpose(w) for w in cross_w], 0)
+    cross_biases = tf.concat([tf.transpose(b) for b in cross_b], 0)
+
+    def dcn_cross(batch):
+        x = normal(batch, dim)
+
+        def stock():
+            x0 = tf.expand_dims(x, 2)
+            xl = x0
+            for w, b in zip(cross_w, cross_b):
+                xl = tf.matmul(x0, tf.tensordot(xl, w, axes=(1, 0))) + b + xl
+            return tf.squeeze(xl, 2)
+
+        def recopt():
+            return ops.recopt_cross_network(x, cross_kernels, tf.zeros([layers]), cross_biases)
+        return {"stock": stock, "recopt": recopt}, 4096
+
     return {"afm": afm, "bilinear": bilinear, "inner_26": inner(26), "inner_104": inner(104), "autoint": autoint,
-            "kmax_pooling": kmax}
+            "kmax_pooling": kmax, "fm": fm, "dcn_cross": dcn_cross}
 
 
 if __name__ == "__main__":

@@ -175,7 +175,8 @@ def _ctr_section(lines):
                   "Per-op times in graph (each call runs the layer `inner` times in a tf.while_loop). "
                   "afm: AfmPooling; bilinear: BilinearInteraction; inner_26 / inner_104: DotInteraction for "
                   "PNN's and an FGCNN-sized InnerProductLayer; autoint: MultiHeadAttention for one "
-                  "InteractingLayer (E=16, 2x8 heads); kmax_pooling: Recopt>TopK, k=13 over rows of 26. Machine: "
+                  "InteractingLayer (E=16, 2x8 heads); kmax_pooling: Recopt>TopK, k=13 over rows of 26; fm: FactorizationMachine; "
+                  "dcn_cross: CrossNetwork, 2 layers on dim 221. Machine: "
                   f"{data['machine']['cpu']}, CPU flags {', '.join(data['machine'].get('flags', [])) or 'not recorded'}"
                   f"; RECOPT_ISA path {data['machine']['isa']}.", "",
                   "| layer | batch | stock median / p99 ms | recopt median / p99 ms | speed-up |",

@@ -172,6 +172,17 @@ def factorization_machine(x, reduce=True, scale=0.5):
     return tf.reduce_sum(term, axis=2) if reduce else term
 
 
+def cross_network(x0, kernels, kernel_bias, biases):
+    """Recopt>CrossNetwork: DCN's cross layers (vector parameterisation) on
+    x0 [B, dim], as DeepCTR's CrossNet computes them on [B, dim, 1]."""
+    x0e = tf.expand_dims(x0, 2)
+    x = x0e
+    for w, c, b in zip(tf.unstack(kernels), tf.unstack(kernel_bias), tf.unstack(biases)):
+        s = tf.tensordot(x, tf.reshape(w, [-1, 1]), axes=(1, 0)) + c   # [B, 1, 1]
+        x = tf.matmul(x0e, s) + tf.reshape(b, [-1, 1]) + x
+    return tf.squeeze(x, axis=2)
+
+
 def din_attention(query, keys, mask, weights, biases, activations, alphas, parts, softmax=False,
                   pad_value=0.0, weights_bf16=False, output="pooled"):
     """Recopt>DinAttention: the activation-unit MLP over the concatenation of
