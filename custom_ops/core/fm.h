@@ -10,13 +10,16 @@
 
 #include <cstdint>
 
+#include "isa_kernels.h"
+
 namespace recopt {
 
 // out[b] = scale * sum_j ((sum_f x[b,f,j])^2 - sum_f x[b,f,j]^2)      (reduce)
 // out[b, j] = scale * ((sum_f x[b,f,j])^2 - sum_f x[b,f,j]^2)         (!reduce)
-// for b in [b0, b1); x is [B, F, k] row-major, summed over f in field order.
-void FactorizationMachine(const float* x, int64_t b0, int64_t b1, int64_t fields, int64_t k, bool reduce, float scale,
-                          float* out);
+// for b in [b0, b1); x is [B, F, k] row-major, summed over f in field order
+// (IsaKernels::factorization_machine: k in vectors of the ISA's width).
+void FactorizationMachine(const IsaKernels& kernels, const float* x, int64_t b0, int64_t b1, int64_t fields, int64_t k,
+                          bool reduce, float scale, float* out);
 
 }  // namespace recopt
 

@@ -241,6 +241,9 @@ struct IsaKernels {
   void (*bilinear)(const BilinearArgs& args);
   void (*gram_pairs)(const GramPairsArgs& args);
   void (*short_topk_row)(const float* x, int n, int k, float* values, int* indices);
+  // core/fm.h FactorizationMachine for `rows` examples of x [rows, fields, k].
+  void (*factorization_machine)(const float* x, int64_t rows, int64_t fields, int64_t k, bool reduce, float scale,
+                                float* out);
 };
 
 namespace generic { const IsaKernels& Kernels(); }
