@@ -16,6 +16,14 @@ from grappler_passes.graph_view import parse_input
 from grappler_passes.pass_base import SkipMatch
 
 
+def products_shape(info, tensor, name):
+    """(P, d) of a [B, P, d] pair-product tensor with static P and d, else SkipMatch."""
+    shape = shapes.shape_of(info, tensor)
+    if shape is None or len(shape) != 3 or shape[1] is None or shape[2] is None:
+        raise SkipMatch(f"the pair products '{name}' are not [B, P, d] with static P and d")
+    return shape[1], shape[2]
+
+
 def field(view, info, tensor, dim):
     """`tensor`'s canonical name if it is one field [B, 1, dim], else SkipMatch."""
     t = view.source(tensor)

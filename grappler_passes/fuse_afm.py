@@ -26,7 +26,7 @@ from tensorflow.core.framework import types_pb2
 import custom_ops.spec as spec
 from grappler_passes import field_pairs, shapes
 from grappler_passes.pass_base import GraphPass, SkipMatch, apply_plans
-from grappler_passes.pattern import P, match, safe_to_fuse
+from grappler_passes.pattern import P, match, require_safe
 
 
 def _is_float(node, _view):
@@ -55,14 +55,9 @@ class _AfmPlan:
     """What the rewrite needs, read from a match; the graph is not touched."""
 
     def __init__(self, view, info, m):
-        reason = safe_to_fuse(m, view)
-        if reason is not None:
-            raise SkipMatch(reason)
+        require_safe(m, view)
         self.sum = m["sum"]
-        e_shape = shapes.shape_of(info, m.tensors["e"])
-        if e_shape is None or len(e_shape) != 3 or e_shape[1] is None or e_shape[2] is None:
-            raise SkipMatch(f"the pair products '{m['e'].name}' are not [B, P, d] with static P and d")
-        self.pairs, self.dim = e_shape[1], e_shape[2]
+        self.pairs, self.dim = field_pairs.products_shape(info, m.tensors["e"], m["e"].name)
         self._check_sum(view)
         self._check_softmax_axis(view, info, m)
         self._read_mlp(view, m["mlp"])

@@ -26,7 +26,7 @@ import custom_ops.spec as spec
 from grappler_passes import shapes
 from grappler_passes.graph_view import parse_input
 from grappler_passes.pass_base import GraphPass, SkipMatch, apply_plans
-from grappler_passes.pattern import P, match, safe_to_fuse
+from grappler_passes.pattern import P, match, require_safe
 
 _BMM = "BatchMatMulV2|BatchMatMul"
 
@@ -63,9 +63,7 @@ class _AutoIntPlan:
     """What the rewrite needs, read from a match; the graph is not touched."""
 
     def __init__(self, view, info, m):
-        reason = safe_to_fuse(m, view)
-        if reason is not None:
-            raise SkipMatch(reason)
+        require_safe(m, view)
         self.squeeze = m["squeeze"]
         if list(self.squeeze.attr["squeeze_dims"].list.i) != [0]:
             raise SkipMatch(f"'{self.squeeze.name}' does not drop the head-merge axis 0")

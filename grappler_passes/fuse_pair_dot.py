@@ -21,7 +21,7 @@ from tensorflow.core.framework import types_pb2
 import custom_ops.spec as spec
 from grappler_passes import field_pairs, shapes
 from grappler_passes.pass_base import GraphPass, SkipMatch, apply_plans
-from grappler_passes.pattern import P, match, safe_to_fuse
+from grappler_passes.pattern import P, match, require_safe
 
 
 def _is_float(node, _view):
@@ -52,14 +52,9 @@ def _pair_operands(view, m):
 
 class _PairDotPlan:
     def __init__(self, view, info, m):
-        reason = safe_to_fuse(m, view)
-        if reason is not None:
-            raise SkipMatch(reason)
+        require_safe(m, view)
         self.sum = m["sum"]
-        shape = shapes.shape_of(info, m.tensors["product"])
-        if shape is None or len(shape) != 3 or shape[1] is None or shape[2] is None:
-            raise SkipMatch(f"the pair products '{m['product'].name}' are not [B, P, d] with static P and d")
-        self.pairs, dim = shape[1], shape[2]
+        self.pairs, dim = field_pairs.products_shape(info, m.tensors["product"], m["product"].name)
         if view.const_int(self.sum.input[1]) not in (2, -1):
             raise SkipMatch(f"'{self.sum.name}' does not sum over the embedding axis")
         self.keep_dims = self.sum.attr["keep_dims"].b

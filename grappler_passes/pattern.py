@@ -106,3 +106,11 @@ def safe_to_fuse(m, view):
                 return f"'{n.name}' is also used by '{consumer.name}' outside the fused subgraph"
     return None
 
+
+
+def require_safe(m, view):
+    """safe_to_fuse for a plan: raises SkipMatch with the reason."""
+    from grappler_passes.pass_base import SkipMatch  # pass_base is below pattern; imported here to keep it light
+    reason = safe_to_fuse(m, view)
+    if reason is not None:
+        raise SkipMatch(reason)
