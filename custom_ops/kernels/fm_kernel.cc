@@ -26,8 +26,9 @@ class FactorizationMachineOp : public OpKernel {
     const float* xp = x.flat<float>().data();
     float* yp = y->flat<float>().data();
     const recopt::IsaKernels& kernels = recopt::SelectedIsaKernels();
-    // Waking a second thread costs more than the whole op below ~1M inputs
-    // (batch 512 x 26 x 8 ran 0.55x of stock sharded over 2 threads, 64 us inline).
+    // Waking a second thread costs more than the whole op below ~1M inputs:
+    // sharded, batch 512 of 26 x 8 fields measured slower than stock with the
+    // default pools (bench.ctr_interactions --threads default, fm rows).
     if (x.NumElements() < (int64_t{1} << 20)) {
       recopt::FactorizationMachine(kernels, xp, 0, batch, fields, k, reduce_, scale_, yp);
       return;
