@@ -64,6 +64,7 @@ class _AutoIntPlan:
 
     def __init__(self, view, info, m):
         require_safe(m, view)
+        self.heads = None  # from the first projection's split; the others must agree
         self.squeeze = m["squeeze"]
         if list(self.squeeze.attr["squeeze_dims"].list.i) != [0]:
             raise SkipMatch(f"'{self.squeeze.name}' does not drop the head-merge axis 0")
@@ -98,7 +99,7 @@ class _AutoIntPlan:
         if list(mlp.attr["int8_layers"].list.i):
             raise SkipMatch(f"'{mlp.name}' runs in int8; the attention op takes fp32 or bf16 weights")
         heads = split.attr["num_split"].i
-        if getattr(self, "heads", heads) != heads:
+        if self.heads is not None and self.heads != heads:
             raise SkipMatch(f"'{split.name}' splits {heads} heads, the others {self.heads}")
         self.heads = heads
         x = view.source(view.data_inputs(mlp)[0])

@@ -44,6 +44,7 @@ def _producer_op(view, tensor):
 class _CrossPlan:
     def __init__(self, view, info, squeeze):
         self.view, self.squeeze, self.inside = view, squeeze, {squeeze.name}
+        self.e = self.dim = None  # x0's ExpandDims and the width, from the first layer read
         x = view.source(squeeze.input[0])
         layers = []
         while True:
@@ -99,11 +100,11 @@ class _CrossPlan:
         if bmm.attr["adj_x"].b or bmm.attr["adj_y"].b:
             raise SkipMatch(f"'{bmm.name}' is not x0 [B, dim, 1] @ s [B, 1, 1]")
         e = view.source(bmm.input[0])
-        if getattr(self, "e", e) != e:
+        if self.e is not None and self.e != e:
             raise SkipMatch(f"'{bmm.name}' multiplies a different x0")
         self.e = e
         w, c = self._tensordot(bmm.input[1], x_prev)
-        self.dim = getattr(self, "dim", w.size)
+        self.dim = w.size if self.dim is None else self.dim
         if bias is None or bias.size != self.dim or w.size != self.dim:
             raise SkipMatch(f"'{inner.name}' does not add a constant [{self.dim}, 1] bias")
         return x_prev, (w.reshape(-1), c, bias.reshape(-1))

@@ -36,10 +36,11 @@ class FuseFieldDots(GraphPass):
         found = []
         for node in view.nodes():
             if node.op == "AddN" and _first(view, node, _is_weighted_dot):
-                found.append((node, _FwfmPlan))
-            elif node.op == "ConcatV2" and _first(view, node, _is_projected_dot):
-                found.append((node, _FefmPlan))
-        apply_plans(view, result, [(n, (n, plan)) for n, plan in found], lambda v, info, m: m[1](v, info, m[0]))
+                found.append((node, (_FwfmPlan, node)))
+            elif node.op == "ConcatV2" and _first(view, node, _is_dot):
+                found.append((node, (_FefmPlan, node)))
+        # Each "match" is (plan class, anchor): the form decides the plan.
+        apply_plans(view, result, found, lambda v, info, m: m[0](v, info, m[1]))
 
 
 def _first(view, node, test):
@@ -61,9 +62,6 @@ def _is_dot(view, node):
 def _is_weighted_dot(view, mul):
     return mul is not None and mul.op == "Mul" and any(_is_dot(view, _producer(view, t)) for t in mul.input[:2])
 
-
-def _is_projected_dot(view, node):
-    return _is_dot(view, node)
 
 
 class _Dots:

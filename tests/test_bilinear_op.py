@@ -102,7 +102,7 @@ def test_nan_and_inf_stay_in_their_pairs(ops):
 
 @pytest.mark.parametrize("rows, cols, index, message", [
     ([0, 4], [1, 2], [0, 0], r"rows\[1\] = 4 is not in \[0, 4\)"),
-    ([0, 1], [1, -2], [0, 0], r"cols\[1\] = -2 is not in"),
+    ([0, 1], [1, -2], [0, 0], r"cols\[1\] = -2 is not in \[0, 4\)"),
     ([0, 1], [1, 2], [0, 3], r"weight_index\[1\] = 3 is not in \[0, 2\)"),
     ([0, 1], [1, 2], [0], "one entry per pair"),
 ])

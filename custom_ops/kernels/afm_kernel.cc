@@ -1,5 +1,6 @@
 // Thin OpKernel over core/afm: validates the inputs against the attrs and
 // shards examples over the intra-op pool.
+#include <algorithm>
 #include <memory>
 
 #include "../core/afm.h"
@@ -24,6 +25,14 @@ class AfmPoolingOp : public OpKernel {
     OP_REQUIRES(ctx, rows_.size() == cols_.size(),
                 errors::InvalidArgument(name(), ": rows and cols must have one entry per pair, got ", rows_.size(),
                                         " and ", cols_.size()));
+    // The int32 pairs the kernel reads, made once; Compute only checks them
+    // against x's field count (the attrs cannot know it).
+    for (size_t t = 0; t < rows_.size(); ++t) {
+      lowest_ = std::min({lowest_, rows_[t], cols_[t]});
+      highest_ = std::max({highest_, rows_[t], cols_[t]});
+      rows32_.push_back(static_cast<int>(rows_[t]));
+      cols32_.push_back(static_cast<int>(cols_[t]));
+    }
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -44,9 +53,14 @@ class AfmPoolingOp : public OpKernel {
                 errors::InvalidArgument(name(), ": projection_h must be [units = ", units, ", 1] or [units], got ",
                                         h.shape().DebugString()));
     const int64_t batch = x.dim_size(0), fields = x.dim_size(1), dim = x.dim_size(2);
-    std::vector<int> rows, cols;
-    const std::string pair_error = recopt::AfmPairs(rows_, cols_, fields, &rows, &cols);
-    OP_REQUIRES(ctx, pair_error.empty(), errors::InvalidArgument(name(), ": ", pair_error));
+    if (lowest_ < 0 || highest_ >= fields) {  // AfmPairs names the first field out of range
+      std::vector<int> unused_rows, unused_cols;
+      ctx->CtxFailure(errors::InvalidArgument(name(), ": ",
+                                              recopt::AfmPairs(rows_, cols_, fields, &unused_rows, &unused_cols)));
+      return;
+    }
+    const std::vector<int>& rows = rows32_;
+    const std::vector<int>& cols = cols32_;
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, dim}), &y));
     if (batch == 0 || dim == 0) return;
@@ -69,6 +83,8 @@ class AfmPoolingOp : public OpKernel {
 
  private:
   std::vector<int64_t> rows_, cols_;
+  std::vector<int> rows32_, cols32_;
+  int64_t lowest_ = 0, highest_ = -1;
   recopt::Activation activation_ = recopt::kActRelu;
   float alpha_ = 0.f;
 };

@@ -1,5 +1,7 @@
 // Thin OpKernel over core/bilinear: validates the inputs against the attrs
 // and shards examples over the intra-op pool.
+#include <algorithm>
+
 #include "../core/bilinear.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -14,6 +16,15 @@ class BilinearInteractionOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("rows", &rows_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("cols", &cols_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("weight_index", &weight_index_));
+    // The int32 pairs the kernel reads, made once against the largest field
+    // and group they name; Compute only checks those against the inputs.
+    for (const int64_t v : rows_) highest_field_ = std::max(highest_field_, v);
+    for (const int64_t v : cols_) highest_field_ = std::max(highest_field_, v);
+    for (const int64_t v : weight_index_) highest_group_ = std::max(highest_group_, v);
+    // Bad attrs (a negative entry, lists of different lengths) are reported
+    // by Compute, against the real field and group counts.
+    valid_ = recopt::MakeBilinearPairs(rows_, cols_, weight_index_, highest_field_ + 1, highest_group_ + 1, &pairs_)
+                 .empty();
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -29,9 +40,13 @@ class BilinearInteractionOp : public OpKernel {
     OP_REQUIRES(ctx, b.dims() == 2 && b.dim_size(0) == w.dim_size(0) && b.dim_size(1) == dim,
                 errors::InvalidArgument(name(), ": biases must be [groups = ", w.dim_size(0), ", dim = ", dim,
                                         "], got ", b.shape().DebugString()));
-    recopt::BilinearPairs pairs;
-    const std::string error = recopt::MakeBilinearPairs(rows_, cols_, weight_index_, fields, w.dim_size(0), &pairs);
-    OP_REQUIRES(ctx, error.empty(), errors::InvalidArgument(name(), ": ", error));
+    if (!valid_ || highest_field_ >= fields || highest_group_ >= w.dim_size(0)) {  // the message names the entry
+      recopt::BilinearPairs unused;
+      ctx->CtxFailure(errors::InvalidArgument(
+          name(), ": ", recopt::MakeBilinearPairs(rows_, cols_, weight_index_, fields, w.dim_size(0), &unused)));
+      return;
+    }
+    const recopt::BilinearPairs& pairs = pairs_;
     const int64_t p = static_cast<int64_t>(rows_.size());
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, p, dim}), &y));
@@ -50,6 +65,9 @@ class BilinearInteractionOp : public OpKernel {
 
  private:
   std::vector<int64_t> rows_, cols_, weight_index_;
+  int64_t highest_field_ = -1, highest_group_ = -1;
+  bool valid_ = false;
+  recopt::BilinearPairs pairs_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("Recopt>BilinearInteraction").Device(DEVICE_CPU), BilinearInteractionOp);
