@@ -62,6 +62,10 @@ struct ScoreArgs {
   // The queries as IsaKernels::prepare_queries rounded them, once for a
   // whole scan of many ranges, or nullptr (the kernel rounds them itself).
   const ScoreQueryInts* query_ints = nullptr;
+  // kScoreBlocks only: out[b, j] += row_bounds[first + j] * slack[b], so the
+  // scan sees upper bounds of the exact scores (core/score_exact.h).
+  const float* row_bounds = nullptr;  // [n] or nullptr
+  const float* slack = nullptr;       // [batch]
 };
 
 // Queries rounded to int16 with a scale each, for kernels that score int8

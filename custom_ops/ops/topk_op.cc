@@ -84,4 +84,49 @@ REGISTER_OP("Recopt>ScoreTopK")
       return TopKShape(c, scores, 4);
     });
 
+// Recopt>ScoreTopK over int8 or bfloat16 "blocks16" candidates, made exact:
+// every candidate whose score the quantization bound cannot rule out of the
+// top k is rescored from exact_rows (the fp32 candidates [n, d]), so values
+// and indices equal Recopt>ScoreTopK's over fp32 "rows" (core/score_exact.h).
+// row_bounds [n]: int8 the row scales, bfloat16 max(largest |value| of the
+// row, 2^-100). survivors [batch]: candidates rescored per query, or -1
+// where the query took the fp32 scan (NaN or inf, or more than
+// max_survivors near-ties; 0: max(4096, 16 k)).
+REGISTER_OP("Recopt>ExactScoreTopK")
+    .Input("queries: float")
+    .Input("candidates: Tcand")
+    .Input("row_scales: float")
+    .Input("bias: float")
+    .Input("k: int32")
+    .Input("exact_rows: float")
+    .Input("row_bounds: float")
+    .Output("values: float")
+    .Output("indices: int32")
+    .Output("survivors: int32")
+    .Attr("Tcand: {bfloat16, int8}")
+    .Attr("scale: float = 1.0")
+    .Attr("sorted: bool = true")
+    .Attr("num_candidates: int")
+    .Attr("max_survivors: int = 0")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle q, cand, rows;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &q));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 3, &cand));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &rows));
+      DimensionHandle unused;
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(q, 1), c->Dim(cand, 1), &unused));
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(q, 1), c->Dim(rows, 1), &unused));
+      TF_RETURN_IF_ERROR(c->WithValue(c->Dim(cand, 2), 16, &unused));
+      int64_t count = -1;
+      TF_RETURN_IF_ERROR(c->GetAttr("num_candidates", &count));
+      if (count < 0) return errors::InvalidArgument("num_candidates must be >= 0, got ", count);
+      ShapeHandle batch;
+      TF_RETURN_IF_ERROR(c->Subshape(q, 0, 1, &batch));
+      ShapeHandle scores;
+      TF_RETURN_IF_ERROR(c->Concatenate(batch, c->Vector(count), &scores));
+      TF_RETURN_IF_ERROR(TopKShape(c, scores, 4));
+      c->set_output(2, batch);
+      return OkStatus();
+    });
+
 }  // namespace tensorflow

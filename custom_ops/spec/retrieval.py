@@ -2,11 +2,17 @@
 the encoders fuse_topk applies to a candidate matrix, and the op's layouts."""
 import numpy as np
 
-from custom_ops.spec import SCORE_TOPK, TOPK
+from custom_ops.spec import EXACT_SCORE_TOPK, SCORE_TOPK, TOPK
 
 OP_NAME = SCORE_TOPK
+EXACT_OP_NAME = EXACT_SCORE_TOPK
 TOPK_OP_NAME = TOPK
 STORAGES = ("fp32", "bf16", "int8")
+# Storages Recopt>ExactScoreTopK scans (then rescoring from fp32 rows).
+EXACT_STORAGES = ("bf16", "int8")
+# Smallest row bound for bf16 rows: keeps 2^-9 x bound above the absolute
+# rounding error of subnormals (core/score_exact.h).
+BF16_MIN_ROW_BOUND = 2.0 ** -100
 LAYOUTS = ("rows", "blocks16")
 BLOCK_LANES = 16  # custom_ops/core/isa_kernels.h kScoreLanes
 
@@ -23,6 +29,19 @@ def quantize_int8(candidates):
     scales = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
     q = np.clip(np.rint(c / scales[:, None]), -127, 127).astype(np.int8)
     return q, scales
+
+
+def row_bounds(candidates, storage, row_scales=None):
+    """Recopt>ExactScoreTopK's row_bounds for `storage`: the int8 row scales
+    (each value within half a scale step), or for bf16 each row's largest
+    |value| (each value within 2^-9 of itself)."""
+    if storage == "int8":
+        return np.asarray(row_scales, np.float32)
+    if storage != "bf16":
+        raise ValueError(f"exact scoring scans {EXACT_STORAGES}, not {storage!r}")
+    c = np.asarray(candidates, np.float32)
+    peak = np.max(np.abs(c), axis=1) if c.size else np.zeros(c.shape[0], np.float32)
+    return np.maximum(peak, np.float32(BF16_MIN_ROW_BOUND)).astype(np.float32)
 
 
 def to_bfloat16(candidates):
