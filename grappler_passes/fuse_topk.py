@@ -17,7 +17,11 @@ r"""Top-k rewrites for retrieval.
    for the CPU, in the "blocks16" layout (16 candidates' elements
    interleaved: custom_ops.spec.retrieval.to_blocks), which scores without
    horizontal sums. An fp32 [n, d] matrix that something else also reads
-   is used in place as rows instead of being stored twice. Candidates from
+   is used in place as rows instead of being stored twice. int8 and bf16
+   (not *_approx) become Recopt>ExactScoreTopK instead: the same scan, then
+   fp32 rescoring of every candidate the rounding bound cannot rule out, so
+   the answer is the fp32 scan's; it reads the fp32 [n, d] rows in place
+   where the graph has them, else from a copy. Candidates from
    a variable get a derived variable (made once per optimize() call), so a
    multi-GiB matrix never becomes a GraphDef constant.
 
@@ -41,7 +45,7 @@ from tensorflow.core.framework import types_pb2
 import custom_ops.spec as spec
 from custom_ops.spec import retrieval
 from grappler_passes import shapes
-from grappler_passes.pass_base import GraphPass, SkipMatch
+from grappler_passes.pass_base import EXACT_RETRIEVAL, GraphPass, SkipMatch
 
 # Rows shorter than this gain nothing from Recopt>TopK (core/topk.h
 # kTopKSampledMinCols; bench/topk.py measures the crossover) ...
@@ -68,7 +72,7 @@ class FuseTopK(GraphPass):
             return  # spares the shape-inference import of the whole graph
         info = view.tensor_info()
         # OptimizeOptions.precision (validated there) names the candidate storage too.
-        storage = ctx.precision("retrieval")
+        precision = ctx.precision("retrieval")
         gpu = getattr(ctx.options, "device", "cpu") == "gpu"
         for node in topks:
             if not _int32_k_and_indices(node):
@@ -82,7 +86,7 @@ class FuseTopK(GraphPass):
                 chain = _ScoreChain(view, ctx, info, node)
                 if gpu and chain.dim is not None and chain.dim > GPU_MAX_DIM:
                     raise SkipMatch(f"d={chain.dim} is above the GPU kernel's {GPU_MAX_DIM}")
-                _emit_score_topk(ctx, node, chain, storage, gpu)
+                _emit_score_topk(ctx, node, chain, precision, gpu)
                 result.apply()
                 continue
             except SkipMatch as why:
@@ -262,9 +266,17 @@ def _einsum_orientation(node):
     raise SkipMatch(f"einsum '{node.attr['equation'].s.decode()}' is not a query-candidate product")
 
 
-def _emit_score_topk(ctx, topk, chain, storage, gpu):
+def _emit_score_topk(ctx, topk, chain, precision, gpu):
     view = ctx.view
     base = topk.name + "/recopt"
+    # Exact int8/bf16 needs the blocks16 scan and the fp32 rows; the GPU
+    # kernel has neither, so there the scan's own answer stands (recall_floor).
+    exact = precision in EXACT_RETRIEVAL and not gpu
+    storage = precision.removesuffix("_approx")
+    value = chain.value_fn() if storage != "fp32" or chain.in_place is None else None
+    if exact and not np.isfinite(value).all():
+        # A NaN or inf candidate has no quantization bound: fp32 is the exact form.
+        exact, storage = False, "fp32"
     # The GPU kernel reads rows (custom_ops/gpu/score_topk_gpu.cu); on the CPU
     # blocks16 is faster at every batch (bench/retrieval.py times both layouts),
     # worth a second copy only when one is made anyway or the original goes.
@@ -273,33 +285,43 @@ def _emit_score_topk(ctx, topk, chain, storage, gpu):
     if not blocks and storage == "fp32" and chain.in_place is not None:
         candidates, row_scales = chain.in_place, np.zeros([0], np.float32)
     else:
-        stored, row_scales = retrieval.encode(chain.value_fn(), storage)
+        value = chain.value_fn() if value is None else value
+        stored, row_scales = retrieval.encode(value, storage)
         if blocks:
             stored = retrieval.to_blocks(stored)
         candidates = _stored_candidates(ctx, chain, stored, (storage, layout), base)
     scales = view.add_const(base + "/row_scales", row_scales).name
     bias = view.add_const(base + "/bias", chain.bias if chain.bias is not None else np.zeros([0], np.float32)).name
-    k = topk.input[1]
-    # The chain's nodes have no control inputs (_single_use_producer refuses them).
-    view.rewrite(topk, spec.SCORE_TOPK, [chain.query, candidates, scales, bias, k], {
-        "Tcand": tf.as_dtype(_TCAND[storage]), "scale": chain.scale, "sorted": topk.attr["sorted"].b,
-        "layout": layout, "num_candidates": chain.n})
+    inputs = [chain.query, candidates, scales, bias, topk.input[1]]
+    attrs = {"Tcand": tf.as_dtype(_TCAND[storage]), "scale": chain.scale, "sorted": topk.attr["sorted"].b,
+             "num_candidates": chain.n}
+    if exact:
+        # The rescoring reads the fp32 rows in place where the graph holds
+        # them as [n, d] (1.25x the fp32 bytes with int8), else a copy.
+        rows = chain.in_place if chain.in_place is not None else \
+            _stored_candidates(ctx, chain, value, ("fp32", "rows"), base, "exact_rows")
+        bounds = scales if storage == "int8" else \
+            view.add_const(base + "/row_bounds", retrieval.row_bounds(value, storage)).name
+        # The chain's nodes have no control inputs (_single_use_producer refuses them).
+        view.rewrite(topk, spec.EXACT_SCORE_TOPK, inputs + [rows, bounds], attrs)
+    else:
+        view.rewrite(topk, spec.SCORE_TOPK, inputs, {**attrs, "layout": layout})
     view.remove_nodes([n.name for n in chain.removed])
 
 
-def _stored_candidates(ctx, chain, stored, encoding, base):
+def _stored_candidates(ctx, chain, stored, encoding, base, what="candidates"):
     """The re-encoded candidates as a Const, or, when they came from a
     variable, as a read of a derived variable: a large matrix stays out of
     the GraphDef (2 GiB limit) and goes to the checkpoint, and every
     signature reading the same variable shares one copy."""
     view = ctx.view
     if chain.variable is None:
-        return view.add_const(base + "/candidates", stored).name
+        return view.add_const(f"{base}/{what}", stored).name
     key = ("score_topk",) + encoding + (id(chain.variable),)
     if key not in ctx.derived:
         name = chain.variable.name.split(":")[0] + "_recopt_" + "_".join(encoding)
         ctx.derived[key] = tf.Variable(stored, trainable=False, name=name)
     copy = ctx.derived[key]
-    handle = ctx.add_variable_handle(base + "/candidates_handle", copy)
+    handle = ctx.add_variable_handle(f"{base}/{what}_handle", copy)
     dtype = copy.dtype.as_datatype_enum
-    return view.add_node("ReadVariableOp", base + "/candidates", [handle], {"dtype": dtype}).name
+    return view.add_node("ReadVariableOp", f"{base}/{what}", [handle], {"dtype": dtype}).name

@@ -9,8 +9,12 @@ from tensorflow.core.framework import types_pb2
 COMPONENT_PRECISIONS = {
     "dense": ("fp32", "bf16", "int8"),      # FusedMLP, GRU, multi-head attention weights
     "embedding": ("fp32", "bf16", "int8"),  # fused embedding lookups' tables (int8: 8-bit row-wise)
-    "retrieval": ("fp32", "bf16", "int8"),  # fused score + top-k candidates
+    # fused score + top-k candidates: int8/bf16 scan, then exact fp32
+    # rescoring (Recopt>ExactScoreTopK); *_approx: the scan's own answer
+    "retrieval": ("fp32", "bf16", "int8", "bf16_approx", "int8_approx"),
 }
+# Retrieval precisions whose answer is the fp32 scan's, ids and scores.
+EXACT_RETRIEVAL = ("bf16", "int8")
 
 
 def resolve_precision(precision, component):
@@ -18,6 +22,8 @@ def resolve_precision(precision, component):
     mapping names each component (absent ones stay fp32); a plain string
     applies to every component."""
     if isinstance(precision, str):
+        if precision not in COMPONENT_PRECISIONS[component]:
+            precision = precision.removesuffix("_approx")  # "int8_approx": int8, retrieval approximate
         return precision if precision in COMPONENT_PRECISIONS[component] else "fp32"
     return precision.get(component, "fp32")
 

@@ -52,16 +52,23 @@ def test_errors_are_one_line_exit_2(zoo_dir, tmp_path, args, message):
     assert "Traceback" not in r.stderr
 
 
-def test_int8_retrieval_optimize_and_validate_report_recall(zoo_dir, tmp_path):
+@pytest.mark.parametrize("precision", ["int8_approx", "retrieval=int8"])
+def test_int8_retrieval_optimize_and_validate_report_recall(zoo_dir, tmp_path, precision):
+    """The approximate scan loses some of the top 500 (recall_floor 1.0
+    refuses it); the exact one returns the fp32 scan's ids."""
     src, out = zoo_dir("two_tower"), str(tmp_path / "int8")
-    r = run_cli("optimize", src, out, "--precision", "int8")
+    r = run_cli("optimize", src, out, "--precision", precision)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "recall@k=" in r.stdout
+    assert ("retrieval: exact" in r.stdout) == (precision == "retrieval=int8")
     r = run_cli("validate", src, out, "--rtol", "5e-2", "--atol", "5e-2")
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     assert "candidate_ids: recall@k=" in r.stdout
     r = run_cli("validate", src, out, "--rtol", "5e-2", "--atol", "5e-2", "--recall-floor", "1.0")
-    assert r.returncode != 0 and "< recall_floor 1.0" in r.stdout
+    if precision == "int8_approx":
+        assert r.returncode != 0 and "< recall_floor 1.0" in r.stdout
+    else:
+        assert r.returncode == 0 and "candidate_ids: recall@k=1.0000" in r.stdout, r.stdout
 
 
 def test_precision_per_component_on_the_command_line(zoo_dir, tmp_path):

@@ -101,31 +101,36 @@ def test_non_candidate_bias_is_not_fused(ops):
     assert "Recopt>ScoreTopK" not in got_ops and "Recopt>TopK" in got_ops
 
 
-def test_tfrs_brute_force_index_optimizes(ops, zoo_dir, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8", "bf16_approx", "int8_approx"])
+def test_tfrs_brute_force_index_optimizes(ops, zoo_dir, tmp_path, precision):
     """tensorflow-recommenders BruteForce, with its candidates kept as a
-    variable (freeze_max_bytes=0), in every storage."""
+    variable (freeze_max_bytes=0), in every storage. Exact int8/bf16 keep
+    the original [n, d] variable for rescoring and read it in place."""
     src = zoo_dir("tfrs_retrieval")
-    for precision in ("fp32", "bf16", "int8"):
-        out = str(tmp_path / precision)
-        report = tf_recopt.optimize(src, out, precision=precision, freeze_max_bytes=0)
-        assert report.rewrites()["fuse_topk"] == 1
-        assert len(saved_model_nodes(out, "Recopt>ScoreTopK")) == 1
-        assert not saved_model_nodes(out, "TopKV2")
-        ids = {p.output: p for p in report.signatures["serving_default"].parity}["item_ids"]
-        assert ids.recall is not None and ids.recall >= 0.99 and ids.ok
-        if precision == "fp32":
-            assert ids.recall == 1.0
-        (node,) = saved_model_nodes(out, "Recopt>ScoreTopK")
+    exact = precision in ("bf16", "int8")
+    op = "Recopt>ExactScoreTopK" if exact else "Recopt>ScoreTopK"
+    out = str(tmp_path / precision)
+    report = tf_recopt.optimize(src, out, precision=precision, freeze_max_bytes=0)
+    assert report.rewrites()["fuse_topk"] == 1
+    assert len(saved_model_nodes(out, op)) == 1
+    assert not saved_model_nodes(out, "TopKV2")
+    ids = {p.output: p for p in report.signatures["serving_default"].parity}["item_ids"]
+    assert ids.recall is not None and ids.recall >= 0.99 and ids.ok
+    if precision == "fp32" or exact:
+        assert ids.recall == 1.0
+    (node,) = saved_model_nodes(out, op)
+    if not exact:
         assert node.attr["layout"].s == b"blocks16"
-        # The re-encoded candidates come from a derived variable, not a
-        # GraphDef constant, and the original variable left the model.
-        assert not [n for n in saved_model_nodes(out, "Const") if n.attr["value"].tensor.tensor_shape.dim
-                    and len(n.attr["value"].tensor.tensor_shape.dim) == 3]
-        n = node.attr["num_candidates"].i
-        shapes = [shape for _, shape in tf.train.list_variables(os.path.join(out, "variables", "variables"))]
-        blocked = [shape for shape in shapes if len(shape) == 3 and shape[0] == -(-n // 16) and shape[2] == 16]
-        assert len(blocked) == 1, shapes
-        assert [n, blocked[0][1]] not in shapes, shapes
+    # The re-encoded candidates come from a derived variable, not a
+    # GraphDef constant.
+    assert not [n for n in saved_model_nodes(out, "Const") if n.attr["value"].tensor.tensor_shape.dim
+                and len(n.attr["value"].tensor.tensor_shape.dim) == 3]
+    n = node.attr["num_candidates"].i
+    shapes = [shape for _, shape in tf.train.list_variables(os.path.join(out, "variables", "variables"))]
+    blocked = [shape for shape in shapes if len(shape) == 3 and shape[0] == -(-n // 16) and shape[2] == 16]
+    assert len(blocked) == 1, shapes
+    # The original variable left the model, or stays once for the rescoring.
+    assert shapes.count([n, blocked[0][1]]) == (1 if exact else 0), shapes
 
 
 def test_int8_dense_layers_fall_back_when_they_cost_recall(ops, zoo_dir, tmp_path):
@@ -149,7 +154,7 @@ def test_int8_dense_layers_fall_back_when_they_cost_recall(ops, zoo_dir, tmp_pat
 def test_recall_floor_refuses_to_write(ops, zoo_dir, tmp_path):
     out = tmp_path / "int8"
     with pytest.raises(ParityError, match="recall@50 .* < recall_floor 1.0"):
-        tf_recopt.optimize(zoo_dir("two_tower"), str(out), precision="int8", recall_floor=1.0)
+        tf_recopt.optimize(zoo_dir("two_tower"), str(out), precision="int8_approx", recall_floor=1.0)
     assert not out.exists()
 
 

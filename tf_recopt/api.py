@@ -54,7 +54,13 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
         its own scale, int32 sums) where oneDNN has VNNI/AMX int8 kernels;
         when those layers alone break parity under the plain "int8",
         optimize() reruns them in fp32 and report.precision_fallbacks says
-        why (a mapping naming dense=int8 fails instead).
+        why (a mapping naming dense=int8 fails instead). Retrieval at
+        "int8" or "bf16" is exact on the CPU: the quantized scan keeps every
+        candidate its rounding bound cannot rule out and rescores those from
+        the fp32 rows (Recopt>ExactScoreTopK), so ids and scores are the
+        fp32 scan's and retrieval is held to fp32's tolerance;
+        "int8_approx"/"bf16_approx" keep the scan's own top k (recall_floor
+        gates it), as does device="gpu".
       device (option): "cpu" (default) or "gpu": for GPU serving, only rewrites
         whose ops have GPU kernels (fused embedding and interaction are left
         out) and within those kernels' limits (k <= 4096, d <= 1536).
@@ -95,7 +101,7 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
         # activation rounding moves outputs most; a query tower feeding
         # int8 retrieval costs recall@k), and int8 elsewhere is gated again.
         # A mapping that names int8 is what the user wants or nothing.
-        relaxable = [c for c in _INT8_FALLBACK_ORDER if opts.precision == "int8" and opts.validate]
+        relaxable = [c for c in _INT8_FALLBACK_ORDER if opts.precision in ("int8", "int8_approx") and opts.validate]
         while True:
             try:
                 _write_and_verify(model, graphs, tmp, opts, report)

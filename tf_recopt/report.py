@@ -3,7 +3,7 @@ import dataclasses
 import json
 from typing import Dict, List
 
-from grappler_passes.pass_base import PassResult
+from grappler_passes.pass_base import EXACT_RETRIEVAL, PassResult
 from tf_recopt.accuracy import MetricParity, describe
 from tf_recopt.verify import OutputParity
 
@@ -82,6 +82,9 @@ class OptimizationReport:
             lines += [f"  accuracy {line}" for line in describe(sig.metrics)]
         if any(p != "fp32" for p in self.precision.values()):
             lines.append("precision: " + ", ".join(f"{c}={p}" for c, p in self.precision.items()))
+        if self.precision.get("retrieval") in EXACT_RETRIEVAL and self.device == "cpu":
+            lines.append(f"retrieval: exact ({self.precision['retrieval']} scan, fp32 rescoring of every candidate "
+                         "its rounding bound cannot rule out: the fp32 ids and scores)")
         lines += [f"precision fallback: {f}" for f in self.precision_fallbacks]
         stages = "  ".join(f"{k}={v:.2f}s" for k, v in self.stage_seconds.items())
         lines.append(f"stages: {stages}")

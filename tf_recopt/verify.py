@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from grappler_passes.graph_view import GraphView, parse_input
 from tf_recopt import example_feeds
-from tf_recopt.ops.retrieval import OP_NAME as SCORE_TOPK_OP, recall_at_k
+from tf_recopt.ops.retrieval import EXACT_OP_NAME, OP_NAME as SCORE_TOPK_OP, recall_at_k
 from tf_recopt.ragged_feeds import ragged_parents, ragged_splits
 
 # Ops through which an integer input keeps its meaning as an index.
@@ -159,7 +159,7 @@ def retrieval_outputs(graph_def, output_tensors):
             if node is None or (name, port) in seen:
                 continue
             seen.add((name, port))
-            if node.op == SCORE_TOPK_OP and port == 1:
+            if node.op in (SCORE_TOPK_OP, EXACT_OP_NAME) and port == 1:
                 found.add(key)
                 break
             inputs = view.data_inputs(node)

@@ -66,6 +66,9 @@ struct ScoreArgs {
   // scan sees upper bounds of the exact scores (core/score_exact.h).
   const float* row_bounds = nullptr;  // [n] or nullptr
   const float* slack = nullptr;       // [batch]
+  // fp32 kScoreRows, batch 1 only: out[0, j] scores row row_ids[j] (first
+  // unused), each exactly as the contiguous scan scores it.
+  const int32_t* row_ids = nullptr;
 };
 
 // Queries rounded to int16 with a scale each, for kernels that score int8

@@ -140,7 +140,15 @@ int64_t ExactFinish(const IsaKernels& kernels, const ExactTopKProblem& p, int64_
   std::vector<int32_t> at(k);
   scans[0].lower.Finish(best.data(), at.data());
   const float floor = best[k - 1] - 2.f * bias_slack;
-  std::vector<TopKEntry<float>> rescored;
+  std::vector<int32_t> ids;
+  for (int64_t c = 0; c < count; ++c) {
+    for (const TopKEntry<float>& e : scans[c].survivors) {
+      if (e.value >= floor) ids.push_back(e.index);
+    }
+  }
+  // At least the k candidates holding the k best lower bounds survive.
+  if (static_cast<int64_t>(ids.size()) < k) return -1;
+  std::vector<float> exact(ids.size());
   ScoreArgs g = p.approx.scoring;
   g.q += b * g.dim;
   g.batch = 1;
@@ -148,23 +156,19 @@ int64_t ExactFinish(const IsaKernels& kernels, const ExactTopKProblem& p, int64_
   g.storage = kScoreF32;
   g.layout = kScoreRows;
   g.row_scales = nullptr;
-  g.count = 1;
+  g.first = 0;
+  g.count = static_cast<int64_t>(ids.size());
+  g.row_ids = ids.data();
+  g.out = exact.data();
   g.floors = nullptr;
   g.may_pass = nullptr;
   g.query_ints = nullptr;
-  for (int64_t c = 0; c < count; ++c) {
-    for (const TopKEntry<float>& e : scans[c].survivors) {
-      if (!(e.value >= floor)) continue;
-      float exact;
-      g.first = e.index;
-      g.out = &exact;
-      kernels.score(g);
-      if (exact != exact) return -1;
-      rescored.push_back({exact, e.index});
-    }
+  kernels.score(g);
+  std::vector<TopKEntry<float>> rescored(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (exact[i] != exact[i]) return -1;
+    rescored[i] = {exact[i], ids[i]};
   }
-  // At least the k candidates holding the k best lower bounds survive.
-  if (static_cast<int64_t>(rescored.size()) < k) return -1;
   std::partial_sort(rescored.begin(), rescored.begin() + k, rescored.end(),
                     [](const TopKEntry<float>& x, const TopKEntry<float>& y) { return TopKBefore(x, y); });
   for (int i = 0; i < k; ++i) {
