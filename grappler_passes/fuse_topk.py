@@ -274,9 +274,10 @@ def _emit_score_topk(ctx, topk, chain, precision, gpu):
     exact = precision in EXACT_RETRIEVAL and not gpu
     storage = precision.removesuffix("_approx")
     value = chain.value_fn() if storage != "fp32" or chain.in_place is None else None
-    if exact and not np.isfinite(value).all():
-        # A NaN or inf candidate has no quantization bound: fp32 is the exact form.
-        exact, storage = False, "fp32"
+    if exact and np.isfinite(value).all():
+        return _emit_exact(ctx, topk, chain, storage, value, base)
+    if exact:  # a NaN or inf candidate has no quantization bound: fp32 is the exact form
+        storage = "fp32"
     # The GPU kernel reads rows (custom_ops/gpu/score_topk_gpu.cu); on the CPU
     # blocks16 is faster at every batch (bench/retrieval.py times both layouts),
     # worth a second copy only when one is made anyway or the original goes.
@@ -290,23 +291,38 @@ def _emit_score_topk(ctx, topk, chain, precision, gpu):
         if blocks:
             stored = retrieval.to_blocks(stored)
         candidates = _stored_candidates(ctx, chain, stored, (storage, layout), base)
-    scales = view.add_const(base + "/row_scales", row_scales).name
-    bias = view.add_const(base + "/bias", chain.bias if chain.bias is not None else np.zeros([0], np.float32)).name
-    inputs = [chain.query, candidates, scales, bias, topk.input[1]]
-    attrs = {"Tcand": tf.as_dtype(_TCAND[storage]), "scale": chain.scale, "sorted": topk.attr["sorted"].b,
-             "num_candidates": chain.n}
-    if exact:
-        # The rescoring reads the fp32 rows in place where the graph holds
-        # them as [n, d] (1.25x the fp32 bytes with int8), else a copy.
-        rows = chain.in_place if chain.in_place is not None else \
-            _stored_candidates(ctx, chain, value, ("fp32", "rows"), base, "exact_rows")
-        bounds = scales if storage == "int8" else \
-            view.add_const(base + "/row_bounds", retrieval.row_bounds(value, storage)).name
-        # The chain's nodes have no control inputs (_single_use_producer refuses them).
-        view.rewrite(topk, spec.EXACT_SCORE_TOPK, inputs + [rows, bounds], attrs)
-    else:
-        view.rewrite(topk, spec.SCORE_TOPK, inputs, {**attrs, "layout": layout})
+    inputs = [chain.query, candidates, view.add_const(base + "/row_scales", row_scales).name, _bias(view, chain, base),
+              topk.input[1]]
+    # The chain's nodes have no control inputs (_single_use_producer refuses them).
+    view.rewrite(topk, spec.SCORE_TOPK, inputs, {**_attrs(topk, chain, storage), "layout": layout})
     view.remove_nodes([n.name for n in chain.removed])
+
+
+def _emit_exact(ctx, topk, chain, storage, value, base):
+    """Recopt>ExactScoreTopK over the centred, quantized candidates. The
+    rescoring reads the fp32 rows in place where the graph holds them as
+    [n, d] (1.25x the fp32 bytes with int8), else from a copy."""
+    view = ctx.view
+    blocks, row_scales, bounds, centre = retrieval.encode_exact(value, storage)
+    candidates = _stored_candidates(ctx, chain, blocks, (storage, "blocks16", "centred"), base)
+    rows = chain.in_place if chain.in_place is not None else \
+        _stored_candidates(ctx, chain, value, ("fp32", "rows"), base, "exact_rows")
+    scales = view.add_const(base + "/row_scales", row_scales).name
+    # int8 row bounds are the row scales: one constant for both inputs.
+    bounds = scales if storage == "int8" else view.add_const(base + "/row_bounds", bounds).name
+    inputs = [chain.query, candidates, scales, _bias(view, chain, base), topk.input[1], rows, bounds,
+              view.add_const(base + "/centre", centre).name]
+    view.rewrite(topk, spec.EXACT_SCORE_TOPK, inputs, _attrs(topk, chain, storage))
+    view.remove_nodes([n.name for n in chain.removed])
+
+
+def _bias(view, chain, base):
+    return view.add_const(base + "/bias", chain.bias if chain.bias is not None else np.zeros([0], np.float32)).name
+
+
+def _attrs(topk, chain, storage):
+    return {"Tcand": tf.as_dtype(_TCAND[storage]), "scale": chain.scale, "sorted": topk.attr["sorted"].b,
+            "num_candidates": chain.n}
 
 
 def _stored_candidates(ctx, chain, stored, encoding, base, what="candidates"):

@@ -14,10 +14,9 @@ EMPTY = np.zeros([0], np.float32)
 STORAGES = pytest.mark.parametrize("storage", retrieval.EXACT_STORAGES)
 
 
-def _exact(ops, q, c, k, storage, bias=EMPTY, scale=1.0, bounds_factor=1.0, **attrs):
-    stored, scales = retrieval.encode(c, storage)
-    bounds = retrieval.row_bounds(c, storage, scales) * np.float32(bounds_factor)
-    v, i, s = ops.recopt_exact_score_top_k(q, retrieval.to_blocks(stored), scales, bias, k, c, bounds,
+def _exact(ops, q, c, k, storage, bias=EMPTY, scale=1.0, bounds_factor=1.0, centre=True, **attrs):
+    blocks, scales, bounds, mid = retrieval.encode_exact(c, storage, centre)
+    v, i, s = ops.recopt_exact_score_top_k(q, blocks, scales, bias, k, c, bounds * np.float32(bounds_factor), mid,
                                            scale=scale, num_candidates=len(c), **attrs)
     return v.numpy(), i.numpy(), s.numpy()
 
@@ -60,9 +59,22 @@ def test_equals_fp32_scan(ops, storage, kind, batch):
     c = _candidates(kind, 60_003, 64, rng)
     q = rng.standard_normal((batch, 64)).astype(np.float32)
     s = _assert_exact(ops, q, c, 200, storage)
-    if kind in ("random", "popularity"):
+    if kind != "near_duplicates":
         # The bound narrows these to a few times k: the point of the op.
         assert (s >= 200).all() and (s < 20 * 200).all(), s
+
+
+@STORAGES
+@pytest.mark.parametrize("kind", ["random", "clustered", "popularity"])
+def test_uncentred_candidates(ops, storage, kind):
+    """Without a centre the op is as exact; clustered rows then have
+    quantization steps far above their score spread, and every query takes
+    the fp32 scan (what centring is for)."""
+    rng = np.random.default_rng(11)
+    c = _candidates(kind, 30_001, 48, rng)
+    q = rng.standard_normal((8, 48)).astype(np.float32)
+    s = _assert_exact(ops, q, c, 100, storage, centre=False)
+    assert (s == -1).all() if kind == "clustered" else (s >= 100).all(), s
 
 
 @STORAGES
@@ -130,13 +142,13 @@ def test_empty_batch_and_k_zero(ops, storage):
 
 def test_shrunk_bound_breaks_exactness(ops):
     """Sabotage: the same checks fail once the row bounds are cut (int8 to
-    a tenth; bf16's bound adds 2^-9 of every product with one sign, where
-    random signs cancel to about a sixth at d = 64, so to a fiftieth), so the
-    tests above depend on the bound being right."""
+    1/50, bf16 to 1/100), so the tests above depend on the bound. The bound
+    is a worst case: every rounding error at its limit with one sign, where
+    random signs cancel, so at this size cuts to a tenth still held."""
     rng = np.random.default_rng(6)
     c = _candidates("random", 60_003, 64, rng)
     q = rng.standard_normal((8, 64)).astype(np.float32)
-    for storage, factor in (("int8", 0.1), ("bf16", 0.02)):
+    for storage, factor in (("int8", 0.02), ("bf16", 0.01)):
         _, i, _ = _exact(ops, q, c, 200, storage, bounds_factor=factor)
         assert not np.array_equal(i, _fp32(ops, q, c, 200)[1]), storage
 
@@ -146,16 +158,17 @@ def test_bad_inputs_name_the_input(ops):
     rng = np.random.default_rng(7)
     c = rng.standard_normal((40, 8)).astype(np.float32)
     q = rng.standard_normal((2, 8)).astype(np.float32)
-    stored, scales = retrieval.encode(c, "int8")
-    blocks = retrieval.to_blocks(stored)
+    blocks, scales, bounds, mid = retrieval.encode_exact(c, "int8")
     with pytest.raises(tf.errors.InvalidArgumentError, match="exact_rows must be"):
-        ops.recopt_exact_score_top_k(q, blocks, scales, EMPTY, 3, c[:39], scales, num_candidates=40)
+        ops.recopt_exact_score_top_k(q, blocks, scales, EMPTY, 3, c[:39], bounds, mid, num_candidates=40)
     with pytest.raises(tf.errors.InvalidArgumentError, match="row_bounds must be"):
-        ops.recopt_exact_score_top_k(q, blocks, scales, EMPTY, 3, c, scales[:5], num_candidates=40)
+        ops.recopt_exact_score_top_k(q, blocks, scales, EMPTY, 3, c, bounds[:5], mid, num_candidates=40)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="centre must be"):
+        ops.recopt_exact_score_top_k(q, blocks, scales, EMPTY, 3, c, bounds, mid[:5], num_candidates=40)
     with pytest.raises(tf.errors.InvalidArgumentError, match="int8 candidates need row_scales"):
-        ops.recopt_exact_score_top_k(q, blocks, EMPTY, EMPTY, 3, c, scales, num_candidates=40)
+        ops.recopt_exact_score_top_k(q, blocks, EMPTY, EMPTY, 3, c, bounds, mid, num_candidates=40)
     with pytest.raises(tf.errors.InvalidArgumentError, match="at least k columns"):
-        ops.recopt_exact_score_top_k(q, blocks, scales, EMPTY, 41, c, scales, num_candidates=40)
+        ops.recopt_exact_score_top_k(q, blocks, scales, EMPTY, 41, c, bounds, mid, num_candidates=40)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -169,7 +182,7 @@ def test_every_isa_path_is_exact(isa):
         ops = tf_recopt.load_ops()
         rng = np.random.default_rng(8)
         for storage in ("int8", "bf16"):
-            for kind in ("random", "popularity", "near_duplicates"):
+            for kind in ("random", "popularity", "near_duplicates", "clustered"):
                 c = _candidates(kind, 20_011, 40, rng)
                 for batch in (1, 5, 16):
                     q = rng.standard_normal((batch, 40)).astype(np.float32)

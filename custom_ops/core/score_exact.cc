@@ -50,6 +50,15 @@ float BiasSlack(const float* bias, int64_t n) {
   return static_cast<float>(64.0 * kUnit * top);
 }
 
+float CentreSlack(const float* q, const float* centre, int dim, float scale) {
+  if (centre == nullptr) return 0.f;
+  double dot = 0.0;
+  for (int e = 0; e < dim; ++e) dot += std::fabs(static_cast<double>(q[e]) * static_cast<double>(centre[e]));
+  const double gamma = dim * kUnit / (1.0 - dim * kUnit);
+  const double slack = dot * (2.0 * gamma + 64.0 * kUnit) * std::fabs(static_cast<double>(scale)) * (1.0 + 1.0 / 1024);
+  return slack > 3.0e38 ? std::nanf("") : static_cast<float>(slack);
+}
+
 namespace {
 
 // Survivor lists are cut back to what can still enter once they hold this
@@ -69,7 +78,7 @@ void Cut(ExactScan* s, float floor, int64_t cap) {
 
 // Query b's flagged blocks of one scored range: lower bounds to the
 // collector, upper bounds that can still reach it to the survivors.
-void TakeBlocks(const ScoreArgs& g, int64_t b, float slack, float bias_slack, int64_t cap, ExactScan* s) {
+void TakeBlocks(const ScoreArgs& g, int64_t b, float slack, float beta, int64_t cap, ExactScan* s) {
   const int64_t blocks = (g.count + kScoreLanes - 1) / kScoreLanes;
   float lower[kScoreLanes];
   for (int64_t i = 0; i < blocks; ++i) {
@@ -82,7 +91,7 @@ void TakeBlocks(const ScoreArgs& g, int64_t b, float slack, float bias_slack, in
       s->nan = true;
       return;
     }
-    const float floor = s->lower.threshold() - 2.f * bias_slack;
+    const float floor = s->lower.threshold() - 2.f * beta;
     for (int64_t t = 0; t < len; ++t) {
       if (upper[t] >= floor) s->survivors.push_back({upper[t], static_cast<int32_t>(g.first + at + t)});
     }
@@ -95,7 +104,7 @@ void TakeBlocks(const ScoreArgs& g, int64_t b, float slack, float bias_slack, in
 
 }  // namespace
 
-void ExactScanRange(const IsaKernels& kernels, const ExactTopKProblem& p, const float* slack, float bias_slack,
+void ExactScanRange(const IsaKernels& kernels, const ExactTopKProblem& p, const float* slack, const float* beta,
                     int64_t begin, int64_t end, ExactScan* scans) {
   const int64_t batch = p.approx.scoring.batch;
   const int64_t per_block = kScoreBlock / kScoreLanes;
@@ -118,18 +127,18 @@ void ExactScanRange(const IsaKernels& kernels, const ExactTopKProblem& p, const 
     g.count = std::min(kScoreBlock, end - j);
     for (int64_t b = 0; b < batch; ++b) {
       const bool done = scans[b].nan || scans[b].overflow;
-      floors[b] = done ? __builtin_huge_valf() : scans[b].lower.threshold() - 2.f * bias_slack;
+      floors[b] = done ? __builtin_huge_valf() : scans[b].lower.threshold() - 2.f * beta[b];
     }
     kernels.score(g);
     for (int64_t b = 0; b < batch; ++b) {
       if (scans[b].nan || scans[b].overflow) continue;
-      TakeBlocks(g, b, slack[b], bias_slack, p.max_survivors, &scans[b]);
+      TakeBlocks(g, b, slack[b], beta[b], p.max_survivors, &scans[b]);
     }
   }
 }
 
 int64_t ExactFinish(const IsaKernels& kernels, const ExactTopKProblem& p, int64_t b, ExactScan* scans,
-                    int64_t count, float bias_slack, float* values, int32_t* indices) {
+                    int64_t count, float beta, float* values, int32_t* indices) {
   const int k = p.approx.k;
   for (int64_t c = 0; c < count; ++c) {
     if (scans[c].nan || scans[c].overflow) return -1;
@@ -139,7 +148,7 @@ int64_t ExactFinish(const IsaKernels& kernels, const ExactTopKProblem& p, int64_
   std::vector<float> best(k);
   std::vector<int32_t> at(k);
   scans[0].lower.Finish(best.data(), at.data());
-  const float floor = best[k - 1] - 2.f * bias_slack;
+  const float floor = best[k - 1] - 2.f * beta;
   std::vector<int32_t> ids;
   for (int64_t c = 0; c < count; ++c) {
     for (const TopKEntry<float>& e : scans[c].survivors) {

@@ -8,7 +8,12 @@
 // the k-th largest of (approx_c - w_c). The true k-th score is at least
 // L - beta, so no candidate with approx_c + w_c < L - 2 * beta can be in the
 // top k, and selecting among the rest by their rescored values (TopKV2's
-// order: value desc, index asc) gives the fp32 answer. The rescored value is
+// order: value desc, index asc) gives the fp32 answer.
+// The quantized copy may hold c - centre instead of c: every approximate
+// score then lacks the same q.centre, which moves L and every bound alike,
+// and the rounding steps shrink to the residuals' (candidates that share a
+// large common direction, as trained item embeddings often do, would
+// otherwise have quantization steps far above their score spread). The rescored value is
 // the fp32 "rows" kernel's own dot product, so ids and scores equal
 // Recopt>ScoreTopK's over fp32 rows bit for bit.
 #ifndef RECOPT_CORE_SCORE_EXACT_H_
@@ -27,6 +32,7 @@ struct ExactTopKProblem {
   // int8: the row scale (row_scales); bf16: max(largest |value| of the row, 2^-100).
   const float* row_bounds;
   int64_t max_survivors;    // per query; more and the query is scanned in fp32
+  const float* centre;      // [dim], or nullptr: approx holds c - centre (CentreSlack)
 };
 
 // slack(q) for query q: |approx - exact| <= row_bounds[c] * slack + bias
@@ -36,6 +42,10 @@ float QuerySlack(const float* q, int dim, int storage, float scale, double bound
 // The rounding of adding the bias, the same for every row: 64 ulp(1) of the
 // largest |bias| (0 without one).
 float BiasSlack(const float* bias, int64_t n);
+// Candidates stored as residuals c - centre (centred quantization): the
+// fp32 rescoring's rounding of the centre's part, |scale| (2 gamma_d + 64 u)
+// sum |q_i centre_i|, the same for every row. 0 without a centre.
+float CentreSlack(const float* q, const float* centre, int dim, float scale);
 
 // One query's scan of one range of candidates.
 struct ExactScan {
@@ -52,7 +62,8 @@ struct ExactScan {
 
 // Scans candidates [begin, end) for every query of p (scans[b] per query;
 // slack[b] from QuerySlack).
-void ExactScanRange(const IsaKernels& kernels, const ExactTopKProblem& p, const float* slack, float bias_slack,
+// beta[b]: BiasSlack + CentreSlack of query b.
+void ExactScanRange(const IsaKernels& kernels, const ExactTopKProblem& p, const float* slack, const float* beta,
                     int64_t begin, int64_t end, ExactScan* scans);
 
 // The top k of query b from its scans over disjoint ranges, rescored in
@@ -60,7 +71,7 @@ void ExactScanRange(const IsaKernels& kernels, const ExactTopKProblem& p, const 
 // needs the fp32 scan instead (a NaN, an overflow, or a rescored NaN), with
 // nothing written.
 int64_t ExactFinish(const IsaKernels& kernels, const ExactTopKProblem& p, int64_t b, ExactScan* scans,
-                    int64_t count, float bias_slack, float* values, int32_t* indices);
+                    int64_t count, float beta, float* values, int32_t* indices);
 
 }  // namespace recopt
 

@@ -78,6 +78,12 @@ class ExactScoreTopKOp : public OpKernel {
     if (bounds.dims() != 1 || bounds.dim_size(0) != s.n) {
       return errors::InvalidArgument(name(), ": row_bounds must be [", s.n, "], got ", bounds.shape().DebugString());
     }
+    const Tensor& centre = ctx->input(7);
+    if (centre.dims() != 1 || (centre.dim_size(0) != 0 && centre.dim_size(0) != s.dim)) {
+      return errors::InvalidArgument(name(), ": centre must be [", s.dim, "] or [0], got ",
+                                     centre.shape().DebugString());
+    }
+    p->centre = centre.NumElements() > 0 ? centre.flat<float>().data() : nullptr;
     recopt::ScoreArgs& g = p->approx.scoring;
     g = recopt::ScoreArgs{};
     g.q = ctx->input(0).flat<float>().data();
@@ -103,9 +109,13 @@ class ExactScoreTopKOp : public OpKernel {
     const recopt::IsaKernels& kernels = recopt::SelectedIsaKernels();
     const recopt::ScoreArgs& g = p.approx.scoring;
     const int64_t batch = g.batch, n = p.approx.n, k = p.approx.k;
-    std::vector<float> slack(batch);
-    for (int64_t b = 0; b < batch; ++b) slack[b] = recopt::QuerySlack(g.q + b * g.dim, g.dim, g.storage, scale_, 1.0);
+    std::vector<float> slack(batch), beta(batch);
     const float bias_slack = recopt::BiasSlack(g.bias, n);
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* q = g.q + b * g.dim;
+      slack[b] = recopt::QuerySlack(q, g.dim, g.storage, scale_, 1.0);
+      beta[b] = bias_slack + recopt::CentreSlack(q, p.centre, g.dim, scale_);
+    }
     const bool by_queries = threads->num_threads > 1 && batch >= kMinQueriesPerThread * threads->num_threads;
     const int64_t chunks =
         by_queries ? 1 : std::max<int64_t>(1, std::min<int64_t>(threads->num_threads, n / kMinChunkRows));
@@ -116,7 +126,8 @@ class ExactScoreTopKOp : public OpKernel {
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t c = 0; c < chunks; ++c) {
         scans[b * chunks + c].Reset(static_cast<int>(k));
-        scans[b * chunks + c].nan = !(slack[b] == slack[b]);  // a query with NaN or inf: TopKV2's algorithm
+        // A query with NaN or inf: TopKV2's algorithm over the fp32 scores.
+        scans[b * chunks + c].nan = !(slack[b] == slack[b]) || !(beta[b] == beta[b]);
       }
     }
     // One query's ranges are scanned with the query's own slice of the
@@ -127,7 +138,7 @@ class ExactScoreTopKOp : public OpKernel {
       part.approx.scoring.batch = b1 - b0;
       std::vector<recopt::ExactScan> mine(b1 - b0);
       for (int64_t b = b0; b < b1; ++b) mine[b - b0] = std::move(scans[b * chunks + c]);
-      recopt::ExactScanRange(kernels, part, slack.data() + b0, bias_slack, c * chunk_rows,
+      recopt::ExactScanRange(kernels, part, slack.data() + b0, beta.data() + b0, c * chunk_rows,
                              std::min(n, (c + 1) * chunk_rows), mine.data());
       for (int64_t b = b0; b < b1; ++b) scans[b * chunks + c] = std::move(mine[b - b0]);
     };
@@ -143,7 +154,7 @@ class ExactScoreTopKOp : public OpKernel {
     }
     Shard(threads->num_threads, threads->workers, batch, n, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
-        const int64_t rescored = recopt::ExactFinish(kernels, p, b, &scans[b * chunks], chunks, bias_slack,
+        const int64_t rescored = recopt::ExactFinish(kernels, p, b, &scans[b * chunks], chunks, beta[b],
                                                      values + b * k, indices + b * k);
         counts[b] = static_cast<int32>(rescored);
         if (rescored < 0) FullScan(kernels, p, b, values + b * k, indices + b * k);

@@ -89,7 +89,10 @@ REGISTER_OP("Recopt>ScoreTopK")
 // top k is rescored from exact_rows (the fp32 candidates [n, d]), so values
 // and indices equal Recopt>ScoreTopK's over fp32 "rows" (core/score_exact.h).
 // row_bounds [n]: int8 the row scales, bfloat16 max(largest |value| of the
-// row, 2^-100). survivors [batch]: candidates rescored per query, or -1
+// row, 2^-100). centre [d] or [0]: the candidates input holds the
+// quantized residuals c - centre (exact_rows stays c), which keeps the bound
+// tight where all candidates share a large common part.
+// survivors [batch]: candidates rescored per query, or -1
 // where the query took the fp32 scan (NaN or inf, or more than
 // max_survivors near-ties; 0: max(4096, 16 k)).
 REGISTER_OP("Recopt>ExactScoreTopK")
@@ -100,6 +103,7 @@ REGISTER_OP("Recopt>ExactScoreTopK")
     .Input("k: int32")
     .Input("exact_rows: float")
     .Input("row_bounds: float")
+    .Input("centre: float")
     .Output("values: float")
     .Output("indices: int32")
     .Output("survivors: int32")

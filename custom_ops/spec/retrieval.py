@@ -31,6 +31,17 @@ def quantize_int8(candidates):
     return q, scales
 
 
+def centred(candidates):
+    """(c - centre, centre) with centre the mean row: what
+    Recopt>ExactScoreTopK quantizes. Item embeddings often share a common
+    direction far larger than their spread; per-row scales over the raw
+    rows would then be steps far above the score differences that decide
+    the top k, and the bound would keep most candidates."""
+    c = np.asarray(candidates, np.float32)
+    centre = c.mean(axis=0, dtype=np.float64).astype(np.float32) if len(c) else np.zeros(c.shape[1], np.float32)
+    return c - centre, centre
+
+
 def row_bounds(candidates, storage, row_scales=None):
     """Recopt>ExactScoreTopK's row_bounds for `storage`: the int8 row scales
     (each value within half a scale step), or for bf16 each row's largest
@@ -42,6 +53,19 @@ def row_bounds(candidates, storage, row_scales=None):
     c = np.asarray(candidates, np.float32)
     peak = np.max(np.abs(c), axis=1) if c.size else np.zeros(c.shape[0], np.float32)
     return np.maximum(peak, np.float32(BF16_MIN_ROW_BOUND)).astype(np.float32)
+
+
+def encode_exact(candidates, storage, centre=True):
+    """Recopt>ExactScoreTopK's inputs for [n, d] fp32 candidates (beside the
+    rows themselves): (blocks16 candidates, row_scales, row_bounds, centre),
+    quantized from the residuals c - centre, or from c with centre=False
+    (then centre is empty)."""
+    if centre:
+        residual, mid = centred(candidates)
+    else:
+        residual, mid = np.asarray(candidates, np.float32), np.zeros([0], np.float32)
+    stored, scales = encode(residual, storage)
+    return to_blocks(stored), scales, row_bounds(residual, storage, scales), mid
 
 
 def to_bfloat16(candidates):

@@ -3,10 +3,12 @@ re-exported) and recall@k, the measure optimize() gates them by."""
 import numpy as np
 
 from custom_ops.spec.retrieval import (BLOCK_LANES, EXACT_OP_NAME, EXACT_STORAGES, LAYOUTS, OP_NAME, STORAGES,
-                                       TOPK_OP_NAME, encode, quantize_int8, row_bounds, to_blocks, to_bfloat16)
+                                       TOPK_OP_NAME, centred, encode, encode_exact, quantize_int8, row_bounds,
+                                       to_blocks, to_bfloat16)
 
 __all__ = ["BLOCK_LANES", "EXACT_OP_NAME", "EXACT_STORAGES", "LAYOUTS", "OP_NAME", "STORAGES", "TOPK_OP_NAME",
-           "encode", "quantize_int8", "row_bounds", "to_blocks", "to_bfloat16", "recall_at_k"]
+           "centred", "encode", "encode_exact", "quantize_int8", "row_bounds", "to_blocks", "to_bfloat16",
+           "recall_at_k"]
 
 
 def recall_at_k(expected_ids, actual_ids):
