@@ -16,6 +16,7 @@ BATCH_SIZES = {"two_tower": "1,8"}
 DEFAULT_BATCHES = "1,64,512"
 MODELS = ("dlrm", "wdl", "dcn", "din", "dien", "two_tower", "tfrs_retrieval", "tfrs_ranking")
 BATCH_SIZES["tfrs_retrieval"] = "1,8"
+RETRIEVAL_MODELS = ("two_tower", "tfrs_retrieval")
 
 
 def _bench(models, batches, threads, repeats):
@@ -36,6 +37,8 @@ def run_model(name, workdir, repeats):
             # precision="int8": dense layers, embedding tables and candidates
             # (each falling back to fp32 where it breaks parity; see fallbacks).
             "recopt_int8": (os.path.join(workdir, f"{name}_recopt_int8"), "int8")}
+    if name in RETRIEVAL_MODELS:  # int8 retrieval is exact; the approximate scan beside it
+        outs["recopt_int8_approx"] = (os.path.join(workdir, f"{name}_recopt_int8_approx"), "int8_approx")
     for path in [src] + [p for p, _ in outs.values()]:
         shutil.rmtree(path, ignore_errors=True)
     zoo.export(name, src, size="full")
