@@ -36,9 +36,9 @@ struct ExactTopKProblem {
 };
 
 // slack(q) for query q: |approx - exact| <= row_bounds[c] * slack + bias
-// slack. bound_scale is 1 except in the core test that shrinks the bound to
-// show the exactness checks can fail. NaN when q is not finite.
-float QuerySlack(const float* q, int dim, int storage, float scale, double bound_scale);
+// slack (custom_ops/core_tests checks it on every ISA path). NaN when q is
+// not finite.
+float QuerySlack(const float* q, int dim, int storage, float scale);
 // The rounding of adding the bias, the same for every row: 64 ulp(1) of the
 // largest |bias| (0 without one).
 float BiasSlack(const float* bias, int64_t n);

@@ -18,6 +18,7 @@
 #include "../core/bilinear.h"
 #include "../core/embedding_ids.h"
 #include "../core/quantize.h"
+#include "../core/score_exact.h"
 #include "../core/topk.h"
 
 namespace {
@@ -278,6 +279,116 @@ void TestBilinear() {
   CHECK(recopt::MakeBilinearPairs({0}, {1}, {2}, 3, 2, &pairs).find("weight_index[0] = 2") != std::string::npos);
 }
 
+
+// ---- exact retrieval: the rounding bound of core/score_exact.h ------------
+// For every ISA path this CPU has: the approximate scan's score of each
+// candidate (int8 or bf16 residuals c - centre, in blocks16) against the
+// fp32 rows kernel's score of c, less the real q.centre. Their distance must
+// stay within row_bound * QuerySlack + beta, also on inputs built to sit on
+// rounding midpoints; and the worst case must come within 1/100 of it, so
+// the bound is not vacuous.
+float RoundBf16(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest even (finite inputs)
+  bits &= 0xffff0000u;
+  float y;
+  std::memcpy(&y, &bits, 4);
+  return y;
+}
+
+void TestExactBound() {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::uniform_real_distribution<float> uniform(-1.f, 1.f);
+  for (const char* isa : {"generic", "avx2", "avx512", "avx512vnni"}) {
+    const recopt::IsaKernels* kernels = recopt::IsaKernelsFor(isa);
+    if (kernels == nullptr) continue;
+    for (int storage : {recopt::kScoreInt8, recopt::kScoreBF16}) {
+      double worst = 0.0;
+      for (int dim : {7, 16, 64, 130}) {
+        const int n = 400, batch = 3;
+        const int64_t blocks = (n + 15) / 16;
+        std::vector<float> c(n * dim), centre(dim), residual(n * dim), scales(n), bounds(n), q(batch * dim);
+        for (int e = 0; e < dim; ++e) centre[e] = 2.f * normal(rng);
+        std::uniform_int_distribution<int> level(-126, 125);
+        for (int j = 0; j < n; ++j) {
+          const float norm = std::pow(10.f, uniform(rng));
+          for (int e = 0; e < dim; ++e) {
+            // Every fifth row: the peak 127 steps out, the rest half-way between two steps.
+            const float step = norm / 127.f;
+            const float r = j % 5 != 0 ? norm * normal(rng) : e == 0 ? norm : step * (level(rng) + 0.5f);
+            c[j * dim + e] = centre[e] + r;
+          }
+        }
+        for (auto& v : q) v = normal(rng);
+        q[0] = 50.f;  // one element far above the rest: the query's own rounding at its worst
+        std::vector<signed char> codes(blocks * dim * 16, 0);
+        std::vector<uint16_t> halves(blocks * dim * 16, 0);
+        for (int j = 0; j < n; ++j) {
+          float peak = 0.f;
+          for (int e = 0; e < dim; ++e) {
+            residual[j * dim + e] = c[j * dim + e] - centre[e];
+            peak = std::max(peak, std::fabs(residual[j * dim + e]));
+          }
+          scales[j] = peak > 0.f ? peak / 127.f : 1.f;
+          bounds[j] = storage == recopt::kScoreInt8 ? scales[j] : std::max(peak, std::ldexp(1.f, -100));
+          for (int e = 0; e < dim; ++e) {
+            const int64_t at = ((j / 16) * dim + e) * 16 + j % 16;
+            const float r = residual[j * dim + e];
+            codes[at] = static_cast<signed char>(std::max(-127.f, std::min(127.f, std::nearbyint(r / scales[j]))));
+            const float h = RoundBf16(r);
+            uint32_t bits;
+            std::memcpy(&bits, &h, 4);
+            halves[at] = static_cast<uint16_t>(bits >> 16);
+          }
+        }
+        const float scale = -0.75f;
+        recopt::ScoreArgs g{};
+        g.q = q.data();
+        g.batch = batch;
+        g.dim = dim;
+        g.rows = storage == recopt::kScoreInt8 ? static_cast<const void*>(codes.data()) : halves.data();
+        g.storage = storage;
+        g.layout = recopt::kScoreBlocks;
+        g.row_scales = storage == recopt::kScoreInt8 ? scales.data() : nullptr;
+        g.scale = scale;
+        g.first = 0;
+        g.count = n;
+        std::vector<float> approx(batch * n), exact(n);
+        g.out = approx.data();
+        kernels->score(g);
+        for (int b = 0; b < batch; ++b) {
+          recopt::ScoreArgs r{};
+          r.q = q.data() + b * dim;
+          r.batch = 1;
+          r.dim = dim;
+          r.rows = c.data();
+          r.storage = recopt::kScoreF32;
+          r.layout = recopt::kScoreRows;
+          r.scale = scale;
+          r.first = 0;
+          r.count = n;
+          r.out = exact.data();
+          kernels->score(r);
+          double q_centre = 0.0;
+          for (int e = 0; e < dim; ++e) q_centre += static_cast<double>(q[b * dim + e]) * centre[e];
+          const float slack = recopt::QuerySlack(q.data() + b * dim, dim, storage, scale);
+          const float beta = recopt::CentreSlack(q.data() + b * dim, centre.data(), dim, scale);
+          for (int j = 0; j < n; ++j) {
+            const double gap = std::fabs(static_cast<double>(approx[b * n + j]) -
+                                         (static_cast<double>(exact[j]) - scale * q_centre));
+            const double width = static_cast<double>(bounds[j]) * slack + beta;
+            CHECK(gap <= width);
+            worst = std::max(worst, gap / width);
+          }
+        }
+      }
+      CHECK(worst > 0.01);
+    }
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -288,6 +399,7 @@ int main() {
   TestTopKCollector();
   TestAfmPooling();
   TestBilinear();
+  TestExactBound();
   std::printf("core tests: %d checks, %d failed\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }

@@ -113,7 +113,7 @@ class ExactScoreTopKOp : public OpKernel {
     const float bias_slack = recopt::BiasSlack(g.bias, n);
     for (int64_t b = 0; b < batch; ++b) {
       const float* q = g.q + b * g.dim;
-      slack[b] = recopt::QuerySlack(q, g.dim, g.storage, scale_, 1.0);
+      slack[b] = recopt::QuerySlack(q, g.dim, g.storage, scale_);
       beta[b] = bias_slack + recopt::CentreSlack(q, p.centre, g.dim, scale_);
     }
     const bool by_queries = threads->num_threads > 1 && batch >= kMinQueriesPerThread * threads->num_threads;

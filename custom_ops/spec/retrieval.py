@@ -10,7 +10,7 @@ TOPK_OP_NAME = TOPK
 STORAGES = ("fp32", "bf16", "int8")
 # Storages Recopt>ExactScoreTopK scans (then rescoring from fp32 rows).
 EXACT_STORAGES = ("bf16", "int8")
-# Smallest row bound for bf16 rows: keeps 2^-9 x bound above the absolute
+# Smallest row bound for bf16 rows: keeps 2^-8 x bound above the absolute
 # rounding error of subnormals (core/score_exact.h).
 BF16_MIN_ROW_BOUND = 2.0 ** -100
 LAYOUTS = ("rows", "blocks16")
@@ -45,7 +45,7 @@ def centred(candidates):
 def row_bounds(candidates, storage, row_scales=None):
     """Recopt>ExactScoreTopK's row_bounds for `storage`: the int8 row scales
     (each value within half a scale step), or for bf16 each row's largest
-    |value| (each value within 2^-9 of itself)."""
+    |value| (each value within 2^-8 of itself)."""
     if storage == "int8":
         return np.asarray(row_scales, np.float32)
     if storage != "bf16":
