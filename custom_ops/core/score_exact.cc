@@ -119,11 +119,7 @@ void ExactScanRange(const IsaKernels& kernels, const ExactTopKProblem& p, const 
   g.may_pass = may_pass.data();
   g.row_bounds = p.row_bounds;
   g.slack = slack;
-  std::unique_ptr<ScoreQueryInts> ints;
-  if (kernels.prepare_queries != nullptr) {
-    ints.reset(new ScoreQueryInts);
-    if (kernels.prepare_queries(g, ints.get())) g.query_ints = ints.get();
-  }
+  const std::unique_ptr<ScoreQueryInts> ints = PrepareQueries(kernels, &g);
   for (int64_t j = begin; j < end; j += kScoreBlock) {
     g.first = j;
     g.count = std::min(kScoreBlock, end - j);

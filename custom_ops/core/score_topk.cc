@@ -40,11 +40,7 @@ void ScoreRangeTopK(const IsaKernels& kernels, const ScoreTopKProblem& p, int64_
     g.floors = floors.data();
     g.may_pass = may_pass.data();
   }
-  std::unique_ptr<ScoreQueryInts> ints;
-  if (kernels.prepare_queries != nullptr) {
-    ints.reset(new ScoreQueryInts);
-    if (kernels.prepare_queries(g, ints.get())) g.query_ints = ints.get();
-  }
+  const std::unique_ptr<ScoreQueryInts> ints = PrepareQueries(kernels, &g);
   for (int64_t j = begin; j < end; j += kScoreBlock) {
     g.first = j;
     g.count = std::min(kScoreBlock, end - j);
@@ -55,6 +51,15 @@ void ScoreRangeTopK(const IsaKernels& kernels, const ScoreTopKProblem& p, int64_
       if (!ScanScores(g, b, &collectors[b])) nan_query[b] = 1;
     }
   }
+}
+
+std::unique_ptr<ScoreQueryInts> PrepareQueries(const IsaKernels& kernels, ScoreArgs* g) {
+  std::unique_ptr<ScoreQueryInts> ints;
+  if (kernels.prepare_queries == nullptr) return ints;
+  ints.reset(new ScoreQueryInts);
+  if (!kernels.prepare_queries(*g, ints.get())) return nullptr;
+  g->query_ints = ints.get();
+  return ints;
 }
 
 void ScoreAll(const IsaKernels& kernels, const ScoreTopKProblem& p, int64_t b, float* out) {

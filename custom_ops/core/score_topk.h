@@ -8,6 +8,7 @@
 #define RECOPT_CORE_SCORE_TOPK_H_
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "isa_kernels.h"
@@ -28,6 +29,10 @@ struct ScoreTopKProblem {
 // its answer must come from TopKV2's algorithm over all its scores.
 void ScoreRangeTopK(const IsaKernels& kernels, const ScoreTopKProblem& p, int64_t begin, int64_t end,
                     TopKCollector<float>* collectors, char* nan_query);
+
+// The queries of *g rounded once for a scan of many ranges, where the
+// kernels take them (g->query_ints then points into the returned object).
+std::unique_ptr<ScoreQueryInts> PrepareQueries(const IsaKernels& kernels, ScoreArgs* g);
 
 // All n scores of query b (for the NaN fallback).
 void ScoreAll(const IsaKernels& kernels, const ScoreTopKProblem& p, int64_t b, float* out);

@@ -11,28 +11,24 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/util/work_sharder.h"
+#include "score_topk_split.h"
 #include "topk_inputs.h"
 #include "topk_plain.h"
 
 namespace tensorflow {
 namespace {
 
-constexpr int64_t kMinChunkRows = 8 * recopt::kScoreBlock;
-constexpr int64_t kQueryGroup = 8;
-constexpr int64_t kMinQueriesPerThread = 8;
+using recopt_kernels::kMinChunkRows;
+using recopt_kernels::kMinQueriesPerThread;
+using recopt_kernels::kQueryGroup;
+using recopt_kernels::StorageOf;
+
 // Survivors per query when max_survivors is 0: rescoring this many rows
 // costs well under the scan it replaces at 1M x 64 (bench.retrieval's
 // survivor column), and a query past it is near-tied enough that the fp32
 // scan is the cheaper way to be exact.
 constexpr int64_t kMinAutoSurvivors = 4096;
 constexpr int64_t kAutoSurvivorsPerK = 16;
-
-template <typename Tcand>
-constexpr int StorageOf();
-template <>
-constexpr int StorageOf<bfloat16>() { return recopt::kScoreBF16; }
-template <>
-constexpr int StorageOf<int8>() { return recopt::kScoreInt8; }
 
 template <typename Tcand>
 class ExactScoreTopKOp : public OpKernel {

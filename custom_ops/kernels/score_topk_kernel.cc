@@ -10,30 +10,17 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/util/work_sharder.h"
+#include "score_topk_split.h"
 #include "topk_inputs.h"
 #include "topk_plain.h"
 
 namespace tensorflow {
 namespace {
 
-// Candidate rows per work unit, so a small matrix is not split at all.
-// Chunks start on kScoreBlock boundaries, which the blocks16 layout needs.
-constexpr int64_t kMinChunkRows = 8 * recopt::kScoreBlock;
-// Queries per work unit when threads split the queries: the scoring
-// kernel's widest tile.
-constexpr int64_t kQueryGroup = 8;
-// Queries per thread from which threads split queries instead of candidates
-// (one full tile each).
-constexpr int64_t kMinQueriesPerThread = 8;
-
-template <typename Tcand>
-constexpr int StorageOf();
-template <>
-constexpr int StorageOf<float>() { return recopt::kScoreF32; }
-template <>
-constexpr int StorageOf<bfloat16>() { return recopt::kScoreBF16; }
-template <>
-constexpr int StorageOf<int8>() { return recopt::kScoreInt8; }
+using recopt_kernels::kMinChunkRows;
+using recopt_kernels::kMinQueriesPerThread;
+using recopt_kernels::kQueryGroup;
+using recopt_kernels::StorageOf;
 
 template <typename Tcand>
 class ScoreTopKOp : public OpKernel {
