@@ -7,8 +7,8 @@ from grappler_passes.pass_base import COMPONENT_PRECISIONS, EXACT_RETRIEVAL, res
 PRECISIONS = ("fp32", "bf16", "int8", "bf16_approx", "int8_approx")
 # Parity tolerances when the caller gives none: bf16 weights carry 8
 # significant bits, so outputs move by ~1e-3 relative (measured on the zoo).
-# int8: retrieval scores move by about 1e-2 relative (per-row scales over
-# 64 dims), and ids are held to recall_floor. int8 dense layers and tables
+# int8_approx: retrieval scores move by about 1e-2 relative (per-row scales
+# over 64 dims), and ids are held to recall_floor. int8 dense layers and tables
 # moved the small zoo's ranking outputs by 6e-5 to 2.6e-3 and bench.mlp's by
 # 3.8e-3 (its max abs column), but two 512-wide int8 layers with no narrow
 # head by up to 5.7e-2 (bench.dense_variants): optimize() then falls back.
