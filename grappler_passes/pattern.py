@@ -2,14 +2,22 @@
 
 A pattern node names its op (alternatives as "A|B", "*" for any), a label,
 its inputs (sub-patterns, or None for "anything"), whether the matched node
-is kept after the rewrite, and an optional predicate. Inputs of commutative
-ops match in either order; Identity/Snapshot nodes between a consumer and
-its producer are looked through; a label used twice must bind the same node
-(a diamond). Matching starts at the pattern's root (the last op of the
-subgraph) and walks towards the inputs.
+is kept after the rewrite, and optional conditions on the node: `pred`
+(node, view) -> bool, with `why` saying what it requires ("{node}" is the
+node's name), or `check` (node, view) -> None, or the reason it fails.
+Inputs of commutative ops match in either order; Identity/Snapshot nodes
+between a consumer and its producer are looked through; a label used twice
+must bind the same tensor (a diamond). Matching starts at the pattern's
+root (the last op of the subgraph) and walks towards the inputs.
+
+`match` answers yes or no. `require` takes alternatives and raises SkipMatch
+with the reason of the candidate that got furthest, so a pass written as
+data still reports why a near miss was left alone ("adj_x is set on 'mm'").
 """
 import dataclasses
 from typing import Callable, Optional, Sequence
+
+from grappler_passes.pass_base import SkipMatch
 
 COMMUTATIVE = frozenset({"Add", "AddV2", "Mul", "Maximum", "Minimum"})
 
@@ -20,7 +28,9 @@ class P:
     label: Optional[str] = None
     inputs: Sequence[Optional["P"]] = ()
     keep: bool = False
-    pred: Optional[Callable] = None  # pred(node, view) -> bool
+    pred: Optional[Callable] = None   # pred(node, view) -> bool
+    why: Optional[str] = None         # what pred requires, for the skip reason
+    check: Optional[Callable] = None  # check(node, view) -> None or the reason it fails
 
     def ops(self):
         return frozenset(self.op.split("|"))
@@ -32,31 +42,67 @@ class Match:
     nodes: dict            # label -> NodeDef
     tensors: dict          # label -> tensor name that fed the match at that label
     removed: list          # NodeDefs the rewrite may delete (not keep=True)
+    entered: int = 0       # pattern nodes matched so far: how far a failed attempt got
+    failure: tuple = (-1, "no pattern applies")   # (entered, reason) of the furthest failure
 
     def __getitem__(self, label):
         return self.nodes[label]
 
+    def fail(self, reason):
+        if self.entered > self.failure[0]:
+            self.failure = (self.entered, reason)
+        return False
 
-def match(pattern, node, view):
-    """Returns a Match of `pattern` rooted at `node`, or None."""
+
+def match(pattern, node, view, bound=None):
+    """Returns a Match of `pattern` rooted at `node`, or None. `bound`
+    pre-binds labels to tensors (label -> tensor name)."""
+    m, _ = _attempt(pattern, node, view, bound)
+    return m
+
+
+def require(patterns, node, view, bound=None):
+    """The Match of the first of `patterns` (one P or several, longest
+    first) rooted at `node`; else raises SkipMatch with the reason of the
+    attempt that matched the most pattern nodes before failing."""
+    best = (-1, f"'{node.name}' ({node.op}) matches no form")
+    for pattern in (patterns if isinstance(patterns, (list, tuple)) else (patterns,)):
+        m, failure = _attempt(pattern, node, view, bound)
+        if m is not None:
+            return m
+        best = max(best, failure, key=lambda f: f[0])
+    raise SkipMatch(best[1])
+
+
+def _attempt(pattern, node, view, bound):
     state = Match(root=node, nodes={}, tensors={}, removed=[])
+    for label, tensor in (bound or {}).items():
+        state.nodes[label] = view.node(tensor)
+        state.tensors[label] = tensor
     if _match(pattern, node, node.name, view, state):
-        return state
-    return None
+        return state, None
+    return None, state.failure
 
 
 def _match(p, node, tensor, view, state):
     if node is None:
-        return False
+        return state.fail(f"'{tensor}' has no producer node{_at(p)}")
     if p.op != "*" and node.op not in p.ops():
-        return False
-    if p.label is not None:
-        bound = state.nodes.get(p.label)
-        if bound is not None:
-            return bound.name == node.name
+        return state.fail(f"'{node.name}' is {node.op}, not {' or '.join(sorted(p.ops()))}{_at(p)}")
+    if p.label is not None and p.label in state.tensors:
+        bound = state.tensors[p.label]
+        if view.source(bound) != view.source(tensor):
+            return state.fail(f"'{tensor}' is not the same tensor as {p.label} '{bound}'")
+        return True
     if p.pred is not None and not p.pred(node, view):
-        return False
-    snapshot = (dict(state.nodes), dict(state.tensors), list(state.removed))
+        return state.fail((p.why or "'{node}' fails " + getattr(p.pred, "__name__", "its condition"))
+                          .format(node=node.name))
+    if p.check is not None:
+        reason = p.check(node, view)
+        if reason is not None:
+            return state.fail(reason)
+    snapshot = _save(state)
+    state.entered += 1
     if p.label is not None:
         state.nodes[p.label] = node
         state.tensors[p.label] = tensor
@@ -64,18 +110,23 @@ def _match(p, node, tensor, view, state):
         state.removed.append(node)
     inputs = view.data_inputs(node)
     if len(p.inputs) > len(inputs):
+        state.fail(f"'{node.name}' has {len(inputs)} inputs, not {len(p.inputs)}")
         _restore(state, snapshot)
         return False
     orders = [list(range(len(p.inputs)))]
     if node.op in COMMUTATIVE and len(p.inputs) == 2:
         orders.append([1, 0])
     for order in orders:
-        inner = (dict(state.nodes), dict(state.tensors), list(state.removed))
+        inner = _save(state)
         if all(_match_input(p.inputs[k], inputs[order[k]], view, state) for k in range(len(p.inputs))):
             return True
         _restore(state, inner)
     _restore(state, snapshot)
     return False
+
+
+def _at(p):
+    return f" (the pattern's {p.label})" if p.label else ""
 
 
 def _match_input(p, tensor, view, state):
@@ -85,8 +136,13 @@ def _match_input(p, tensor, view, state):
     return _match(p, view.node(tensor), tensor, view, state)
 
 
+def _save(state):
+    return dict(state.nodes), dict(state.tensors), list(state.removed), state.entered
+
+
 def _restore(state, snapshot):
     state.nodes, state.tensors, state.removed = dict(snapshot[0]), dict(snapshot[1]), list(snapshot[2])
+    state.entered = snapshot[3]
 
 
 def safe_to_fuse(m, view):
@@ -107,10 +163,8 @@ def safe_to_fuse(m, view):
     return None
 
 
-
 def require_safe(m, view):
     """safe_to_fuse for a plan: raises SkipMatch with the reason."""
-    from grappler_passes.pass_base import SkipMatch  # pass_base is below pattern; imported here to keep it light
     reason = safe_to_fuse(m, view)
     if reason is not None:
         raise SkipMatch(reason)

@@ -1,9 +1,11 @@
 """The pattern matcher: alternatives, commutative inputs, Identity look-through,
-diamonds, and the safe-to-fuse rule."""
+diamonds, the reasons a near miss fails, and the safe-to-fuse rule."""
+import pytest
 import tensorflow as tf
 
 from grappler_passes.graph_view import GraphView
-from grappler_passes.pattern import P, match, safe_to_fuse
+from grappler_passes.pass_base import SkipMatch
+from grappler_passes.pattern import P, match, require, safe_to_fuse
 from tests.graph_util import frozen_graph
 
 SPEC = tf.TensorSpec([None, 4], tf.float32)
@@ -38,6 +40,56 @@ def test_identity_between_ops_is_looked_through():
     pattern = P("Relu", "act", [P("MatMul", "mm")])
     view, _ = _view(lambda x: tf.nn.relu(tf.identity(tf.identity(tf.matmul(x, tf.ones([4, 4]))))))
     assert match(pattern, _node(view, "Relu"), view) is not None
+
+
+def test_diamond_label_binds_a_tensor_not_a_node():
+    # Unpack's two outputs come from one node but are different tensors.
+    pattern = P("Mul", "mul", [P("Unpack", "u"), P("Unpack", "u")])
+    view, _ = _view(lambda x: (lambda a, b: a * b)(*tf.unstack(tf.reshape(x, [-1, 2, 2]), axis=1)))
+    assert match(pattern, _node(view, "Mul"), view) is None
+    view, _ = _view(lambda x: (lambda a, b: a * a)(*tf.unstack(tf.reshape(x, [-1, 2, 2]), axis=1)))
+    assert match(pattern, _node(view, "Mul"), view) is not None
+
+
+def test_prebound_label_must_match():
+    w = tf.ones([4, 4])
+    view, _ = _view(lambda x: tf.nn.relu(tf.matmul(x, w)) + tf.matmul(x, w))
+    relu = _node(view, "Relu")
+    mm = view.skip_identity(relu.input[0])
+    pattern = P("Relu", "act", [P("MatMul", "mm")])
+    assert match(pattern, relu, view, bound={"mm": mm}) is not None
+    other = next(n.name for n in view.nodes() if n.op == "MatMul" and n.name != mm)
+    assert match(pattern, relu, view, bound={"mm": other}) is None
+
+
+def test_require_reports_the_furthest_failure():
+    """Each reason names the node at fault and what the pattern wanted there;
+    among alternatives, the one that matched the most nodes speaks."""
+    w = tf.ones([4, 4])
+    no_tb = dict(pred=lambda n, v: not n.attr["transpose_b"].b, why="transpose_b is set on '{node}'")
+    short = P("Relu", "act", [P("Placeholder")])
+    long = P("Relu", "act", [P("BiasAdd", "bias", [P("MatMul", "mm", **no_tb), P("Const", "b")])])
+    view, _ = _view(lambda x: tf.nn.relu(tf.nn.bias_add(tf.matmul(x, w, transpose_b=True), tf.ones([4]))))
+    with pytest.raises(SkipMatch, match=r"transpose_b is set on '.*MatMul.*'"):
+        require([short, long], _node(view, "Relu"), view)
+    view, _ = _view(lambda x: tf.nn.relu(tf.nn.bias_add(tf.matmul(x, w), tf.ones([4]) * x[0])))
+    with pytest.raises(SkipMatch, match=r"'.*' is Mul, not Const \(the pattern's b\)"):
+        require([short, long], _node(view, "Relu"), view)
+    with pytest.raises(SkipMatch, match=r"'.*' is Relu, not Sigmoid"):
+        require(P("Sigmoid"), _node(view, "Relu"), view)
+    checked = P("Relu", "act", [P("BiasAdd", check=lambda n, v: f"'{n.name}' says no")])
+    with pytest.raises(SkipMatch, match=r"' says no"):
+        require(checked, _node(view, "Relu"), view)
+    view, _ = _view(lambda x: tf.nn.relu(tf.nn.bias_add(tf.matmul(x, w), tf.ones([4]))))
+    assert require([short, long], _node(view, "Relu"), view)["mm"].op == "MatMul"
+
+
+def test_require_names_the_diamond_that_differs():
+    inner = P("*", "x")
+    pattern = P("Mul", "mul", [inner, P("Sigmoid", "sig", [inner])])
+    view, _ = _view(lambda x: x * tf.sigmoid(tf.nn.relu(x)))
+    with pytest.raises(SkipMatch, match=r"is not the same tensor as x"):
+        require(pattern, _node(view, "Mul"), view)
 
 
 def test_diamond_label_must_bind_one_node():
