@@ -44,8 +44,69 @@ from tensorflow.core.framework import types_pb2
 import custom_ops.spec as spec
 from grappler_passes import shapes
 from grappler_passes.pass_base import GraphPass, SkipMatch
+from grappler_passes.pattern import P, match, require
 
-_PRODUCTS = ("BatchMatMulV2", "BatchMatMul", "Einsum")
+_BMM = "BatchMatMulV2|BatchMatMul"
+_PRODUCTS = _BMM + "|Einsum"
+
+
+def _adjoints(adj_y):
+    def check(node, view):
+        if node.attr["T"].type != types_pb2.DT_FLOAT:
+            return f"the product '{node.name}' is not float32"
+        if node.attr["adj_x"].b:
+            return f"adj_x is set on '{node.name}'"
+        if node.attr["adj_y"].b != adj_y:
+            return f"adj_y is {'not ' if adj_y else ''}set on '{node.name}'"
+        return None
+    return check
+
+
+def _gram_equation(node, view):
+    """None for "bfd,bgd->bfg" in any letters, else why not."""
+    eq = node.attr["equation"].s.decode().replace(" ", "")
+    lhs, _, rhs = eq.partition("->")
+    ins = lhs.split(",")
+    ok = len(ins) == 2 and len(rhs) == 3 and all(len(s) == 3 for s in ins) and \
+        ins[0][0] == ins[1][0] == rhs[0] and ins[0][2] == ins[1][2] and rhs[1:] == ins[0][1] + ins[1][1] \
+        and len(set(rhs + ins[0][2])) == 4
+    if not ok:
+        return f"einsum '{eq}' is not x x^T"
+    return None if node.attr["T"].type == types_pb2.DT_FLOAT else f"the product '{node.name}' is not float32"
+
+
+def _swaps_last_two(node, view):
+    if np.array_equal(view.const_value(node.input[1]), [0, 2, 1]):
+        return None
+    return f"the product's right side '{node.name}' is not transpose(x, [0, 2, 1])"
+
+
+# x x^T, the Gram matrix of the feature embeddings x [B, F, d].
+_X = P("*", "x", keep=True)
+GRAM = (P(_BMM, "product", [_X, P("Transpose", "transpose", [_X, None], check=_swaps_last_two)],
+          check=_adjoints(adj_y=False)),
+        P(_BMM, "product", [_X, _X], check=_adjoints(adj_y=True)),
+        P("Einsum", "product", [_X, _X], check=_gram_equation))
+# The anchors: a gather from the flattened Gram matrix, or a select of it.
+_GATHER = P("GatherV2", "gather", [P("Reshape", "reshape", [P(_PRODUCTS, "product"), None]), None, None])
+_SELECTS = (P("SelectV2", inputs=[None, P(_PRODUCTS)]), P("SelectV2", inputs=[None, None, P(_PRODUCTS)]))
+# Keras' negative-index wrap of a constant c: SelectV2(c < 0, c + n, c).
+_C = P("Const", "c", keep=True)
+_ZERO = P("*", pred=lambda n, view: view.const_int(n.name) == 0, why="'{node}' is not 0")
+KERAS_WRAP = P("SelectV2", "wrap", [P("Less", "less", [_C, _ZERO]), P("AddV2|Add", "add", [_C, None]), _C])
+# A flattened mask's nonzeros: Squeeze(Where(Reshape(mask, [-1])), [1]).
+_MINUS_ONE = P("*", pred=lambda n, view: np.array_equal(view.const_value(n.name), [-1]), why="'{node}' is not [-1]")
+NONZEROS = P("Squeeze", "squeeze", [P("Where", "where", [P("Reshape", "flat", [P("*", "mask"), _MINUS_ONE])])],
+             pred=lambda n, view: list(n.attr["squeeze_dims"].list.i) in ([1], [-1]), why="'{node}' squeezes another axis")
+# A band of ones_like(P) ([-> ones - band] [-> Cast]), P the bound Gram product.
+_ONES = P("OnesLike", inputs=[P("*", "product")])
+_BAND = P("MatrixBandPart", "band", [_ONES, P("*", "lo"), P("*", "hi")])
+_COMPLEMENT = P("Sub", "complement", [_ONES, _BAND])
+BAND_MASKS = (P("Cast", inputs=[_COMPLEMENT]), P("Cast", inputs=[_BAND]), _COMPLEMENT, _BAND)
+# skip_gather's select: zeros_like(P) where the mask holds, P elsewhere (or the other way round).
+_GRAM_NODE = P(_PRODUCTS, "product")
+ZEROED = (P("SelectV2", "select", [P("*", "mask"), P("ZerosLike", "zeros_first", [_GRAM_NODE]), _GRAM_NODE]),
+          P("SelectV2", "select", [P("*", "mask"), _GRAM_NODE, P("ZerosLike", "zeros_last", [_GRAM_NODE])]))
 
 
 class FuseInteraction(GraphPass):
@@ -72,16 +133,9 @@ class FuseInteraction(GraphPass):
     @staticmethod
     def _form(view, node):
         """The matcher class for a gather or select reading x x^T, else None."""
-        if node.op == "SelectV2":
-            operands = [view.node(view.skip_identity(t)) for t in node.input[1:3]]
-            return _ZeroedInteraction if any(n is not None and n.op in _PRODUCTS for n in operands) else None
-        if node.op != "GatherV2":
-            return None
-        reshape = view.node(view.skip_identity(node.input[0]))
-        if reshape is None or reshape.op != "Reshape":
-            return None
-        product = view.node(view.skip_identity(reshape.input[0]))
-        if product is None or product.op not in _PRODUCTS:
+        if any(match(p, node, view) for p in _SELECTS):
+            return _ZeroedInteraction
+        if match(_GATHER, node, view) is None:
             return None
         return _MaskedInteraction if view.const_int(node.input[2]) == 0 else _Interaction
 
@@ -94,8 +148,6 @@ class _Interaction:
         # Keras' index wrap reads Shape(reshape): that use dies with the gather.
         self.reshape = self._single_use(gather.input[0], gather, also=("Shape",))
         self.product = self._single_use(self.reshape.input[0], self.reshape)
-        if self.product.attr["T"].type != types_pb2.DT_FLOAT:
-            raise SkipMatch("the product is not float32")
         self.x = self._gram_operand()
         x_shape = shapes.shape_of(info, self.x)
         if x_shape is None or len(x_shape) != 3 or x_shape[1] is None:
@@ -118,29 +170,7 @@ class _Interaction:
 
     def _gram_operand(self):
         """x when the product is x @ x^T."""
-        p, view = self.product, self.view
-        a, b = (view.skip_identity(i) for i in view.data_inputs(p)[:2])
-        if p.op == "Einsum":
-            eq = p.attr["equation"].s.decode().replace(" ", "")
-            lhs, _, rhs = eq.partition("->")
-            ins = lhs.split(",")
-            ok = len(ins) == 2 and a == b and len(rhs) == 3 and all(len(s) == 3 for s in ins) and \
-                ins[0][0] == ins[1][0] == rhs[0] and ins[0][2] == ins[1][2] and rhs[1:] == ins[0][1] + ins[1][1] \
-                and len(set(rhs + ins[0][2])) == 4
-            if not ok:
-                raise SkipMatch(f"einsum '{eq}' is not x x^T")
-            return a
-        if p.attr["adj_x"].b:
-            raise SkipMatch("adj_x is set")
-        if p.attr["adj_y"].b:
-            if a != b:
-                raise SkipMatch("the product's operands differ")
-            return a
-        t = view.node(b)
-        if t is None or t.op != "Transpose" or not np.array_equal(view.const_value(t.input[1]), [0, 2, 1]) \
-                or view.skip_identity(t.input[0]) != a:
-            raise SkipMatch("the product's right side is not transpose(x, [0, 2, 1])")
-        return a
+        return require(GRAM, self.product, self.view).tensors["x"]
 
     def _indices(self, tensor):
         value = self.view.const_value(tensor)
@@ -158,18 +188,11 @@ class _Interaction:
     def _keras_wrapped(self, tensor):
         """c from SelectV2(Less(c, 0), AddV2(c, n), c); wrapping by n = F*F is
         what the gather's own axis length makes it."""
-        view = self.view
-        node = view.node(view.skip_identity(tensor))
-        if node is None or node.op != "SelectV2":
-            raise SkipMatch("indices are not constant")
-        cond, then, other = (view.node(view.skip_identity(i)) for i in view.data_inputs(node))
-        c = view.const_value(other.name) if other is not None else None
-        if c is None or cond is None or cond.op != "Less" or then is None or then.op not in ("AddV2", "Add") \
-                or view.skip_identity(cond.input[0]) != view.skip_identity(other.name) \
-                or view.const_int(cond.input[1]) != 0 \
-                or view.skip_identity(other.name) not in [view.skip_identity(i) for i in then.input]:
-            raise SkipMatch("indices are not constant")
-        return c
+        node = self.view.node(self.view.skip_identity(tensor))
+        m = match(KERAS_WRAP, node, self.view) if node is not None else None
+        if m is None:
+            raise SkipMatch("indices are neither a constant nor Keras' wrap of one")
+        return self.view.const_value(m.tensors["c"])
 
     def emit(self, info):
         self._rewrite(self.gather, info)
@@ -241,13 +264,11 @@ class _MaskedInteraction(_Interaction):
         out_shape = shapes.shape_of(info, self.out.name)
         if out_shape is None or len(out_shape) != 2 or out_shape[1] is None:
             raise SkipMatch(f"'{self.out.name}' is not [B, m] with a static m")
-        flat = view.node(view.skip_identity(gather.input[0]))
-        self.product = view.node(view.skip_identity(flat.input[0]))
+        anchor = require(_GATHER, gather, view)
+        flat, self.product = anchor["reshape"], anchor["product"]
         flat_shape = shapes.shape_of(info, flat.name)
         if flat_shape is None or len(flat_shape) != 1:
             raise SkipMatch(f"'{flat.name}' does not flatten the Gram matrix")
-        if self.product.attr["T"].type != types_pb2.DT_FLOAT:
-            raise SkipMatch("the product is not float32")
         self.x = self._gram_operand()
         keep = self._band_mask(gather.input[1])
         self.f = _features_keeping(keep, out_shape[1])
@@ -256,14 +277,10 @@ class _MaskedInteraction(_Interaction):
     def _band_mask(self, tensor):
         """keep(F) -> [F, F] bool, from Squeeze(Where(Reshape(mask, [-1])))."""
         view = self.view
-        squeeze = view.node(view.skip_identity(tensor))
-        where = view.node(view.skip_identity(squeeze.input[0])) if squeeze is not None else None
-        flat = view.node(view.skip_identity(where.input[0])) if where is not None else None
-        if squeeze is None or squeeze.op != "Squeeze" or list(squeeze.attr["squeeze_dims"].list.i) not in ([1], [-1]) \
-                or where is None or where.op != "Where" or flat is None or flat.op != "Reshape" \
-                or not np.array_equal(view.const_value(flat.input[1]), [-1]):
+        m = match(NONZEROS, view.node(view.skip_identity(tensor)), view)
+        if m is None:
             raise SkipMatch("indices are not a flattened mask's nonzeros")
-        return _band_of_ones(view, flat.input[0], self.product.name)
+        return _band_of_ones(view, m.tensors["mask"], self.product.name)
 
     def emit(self, info):
         self._rewrite(self.out, info)
@@ -279,27 +296,18 @@ class _ZeroedInteraction(_Interaction):
                 or select.name in view.protected:
             raise SkipMatch("the select is not reshaped to [B, F*F] alone")
         self.out = users[0][0]
-        then, other = (view.node(view.skip_identity(t)) for t in select.input[1:3])
-        zeros_first = self._zeros_like(then, other)
-        if not zeros_first and not self._zeros_like(other, then):
-            raise SkipMatch("the select does not pick between x x^T and zeros_like(x x^T)")
-        self.product = other if zeros_first else then
-        if self.product.attr["T"].type != types_pb2.DT_FLOAT:
-            raise SkipMatch("the product is not float32")
+        m = require(ZEROED, select, view)
+        self.product, zeros_first = m["product"], "zeros_first" in m.nodes
         self.x = self._gram_operand()
         out_shape = shapes.shape_of(info, self.out.name)
         f = int(np.sqrt(out_shape[1])) if out_shape is not None and len(out_shape) == 2 and out_shape[1] else 0
         if f * f != (out_shape[1] if f else -1):
             raise SkipMatch(f"'{self.out.name}' is not [B, F*F] with a static F")
         self.f = f
-        keep = _band_of_ones(view, select.input[0], self.product.name)(f)
+        keep = _band_of_ones(view, m.tensors["mask"], self.product.name)(f)
         if zeros_first:
             keep = ~keep   # the zeros are taken where the mask is true
         self.indices = [i if k else -1 for i, k in enumerate(keep.ravel())]
-
-    def _zeros_like(self, zeros, product):
-        return zeros is not None and product is not None and product.op in _PRODUCTS and \
-            zeros.op == "ZerosLike" and self.view.skip_identity(zeros.input[0]) == product.name
 
     def emit(self, info):
         self._rewrite(self.out, info)
@@ -309,18 +317,11 @@ def _band_of_ones(view, tensor, product):
     """keep(F) -> [F, F] bool for a mask [Cast] band_part(ones_like(P), lo, hi),
     or its complement ones_like(P) - band, P being the product `product`."""
     mask = view.node(view.skip_identity(tensor))
-    if mask is not None and mask.op == "Cast":
-        mask = view.node(view.skip_identity(mask.input[0]))
-    complement = mask is not None and mask.op == "Sub"
-    band = view.node(view.skip_identity(mask.input[1])) if complement else mask
-
-    def ones_of_product(t):
-        ones = view.node(view.skip_identity(t))
-        return ones is not None and ones.op == "OnesLike" and view.skip_identity(ones.input[0]) == product
-    if band is None or band.op != "MatrixBandPart" or not ones_of_product(band.input[0]) \
-            or (complement and not ones_of_product(mask.input[0])):
+    if mask is None:
         raise SkipMatch("the mask is not a band of ones_like(x x^T)")
-    lo, hi = view.const_int(band.input[1]), view.const_int(band.input[2])
+    m = require(BAND_MASKS, mask, view, bound={"product": product})
+    complement = "complement" in m.nodes
+    lo, hi = view.const_int(m.tensors["lo"]), view.const_int(m.tensors["hi"])
     if lo is None or hi is None:
         raise SkipMatch("the band's bounds are not constants")
 

@@ -65,12 +65,16 @@ def require(patterns, node, view, bound=None):
     """The Match of the first of `patterns` (one P or several, longest
     first) rooted at `node`; else raises SkipMatch with the reason of the
     attempt that matched the most pattern nodes before failing."""
+    patterns = patterns if isinstance(patterns, (list, tuple)) else (patterns,)
     best = (-1, f"'{node.name}' ({node.op}) matches no form")
-    for pattern in (patterns if isinstance(patterns, (list, tuple)) else (patterns,)):
+    for pattern in patterns:
         m, failure = _attempt(pattern, node, view, bound)
         if m is not None:
             return m
         best = max(best, failure, key=lambda f: f[0])
+    roots = set().union(*(p.ops() for p in patterns))
+    if node.op not in roots and "*" not in roots:   # no alternative got past the root: name them all
+        raise SkipMatch(f"'{node.name}' is {node.op}, not {' or '.join(sorted(roots))}")
     raise SkipMatch(best[1])
 
 

@@ -1,5 +1,7 @@
 """fuse_interaction: each spelling of DLRM's dot interaction becomes
 Recopt>DotInteraction with the same answers; near-misses stay stock."""
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -167,10 +169,30 @@ NEAR_MISSES = {
 }
 
 
+# What the report says about each near miss: the patterns name the node at fault.
+NEAR_MISS_REASONS = {
+    "other_operand": r"'mul.*' is not the same tensor as x",
+    "gram_used_elsewhere": r"is used elsewhere",
+    "wrong_transpose": r"is Placeholder, not Transpose",
+    "gather_rows": r"the masked gather is not reshaped to \[B, m\] alone",
+    "where_data_mask": r"is Greater, not",
+    "where_ones_fill": r"is OnesLike, not ZerosLike",
+    "where_other_gram": r"is not the same tensor as product",
+    "mask_not_from_ones": r"'Greater' is Greater, not Cast or MatrixBandPart or Sub",
+}
+
+
 @pytest.mark.parametrize("form", sorted(NEAR_MISSES))
 def test_near_misses_stay_stock(ops, form):
-    got_ops, _ = _run(NEAR_MISSES[form])
+    got_ops, results = _run(NEAR_MISSES[form])
     assert "Recopt>DotInteraction" not in got_ops, got_ops
+    reasons = [r for res in results for _, r in res.skipped]
+    assert any(re.search(NEAR_MISS_REASONS[form], r) for r in reasons), reasons
+
+
+def test_adjoint_x_is_reported(ops):
+    _, results = _run(lambda x: tf.gather(_flat(tf.matmul(x, x, adjoint_a=True)), LOWER[:3], axis=1))
+    assert any(re.search(r"adj_x is set on", r) for res in results for _, r in res.skipped)
 
 
 def test_runtime_indices_stay_stock(ops):
