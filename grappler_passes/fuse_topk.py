@@ -46,6 +46,7 @@ import custom_ops.spec as spec
 from custom_ops.spec import retrieval
 from grappler_passes import shapes
 from grappler_passes.pass_base import EXACT_RETRIEVAL, GraphPass, SkipMatch
+from grappler_passes.pattern import P, require, require_safe
 
 # Rows shorter than this gain nothing from Recopt>TopK (core/topk.h
 # kTopKSampledMinCols; bench/topk.py measures the crossover) ...
@@ -133,78 +134,73 @@ def _short_sorted_rows(view, info, node):
         and shape[-1] <= MAX_SHORT_COLS
 
 
+def _product_check(node, view):
+    # `in` first: indexing a missing attr would add it, and matchers only read.
+    if any(a in node.attr and node.attr[a].b for a in ("transpose_a", "adj_x")):
+        return f"'{node.name}' transposes its queries"
+    if node.attr["T"].type != types_pb2.DT_FLOAT:
+        return f"'{node.name}' is not float32"
+    return None
+
+
+def _scalar_check(node, view):
+    size = view.const_value(node.name).size
+    return None if size == 1 else f"'{node.name}' scales by {size} values, not a scalar"
+
+
+def _bias_check(node, view):
+    value = view.const_value(node.name)
+    if value.size < 2 or value.shape[-1] != value.size:
+        return f"'{node.name}' of shape {list(value.shape)} is not a per-candidate bias"
+    return None
+
+
+# TopKV2 <- [bias] <- [scalar scale] <- query-candidate product; longest first.
+_PRODUCT = P("MatMul|BatchMatMulV2|BatchMatMul|Einsum", "product",
+             [P("*", "query", keep=True), P("*", "candidates", keep=True)], check=_product_check)
+_SCALED = P("Mul", "scale", [_PRODUCT, P("Const", "s", keep=True, check=_scalar_check)])
+
+
+def _biased(scores):
+    return P("BiasAdd|Add|AddV2", "bias", [scores, P("Const", "b", keep=True, check=_bias_check)],
+             pred=lambda n, view: n.attr["T"].type == types_pb2.DT_FLOAT, why="'{node}' is not float32")
+
+
+SCORE_CHAINS = tuple(P("TopKV2", "topk", [scores, None], keep=True)
+                     for scores in (_biased(_SCALED), _biased(_PRODUCT), _SCALED, _PRODUCT))
+
+
 class _ScoreChain:
-    """Walks TopKV2's input back to the query-candidate product; raises SkipMatch."""
+    """TopKV2's input back to the query-candidate product (SCORE_CHAINS) and
+    the candidates behind it; raises SkipMatch."""
 
     def __init__(self, view, ctx, info, topk):
         self.view, self.ctx, self.info = view, ctx, info
-        self.removed = []       # nodes the fused op replaces
-        self.scale = 1.0
-        self.bias = None        # np [n] or None
+        m = require(SCORE_CHAINS, topk, view)
+        require_safe(m, view)
+        for node in m.removed:   # the fused op would drop their ordering
+            if view.has_control_inputs(node):
+                raise SkipMatch(f"'{node.name}' has control inputs")
+        self.removed = m.removed  # nodes the fused op replaces
+        self.scale = float(view.const_value(m.tensors["s"]).reshape(())) if "s" in m.nodes else 1.0
+        self.bias = view.const_value(m.tensors["b"]).reshape(-1).astype(np.float32) if "b" in m.nodes else None
         self.variable = None    # the candidates' tf.Variable, when they are one
         self.shared = False
-        node = self._single_use_producer(topk, 0)
-        node = self._take_bias(node)
-        node = self._take_scale(node)
-        self._take_product(node)
-
-    def _single_use_producer(self, consumer, index):
-        node = self.view.node(self.view.skip_identity(self.view.data_inputs(consumer)[index]))
-        if node is None:
-            raise SkipMatch("no producer")
-        if node.name in self.view.protected or len(self.view.consumers(node.name)) != 1:
-            raise SkipMatch(f"scores '{node.name}' are used elsewhere")
-        if self.view.has_control_inputs(node):
-            raise SkipMatch(f"'{node.name}' has control inputs")
-        return node
-
-    def _const_operand(self, node):
-        """(index of the non-const input, const value) or (None, None)."""
-        for i in (1, 0):
-            value = self.view.const_value(self.view.data_inputs(node)[i])
-            if value is not None:
-                return 1 - i, value
-        return None, None
-
-    def _take_bias(self, node):
-        if node.op not in ("BiasAdd", "Add", "AddV2"):
-            return node
-        other, value = self._const_operand(node)
-        if other is None or node.attr["T"].type != types_pb2.DT_FLOAT or value.size < 2 or \
-                value.shape[-1] != value.size or (node.op == "BiasAdd" and other != 0):
-            raise SkipMatch(f"'{node.name}' adds something other than a per-candidate bias")
-        self.bias = value.reshape(-1).astype(np.float32)
-        self.removed.append(node)
-        return self._single_use_producer(node, other)
-
-    def _take_scale(self, node):
-        if node.op != "Mul":
-            return node
-        other, value = self._const_operand(node)
-        if other is None or value.size != 1:
-            raise SkipMatch(f"'{node.name}' multiplies by something other than a scalar")
-        self.scale = float(value.reshape(()))
-        self.removed.append(node)
-        return self._single_use_producer(node, other)
+        self._take_product(m["product"])
 
     def _take_product(self, node):
         inputs = self.view.data_inputs(node)
-        if node.op == "MatMul" and not node.attr["transpose_a"].b:
+        if node.op == "MatMul":
             transposed = node.attr["transpose_b"].b
-        elif node.op in ("BatchMatMulV2", "BatchMatMul") and not node.attr["adj_x"].b:
+        elif node.op in ("BatchMatMulV2", "BatchMatMul"):
             transposed = node.attr["adj_y"].b
-        elif node.op == "Einsum" and len(inputs) == 2:
-            transposed = _einsum_orientation(node)
         else:
-            raise SkipMatch(f"scores come from {node.op} '{node.name}', not a query-candidate product")
-        if node.attr["T"].type != types_pb2.DT_FLOAT:
-            raise SkipMatch(f"'{node.name}' is not float32")
+            transposed = _einsum_orientation(node)
         q_shape = shapes.shape_of(self.info, inputs[0])
         if q_shape is None or len(q_shape) != 2:
             raise SkipMatch(f"query of '{node.name}' is not [batch, d]")
         self.query = inputs[0]
         self.dim = q_shape[1]
-        self.removed.append(node)
         self._take_candidates(inputs[1], transposed, node.name)
 
     def _take_candidates(self, tensor, transposed, reader):
@@ -293,7 +289,7 @@ def _emit_score_topk(ctx, topk, chain, precision, gpu):
         candidates = _stored_candidates(ctx, chain, stored, (storage, layout), base)
     inputs = [chain.query, candidates, view.add_const(base + "/row_scales", row_scales).name, _bias(view, chain, base),
               topk.input[1]]
-    # The chain's nodes have no control inputs (_single_use_producer refuses them).
+    # The chain's nodes have no control inputs (_ScoreChain refuses them).
     view.rewrite(topk, spec.SCORE_TOPK, inputs, {**_attrs(topk, chain, storage), "layout": layout})
     view.remove_nodes([n.name for n in chain.removed])
 

@@ -43,14 +43,16 @@ class Match:
     tensors: dict          # label -> tensor name that fed the match at that label
     removed: list          # NodeDefs the rewrite may delete (not keep=True)
     entered: int = 0       # pattern nodes matched so far: how far a failed attempt got
-    failure: tuple = (-1, "no pattern applies")   # (entered, reason) of the furthest failure
+    # ((entered, 1 if the op was right but a condition failed), reason) of
+    # the furthest failure: a node of the right op says more than a wrong op.
+    failure: tuple = ((-1, 0), "no pattern applies")
 
     def __getitem__(self, label):
         return self.nodes[label]
 
-    def fail(self, reason):
-        if self.entered > self.failure[0]:
-            self.failure = (self.entered, reason)
+    def fail(self, reason, right_op=True):
+        if (self.entered, int(right_op)) > self.failure[0]:
+            self.failure = ((self.entered, int(right_op)), reason)
         return False
 
 
@@ -66,7 +68,7 @@ def require(patterns, node, view, bound=None):
     first) rooted at `node`; else raises SkipMatch with the reason of the
     attempt that matched the most pattern nodes before failing."""
     patterns = patterns if isinstance(patterns, (list, tuple)) else (patterns,)
-    best = (-1, f"'{node.name}' ({node.op}) matches no form")
+    best = ((-1, 0), f"'{node.name}' ({node.op}) matches no form")
     for pattern in patterns:
         m, failure = _attempt(pattern, node, view, bound)
         if m is not None:
@@ -90,9 +92,9 @@ def _attempt(pattern, node, view, bound):
 
 def _match(p, node, tensor, view, state):
     if node is None:
-        return state.fail(f"'{tensor}' has no producer node{_at(p)}")
+        return state.fail(f"'{tensor}' has no producer node{_at(p)}", right_op=False)
     if p.op != "*" and node.op not in p.ops():
-        return state.fail(f"'{node.name}' is {node.op}, not {' or '.join(sorted(p.ops()))}{_at(p)}")
+        return state.fail(f"'{node.name}' is {node.op}, not {' or '.join(sorted(p.ops()))}{_at(p)}", right_op=False)
     if p.label is not None and p.label in state.tensors:
         bound = state.tensors[p.label]
         if view.source(bound) != view.source(tensor):
@@ -152,8 +154,9 @@ def _restore(state, snapshot):
 def safe_to_fuse(m, view):
     """Design rule 3: no removed node (other than the root, whose uses are
     rewired) may be used outside the match, be a signature node, or have
-    control dependents. Returns None if safe, else the reason."""
-    inside = {n.name for n in m.removed}
+    control dependents. A kept root (rewritten in place) counts as inside.
+    Returns None if safe, else the reason."""
+    inside = {n.name for n in m.removed} | {m.root.name}
     for n in m.removed:
         if n.name in view.protected:
             return f"'{n.name}' is a signature input/output"

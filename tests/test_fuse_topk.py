@@ -4,6 +4,7 @@ TopKV2s become Recopt>TopK, and near-misses stay as they were.
 Candidates and queries hold small integers, so every dot product is exact in
 fp32 whatever the summation order, and ids can be compared exactly."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -99,6 +100,32 @@ def test_non_candidate_bias_is_not_fused(ops):
         return tf.math.top_k(tf.matmul(q, C, transpose_b=True) + q[:, :1], K)
     got_ops, _ = _check(f)
     assert "Recopt>ScoreTopK" not in got_ops and "Recopt>TopK" in got_ops
+
+
+SMALL = C[:100]
+# Near misses over 100 candidates (too short for Recopt>TopK, so the skip is
+# recorded) and the reason each reports, naming the node at fault.
+CHAIN_NEAR_MISSES = {
+    "scores_used_elsewhere": (lambda q: (lambda s: (tf.math.top_k(s, 5), tf.reduce_max(s, axis=1)))(
+        tf.matmul(q, SMALL, transpose_b=True)), r"'MatMul' is also used by 'Max'"),
+    "query_transposed": (lambda q: tf.math.top_k(tf.matmul(tf.transpose(q), SMALL[:, :16].T.copy(),
+                                                           transpose_a=True), 5), r"transposes its queries"),
+    "per_query_bias": (lambda q: tf.math.top_k(tf.matmul(q, SMALL, transpose_b=True) + q[:, :1], 5),
+                       r"is StridedSlice, not Const \(the pattern's b\)"),
+    "vector_scale": (lambda q: tf.math.top_k(tf.matmul(q, SMALL, transpose_b=True) * SMALL[:, 0], 5),
+                     r"scales by 100 values, not a scalar"),
+    "float64": (lambda q: tf.math.top_k(tf.matmul(tf.cast(q, tf.float64), SMALL.astype(np.float64),
+                                                  transpose_b=True), 5), r"is not float32"),
+}
+
+
+@pytest.mark.parametrize("form", sorted(CHAIN_NEAR_MISSES))
+def test_score_chain_near_misses_say_why(ops, form):
+    fn, reason = CHAIN_NEAR_MISSES[form]
+    got_ops, results = _check(fn)
+    assert "Recopt>ScoreTopK" not in got_ops
+    reasons = [r for res in results for _, r in res.skipped]
+    assert any(re.search(reason, r) for r in reasons), reasons
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "int8", "bf16_approx", "int8_approx"])
