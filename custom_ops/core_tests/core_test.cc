@@ -16,7 +16,9 @@
 
 #include "../core/afm.h"
 #include "../core/bilinear.h"
+#include "../core/embedding.h"
 #include "../core/embedding_ids.h"
+#include "../core/embedding_plan.h"
 #include "../core/quantize.h"
 #include "../core/score_exact.h"
 #include "../core/topk.h"
@@ -391,6 +393,106 @@ void TestExactBound() {
 
 }  // namespace
 
+// ---- lookup plan and row blocks -----------------------------------------
+recopt::LookupAttrs TwoFeatureAttrs() {
+  recopt::LookupAttrs a;
+  a.table_ids = {0, 1};
+  a.layouts = {"dense", "segments_n"};
+  a.combiners = {"none", "mean"};
+  a.negative_ids = {"wrap", "error"};
+  a.hash_buckets = {0, 0};
+  a.weighted = {false, true};
+  a.string_ids = {false, false};
+  a.table_shards = {1, 2};
+  a.table_partitioning = {"div", "mod"};
+  a.table_dims = {4, 8};
+  a.num_table_inputs = 3;
+  a.num_partition_inputs = 2;
+  a.num_weight_inputs = 1;
+  return a;
+}
+
+bool Contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
+
+void TestLookupPlan() {
+  recopt::LookupPlan plan;
+  CHECK(recopt::PlanLookup(TwoFeatureAttrs(), &plan).empty());
+  CHECK(plan.features.size() == 2 && plan.tables.size() == 2 && plan.num_partitions == 2);
+  CHECK(plan.tables[1].first_input == 1 && plan.tables[1].shards == 2 && !plan.tables[1].div && plan.tables[0].div);
+  CHECK(plan.features[0].wrap_negative && !plan.features[1].wrap_negative && plan.features[1].weighted);
+  CHECK(plan.features[1].layout == recopt::IdLayout::kSegmentsN && plan.features[1].combiner == recopt::Combiner::kMean);
+  // Defaults: no table_shards -> one input per table, div.
+  recopt::LookupAttrs a = TwoFeatureAttrs();
+  a.table_shards.clear();
+  a.table_partitioning.clear();
+  a.negative_ids = {"error", "error"};
+  CHECK(Contains(recopt::PlanLookup(a, &plan), "table_dims needs 3 entries"));
+  // Each broken attr names itself and the feature or table at fault.
+  const std::vector<std::pair<void (*)(recopt::LookupAttrs*), const char*>> broken = {
+      {[](recopt::LookupAttrs* x) { x->table_ids[1] = 2; }, "feature 1 names table 2"},
+      {[](recopt::LookupAttrs* x) { x->layouts[0] = "sparse"; }, "feature 0: unknown layout 'sparse'"},
+      {[](recopt::LookupAttrs* x) { x->combiners[1] = "max"; }, "feature 1: unknown combiner 'max'"},
+      {[](recopt::LookupAttrs* x) { x->negative_ids[1] = "clip"; }, "negative_ids must be error or wrap"},
+      {[](recopt::LookupAttrs* x) { x->combiners[1] = "none"; }, "segments_n ids need a combiner other than none"},
+      {[](recopt::LookupAttrs* x) { x->negative_ids[1] = "wrap"; }, "negative_ids=wrap needs an unsharded table"},
+      {[](recopt::LookupAttrs* x) { x->string_ids[0] = true; }, "feature 0: string ids need hash_buckets > 0"},
+      {[](recopt::LookupAttrs* x) { x->num_partition_inputs = 1; }, "layouts need 2 partition tensors, got 1"},
+      {[](recopt::LookupAttrs* x) { x->num_weight_inputs = 0; }, "1 weighted features but 0 weight tensors"},
+      {[](recopt::LookupAttrs* x) { x->weighted.pop_back(); }, "every per-feature attr needs 2 entries"},
+      {[](recopt::LookupAttrs* x) { x->table_shards = {1, 1}; }, "table_shards add up to 2 tables but 3"},
+      {[](recopt::LookupAttrs* x) { x->table_shards = {0, 3}; }, "table 0 has 0 shards"},
+      {[](recopt::LookupAttrs* x) { x->table_partitioning[1] = "hash"; }, "table 1: table_partitioning must be"},
+      {[](recopt::LookupAttrs* x) { x->table_partitioning.pop_back(); }, "table_partitioning needs 2 entries"},
+      {[](recopt::LookupAttrs* x) { x->table_dims.pop_back(); }, "table_dims needs 2 entries"},
+  };
+  for (const auto& [breaks, message] : broken) {
+    recopt::LookupAttrs x = TwoFeatureAttrs();
+    breaks(&x);
+    const std::string error = recopt::PlanLookup(x, &plan);
+    CHECK(Contains(error, message));
+    if (!Contains(error, message)) std::fprintf(stderr, "  got: %s\n", error.c_str());
+  }
+}
+
+void TestRowBlocks() {
+  // Two features, 70 and 5 rows; every split of the blocks over workers
+  // must write what one whole EmbeddingBagRows call writes.
+  std::mt19937 rng(7);
+  const int64_t dim = 3, rows = 11;
+  std::vector<float> table(rows * dim);
+  for (auto& v : table) v = static_cast<float>(rng() % 100) / 8.0f;
+  const recopt::EmbeddingTableView view{table.data(), recopt::kTableF32, rows, dim};
+  std::vector<int64_t> ids0(70 * 2), ids1(5);
+  for (auto& id : ids0) id = rng() % rows;
+  for (auto& id : ids1) id = rng() % rows;
+  auto bags_into = [&](std::vector<float>* out0, std::vector<float>* out1) {
+    out0->assign(70 * dim, -1.0f);
+    out1->assign(5 * 1 * dim, -1.0f);
+    return std::vector<recopt::EmbeddingBag>{
+        {recopt::Combiner::kSum, ids0.data(), nullptr, 70, 2, nullptr, out0->data(), dim},
+        {recopt::Combiner::kNone, ids1.data(), nullptr, 5, 1, nullptr, out1->data(), dim}};
+  };
+  std::vector<float> want0, want1, got0, got1;
+  auto want = bags_into(&want0, &want1);
+  recopt::EmbeddingBagRows(view, want[0], 0, 70);
+  recopt::EmbeddingBagRows(view, want[1], 0, 5);
+  const std::vector<const recopt::EmbeddingTableView*> table_of = {&view, &view};
+  for (int64_t per_block : {1, 7, 32, 100}) {
+    auto bags = bags_into(&got0, &got1);
+    const auto blocks = recopt::RowBlocks(bags, per_block);
+    int64_t covered = 0;
+    for (const auto& b : blocks) covered += b.r1 - b.r0;
+    CHECK(covered == 75);
+    CHECK(static_cast<int64_t>(blocks.size()) == (70 + per_block - 1) / per_block + (5 + per_block - 1) / per_block);
+    for (int64_t split = 0; split <= static_cast<int64_t>(blocks.size()); ++split) {
+      recopt::RunRowBlocks(blocks, table_of, bags, 0, split);
+      recopt::RunRowBlocks(blocks, table_of, bags, split, blocks.size());
+      CHECK(got0 == want0 && got1 == want1);
+    }
+  }
+  CHECK(recopt::RowBlocks({}, 32).empty());
+}
+
 int main() {
   TestResolveIntIds();
   TestBucketFingerprints();
@@ -400,6 +502,8 @@ int main() {
   TestAfmPooling();
   TestBilinear();
   TestExactBound();
+  TestLookupPlan();
+  TestRowBlocks();
   std::printf("core tests: %d checks, %d failed\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }

@@ -1,8 +1,8 @@
-// Thin OpKernel over core/embedding: reads the tables (constants or resource
-// variables, without the copy a ReadVariableOp may make), resolves each
-// feature's ids and row structure with core/embedding_ids (turning its
-// failures into TensorFlow's gather message), and shards blocks of output
-// rows over the intra-op pool.
+// OpKernel over core/: attrs checked by core/embedding_plan, tables read
+// (constants or resource variables, without the copy a ReadVariableOp may
+// make), ids and row structure resolved by core/embedding_ids (its failures
+// turned into TensorFlow's gather messages), and core's row blocks sharded
+// over the intra-op pool.
 #include <algorithm>
 #include <memory>
 #include <string>
@@ -10,6 +10,7 @@
 
 #include "../core/embedding.h"
 #include "../core/embedding_ids.h"
+#include "../core/embedding_plan.h"
 #include "../core/hugepages.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/resource_mgr.h"
@@ -27,17 +28,6 @@ uint64_t Fingerprint64(const char* s, size_t len);
 namespace tensorflow {
 namespace {
 
-enum class Layout { kDense, kRagged, kSegments, kSegmentsN };
-
-struct FeatureAttrs {
-  int table;
-  Layout layout;
-  recopt::Combiner combiner;
-  int64_t hash_buckets;  // 0: ids are row numbers
-  bool wrap_negative;    // Keras `take`: id < 0 reads row id + rows
-  bool weighted;
-};
-
 // A table's shards (tf.nn.embedding_lookup over a list); one entry when whole.
 using Shards = std::vector<recopt::EmbeddingTableView>;
 
@@ -53,25 +43,6 @@ struct ResolvedFeature {
   int64_t width = 0;      // floats per output row
 };
 
-int PartitionCount(Layout layout) {
-  switch (layout) {
-    case Layout::kDense: return 0;
-    case Layout::kRagged:
-    case Layout::kSegments: return 1;
-    case Layout::kSegmentsN: return 2;
-  }
-  return 0;
-}
-
-bool LayoutFromName(const string& name, Layout* out) {
-  if (name == "dense") *out = Layout::kDense;
-  else if (name == "ragged") *out = Layout::kRagged;
-  else if (name == "segments") *out = Layout::kSegments;
-  else if (name == "segments_n") *out = Layout::kSegmentsN;
-  else return false;
-  return true;
-}
-
 // An int32 or int64 tensor's values as int64 (flat<T>() once, not per element).
 std::vector<int64_t> Int64Values(const Tensor& t) {
   const int64_t n = t.NumElements();
@@ -86,121 +57,59 @@ std::vector<int64_t> Int64Values(const Tensor& t) {
 class FusedEmbeddingLookupOp : public OpKernel {
  public:
   explicit FusedEmbeddingLookupOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    std::vector<int> tables;
-    std::vector<string> layouts, combiners, negative;
-    std::vector<int64_t> buckets;
-    std::vector<bool> weighted;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("table_ids", &tables));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("layouts", &layouts));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("combiners", &combiners));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("hash_buckets", &buckets));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("negative_ids", &negative));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("weighted", &weighted));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("table_dims", &table_dims_));
+    recopt::LookupAttrs a;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("table_ids", &a.table_ids));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("layouts", &a.layouts));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("combiners", &a.combiners));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("hash_buckets", &a.hash_buckets));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("negative_ids", &a.negative_ids));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("weighted", &a.weighted));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("table_dims", &a.table_dims));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("table_shards", &a.table_shards));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("table_partitioning", &a.table_partitioning));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_weights", &a.num_weight_inputs));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("concat", &concat_));
     DataTypeVector ttables, tids, tparts;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("Ttables", &ttables));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("Tids", &tids));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("Tpartitions", &tparts));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_weights", &num_weights_));
+    for (DataType t : tids) a.string_ids.push_back(t == DT_STRING);
+    a.num_table_inputs = ttables.size();
+    a.num_partition_inputs = tparts.size();
+    const std::string error = recopt::PlanLookup(a, &plan_);
+    OP_REQUIRES(ctx, error.empty(), errors::InvalidArgument(name(), ": ", error));
+    table_dims_ = a.table_dims;
     num_inputs_ = ttables.size();
-    OP_REQUIRES_OK(ctx, ReadShardAttrs(ctx));
-    const size_t n = tids.size();
-    OP_REQUIRES(ctx, tables.size() == n && layouts.size() == n && combiners.size() == n &&
-                         buckets.size() == n && negative.size() == n && weighted.size() == n,
-                errors::InvalidArgument(name(), ": every per-feature attr needs ", n, " entries"));
-    OP_REQUIRES(ctx, table_dims_.size() == num_tables_,
-                errors::InvalidArgument(name(), ": table_dims needs ", num_tables_, " entries"));
-    int parts = 0, weights = 0;
-    for (size_t f = 0; f < n; ++f) {
-      FeatureAttrs a{tables[f], Layout::kDense, recopt::Combiner::kNone, buckets[f],
-                     negative[f] == "wrap", weighted[f]};
-      OP_REQUIRES(ctx, a.table >= 0 && a.table < static_cast<int>(num_tables_),
-                  errors::InvalidArgument(name(), ": feature ", f, " names table ", a.table));
-      OP_REQUIRES(ctx, LayoutFromName(layouts[f], &a.layout),
-                  errors::InvalidArgument(name(), ": feature ", f, ": unknown layout '", layouts[f], "'"));
-      OP_REQUIRES(ctx, recopt::CombinerFromName(combiners[f].c_str(), &a.combiner),
-                  errors::InvalidArgument(name(), ": feature ", f, ": unknown combiner '", combiners[f], "'"));
-      OP_REQUIRES(ctx, negative[f] == "wrap" || negative[f] == "error",
-                  errors::InvalidArgument(name(), ": feature ", f, ": negative_ids must be error or wrap"));
-      OP_REQUIRES(ctx, a.layout == Layout::kDense || a.combiner != recopt::Combiner::kNone,
-                  errors::InvalidArgument(name(), ": feature ", f, ": ", layouts[f],
-                                          " ids need a combiner other than none"));
-      OP_REQUIRES(ctx, !a.wrap_negative || shards_[a.table] == 1,
-                  errors::InvalidArgument(name(), ": feature ", f, ": negative_ids=wrap needs an unsharded table"));
-      OP_REQUIRES(ctx, tids[f] != DT_STRING || a.hash_buckets > 0,
-                  errors::InvalidArgument(name(), ": feature ", f, ": string ids need hash_buckets > 0"));
-      parts += PartitionCount(a.layout);
-      weights += a.weighted;
-      features_.push_back(a);
-    }
-    num_partitions_ = parts;
-    OP_REQUIRES(ctx, parts == static_cast<int>(tparts.size()),
-                errors::InvalidArgument(name(), ": layouts need ", parts, " partition tensors, got ",
-                                        tparts.size()));
-    OP_REQUIRES(ctx, weights == num_weights_,
-                errors::InvalidArgument(name(), ": ", weights, " weighted features but ",
-                                        num_weights_, " weight tensors"));
   }
 
   void Compute(OpKernelContext* ctx) override {
     std::vector<Tensor> inputs(num_inputs_);
-    std::vector<recopt::EmbeddingTableView> views(num_tables_);
-    std::vector<Shards> shards(num_tables_);
-    for (int t = 0; t < static_cast<int>(num_tables_); ++t) {
+    std::vector<recopt::EmbeddingTableView> views(plan_.tables.size());
+    std::vector<Shards> shards(plan_.tables.size());
+    for (int t = 0; t < static_cast<int>(plan_.tables.size()); ++t) {
       OP_REQUIRES_OK(ctx, ReadTable(ctx, t, &inputs, &views[t], &shards[t]));
     }
     const int ids_base = num_inputs_;
-    const int parts_base = ids_base + features_.size();
-    int part = parts_base, weight = parts_base + num_partitions_;
-    std::vector<ResolvedFeature> resolved(features_.size());
-    for (size_t f = 0; f < features_.size(); ++f) {
-      const int t = features_[f].table;
+    const int parts_base = ids_base + plan_.features.size();
+    int part = parts_base, weight = parts_base + plan_.num_partitions;
+    std::vector<ResolvedFeature> resolved(plan_.features.size());
+    for (size_t f = 0; f < plan_.features.size(); ++f) {
+      const int t = plan_.features[f].table;
       OP_REQUIRES_OK(ctx, Resolve(ctx, f, views[t], ids_base + f, &part, &weight, &resolved[f]));
-      if (shards_[t] > 1) OP_REQUIRES_OK(ctx, ShardRows(f, shards[t], &resolved[f]));
+      if (plan_.tables[t].shards > 1) OP_REQUIRES_OK(ctx, ShardRows(f, shards[t], &resolved[f]));
     }
-    std::vector<recopt::EmbeddingBag> bags(features_.size());
+    std::vector<recopt::EmbeddingBag> bags(plan_.features.size());
     OP_REQUIRES_OK(ctx, AllocateOutputs(ctx, resolved, &bags));
     Run(ctx, views, bags);
   }
 
  private:
-  Status ReadShardAttrs(OpKernelConstruction* ctx) {
-    std::vector<int> shards;
-    std::vector<string> partitioning;
-    TF_RETURN_IF_ERROR(ctx->GetAttr("table_shards", &shards));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("table_partitioning", &partitioning));
-    if (shards.empty()) shards.assign(num_inputs_, 1);
-    if (partitioning.empty()) partitioning.assign(shards.size(), "div");
-    if (partitioning.size() != shards.size()) {
-      return errors::InvalidArgument(name(), ": table_partitioning needs ", shards.size(), " entries");
-    }
-    size_t total = 0;
-    for (size_t t = 0; t < shards.size(); ++t) {
-      if (shards[t] < 1) return errors::InvalidArgument(name(), ": table ", t, " has ", shards[t], " shards");
-      if (partitioning[t] != "mod" && partitioning[t] != "div") {
-        return errors::InvalidArgument(name(), ": table ", t, ": table_partitioning must be mod or div, got '",
-                                       partitioning[t], "'");
-      }
-      first_input_.push_back(total);
-      div_.push_back(partitioning[t] == "div");
-      total += shards[t];
-    }
-    if (total != num_inputs_) {
-      return errors::InvalidArgument(name(), ": table_shards add up to ", total, " tables but ", num_inputs_,
-                                     " were given");
-    }
-    shards_ = shards;
-    num_tables_ = shards.size();
-    return OkStatus();
-  }
-
-  // Logical table t: one input, or shards_[t] inputs of one dtype and width.
+  // Logical table t: one input, or its shards, of one dtype and width.
   Status ReadTable(OpKernelContext* ctx, int t, std::vector<Tensor>* inputs, recopt::EmbeddingTableView* view,
                    Shards* shards) {
     int64_t rows = 0;
-    for (int s = 0; s < shards_[t]; ++s) {
-      const int input = first_input_[t] + s;
+    for (int s = 0; s < plan_.tables[t].shards; ++s) {
+      const int input = plan_.tables[t].first_input + s;
       recopt::EmbeddingTableView shard;
       TF_RETURN_IF_ERROR(ReadInput(ctx, t, input, &(*inputs)[input], &shard));
       if (s > 0 && (shard.storage != view->storage || shard.dim != view->dim)) {
@@ -212,7 +121,7 @@ class FusedEmbeddingLookupOp : public OpKernel {
       shards->push_back(shard);
       rows += shard.rows;
     }
-    if (shards_[t] > 1) *view = {nullptr, view->storage, rows, view->dim};
+    if (plan_.tables[t].shards > 1) *view = {nullptr, view->storage, rows, view->dim};
     return OkStatus();
   }
 
@@ -252,20 +161,20 @@ class FusedEmbeddingLookupOp : public OpKernel {
   // Each id's row address in its shard, mapped as embedding_lookup's
   // partition_strategy maps it.
   Status ShardRows(int f, const Shards& shards, ResolvedFeature* r) const {
-    const bool div = div_[features_[f].table];
+    const bool div = plan_.tables[plan_.features[f].table].div;
     std::vector<int64_t> rows;
     for (const auto& s : shards) rows.push_back(s.rows);
     const int64_t k = rows.size();
     const recopt::ShardMap map(div, rows.data(), k);
     if (!map.valid()) {
-      return errors::InvalidArgument(name(), ": feature ", f, " (table ", features_[f].table, "): ",
+      return errors::InvalidArgument(name(), ": feature ", f, " (table ", plan_.features[f].table, "): ",
                                      map.total_rows(), " rows cannot be split over ", k, " shards");
     }
     r->rows.resize(r->ids.size());
     for (size_t i = 0; i < r->ids.size(); ++i) {
       int64_t shard, row;
       if (!map.Locate(r->ids[i], &shard, &row)) {
-        return errors::InvalidArgument(name(), ": feature ", f, " (table ", features_[f].table, "): indices[", i,
+        return errors::InvalidArgument(name(), ": feature ", f, " (table ", plan_.features[f].table, "): indices[", i,
                                        "] = ", r->ids[i], " is not in the table's ", k, " shards (",
                                        map.total_rows(), " rows, ", div ? "div" : "mod", " partitioning)");
       }
@@ -275,19 +184,19 @@ class FusedEmbeddingLookupOp : public OpKernel {
   }
 
   Status OutOfRange(int f, int64_t i, int64_t id, int64_t rows) const {
-    return errors::InvalidArgument(name(), ": feature ", f, " (table ", features_[f].table, "): indices[", i,
+    return errors::InvalidArgument(name(), ": feature ", f, " (table ", plan_.features[f].table, "): indices[", i,
                                    "] = ", id, " is not in [0, ", rows, ")");
   }
 
   Status ResolveIds(int f, const Tensor& ids, const recopt::EmbeddingTableView& table,
                     std::vector<int64_t>* out) const {
-    const FeatureAttrs& a = features_[f];
+    const recopt::LookupFeature& a = plan_.features[f];
     const int64_t n = ids.NumElements();
     out->resize(n);
     recopt::IdRules rules;
     rules.hash_buckets = a.hash_buckets;
     rules.wrap_negative = a.wrap_negative;
-    rules.check_range = shards_[a.table] == 1;  // ShardRows checks sharded ids
+    rules.check_range = plan_.tables[a.table].shards == 1;  // ShardRows checks sharded ids
     recopt::IdError error;
     bool ok;
     if (ids.dtype() == DT_INT32) {
@@ -305,11 +214,11 @@ class FusedEmbeddingLookupOp : public OpKernel {
 
   Status Resolve(OpKernelContext* ctx, int f, const recopt::EmbeddingTableView& table, int ids_index,
                  int* part, int* weight, ResolvedFeature* r) const {
-    const FeatureAttrs& a = features_[f];
+    const recopt::LookupFeature& a = plan_.features[f];
     const Tensor& ids = ctx->input(ids_index);
     TF_RETURN_IF_ERROR(ResolveIds(f, ids, table, &r->ids));
     const int64_t n = ids.NumElements();
-    if (a.layout == Layout::kDense) {
+    if (a.layout == recopt::IdLayout::kDense) {
       TF_RETURN_IF_ERROR(DenseRows(f, ids, table.dim, r));
     } else {
       const Tensor& ids_part = ctx->input((*part)++);
@@ -317,11 +226,11 @@ class FusedEmbeddingLookupOp : public OpKernel {
         return errors::InvalidArgument(name(), ": feature ", f, ": ids must be a vector, got ",
                                        ids.shape().DebugString());
       }
-      if (a.layout == Layout::kRagged) {
+      if (a.layout == recopt::IdLayout::kRagged) {
         TF_RETURN_IF_ERROR(RaggedRows(f, ids_part, n, r));
       } else {
         int64_t num_segments = -1;
-        if (a.layout == Layout::kSegmentsN) {
+        if (a.layout == recopt::IdLayout::kSegmentsN) {
           const Tensor& num = ctx->input((*part)++);
           if (num.NumElements() != 1) {
             return errors::InvalidArgument(name(), ": feature ", f, ": num_segments must be a scalar");
@@ -345,7 +254,7 @@ class FusedEmbeddingLookupOp : public OpKernel {
   }
 
   Status DenseRows(int f, const Tensor& ids, int64_t dim, ResolvedFeature* r) const {
-    const bool pooled = features_[f].combiner != recopt::Combiner::kNone;
+    const bool pooled = plan_.features[f].combiner != recopt::Combiner::kNone;
     if (ids.dims() < 1 || (pooled && ids.dims() != 2)) {
       return errors::InvalidArgument(name(), ": feature ", f, ": dense ids must be ",
                                      pooled ? "[batch, ids_per_row]" : "at least a vector",
@@ -401,9 +310,9 @@ class FusedEmbeddingLookupOp : public OpKernel {
                          std::vector<recopt::EmbeddingBag>* bags) {
     for (size_t f = 0; f < resolved.size(); ++f) {
       const ResolvedFeature& r = resolved[f];
-      (*bags)[f] = {features_[f].combiner, r.ids.data(), r.weights, r.num_rows, r.ids_per_row,
+      (*bags)[f] = {plan_.features[f].combiner, r.ids.data(), r.weights, r.num_rows, r.ids_per_row,
                     r.offsets.empty() ? nullptr : r.offsets.data(), nullptr, r.width,
-                    features_[f].layout == Layout::kRagged && !features_[f].weighted,
+                    plan_.features[f].layout == recopt::IdLayout::kRagged && !plan_.features[f].weighted,
                     r.rows.empty() ? nullptr : r.rows.data()};
     }
     if (!concat_) {
@@ -436,44 +345,24 @@ class FusedEmbeddingLookupOp : public OpKernel {
 
   void Run(OpKernelContext* ctx, const std::vector<recopt::EmbeddingTableView>& views,
            const std::vector<recopt::EmbeddingBag>& bags) const {
-    struct Block { int feature; int64_t r0, r1; };
-    constexpr int64_t kRowsPerBlock = 32;
-    std::vector<Block> blocks;
+    const std::vector<recopt::RowBlock> blocks = recopt::RowBlocks(bags, /*rows_per_block=*/32);
+    if (blocks.empty()) return;
+    std::vector<const recopt::EmbeddingTableView*> table_of;
     int64_t cost = 0;
     for (size_t f = 0; f < bags.size(); ++f) {
-      const auto& table = views[features_[f].table];
-      cost += recopt::EmbeddingBagCost(table, bags[f], 0, bags[f].num_rows);
-      for (int64_t r = 0; r < bags[f].num_rows; r += kRowsPerBlock) {
-        blocks.push_back({static_cast<int>(f), r, std::min(bags[f].num_rows, r + kRowsPerBlock)});
-      }
+      table_of.push_back(&views[plan_.features[f].table]);
+      cost += recopt::EmbeddingBagCost(*table_of[f], bags[f], 0, bags[f].num_rows);
     }
-    if (blocks.empty()) return;
-    // A thread's consecutive blocks of one feature go to the core as one
-    // range: its prefetch runs ahead across them instead of stalling on the
-    // first ids of every block.
-    auto work = [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1;) {
-        const Block& first = blocks[b];
-        int64_t r1 = first.r1;
-        for (++b; b < b1 && blocks[b].feature == first.feature; ++b) r1 = blocks[b].r1;
-        recopt::EmbeddingBagRows(views[features_[first.feature].table], bags[first.feature], first.r0, r1);
-      }
-    };
+    auto work = [&](int64_t b0, int64_t b1) { recopt::RunRowBlocks(blocks, table_of, bags, b0, b1); };
     auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
     // Cost per block in "cycles": about one per float read and written.
     Shard(threads->num_threads, threads->workers, blocks.size(),
           std::max<int64_t>(1, cost / static_cast<int64_t>(blocks.size())), work);
   }
 
-  std::vector<FeatureAttrs> features_;
+  recopt::LookupPlan plan_;
   std::vector<int64_t> table_dims_;
-  std::vector<int> shards_;       // per logical table: how many inputs it spans
-  std::vector<int> first_input_;  // per logical table: its first input
-  std::vector<bool> div_;         // per logical table: div (else mod) partitioning
-  size_t num_inputs_ = 0;         // table inputs, shards counted one by one
-  size_t num_tables_ = 0;
-  int num_weights_ = 0;
-  int num_partitions_ = 0;
+  size_t num_inputs_ = 0;  // table inputs, shards counted one by one
   bool concat_ = false;
 };
 
