@@ -59,6 +59,24 @@ def test_precision_picks_the_op(ops, tmp_path, precision, op, tcand):
         assert report.precision["retrieval"] in ("int8", "bf16")
 
 
+def test_report_counts_survivors_on_the_parity_queries(ops, tmp_path):
+    """The report says how many candidates each parity query rescored in
+    fp32 (at least k, far fewer than n here), and counts a NaN query as one
+    that took the fp32 scan."""
+    src = _save(tmp_path / "m", _candidates())
+    q = np.random.default_rng(2).standard_normal((12, D)).astype(np.float32)
+    q[5, 0] = np.nan
+    report = tf_recopt.optimize(src, str(tmp_path / "opt"), precision="int8", sample_inputs={"query": q})
+    (stats,) = report.signatures["serving_default"].survivors
+    assert (stats.candidates, stats.queries, stats.fallbacks) == (N, 12, 1)
+    assert K <= stats.median <= stats.max < N // 4, stats
+    assert f"of {N} candidates per query; 1 of 12 parity queries took the fp32 scan" in str(report)
+    assert report.to_dict()["signatures"]["serving_default"]["survivors"][0]["fallbacks"] == 1
+    # The approximate scan has no survivors to count.
+    approx = tf_recopt.optimize(src, str(tmp_path / "approx"), precision="int8_approx", sample_inputs={"query": q[:5]})
+    assert approx.signatures["serving_default"].survivors == []
+
+
 def test_retrieval_alone_is_held_to_fp32_tolerance(ops, tmp_path):
     from tf_recopt.options import OptimizeOptions
     opts = OptimizeOptions(precision={"retrieval": "int8"})

@@ -202,6 +202,7 @@ def _verify(model, tmp, opts, report, graphs):
         retrieval = verify.retrieval_outputs(graphs[name], sig.output_tensors)
         parity = verify.compare(name, expected, actual, opts.rtol, opts.atol, retrieval, opts.recall_floor)
         report.signatures[name].parity = parity
+        _count_survivors(name, sig, graphs[name], feeds, report)
         if labelled is not None:
             _judge_by_metrics(name, sig, optimized.signatures[name], labelled, opts, report)
         failures += [p for p in parity if not p.ok]
@@ -214,6 +215,17 @@ def _verify(model, tmp, opts, report, graphs):
                            for p in failures)
         raise ParityError(f"optimized model differs from {model.path} beyond rtol={opts.rtol} "
                           f"atol={opts.atol}: {detail}; nothing was written", report)
+
+
+def _count_survivors(name, sig, graph_def, feeds, report):
+    """The exact retrieval ops' survivor counts on the parity inputs, read
+    from inside the optimized graph. Only a report line: a failure to read
+    them is logged, never a failed optimize()."""
+    try:
+        report.signatures[name].survivors = verify.exact_retrieval_survivors(
+            name, graph_def, lambda tensors: saved_model_io.probe(sig, graph_def, tensors, feeds))
+    except (tf.errors.OpError, ValueError, TypeError) as exc:
+        logging.warning("signature '%s': exact retrieval survivor counts unavailable: %s", name, exc)
 
 
 def _judge_by_metrics(name, sig, optimized_fn, labelled, opts, report):

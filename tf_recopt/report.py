@@ -5,7 +5,7 @@ from typing import Dict, List
 
 from grappler_passes.pass_base import EXACT_RETRIEVAL, PassResult
 from tf_recopt.accuracy import MetricParity, describe
-from tf_recopt.verify import OutputParity
+from tf_recopt.verify import OutputParity, Survivors
 
 
 @dataclasses.dataclass
@@ -20,6 +20,8 @@ class SignatureReport:
     # With label_key: AUC/logloss of the probability outputs, which gate
     # those outputs instead of element-wise tolerance.
     metrics: List[MetricParity] = dataclasses.field(default_factory=list)
+    # Exact retrieval ops: fp32 rescoring per parity query.
+    survivors: List[Survivors] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -80,6 +82,10 @@ class OptimizationReport:
                            f"max_abs={q.max_abs:.3g} max_rel={q.max_rel:.3g}")
                 lines.append(f"  parity {q.output:<20} {measure} {'ok' if q.ok else 'FAIL ' + q.detail}")
             lines += [f"  accuracy {line}" for line in describe(sig.metrics)]
+            for v in sig.survivors:
+                lines.append(f"  retrieval {v.node}: fp32 rescoring of median {v.median:g}, max {v.max} of "
+                             f"{v.candidates} candidates per query; {v.fallbacks} of {v.queries} parity queries "
+                             "took the fp32 scan")
         if any(p != "fp32" for p in self.precision.values()):
             lines.append("precision: " + ", ".join(f"{c}={p}" for c, p in self.precision.items()))
         if self.precision.get("retrieval") in EXACT_RETRIEVAL and self.device == "cpu":

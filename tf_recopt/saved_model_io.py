@@ -249,23 +249,40 @@ def _rename_functions(graph_def, suffix):
     del graph_def.library.gradient[:]
 
 
-def build_signature_function(sig, graph_def, suffix):
-    """A tf.function with sig's input/output keys computing graph_def."""
+def _imported(sig, graph_def, outputs, suffix):
+    """graph_def as a function of sig's inputs, returning `outputs`, and a
+    caller that feeds it a feature dict and the captured resources."""
     graph_def = graph_pb2.GraphDef.FromString(graph_def.SerializeToString())
     _rename_functions(graph_def, suffix)
     inputs = list(sig.input_tensors.values()) + [c for c, _ in sig.captures]
-    imported = wrap_function.function_from_graph_def(graph_def, inputs, list(sig.output_tensors.values()))
-    keys, out_keys = list(sig.input_specs), list(sig.output_tensors)
+    imported = wrap_function.function_from_graph_def(graph_def, inputs, outputs)
+    keys = list(sig.input_specs)
     owners = [owner for _, owner in sig.captures]
+
+    def call(features):
+        handles = [o.handle if isinstance(o, tf.Variable) else o.resource_handle for o in owners]
+        return imported(*[features[k] for k in keys], *handles)
+    return call
+
+
+def build_signature_function(sig, graph_def, suffix):
+    """A tf.function with sig's input/output keys computing graph_def."""
+    call = _imported(sig, graph_def, list(sig.output_tensors.values()), suffix)
+    out_keys = list(sig.output_tensors)
     specs = {k: tf.TensorSpec(s.shape, s.dtype, name=k) for k, s in sig.input_specs.items()}
 
     @tf.function(input_signature=[specs])
     def serve(features):
-        handles = [o.handle if isinstance(o, tf.Variable) else o.resource_handle for o in owners]
-        outputs = imported(*[features[k] for k in keys], *handles)
-        return dict(zip(out_keys, outputs))
+        return dict(zip(out_keys, call(features)))
 
     return serve.get_concrete_function()
+
+
+def probe(sig, graph_def, tensors, feeds):
+    """The values of `tensors` (any in graph_def, not only its outputs) when
+    graph_def runs on `feeds`: what the report reads from inside the
+    optimized graph (the exact retrieval op's survivor counts)."""
+    return [t.numpy() for t in _imported(sig, graph_def, list(tensors), "_recopt_probe")(feeds)]
 
 
 def save(model, graph_defs, out_dir):

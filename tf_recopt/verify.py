@@ -33,6 +33,36 @@ class OutputParity:
     recall: Optional[float] = None   # retrieval ids: mean recall@k vs the original
 
 
+@dataclasses.dataclass
+class Survivors:
+    """How hard one exact-retrieval op (Recopt>ExactScoreTopK) worked on the
+    parity queries: candidates rescored in fp32 per query, and the queries
+    that took the fp32 scan instead (NaN/inf queries, too many near-ties)."""
+    signature: str
+    node: str
+    candidates: int
+    queries: int
+    median: float
+    max: int
+    fallbacks: int
+
+
+def exact_retrieval_survivors(signature, graph_def, run_probe):
+    """A Survivors per exact-retrieval op of graph_def; run_probe(tensors)
+    returns those tensors' values on the parity inputs."""
+    nodes = [n for n in graph_def.node if n.op == EXACT_OP_NAME]
+    if not nodes:
+        return []
+    stats = []
+    for node, counts in zip(nodes, run_probe([f"{n.name}:2" for n in nodes])):
+        counts = np.asarray(counts).reshape(-1)
+        scanned = counts[counts >= 0]
+        stats.append(Survivors(signature, node.name, int(node.attr["num_candidates"].i), int(counts.size),
+                               float(np.median(scanned)) if scanned.size else 0.0,
+                               int(scanned.max()) if scanned.size else 0, int((counts < 0).sum())))
+    return stats
+
+
 def id_upper_bounds(sig):
     """input key -> exclusive upper bound for ids, from the tables they index."""
     view = GraphView(sig.graph_def)
