@@ -70,6 +70,7 @@ try:
     out = dict(ok=r.parity_ok, stages=r.stage_seconds,
                fused={op: n for s in r.signatures.values() for op, n in s.ops_after.items() if op.startswith("Recopt>")},
                dropped={p.name: p.error for s in r.signatures.values() for p in s.passes if p.error},
+               rewrites={k: v for k, v in r.rewrites().items() if v},
                nodes=[sum(s.nodes_before for s in r.signatures.values()), sum(s.nodes_after for s in r.signatures.values())])
 except Exception as e:
     out = dict(ok=False, error=f"{type(e).__name__}: {e}"[:600])

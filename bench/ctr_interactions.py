@@ -10,6 +10,7 @@ DeepCTR's default sizes (26 fields of d = 8):
   kmax_pooling: KMaxPooling(k=13, axis=1) on [B, 26, 8, 4] -> Recopt>TopK
   fm:           FM (DeepFM's second-order term)         -> Recopt>FactorizationMachine
   dcn_cross:    CrossNet, 2 vector layers on dim 221    -> Recopt>CrossNetwork
+  cin:          xDeepFM's CIN, layers (256, 128), split_half -> products + Recopt>FusedMLP per layer
 
 Per-op times in graph (bench.common.stock_vs_recopt: each call runs the
 layer `inner` times in a tf.while_loop), interleaved, median and p99.
@@ -156,8 +157,42 @@ def _families(tf, ops, rng):
             return ops.recopt_cross_network(x, cross_kernels, tf.zeros([layers]), cross_biases)
         return {"stock": stock, "recopt": recopt}, 4096
 
+    cin_sizes = (256, 128)   # DeepCTR's xDeepFM default, split_half
+    cin_fields = [F] + [h // 2 for h in cin_sizes[:-1]]
+    cin_w = [normal(1, F * f, h, scale=1 / np.sqrt(F * f)) for f, h in zip(cin_fields, cin_sizes)]
+    cin_b = [normal(h, scale=0.1) for h in cin_sizes]
+
+    def cin(batch):
+        x = normal(batch, F, D)
+
+        def layers(layer):
+            hidden, direct = x, []
+            for i, size in enumerate(cin_sizes):
+                out = layer(i, hidden)   # [B, size, D]
+                if i + 1 < len(cin_sizes):
+                    hidden, keep = tf.split(out, 2 * [size // 2], 1)
+                    direct.append(keep)
+                else:
+                    direct.append(out)
+            return tf.reduce_sum(tf.concat(direct, 1), -1)
+
+        def stock_layer(i, h):   # DeepCTR's CIN.call
+            m = tf.matmul(tf.split(x, D * [1], 2), tf.split(h, D * [1], 2), transpose_b=True)
+            o = tf.transpose(tf.reshape(m, [D, -1, F * cin_fields[i]]), [1, 0, 2])
+            c = tf.nn.relu(tf.nn.bias_add(tf.nn.conv1d(o, cin_w[i], 1, "VALID"), cin_b[i]))
+            return tf.transpose(c, [0, 2, 1])
+
+        def recopt_layer(i, h):  # what fuse_cin writes
+            f = cin_fields[i]
+            z = tf.reshape(tf.transpose(x, [0, 2, 1])[:, :, :, None] * tf.transpose(h, [0, 2, 1])[:, :, None, :],
+                           [-1, F * f])
+            y = ops.recopt_fused_mlp(z, [tf.reshape(cin_w[i], [F * f, -1])], [cin_b[i]], activations=["relu"],
+                                     alphas=[0.0])
+            return tf.transpose(tf.reshape(y, [-1, D, cin_sizes[i]]), [0, 2, 1])
+        return {"stock": lambda: layers(stock_layer), "recopt": lambda: layers(recopt_layer)}, 512
+
     return {"afm": afm, "bilinear": bilinear, "inner_26": inner(26), "inner_104": inner(104), "autoint": autoint,
-            "kmax_pooling": kmax, "fm": fm, "dcn_cross": dcn_cross}
+            "kmax_pooling": kmax, "fm": fm, "dcn_cross": dcn_cross, "cin": cin}
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import time
 from absl import logging
 
 from grappler_passes import (canonicalize, cleanup, combine_parallel, fold_constants, fuse_afm, fuse_attention,
-                             fuse_autoint, fuse_bilinear, fuse_cross, fuse_dense, fuse_embedding, fuse_field_dots, fuse_fm,
+                             fuse_autoint, fuse_bilinear, fuse_cin, fuse_cross, fuse_dense, fuse_embedding, fuse_field_dots, fuse_fm,
                              fuse_gru, fuse_interaction, fuse_mha, fuse_pair_dot, fuse_topk)
 from grappler_passes.graph_view import GraphView
 from grappler_passes.pass_base import PassContext, PassResult
@@ -13,7 +13,7 @@ from grappler_passes.pass_base import PassContext, PassResult
 _PASSES = {p.name: p for p in (
     cleanup.PruneIdentity, cleanup.PruneDeadNodes, fold_constants.FoldConstants, canonicalize.Canonicalize,
     fuse_embedding.FuseEmbedding, fuse_topk.FuseTopK, fuse_interaction.FuseInteraction, fuse_dense.FuseDense,
-    fuse_fm.FuseFm, fuse_cross.FuseCross, fuse_afm.FuseAfm, fuse_bilinear.FuseBilinear, fuse_autoint.FuseAutoInt,
+    fuse_fm.FuseFm, fuse_cross.FuseCross, fuse_cin.FuseCin, fuse_afm.FuseAfm, fuse_bilinear.FuseBilinear, fuse_autoint.FuseAutoInt,
     fuse_pair_dot.FusePairDot, fuse_field_dots.FuseFieldDots, fuse_attention.FuseAttention, fuse_gru.FuseGru,
     fuse_mha.FuseMultiHeadAttention,
     combine_parallel.CombineParallelDense)}
@@ -44,7 +44,7 @@ _PASSES = {p.name: p for p in (
 # 8 experts of 256->64 (bench/dense_variants.py), so it is not a default.
 DEFAULT_ORDER = ("prune_identity", "fold_constants", "canonicalize", "fuse_embedding", "fuse_topk",
                  "fuse_interaction", "fuse_gru", "fuse_mha", "fuse_dense", "fuse_fm",
-                 "fuse_cross", "fuse_afm", "fuse_bilinear", "fuse_autoint", "fuse_pair_dot", "fuse_field_dots", "fuse_attention")
+                 "fuse_cross", "fuse_cin", "fuse_afm", "fuse_bilinear", "fuse_autoint", "fuse_pair_dot", "fuse_field_dots", "fuse_attention")
 
 
 class UnknownPassError(ValueError):
