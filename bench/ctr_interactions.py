@@ -10,7 +10,7 @@ DeepCTR's default sizes (26 fields of d = 8):
   kmax_pooling: KMaxPooling(k=13, axis=1) on [B, 26, 8, 4] -> Recopt>TopK
   fm:           FM (DeepFM's second-order term)         -> Recopt>FactorizationMachine
   dcn_cross:    CrossNet, 2 vector layers on dim 221    -> Recopt>CrossNetwork
-  cin:          xDeepFM's CIN, layers (256, 128), split_half -> products + Recopt>FusedMLP per layer
+  cin:          xDeepFM's CIN, layers (256, 128), split_half -> Recopt>CinProducts + Recopt>FusedMLP per layer
 
 Per-op times in graph (bench.common.stock_vs_recopt: each call runs the
 layer `inner` times in a tf.while_loop), interleaved, median and p99.
@@ -184,8 +184,7 @@ def _families(tf, ops, rng):
 
         def recopt_layer(i, h):  # what fuse_cin writes
             f = cin_fields[i]
-            z = tf.reshape(tf.transpose(x, [0, 2, 1])[:, :, :, None] * tf.transpose(h, [0, 2, 1])[:, :, None, :],
-                           [-1, F * f])
+            z = ops.recopt_cin_products(x, h)
             y = ops.recopt_fused_mlp(z, [tf.reshape(cin_w[i], [F * f, -1])], [cin_b[i]], activations=["relu"],
                                      alphas=[0.0])
             return tf.transpose(tf.reshape(y, [-1, D, cin_sizes[i]]), [0, 2, 1])

@@ -1,4 +1,5 @@
 """Renders bench/results/*.json into BENCHMARKS.md (numbers only from those files)."""
+import glob
 import json
 import math
 import os
@@ -290,6 +291,33 @@ def _optimize_time_section(lines):
     lines.append("")
 
 
+def _ablation_section(lines):
+    """Every bench/results/ablation_<model>_<pass>.json (bench.pass_ablation)."""
+    for path in sorted(glob.glob(os.path.join(RESULTS_DIR, "ablation_*.json"))):
+        with open(path) as f:
+            data = json.load(f)
+        m, without = data["machine"], data["without"]
+        _headed(lines, data, f"### Pass ablation: {data['pass']} on DeepCTR {data['model']} ({data['rewrites']} "
+                "rewrites), Session path", f"Machine: {m['cpu']}, ISA path {m['isa']}. The model optimized with "
+                f"every default pass (recopt) and with all but {data['pass']} (without), timed with stock "
+                "TensorFlow on TF Serving's path (a v1 Session callable), interleaved; median (p99) ms.",
+                ["| threads | batch | stock | without | recopt | recopt vs without | recopt vs stock |",
+                 "|---|---:|---:|---:|---:|---:|---:|"])
+        for mode, run in data["runs"].items():
+            if "error" in run:
+                lines.append(f"| {mode} | - | {run['error'][:160].replace('|', '/')} | | | | |")
+                continue
+            for b in sorted({t["batch"] for t in run.get("timings", [])}):
+                t = {x["peer"]: x for x in run["timings"] if x["batch"] == b}
+                s, w, r = (t.get(k) for k in ("stock_session", without, "recopt_session"))
+                if not (s and w and r):
+                    continue
+                cell = lambda x: f"{x['median_ms']:.3f} ({x['p99_ms']:.3f})"  # noqa: E731
+                lines.append(f"| {mode} | {b} | {cell(s)} | {cell(w)} | {cell(r)} | "
+                             f"{w['median_ms'] / r['median_ms']:.2f}x | {s['median_ms'] / r['median_ms']:.2f}x |")
+        lines.append("")
+
+
 def _corpus_section(lines):
     data = _load("corpus")
     if not data:
@@ -530,7 +558,8 @@ SECTIONS = {"topk": (_topk_section, "### TopK:", None), "retrieval": (_retrieval
             "end_to_end_int8": (_e2e_int8_section, "### End to end, ranking models under precision=",
                                 "### End to end, tensorflow-recommenders DLRMs"),
             "mlp": (_mlp_section, "### Whole MLP", None),
-            "corpus": (_corpus_section, "### Corpus:", "### optimize() time:")}
+            "corpus": (_corpus_section, "### Corpus:", "### optimize() time:"),
+            "ablation": (_ablation_section, "### Pass ablation:", "### Corpus:")}
 
 
 def _section_span(lines, prefix):
@@ -602,6 +631,7 @@ def render():
     _e2e_int8_section(lines)
     _optimize_time_section(lines)
     _corpus_section(lines)
+    _ablation_section(lines)
     _serving_section(lines)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

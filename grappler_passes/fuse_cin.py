@@ -14,16 +14,16 @@ time -> outer products in GEMM layout + one Recopt>FusedMLP layer:
 
 becomes
 
-   Transpose(x0, [0, 2, 1]) [B, D, F0, 1] * Transpose(h, [0, 2, 1]) [B, D, 1, Hk]
-   -> Reshape [B*D, F0*Hk] -> Recopt>FusedMLP(W, b, activation) -> Reshape [B, D, H]
+   Recopt>CinProducts(x0, h) [B*D, F0*Hk] -> Recopt>FusedMLP(W, b, activation) -> Reshape [B, D, H]
 
 rewritten in place of the activation (or BiasAdd) node. Row (b, d) of the
-product matrix is the conv's input row, so the answer is the same; what goes
-is the [D, B, F0*Hk] transpose (the product matrix written and read once
-more), the 2*D split outputs and the conv's reshaping, and the GEMM becomes
-FusedMLP's, with its bf16/int8 forms under `precision`. Measured on one
-layer (F0 = 26, Hk = H = 128, D = 8; one thread, Sapphire Rapids, avx512):
-52.2 -> 47.6 ms at batch 512, 6.8 -> 5.4 ms at 64, 0.64 -> 0.67 ms at 1.
+products is the conv's input row, so the answer is the same; what goes is
+the [D, B, F0*Hk] transpose (the products written and read once more), the
+2*D split outputs, the packs and the conv's reshaping, and the GEMM becomes
+FusedMLP's, with its bf16/int8 forms under `precision`. The products are
+their own op because TensorFlow's broadcast multiply, the stock-op way to
+write them, costs more than the transpose it saves (bench.ctr_interactions
+"cin" and bench.pass_ablation on DeepCTR's xDeepFM give the numbers).
 The splits and packs stay for prune_dead_nodes (x0's are shared by every layer).
 """
 import numpy as np
@@ -161,17 +161,8 @@ class _CinPlan:
         def node(op, suffix, inputs, attrs):
             return view.add_node(op, f"{base}/{suffix}", inputs, attrs, device=device).name
 
-        float_t = {"T": types_pb2.DT_FLOAT}
-        perm = const("perm", np.array([0, 2, 1], np.int32))
-        xt = node("Transpose", "x0_t", [self.x0, perm], {**float_t, "Tperm": types_pb2.DT_INT32})
-        ht = node("Transpose", "h_t", [self.h, perm], {**float_t, "Tperm": types_pb2.DT_INT32})
-        shape_t = {**float_t, "Tshape": types_pb2.DT_INT32}
-        xe = node("Reshape", "x0_col", [xt, const("x0_col_shape", np.array([-1, self.depth, self.f0, 1], np.int32))],
-                  shape_t)
-        he = node("Reshape", "h_row", [ht, const("h_row_shape", np.array([-1, self.depth, 1, self.hk], np.int32))],
-                  shape_t)
-        z = node("Mul", "products", [xe, he], float_t)
-        rows = node("Reshape", "rows", [z, const("rows_shape", np.array([-1, self.f0 * self.hk], np.int32))], shape_t)
+        rows = node(spec.CIN_PRODUCTS, "products", [self.x0, self.h], {})
+        shape_t = {"T": types_pb2.DT_FLOAT, "Tshape": types_pb2.DT_INT32}
         attrs = mlp_spec.op_attrs([self.activation], [self.alpha], self.bf16, [0] if self.int8 else [])
         mlp = node(spec.FUSED_MLP, "mlp", [rows, const("w0", self.w), const("b0", self.b)], attrs)
         shape = const("out_shape", np.array([-1, self.depth, self.w.shape[1]], np.int32))
