@@ -64,13 +64,22 @@ def _product(node, view):
 
 _STACK = "Pack"   # Pack(Split(t, D x 1, axis 2)): t moved to [D, B, F, 1]
 _EXPAND = P("ExpandDims", "expand", [P("Transpose", "transpose", [
-    P("Reshape", "reshape", [P("BatchMatMulV2|BatchMatMul", "bmm", [P(_STACK, "x0_stack", keep=True), P(_STACK, "h_stack", keep=True)],
-                               check=_product), None]), None], check=_perm([1, 0, 2])), None],
+    P("Reshape", "reshape", [P("BatchMatMulV2|BatchMatMul", "bmm",
+                               [P(_STACK, "x0_stack", keep=True), P(_STACK, "h_stack", keep=True)], check=_product),
+                             None]), None], check=_perm([1, 0, 2])), None],
     pred=lambda n, view: view.const_int(n.input[1]) in (1, -3), why="'{node}' does not expand axis 1")
+
+
+def _bias_last(node, view):  # an NCHW BiasAdd would add along the embedding axis
+    if "data_format" in node.attr and node.attr["data_format"].s == b"NCHW":
+        return f"'{node.name}' adds its bias along axis 1 (NCHW)"
+    return None
+
+
 LAYER = P("BiasAdd|Add|AddV2", "bias", [
     P("Squeeze", "squeeze", [P("Conv2D", "conv", [_EXPAND, P("Const", "w", keep=True)], check=_conv1d)],
       pred=lambda n, view: list(n.attr["squeeze_dims"].list.i) in ([-3], [1]), why="'{node}' squeezes another axis"),
-    P("Const", "b", keep=True)])
+    P("Const", "b", keep=True)], check=_bias_last)
 
 
 _CONV1D_OUT = P("BiasAdd|Add|AddV2", inputs=[P("Squeeze", inputs=[P("Conv2D")]), None])

@@ -25,7 +25,8 @@ def _weights(sizes, split_half):
     return fields, ws, bs
 
 
-def cin(x, sizes=(6, 4), split_half=True, activation=tf.nn.relu, conv=None, product=None, leak=False):
+def cin(x, sizes=(6, 4), split_half=True, activation=tf.nn.relu, conv=None, product=None, leak=False,
+        bias_add=tf.nn.bias_add):
     """DeepCTR 0.9.4 CIN.call (activation_layer(activation) as a plain op)."""
     fields, ws, bs = _weights(sizes, split_half)
     dim = int(x.shape[-1])
@@ -37,7 +38,7 @@ def cin(x, sizes=(6, 4), split_half=True, activation=tf.nn.relu, conv=None, prod
         leaked.append(m)
         o = tf.transpose(tf.reshape(m, [dim, -1, fields[0] * fields[idx]]), perm=[1, 0, 2])
         c = (conv or (lambda t, w: tf.nn.conv1d(t, filters=w, stride=1, padding="VALID")))(o, ws[idx])
-        c = tf.nn.bias_add(c, bs[idx])
+        c = bias_add(c, bs[idx])
         c = activation(c) if activation is not None else c
         c = tf.transpose(c, perm=[0, 2, 1])
         if split_half and idx != len(sizes) - 1:
@@ -110,6 +111,9 @@ NEAR_MISSES = {
     "no_transpose_b": (dict(product=lambda a, b: tf.matmul(a, tf.transpose(b, [0, 1, 3, 2]))),
                        r"is not a float32 a @ b\^T"),
     "products_used_elsewhere": (dict(leak=True), r"also used (by|outside)"),
+    # H = D = 4, so only the layout tells the bias axis apart.
+    "nchw_bias": (dict(sizes=(D,), bias_add=lambda c, b: tf.nn.bias_add(c, b, data_format="NCHW")),
+                  r"adds its bias along axis 1 \(NCHW\)"),
 }
 
 
