@@ -250,8 +250,8 @@ def _rename_functions(graph_def, suffix):
 
 
 def _imported(sig, graph_def, outputs, suffix):
-    """graph_def as a function of sig's inputs, returning `outputs`, and a
-    caller that feeds it a feature dict and the captured resources."""
+    """A caller that runs graph_def on a feature dict (sig's inputs, plus
+    the captured resources it adds) and returns the tensors `outputs`."""
     graph_def = graph_pb2.GraphDef.FromString(graph_def.SerializeToString())
     _rename_functions(graph_def, suffix)
     inputs = list(sig.input_tensors.values()) + [c for c, _ in sig.captures]
