@@ -60,7 +60,12 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
         the fp32 rows (Recopt>ExactScoreTopK), so ids and scores are the
         fp32 scan's and retrieval is held to fp32's tolerance;
         "int8_approx"/"bf16_approx" keep the scan's own top k (recall_floor
-        gates it), as does device="gpu".
+        gates it), as does device="gpu". "auto": fp32, bf16 and int8 each
+        optimized and gated as above, those that pass timed on this machine
+        (eager calls at batch 1 and 64, interleaved), and the fastest
+        written, a lower precision only when at least 3% faster than the
+        higher one it replaces; report.auto lists each candidate. It takes
+        about three optimize() calls.
       device (option): "cpu" (default) or "gpu": for GPU serving, only rewrites
         whose ops have GPU kernels (fused embedding and interaction are left
         out) and within those kernels' limits (k <= 4096, d <= 1536).
@@ -71,11 +76,17 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
     Returns:
       OptimizationReport (also written to assets.extra/recopt_report.json).
     """
+    src = os.path.abspath(saved_model_dir)
+    out = os.path.abspath(output_dir) if output_dir else src.rstrip(os.sep) + "_recopt"
+    if isinstance(precision, str) and precision == "auto":
+        _check_paths(src, out, overwrite)
+        from tf_recopt.auto_precision import optimize_auto
+        return optimize_auto(optimize, src, out, dict(
+            signatures=signatures, custom_ops=custom_ops, passes=passes, validate=validate,
+            sample_inputs=sample_inputs, rtol=rtol, atol=atol, **options), REPORT_PATH)
     opts = OptimizeOptions(signatures=signatures, custom_ops=custom_ops, passes=passes, validate=validate,
                            sample_inputs=sample_inputs, rtol=rtol, atol=atol, precision=precision, **options)
     opts.validate_fields()
-    src = os.path.abspath(saved_model_dir)
-    out = os.path.abspath(output_dir) if output_dir else src.rstrip(os.sep) + "_recopt"
     _check_paths(src, out, overwrite)
     resolve_passes(opts.passes, opts.custom_ops, opts.device)  # unknown names fail before any work
     if opts.custom_ops:

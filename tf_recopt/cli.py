@@ -34,13 +34,14 @@ def _parser():
     o.add_argument("--overwrite", action="store_true")
     o.add_argument("--no-validate", action="store_true", help="skip the parity check (not advised)")
     o.add_argument("--precision", default="fp32",
-                   help="fp32|bf16|int8|bf16_approx|int8_approx, or per component: "
+                   help="fp32|bf16|int8|bf16_approx|int8_approx|auto, or per component: "
                         "dense=int8,retrieval=fp32,embedding=bf16. "
                         "bf16: fused dense weights, retrieval candidates and embedding tables stored as "
                         "bfloat16; int8: retrieval candidates stored as int8 with per-row scales, fused "
                         "dense layers >= 16 wide multiplied in int8 (VNNI/AMX), 8-bit row-wise tables. "
                         "Retrieval at int8/bf16 is exact (quantized scan, fp32 rescoring: the fp32 ids and "
-                        "scores); *_approx keeps the scan's own answer, held to --recall-floor")
+                        "scores); *_approx keeps the scan's own answer, held to --recall-floor. "
+                        "auto: fp32, bf16 and int8 each gated, timed here, the fastest written")
     o.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                    help="gpu: only rewrites whose ops have GPU kernels, within their limits (k <= 4096)")
     o.add_argument("--recall-floor", type=float, default=0.99,

@@ -41,6 +41,9 @@ class OptimizationReport:
     # Precision given up to keep parity, and why (precision="int8" whose
     # int8 dense layers failed the tolerance: they were rerun in fp32).
     precision_fallbacks: List[str] = dataclasses.field(default_factory=list)
+    # precision="auto": each candidate precision, whether it passed its
+    # gate, its median ms per batch and speed against fp32, and the choice.
+    auto: List[Dict] = dataclasses.field(default_factory=list)
 
     @property
     def parity_ok(self):
@@ -92,6 +95,14 @@ class OptimizationReport:
             lines.append(f"retrieval: exact ({self.precision['retrieval']} scan, fp32 rescoring of every candidate "
                          "its rounding bound cannot rule out: the fp32 ids and scores)")
         lines += [f"precision fallback: {f}" for f in self.precision_fallbacks]
+        for c in self.auto:
+            timed = ", ".join(f"batch {b}: {ms:.3f} ms" for b, ms in c["median_ms"].items())
+            speed = f" ({c['vs_fp32']:.2f}x fp32)" if c["vs_fp32"] is not None else ""
+            if c["max_abs"] is not None:
+                speed += f", max_abs {c['max_abs']:.3g}"
+            speed += "".join(f"; {m}" for m in c["metrics"])
+            lines.append(f"auto: {c['precision']} " + (f"{timed}{speed}" if c["ok"] else "refused: " + c["detail"])
+                         + ("  <- chosen" if c["chosen"] else ""))
         stages = "  ".join(f"{k}={v:.2f}s" for k, v in self.stage_seconds.items())
         lines.append(f"stages: {stages}")
         return "\n".join(lines)
