@@ -62,10 +62,9 @@ def _product(node, view):
     return None
 
 
-_STACK = "Pack"   # Pack(Split(t, D x 1, axis 2)): t moved to [D, B, F, 1]
 _EXPAND = P("ExpandDims", "expand", [P("Transpose", "transpose", [
     P("Reshape", "reshape", [P("BatchMatMulV2|BatchMatMul", "bmm",
-                               [P(_STACK, "x0_stack", keep=True), P(_STACK, "h_stack", keep=True)], check=_product),
+                               [P("Pack", "x0_stack", keep=True), P("Pack", "h_stack", keep=True)], check=_product),
                              None]), None], check=_perm([1, 0, 2])), None],
     pred=lambda n, view: view.const_int(n.input[1]) in (1, -3), why="'{node}' does not expand axis 1")
 
@@ -120,7 +119,6 @@ def _stacked(view, pack, depth):
 
 class _CinPlan:
     def __init__(self, view, info, m, precision):
-        self.view = view
         w = view.const_value(m.tensors["w"])
         b = view.const_value(m.tensors["b"])
         if w is None or w.ndim != 4 or w.shape[:2] != (1, 1):
@@ -137,9 +135,8 @@ class _CinPlan:
         if x0_shape is None or h_shape is None or len(x0_shape) != 3 or len(h_shape) != 3 or \
                 None in (x0_shape[1], h_shape[1]) or x0_shape[2] != self.depth or h_shape[2] != self.depth:
             raise SkipMatch(f"'{self.x0}' and '{self.h}' are not [B, F, {self.depth}] with static F")
-        self.f0, self.hk = x0_shape[1], h_shape[1]
-        if self.f0 * self.hk != k:
-            raise SkipMatch(f"the filter takes {k} inputs, not F0*Hk = {self.f0}*{self.hk}")
+        if x0_shape[1] * h_shape[1] != k:
+            raise SkipMatch(f"the filter takes {k} inputs, not F0*Hk = {x0_shape[1]}*{h_shape[1]}")
         reshaped = shapes.shape_of(info, m["reshape"].name)
         if reshaped is None or list(reshaped)[::2] != [self.depth, k]:
             raise SkipMatch(f"'{m['reshape'].name}' is not [{self.depth}, B, {k}]")

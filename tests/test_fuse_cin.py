@@ -1,6 +1,8 @@
 """fuse_cin: DeepCTR's CIN (xDeepFM) becomes outer products + one
 Recopt>FusedMLP per layer with the same answers; near misses stay stock
 and say why."""
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -122,7 +124,7 @@ def test_near_misses_stay_stock_and_say_why(ops, form):
     kwargs, reason = NEAR_MISSES[form]
     got, skips = _optimize(lambda x: cin(x, **kwargs))
     assert "Conv2D" in got, got
-    assert any(__import__("re").search(reason, why) for why in skips), skips
+    assert any(re.search(reason, why) for why in skips), skips
 
 
 def test_runtime_filter_is_left_alone(ops):
