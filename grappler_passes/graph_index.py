@@ -29,10 +29,14 @@ class NodeIndex:
     full_rebuilds = 0
 
     def __init__(self, graph_def, protected=()):
-        self.graph_def = graph_def
+        self._graph_def = graph_def
         self.protected = set(protected)
         self._dirty = True
         self._info = None   # GraphView's cached shapes, dropped with any edit
+
+    @property
+    def graph_def(self):
+        return self._graph_def
 
     def node(self, name):
         self._index()
