@@ -22,6 +22,7 @@ from tensorflow.python.framework import convert_to_constants
 from tensorflow.python.tools import saved_model_utils
 from tensorflow.python.util import nest
 
+from tf_recopt import lean_load
 from tf_recopt.errors import SavedModelError
 
 SERVE_TAG = "serve"
@@ -71,12 +72,15 @@ class SignatureGraph:
 @dataclasses.dataclass
 class LoadedModel:
     path: str
-    root: object
     tags: List[str]
     signatures: Dict[str, SignatureGraph]
     frozen_variables: int
     frozen_bytes: int
     kept_variables: List[str]
+    # What must outlive the signatures' functions: the loaded objects (the
+    # functions reference their variables weakly) and lean_load's pruned
+    # copy (restored assets point into it).
+    keep_alive: tuple = ()
 
 
 def check_saved_model_dir(path):
@@ -101,10 +105,10 @@ def load(path, options):
     check_saved_model_dir(path)
     tags = _serving_tags(path)
     try:
-        root = tf.saved_model.load(path, tags=tags)
+        signature_map, trackables, lean = lean_load.load(path, tags)
     except Exception as exc:  # TF raises many types here; users need the path and the cause
         raise SavedModelError(f"{path}: cannot load SavedModel: {exc}") from exc
-    available = list(root.signatures.keys())
+    available = list(signature_map.keys())
     missing = [s for s in (options.signatures or ()) if s not in available]
     if missing:
         raise SavedModelError(f"{path}: no signature(s) {missing}; the model has {available}")
@@ -112,15 +116,17 @@ def load(path, options):
         raise SavedModelError(f"{path}: the SavedModel has no signatures to optimize")
     # Every signature is converted and re-saved; options.signatures only picks
     # which ones the passes rewrite.
-    functions = {name: root.signatures[name] for name in available}
-    frozen = _choose_frozen(functions.values(), options)
-    owners = _resource_owners(root)
-    graphs = {name: _to_graph(name, fn, frozen, owners) for name, fn in functions.items()}
+    functions = {name: signature_map[name] for name in available}
+    inlined = {id(fn): _inlined(fn) for fn in functions.values()}
+    frozen = _choose_frozen(functions.values(), inlined, options)
+    owners = _resource_owners(trackables)
+    graphs = {name: _to_graph(name, fn, inlined[id(fn)], frozen, owners) for name, fn in functions.items()}
     all_vars = {id(v): v for fn in functions.values() for v in fn.variables}
     return LoadedModel(
-        path=path, root=root, tags=tags, signatures=graphs,
+        path=path, tags=tags, signatures=graphs,
         frozen_variables=len(frozen), frozen_bytes=sum(_nbytes(all_vars[i]) for i in frozen),
-        kept_variables=sorted(v.name for i, v in all_vars.items() if i not in frozen))
+        kept_variables=sorted(v.name for i, v in all_vars.items() if i not in frozen),
+        keep_alive=(trackables, lean))
 
 
 def _nbytes(var):
@@ -132,17 +138,14 @@ _GATHERS = frozenset({"GatherV2", "Gather", "ResourceGather", "ResourceGatherNd"
 _FORWARD = frozenset({"Identity", "ReadVariableOp"})
 
 
-def _table_variables(fn):
+def _table_variables(fn, inlined):
     """ids of fn's variables read by a gather: embedding tables. They stay
     variables whatever their size: freezing them gains nothing (a gather
     reads a few rows either way) and would bloat the GraphDef."""
     var_by_handle = {id(v.handle): v for v in fn.variables}
     placeholders = {internal.name.split(":")[0]: var_by_handle[id(ext)]
                     for ext, internal in fn.graph.captures if id(ext) in var_by_handle}
-    converter = convert_to_constants._FunctionConverterDataInEager(  # pylint: disable=protected-access
-        func=fn, lower_control_flow=False, aggressive_inlining=True,
-        variable_names_denylist=list(placeholders))
-    graph_def, _ = convert_to_constants._replace_variables_by_constants(converter_data=converter)  # pylint: disable=protected-access
+    graph_def = graph_pb2.GraphDef.FromString(inlined)
     consumers = {}
     for node in graph_def.node:
         for i, inp in enumerate(node.input):
@@ -161,11 +164,36 @@ def _table_variables(fn):
     return tables
 
 
-def _choose_frozen(functions, options):
+class _Converter(convert_to_constants._FunctionConverterDataInEager):  # pylint: disable=protected-access
+    """TF's converter over a graph it has already inlined: inlining (a
+    Grappler run) is most of a conversion's time, and the inlined graph
+    also tells which variables are tables."""
+
+    def __init__(self, func, inlined, denylist):  # pylint: disable=super-init-not-called
+        self._func = func
+        convert_to_constants._ConverterData.__init__(  # pylint: disable=protected-access
+            self, graph_pb2.GraphDef.FromString(inlined), variable_names_denylist=denylist)
+        self._build_tensor_data()
+
+
+def _inlined(fn):
+    """fn's graph with its function calls inlined, serialized."""
+    return convert_to_constants._run_inline_graph_optimization(  # pylint: disable=protected-access
+        fn, lower_control_flow=False, aggressive_inlining=True).SerializeToString()
+
+
+def _frozen_graph_def(fn, inlined, denylist):
+    """fn as one GraphDef: captured variables not in denylist become Consts."""
+    converter = _Converter(fn, inlined, denylist)
+    graph_def, _ = convert_to_constants._replace_variables_by_constants(converter_data=converter)  # pylint: disable=protected-access
+    return graph_def
+
+
+def _choose_frozen(functions, inlined, options):
     """ids of variables to freeze: not tables, smallest first, each under
     freeze_max_bytes, all together under freeze_total_bytes."""
     variables = {id(v): v for fn in functions for v in fn.variables}
-    tables = set().union(*(_table_variables(fn) for fn in functions))
+    tables = set().union(*(_table_variables(fn, inlined[id(fn)]) for fn in functions))
     chosen, total = set(), 0
     for vid, var in sorted(variables.items(), key=lambda kv: _nbytes(kv[1])):
         size = _nbytes(var)
@@ -177,10 +205,10 @@ def _choose_frozen(functions, options):
     return chosen
 
 
-def _resource_owners(root):
+def _resource_owners(trackables):
     """id(resource handle) -> the trackable owning it (lookup tables and the like)."""
     owners = {}
-    for obj in tf.train.TrackableView(root).descendants():
+    for obj in (o for t in trackables for o in tf.train.TrackableView(t).descendants()):
         try:
             handle = getattr(obj, "resource_handle", None)
         except Exception:  # some restored resources raise until initialised
@@ -190,7 +218,7 @@ def _resource_owners(root):
     return owners
 
 
-def _to_graph(name, fn, frozen, owners):
+def _to_graph(name, fn, inlined, frozen, owners):
     var_by_handle = {id(v.handle): v for v in fn.variables}
     denylist, captures = [], []
     for external, internal in fn.graph.captures:
@@ -206,9 +234,7 @@ def _to_graph(name, fn, frozen, owners):
             raise SavedModelError(f"signature '{name}': captured resource '{placeholder}' has no "
                                   "trackable owner and cannot be re-saved")
         captures.append((placeholder, owner))
-    converter = convert_to_constants._FunctionConverterDataInEager(  # pylint: disable=protected-access
-        func=fn, lower_control_flow=False, aggressive_inlining=True, variable_names_denylist=denylist)
-    graph_def, _ = convert_to_constants._replace_variables_by_constants(converter_data=converter)  # pylint: disable=protected-access
+    graph_def = _frozen_graph_def(fn, inlined, denylist)
     flat_specs = tf.nest.flatten(fn.structured_input_signature)
     keys = _flat_keys(fn.structured_input_signature)
     input_tensors = {k: t.name for k, t in zip(keys, fn.inputs[:len(flat_specs)])}
