@@ -111,9 +111,13 @@ class GraphView(NodeIndex):
     """The index (NodeIndex: node, consumers, order), constants, shapes and
     the edits passes make, which keep the index current."""
 
+    # Scans of the GraphDef to delete removed nodes, all views together:
+    # tests check that a pass's scans do not grow with its removals.
+    deletion_scans = 0
+
     def __init__(self, graph_def, protected=(), tensor_info=None):
         super().__init__(graph_def, protected)
-        self._pending_removals = set()
+        self._pending_removals = {}
         # shapes.tensor_info of this graph (imports it into TensorFlow: the
         # costly step of a pass on a wide model); dropped on any edit, handed
         # by the pipeline to the next pass when a pass changed nothing.
@@ -176,7 +180,6 @@ class GraphView(NodeIndex):
 
     # ---- mutation ----------------------------------------------------
     def unique_name(self, base):
-        self._delete_removed()   # frees the names of the nodes removed so far
         self._index()
         name, i = base, 0
         while name in self._nodes:
@@ -189,8 +192,12 @@ class GraphView(NodeIndex):
         node = node_def_pb2.NodeDef(op=op, name=self.unique_name(name), input=list(inputs), device=device)
         for key, value in build_attrs(op, attrs).items():
             node.attr[key].CopyFrom(value)
-        self.graph_def.node.append(node)
-        node = self.graph_def.node[-1]   # append copies: index and return the graph's own node
+        # Appended without deleting pending removals first (remove_nodes): a
+        # removed node's name may be reused (a fused op takes over the name
+        # of the output it replaces), and only nodes older than the removal go.
+        nodes = self._graph_def.node
+        nodes.append(node)
+        node = nodes[-1]   # append copies: index and return the graph's own node
         # A new node changes no existing node, so a clean index is extended
         # rather than rebuilt: rebuilding it after each of a wide model's
         # thousand new nodes made fuse_dense quadratic (50 s on DeepCTR's
@@ -255,7 +262,10 @@ class GraphView(NodeIndex):
                 node = self._nodes.pop(name, None)
                 if node is not None:
                     self._unlink(node)
-        self._pending_removals |= names
+        # name -> how many nodes the GraphDef held then: a node added later
+        # under the same name is not the one removed.
+        limit = len(self._graph_def.node)
+        self._pending_removals.update(dict.fromkeys(names, limit))
         self._info = None
 
     @property
@@ -266,13 +276,14 @@ class GraphView(NodeIndex):
 
     def _delete_removed(self):
         if self._pending_removals:
-            names, self._pending_removals = self._pending_removals, set()
+            GraphView.deletion_scans += 1
+            limits, self._pending_removals = self._pending_removals, {}
             nodes = self._graph_def.node
             # Deleted in place, by position: re-adding the kept nodes would
             # copy every one of them (and leave the index pointing at the old ones).
-            for i in reversed([i for i, n in enumerate(nodes) if n.name in names]):
+            for i in reversed([i for i, n in enumerate(nodes) if i < limits.get(n.name, 0)]):
                 del nodes[i]
-            _drop_colocation_with(nodes, names)
+            _drop_colocation_with(nodes, set(limits))
 
     def removable(self, name, allowed_consumers=()):
         """True if `name` is not protected and only `allowed_consumers` use it."""
