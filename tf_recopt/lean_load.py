@@ -104,11 +104,11 @@ def prune(meta_graph):
         for member in _subtree(graph, node_id) - loaded:
             loaded.add(member)
             stack.extend(_dependencies(graph, member))
-    names = {f.signature.name for f in library.function}
+    by_name = {f.signature.name: f for f in library.function}
     roots = set().union(*(_functions_of(graph.nodes[i]) for i in loaded))
     roots |= {g.gradient_func for g in library.gradient}
     roots |= {g.gradient_func for g in library.registered_gradients}
-    keep = _closure(roots & names, {f.signature.name: _calls(f, names) for f in library.function})
+    keep = _closure(roots & by_name.keys(), lambda name: _calls(by_name[name], by_name))
     for node in graph.nodes:
         kind = node.WhichOneof("kind")
         if kind == "function":
@@ -183,14 +183,17 @@ def _calls(fdef, names):
             if value.HasField("func"):
                 out.add(value.func.name)
             out.update(f.name for f in value.list.func)
-    return out & names
+    return {name for name in out if name in names}
 
 
 def _closure(roots, calls):
+    """roots and every function they call, transitively; calls(name) is read
+    only for functions reached (ONN's library holds 7648, its signature
+    reaches 2)."""
     keep, stack = set(), list(roots)
     while stack:
         name = stack.pop()
         if name not in keep:
             keep.add(name)
-            stack.extend(calls[name])
+            stack.extend(calls(name))
     return keep
