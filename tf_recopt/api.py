@@ -97,6 +97,8 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
                                 precision={c: opts.precision_for(c) for c in COMPONENT_PRECISIONS})
     with _stage(report, "load"):
         model = saved_model_io.load(src, opts)
+    warming = [verify.warm_up(sig, model.path) for sig in model.signatures.values()] if opts.validate else []
+    warming = [t for t in warming if t is not None]
     report.frozen_variables, report.frozen_bytes = model.frozen_variables, model.frozen_bytes
     report.kept_variables = model.kept_variables
     # The passes re-point captures (sync_captures); a retry starts from these.
@@ -115,7 +117,7 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
         relaxable = [c for c in _INT8_FALLBACK_ORDER if opts.precision in ("int8", "int8_approx") and opts.validate]
         while True:
             try:
-                _write_and_verify(model, graphs, tmp, opts, report)
+                _write_and_verify(model, graphs, tmp, opts, report, warming)
                 break
             except ParityError as exc:
                 component = next((c for c in relaxable if _INT8_IN_GRAPH[c](graphs)), None)
@@ -140,11 +142,13 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
     return report
 
 
-def _write_and_verify(model, graphs, tmp, opts, report):
+def _write_and_verify(model, graphs, tmp, opts, report, warming=()):
     with _stage(report, "write"):
         saved_model_io.save(model, graphs, tmp)
     if opts.validate:
         with _stage(report, "verify"):
+            for thread in warming:
+                thread.join()
             _verify(model, tmp, opts, report, graphs)
 
 
