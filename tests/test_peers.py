@@ -82,6 +82,51 @@ def test_crashed_measurement_is_reported(tmp_path):
     assert result["error"].startswith("measurement process exited 1")
 
 
+_OPENVINO_CRASH = """Fatal Python error: Segmentation fault
+
+Thread 0x00007f599c9ff6c0 (most recent call first):
+  File "/usr/lib/python3.11/concurrent/futures/thread.py", line 81 in _worker
+
+Current thread 0x00007f5a03e47b80 (most recent call first):
+  File "/venv/lib/python3.11/site-packages/openvino/_ov_api.py", line 646 in compile_model
+  File "/repo/tf_recopt/peers/runners.py", line 78 in bind
+  File "/repo/tf_recopt/peers/measure.py", line 63 in _call_all
+
+Extension modules: numpy._core._multiarray_umath (total: 1)
+"""
+
+
+def test_the_peer_whose_native_code_crashed_is_named():
+    artifacts = {"stock": {"path": "a"}, "onnxruntime": {"path": "b"}, "openvino": {"path": "c"},
+                 "openvino_bf16": {"error": "conversion failed"}}
+    assert suite.crashed_peers(_OPENVINO_CRASH, artifacts) == ["openvino"]
+    in_tf = _OPENVINO_CRASH.replace("openvino/_ov_api.py", "tensorflow/python/eager/execute.py")
+    assert suite.crashed_peers(in_tf, artifacts) == []
+    assert suite.crashed_peers("Segmentation fault (no dump)", artifacts) == []
+
+
+def test_a_crashing_peer_is_dropped_and_the_rest_measured(monkeypatch):
+    """OpenVINO 2026.4's compile_model segfaults on some static-shape f32
+    models (DeepCTR's WDL on an AMD EPYC): the rerun without it keeps the
+    other peers' timings."""
+    import subprocess
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        with open(cmd[-1]) as f:
+            spec = json.load(f)
+        calls.append(spec["artifacts"])
+        if "error" not in spec["artifacts"]["openvino"]:
+            return subprocess.CompletedProcess(cmd, -11, "", _OPENVINO_CRASH)
+        return subprocess.CompletedProcess(cmd, 0, json.dumps({"peers": {}, "timings": ["measured"]}), "")
+    monkeypatch.setattr(suite.subprocess, "run", fake_run)
+    spec = dict(model="m", artifacts={"stock": {"path": "a"}, "openvino": {"path": "c"}})
+    result = suite.measure_in_subprocess(spec)
+    assert result["timings"] == ["measured"]
+    assert len(calls) == 2 and calls[1]["stock"] == {"path": "a"}
+    assert "crashed the measurement process (signal 11)" in calls[1]["openvino"]["error"]
+
+
 @pytest.mark.parametrize("got,ok", [
     ({"y": [1.0, 2.0005]}, True),          # inside rtol 1e-3
     ({"y": [1.0, 2.01]}, False),

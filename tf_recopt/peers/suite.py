@@ -50,15 +50,44 @@ def measure_in_subprocess(spec):
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(spec, f)
     try:
-        proc = subprocess.run([sys.executable, "-m", "tf_recopt.peers.measure", f.name], capture_output=True,
-                              text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        # faulthandler: a crash prints the Python stack, which names the peer at fault.
+        proc = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "tf_recopt.peers.measure", f.name],
+                              capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     finally:
         os.unlink(f.name)
     if proc.returncode != 0:
+        culprits = crashed_peers(proc.stderr, spec["artifacts"]) if proc.returncode < 0 else []
+        if culprits:
+            # One peer's native crash (OpenVINO 2026.4's compile_model on some
+            # static-shape f32 models) must not cost the others their run.
+            why = {"error": f"crashed the measurement process (signal {-proc.returncode}); the other peers "
+                            "were measured without it"}
+            return measure_in_subprocess(dict(spec, artifacts={
+                peer: why if peer in culprits else artifact for peer, artifact in spec["artifacts"].items()}))
         # A peer that crashes the process (not just raises) takes this mode's run with it: say so.
         tail = [l for l in proc.stderr.splitlines() if l.strip()][-3:]
         return {"error": f"measurement process exited {proc.returncode}: " + " | ".join(tail)[-600:]}
     return json.loads(proc.stdout)
+
+
+# Python packages whose native code a peer runs in -> the peers using it.
+_NATIVE = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
+
+
+def crashed_peers(stderr, artifacts):
+    """The peers (still measurable) whose package the crashed thread's
+    innermost Python frames were in, from faulthandler's dump; [] if none."""
+    lines = stderr.splitlines()
+    start = next((i for i, l in enumerate(lines) if l.startswith("Current thread")), None)
+    if start is None:
+        return []
+    for line in lines[start + 1:]:
+        if not line.strip().startswith("File "):
+            break
+        for package, prefix in _NATIVE.items():
+            if f"/{package}/" in line:
+                return [p for p, a in artifacts.items() if p.startswith(prefix) and "error" not in a]
+    return []
 
 
 def best_peer_ratio(run, batch, ours="recopt", among=None):
