@@ -318,6 +318,9 @@ def _ablation_section(lines):
         lines.append("")
 
 
+_CORPUS_PEERS = ("onnxruntime", "openvino")
+
+
 def _corpus_section(lines):
     data = _load("corpus")
     if not data:
@@ -325,32 +328,49 @@ def _corpus_section(lines):
     m = data["machine"]
     timed = any(t for row in data["models"] for run in (row.get("runs") or {}).values() for t in run.get("timings", []))
     batches = data["batch_sizes"] if timed else []
+    peers = [p for p in _CORPUS_PEERS if p in data.get("peers", ())] if timed else []
+    per_batch = " batch {b} stock / recopt ms (x) |" + (" batch {b} ORT / OpenVINO ms (recopt vs better) |"
+                                                         if peers else "")
     _headed(lines, data, f"### Corpus: DeepCTR / DeepMatch models ({', '.join(data['packages'])})",
             f"Machine: {m['cpu']}, ISA path {m['isa']}. Each model exported with Criteo's shape (26 sparse ids, "
-            "13 dense), tables redrawn from N(0, 0.5); optimize() in a fresh process (wall time, peak RSS as "
-            "VmHWM, its own parity check)" + ("; then stock vs tf-recopt on the Session path (TF Serving's), threads="
-                                              f"{','.join(data['threads'])}, median ms and speed-up per batch size"
-                                              if timed else "; no Session-path timing in this run") +
-            ". Export and optimize errors are listed as they came.",
-            ["| model | optimize s | peak RSS MB | parity | fused ops |"
-             + "".join(f" batch {b} stock / recopt ms (x) |" for b in batches),
-             "|---|---:|---:|---|---|" + "---:|" * len(batches)])
+            "13 dense), tables redrawn from N(0, 0.5); optimize() in a fresh process (the call's wall time, "
+            "TensorFlow's import not counted; peak RSS as VmHWM; its own parity check)"
+            + ("; then stock vs tf-recopt on the Session path (TF Serving's), threads="
+               f"{','.join(data['threads'])}, median ms and speed-up per batch size" if timed else
+               "; no Session-path timing in this run")
+            + ("; ONNX Runtime (tf2onnx, CPU provider) and OpenVINO (its own SavedModel conversion, f32) in the "
+               "same interleaved rounds, `recopt vs better` = the faster of the two's median / recopt_session's "
+               "(a peer that failed to convert or to match stock shows `-`)" if peers else "")
+            + ". Export and optimize errors are listed as they came.",
+            ["| model | optimize s | peak RSS MB | parity | fused ops |" + "".join(per_batch.format(b=b) for b in batches),
+             "|---|---:|---:|---|---|" + "---:|" * (len(batches) * (2 if peers else 1))])
     for row in data["models"]:
         opt = row.get("optimize") or {}
+        width = len(batches) * (2 if peers else 1)
         if row.get("export_error") or not opt.get("ok"):
             why = row.get("export_error") and "export failed: " + row["export_error"] or opt.get("error", "parity")
-            lines.append(f"| {row['model']} | - | - | no | {why[-160:].replace('|', '/')} |" + " |" * len(batches))
+            lines.append(f"| {row['model']} | - | - | no | {why[-160:].replace('|', '/')} |" + " |" * width)
             continue
         fused = ", ".join(f"{op.split('>')[1]} x{n}" for op, n in sorted(opt.get("fused", {}).items())) or "none"
         cells = []
-        run = next(iter((row.get("runs") or {}).values()), {})
         for b in batches:
-            t = {x["peer"]: x["median_ms"] for x in run.get("timings", []) if x["batch"] == b}
+            t = _corpus_times(row, b)
             s_ms, r_ms = t.get("stock_session"), t.get("recopt_session")
             cells.append(f"{s_ms:.3f} / {r_ms:.3f} ({s_ms / r_ms:.2f}x)" if s_ms and r_ms else "-")
+            if peers:
+                best = _corpus_best_peer(t, peers)
+                cells.append(" / ".join(f"{t[p]:.3f}" if t.get(p) else "-" for p in peers)
+                             + (f" ({best / r_ms:.2f}x)" if best and r_ms else ""))
         lines.append(f"| {row['model']} | {opt['seconds']:.1f} | {opt['peak_rss_mb']:.0f} | yes | {fused} |"
                      + "".join(f" {c} |" for c in cells))
     lines.append("")
+    done = {row["model"]: row["optimize"] for row in data["models"] if (row.get("optimize") or {}).get("ok")}
+    if done:
+        slow = max(done, key=lambda n: done[n]["seconds"])
+        big = max(done, key=lambda n: done[n]["peak_rss_mb"])
+        lines.append(f"optimize(): {sum(o['seconds'] <= 10 for o in done.values())} of {len(done)} models within "
+                     f"10 s, slowest {slow} {done[slow]['seconds']:.1f} s; {sum(o['peak_rss_mb'] <= 2048 for o in done.values())}"
+                     f" within 2 GB peak RSS, largest {big} {done[big]['peak_rss_mb']:.0f} MB.")
     for b in batches:
         ratios = _corpus_ratios(data, b)
         if ratios:
@@ -358,18 +378,44 @@ def _corpus_section(lines):
             lines.append(f"Batch {b}: geo-mean {math.exp(sum(map(math.log, ratios.values())) / len(ratios)):.2f}x "
                          f"over {len(ratios)} models, min {min(ratios.values()):.2f}x, slower than stock: "
                          f"{', '.join(f'{n} {ratios[n]:.2f}x' for n in slower) or 'none'}.")
+        if peers:
+            vs = _corpus_ratios(data, b, lambda t: _corpus_best_peer(t, peers))
+            if vs:
+                behind = sorted(name for name, x in vs.items() if x < 1.0)
+                lines.append(f"Batch {b}, against the better of ONNX Runtime and OpenVINO: as fast or faster on "
+                             f"{len(vs) - len(behind)} of {len(vs)} models; behind on "
+                             f"{', '.join(f'{n} {vs[n]:.2f}x' for n in behind) or 'none'}.")
+    if peers:
+        failed = [f"{row['model']} {p} ({info['error'][:120]})" for row in data["models"]
+                  for p, info in next(iter((row.get("runs") or {}).values()), {}).get("peers", {}).items()
+                  if p in peers and info.get("error")]
+        failed += [f"{row['model']} (all peers: {run['error'][:120]})" for row in data["models"]
+                   for run in (row.get("runs") or {}).values() if run.get("error")]
+        lines.append("Peers that did not run: " + ("; ".join(failed) or "none") + ".")
     if batches:
         lines.append("")
 
 
-def _corpus_ratios(data, batch):
-    """model -> stock median / recopt median on the Session path at `batch`."""
+def _corpus_times(row, batch):
+    """peer -> median ms at `batch` (peers whose parity check failed left out)."""
+    run = next(iter((row.get("runs") or {}).values()), {})
+    ok = {p for p, info in run.get("peers", {}).items() if info.get("parity", {}).get("ok", True)}
+    return {x["peer"]: x["median_ms"] for x in run.get("timings", []) if x["batch"] == batch and x["peer"] in ok}
+
+
+def _corpus_best_peer(times, peers):
+    found = [times[p] for p in peers if times.get(p)]
+    return min(found) if found else None
+
+
+def _corpus_ratios(data, batch, reference=lambda t: t.get("stock_session")):
+    """model -> reference median / recopt median on the Session path at `batch`."""
     out = {}
     for row in data["models"]:
-        run = next(iter((row.get("runs") or {}).values()), {})
-        t = {x["peer"]: x["median_ms"] for x in run.get("timings", []) if x["batch"] == batch}
-        if t.get("stock_session") and t.get("recopt_session"):
-            out[row["model"]] = t["stock_session"] / t["recopt_session"]
+        t = _corpus_times(row, batch)
+        ref = reference(t)
+        if ref and t.get("recopt_session"):
+            out[row["model"]] = ref / t["recopt_session"]
     return out
 
 
