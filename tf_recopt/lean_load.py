@@ -7,11 +7,13 @@ of functions of which its signatures call two (FiBiNET: 302, ONN: 7648).
 Converting them was most of optimize()'s time on those models (FiBiNET:
 12.7 s of a plain load; 2.8 s without them).
 
-A lean copy of the SavedModel keeps the library's functions that the
-signatures, the resources (lookup tables' create/initialize functions) and
-captured tensors reach, plus gradient functions; object-graph nodes lose the
-concrete functions that are gone (a function node keeps its name with fewer
-or no traces; a bare concrete function becomes a plain object). Node ids are
+Only the signature map and the objects its functions capture (variables,
+lookup tables and what they need) are loaded, with TensorFlow's
+load_partial; ONN's object graph holds 27k objects besides. The library in
+a lean copy of the SavedModel keeps the functions those objects reach,
+transitively, plus gradient functions; object-graph nodes lose the concrete
+functions that are gone (a function node keeps its name with fewer or no
+traces; a bare concrete function becomes a plain object). Node ids are
 unchanged, so the checkpoint restores into the same objects. The copy is a
 temp dir holding the pruned saved_model.pb and symlinks to the rest
 (variables, assets), kept until the loaded model is collected: restored
