@@ -374,17 +374,13 @@ def _corpus_section(lines):
     for b in batches:
         ratios = _corpus_ratios(data, b)
         if ratios:
-            slower = sorted(name for name, x in ratios.items() if x < 1.0)
             lines.append(f"Batch {b}: geo-mean {math.exp(sum(map(math.log, ratios.values())) / len(ratios)):.2f}x "
                          f"over {len(ratios)} models, min {min(ratios.values()):.2f}x, slower than stock: "
-                         f"{', '.join(f'{n} {ratios[n]:.2f}x' for n in slower) or 'none'}.")
-        if peers:
-            vs = _corpus_ratios(data, b, lambda t: _corpus_best_peer(t, peers))
-            if vs:
-                behind = sorted(name for name, x in vs.items() if x < 1.0)
-                lines.append(f"Batch {b}, against the better of ONNX Runtime and OpenVINO: as fast or faster on "
-                             f"{len(vs) - len(behind)} of {len(vs)} models; behind on "
-                             f"{', '.join(f'{n} {vs[n]:.2f}x' for n in behind) or 'none'}.")
+                         f"{_below_one(ratios)}.")
+        vs = _corpus_ratios(data, b, lambda t: _corpus_best_peer(t, peers)) if peers else {}
+        if vs:
+            lines.append(f"Batch {b}, against the better of ONNX Runtime and OpenVINO: as fast or faster on "
+                         f"{sum(x >= 1.0 for x in vs.values())} of {len(vs)} models; behind on {_below_one(vs)}.")
     if peers:
         failed = [f"{row['model']} {p} ({info['error'][:120]})" for row in data["models"]
                   for p, info in next(iter((row.get("runs") or {}).values()), {}).get("peers", {}).items()
@@ -394,6 +390,11 @@ def _corpus_section(lines):
         lines.append("Peers that did not run: " + ("; ".join(failed) or "none") + ".")
     if batches:
         lines.append("")
+
+
+def _below_one(ratios):
+    """'name 0.93x, ...' for the ratios under 1, by name; 'none' if none."""
+    return ", ".join(f"{n} {x:.2f}x" for n, x in sorted(ratios.items()) if x < 1.0) or "none"
 
 
 def _corpus_times(row, batch):
