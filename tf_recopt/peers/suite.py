@@ -70,8 +70,8 @@ def measure_in_subprocess(spec):
     return json.loads(proc.stdout)
 
 
-# Python packages whose native code a peer runs in -> the peers using it.
-_NATIVE = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
+# Packages whose native code a peer runs in; the peers using one are named after it.
+_NATIVE = ("openvino", "onnxruntime")
 
 
 def crashed_peers(stderr, artifacts):
@@ -84,9 +84,9 @@ def crashed_peers(stderr, artifacts):
     for line in lines[start + 1:]:
         if not line.strip().startswith("File "):
             break
-        for package, prefix in _NATIVE.items():
+        for package in _NATIVE:
             if f"/{package}/" in line:
-                return [p for p, a in artifacts.items() if p.startswith(prefix) and "error" not in a]
+                return [p for p, a in artifacts.items() if p.startswith(package) and "error" not in a]
     return []
 
 
