@@ -7,7 +7,8 @@ a process with Keras 3. Features: Criteo's shape (26 sparse ids of
 vocabulary 1000, embedding 8; 13 dense floats), plus a 20-long behaviour
 sequence for the sequence models. Embedding tables are redrawn from
 N(0, 0.5): DeepCTR initialises them with stddev 1e-4, which would hide an
-embedding bug behind outputs that barely depend on the tables.
+embedding bug behind outputs that barely depend on the tables. Every other
+trainable weight gets noise of its own (see _spread), as training would.
 """
 import os
 import sys
@@ -59,10 +60,27 @@ def build(name):
         else:
             model = model_cls(cols, behaviour)
     rng = tf.random.Generator.from_seed(0)
+    tables = set()
     for layer in model.layers:
         if isinstance(layer, tf.keras.layers.Embedding):
             layer.embeddings.assign(rng.normal(layer.embeddings.shape, stddev=0.5))
+            tables.add(id(layer.embeddings))
+    for var in model.trainable_weights:
+        if id(var) not in tables and var.dtype.is_floating:
+            var.assign_add(rng.normal(var.shape, stddev=_spread(var), dtype=var.dtype))
     return model
+
+
+def _spread(var):
+    """Noise for a dense weight: half its own spread, or 0.05 where it is
+    constant (zero biases, unit gains). DeepCTR seeds every initializer
+    with 1024, so untrained towers, experts and cross layers of one shape
+    start identical; tf2onnx then shares their initializers and ONNX
+    Runtime computes one tower for all (ESMM: 5 MatMuls for 8), which no
+    trained model allows."""
+    import tensorflow as tf
+    std = float(tf.math.reduce_std(var))
+    return 0.5 * std if std > 0 else 0.05
 
 
 def main(name, out):

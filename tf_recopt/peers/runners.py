@@ -93,8 +93,12 @@ class SessionRunner:
 
     def __init__(self, path, signature, threads):
         from tf_recopt.serving.servable import Servable
-        n = 1 if threads == "1" else 0
-        config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=n, inter_op_parallelism_threads=n)
+        # One thread is inline, as the eager peers' (measure.configure_threads)
+        # and ONNX Runtime's: inter-op 1 would hand every call to a pool
+        # thread and back, ~50 us a call on a VM whatever the model.
+        one = threads == "1"
+        config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1 if one else 0,
+                                          inter_op_parallelism_threads=-1 if one else 0)
         self._servable = Servable("bench", 1, path, session_config=config)
         self._signature = self._servable.signature(signature)
 
