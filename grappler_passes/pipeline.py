@@ -4,14 +4,15 @@ import time
 
 from absl import logging
 
-from grappler_passes import (canonicalize, cleanup, combine_parallel, fold_constants, fuse_afm, fuse_attention,
+from grappler_passes import (canonicalize, cleanup, column_vectors, combine_parallel, fold_constants, fuse_afm, fuse_attention,
                              fuse_autoint, fuse_bilinear, fuse_cin, fuse_cross, fuse_dense, fuse_embedding, fuse_field_dots, fuse_fm,
                              fuse_gru, fuse_interaction, fuse_mha, fuse_pair_dot, fuse_topk)
 from grappler_passes.graph_view import GraphView
 from grappler_passes.pass_base import PassContext, PassResult
 
 _PASSES = {p.name: p for p in (
-    cleanup.PruneIdentity, cleanup.PruneDeadNodes, fold_constants.FoldConstants, canonicalize.Canonicalize,
+    cleanup.PruneIdentity, cleanup.PruneDeadNodes, fold_constants.FoldConstants, column_vectors.ColumnVectors,
+    canonicalize.Canonicalize,
     fuse_embedding.FuseEmbedding, fuse_topk.FuseTopK, fuse_interaction.FuseInteraction, fuse_dense.FuseDense,
     fuse_fm.FuseFm, fuse_cross.FuseCross, fuse_cin.FuseCin, fuse_afm.FuseAfm, fuse_bilinear.FuseBilinear, fuse_autoint.FuseAutoInt,
     fuse_pair_dot.FusePairDot, fuse_field_dots.FuseFieldDots, fuse_attention.FuseAttention, fuse_gru.FuseGru,
@@ -21,7 +22,9 @@ _PASSES = {p.name: p for p in (
 # Why this order: pruning Identity first makes producers adjacent so patterns
 # see MatMul -> BiasAdd directly; folding weight-only subgraphs (transposes,
 # casts of frozen variables, batch-norm arithmetic) turns weights into plain
-# Consts; canonicalize then rewrites the variants into BiasAdd/Relu form
+# Consts; column_vectors turns weight-first Einsums on [B, d, 1] columns
+# into MatMuls on rows (it needs the weights constant, and canonicalize's
+# bias rule then sees the MatMul); canonicalize then rewrites the variants into BiasAdd/Relu form
 # (which is all stock TF needs, for custom_ops=False). After every pass that
 # rewrote something, run_pipeline prunes the nodes it left dead: a dead
 # consumer still counts as a use and would block the next fusion (the
@@ -42,7 +45,7 @@ _PASSES = {p.name: p for p in (
 # sum of squares also has. combine_parallel_dense is opt-in (passes=[...]): one
 # wider layer + SplitV measured 1.11x at batch 1 but 0.79x at batch 512 for
 # 8 experts of 256->64 (bench/dense_variants.py), so it is not a default.
-DEFAULT_ORDER = ("prune_identity", "fold_constants", "canonicalize", "fuse_embedding", "fuse_topk",
+DEFAULT_ORDER = ("prune_identity", "fold_constants", "column_vectors", "canonicalize", "fuse_embedding", "fuse_topk",
                  "fuse_interaction", "fuse_gru", "fuse_mha", "fuse_dense", "fuse_fm",
                  "fuse_cross", "fuse_cin", "fuse_afm", "fuse_bilinear", "fuse_autoint", "fuse_pair_dot", "fuse_field_dots", "fuse_attention")
 
