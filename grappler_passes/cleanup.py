@@ -7,7 +7,8 @@ _FORWARDING = frozenset({"Identity", "Snapshot", "StopGradient", "PreventGradien
 
 def _inert(view, node, depth=0):
     """True if waiting on `node` orders nothing: a Const, an Identity of a
-    feed (a placeholder: an input or a variable handle), or a NoOp waiting
+    feed (a placeholder: an input or a variable handle) or of a Const (a
+    frozen table), or a NoOp waiting
     only on such nodes. An inlined function call waits on its inputs this
     way (its input_control_node), which hides the handles behind it from
     passes that follow Identity chains to a table."""
@@ -19,7 +20,7 @@ def _inert(view, node, depth=0):
         return all(i.startswith("^") and _inert(view, view.node(i[1:]), depth + 1) for i in node.input)
     if node.op == "Identity" and len(node.input) == 1:
         source = view.node(view.skip_identity(node.input[0]).split(":")[0])
-        return source is not None and source.op == "Placeholder"
+        return source is not None and source.op in ("Placeholder", "Const")
     return False
 
 

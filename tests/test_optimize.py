@@ -15,6 +15,9 @@ from tests import savedmodel_flavours as flavours
 from tests.conftest import assert_outputs_close, run_signature, saved_model_nodes
 
 
+RNG = np.random.default_rng(29)
+
+
 def _tree_digest(path):
     h = hashlib.sha256()
     for root, _, files in sorted(os.walk(path)):
@@ -266,11 +269,11 @@ def test_precision_per_component_reaches_each_pass(ops, zoo_dir, tmp_path):
 
 def test_int8_embedding_tables_are_8bit_rowwise(ops, zoo_dir, tmp_path):
     """embedding=int8: every fused lookup reads uint8 row-wise tables; the
-    zoo DLRM keeps its tables as variables, so derived uint8 variables
-    replace the fp32 ones in the written model. Parity holds at the int8
-    tolerance, and the rows were really rounded."""
+    zoo DLRM's tables kept as variables (freeze_table_max_bytes=0), derived
+    uint8 variables replace the fp32 ones in the written model. Parity
+    holds at the int8 tolerance, and the rows were really rounded."""
     out = str(tmp_path / "o")
-    report = tf_recopt.optimize(zoo_dir("dlrm"), out, precision={"embedding": "int8"})
+    report = tf_recopt.optimize(zoo_dir("dlrm"), out, precision={"embedding": "int8"}, freeze_table_max_bytes=0)
     assert report.parity_ok and report.precision["embedding"] == "int8"
     assert all(p.max_abs > 0 for p in report.signatures["serving_default"].parity)
     fused = saved_model_nodes(out, "Recopt>FusedEmbeddingLookup")
@@ -282,3 +285,36 @@ def test_int8_embedding_tables_are_8bit_rowwise(ops, zoo_dir, tmp_path):
     tables = {k: reader.get_tensor(k) for k, shape in reader.get_variable_to_shape_map().items() if len(shape) == 2}
     assert tables and all(t.dtype == np.uint8 and t.shape[1] > 8 for t in tables.values()), \
         {k: (t.dtype, t.shape) for k, t in tables.items()}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_small_tables_are_frozen_large_ones_stay_variables(ops, tmp_path, precision):
+    """Tables up to freeze_table_max_bytes become constants the fused lookup
+    reads (in the precision's storage); larger ones stay variables; the
+    answers are the original's either way, out-of-range ids still fail."""
+    class Tables(tf.Module):
+        def __init__(self):
+            self.small = tf.Variable(RNG.standard_normal((50, 4)).astype(np.float32), name="small")
+            self.large = tf.Variable(RNG.standard_normal((3000, 4)).astype(np.float32), name="large")
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.int64)])
+        def serve(self, a, b):
+            return {"out": tf.concat([tf.gather(self.small, a), tf.gather(self.large, b)], 1)}
+
+    m, src, out = Tables(), str(tmp_path / "m"), str(tmp_path / "o")
+    tf.saved_model.save(m, src, signatures={"serving_default": m.serve})
+    feeds = dict(a=tf.constant([0, 49, 7], tf.int64), b=tf.constant([2999, 0, 5], tf.int64))
+    report = tf_recopt.optimize(src, out, sample_inputs=feeds, precision=precision,
+                                freeze_table_max_bytes=20_000)   # small: 800 bytes, large: 48 KB
+    assert report.parity_ok
+    assert any("large" in v for v in report.kept_variables), report.kept_variables
+    assert not any("small" in v for v in report.kept_variables), report.kept_variables
+    (fused,) = saved_model_nodes(out, "Recopt>FusedEmbeddingLookup")
+    kinds = list(fused.attr["Ttables"].list.type)
+    assert tf.resource.as_datatype_enum in kinds, kinds
+    assert (tf.uint8 if precision == "int8" else tf.float32).as_datatype_enum in kinds, kinds
+    loaded = tf.saved_model.load(out).signatures["serving_default"]
+    np.testing.assert_allclose(loaded(**feeds)["out"].numpy(), m.serve(**feeds)["out"].numpy(),
+                               rtol=0.05 if precision == "int8" else 1e-6, atol=0.05 if precision == "int8" else 1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="= 50 is not in"):
+        loaded(a=tf.constant([50], tf.int64), b=tf.constant([0], tf.int64))

@@ -39,6 +39,10 @@ class OptimizeOptions:
     # Variables up to this size are frozen into constants so passes can fold
     # and pre-pack them; larger ones (embedding tables) stay variables.
     freeze_max_bytes: int = 16 << 20
+    # Embedding tables stay variables unless this small: a large table
+    # gains nothing frozen (a lookup reads a few rows) and would bloat the
+    # GraphDef; a small one saves a variable read per call (batch 1).
+    freeze_table_max_bytes: int = 256 << 10
     # Cap on all frozen constants together, far below GraphDef's 2 GiB limit.
     freeze_total_bytes: int = 256 << 20
     parity_batch_size: int = 8
@@ -82,8 +86,8 @@ class OptimizeOptions:
             raise ValueError("max_auc_drop and max_logloss_increase must be >= 0, metric_examples >= 2")
         if self.label_key is not None and self.sample_inputs is None:
             raise ValueError(f"label_key={self.label_key!r} needs sample_inputs: tf.Example TFRecords holding it")
-        if self.freeze_max_bytes < 0 or self.freeze_total_bytes < 0:
-            raise ValueError("freeze_max_bytes and freeze_total_bytes must be >= 0")
+        if min(self.freeze_max_bytes, self.freeze_total_bytes, self.freeze_table_max_bytes) < 0:
+            raise ValueError("freeze_max_bytes, freeze_table_max_bytes and freeze_total_bytes must be >= 0")
 
 
 def parse_precision(value):
