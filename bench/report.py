@@ -333,10 +333,13 @@ def _corpus_section(lines):
                                                          if peers else "")
     _headed(lines, data, f"### Corpus: DeepCTR / DeepMatch models ({', '.join(data['packages'])})",
             f"Machine: {m['cpu']}, ISA path {m['isa']}. Each model exported with Criteo's shape (26 sparse ids, "
-            "13 dense), tables redrawn from N(0, 0.5); optimize() in a fresh process (the call's wall time, "
+            "13 dense), tables redrawn from N(0, 0.5) and every other weight given noise of its own (DeepCTR's "
+            "seeded initialisers make parallel towers identical, which ONNX Runtime then computes once); "
+            "optimize() in a fresh process (the call's wall time, "
             "TensorFlow's import not counted; peak RSS as VmHWM; its own parity check)"
             + ("; then stock vs tf-recopt on the Session path (TF Serving's), threads="
-               f"{','.join(data['threads'])}, median ms and speed-up per batch size" if timed else
+               f"{','.join(data['threads'])} (1: intra-op 1 and inter-op -1, ops run in the caller's thread as "
+               "ONNX Runtime's do), median ms and speed-up per batch size" if timed else
                "; no Session-path timing in this run")
             + ("; ONNX Runtime (tf2onnx, CPU provider) and OpenVINO (its own SavedModel conversion, f32) in the "
                "same interleaved rounds, `recopt vs better` = the faster of the two's median / recopt_session's "
