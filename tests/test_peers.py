@@ -183,3 +183,22 @@ def test_onnx_inputs_lower_cased_by_tf2onnx_find_their_signature_input(tmp_path)
     assert runners.feed_key("c1", {"C0": 1}) is None
     with pytest.raises(ValueError, match=r"\['c0'\]"):
         runner.bind({"x": ones})
+
+
+@pytest.mark.parametrize("threads,intra,inter", [("1", 1, -1), ("all", 0, 0)])
+def test_one_thread_session_runs_in_the_callers_thread(zoo_dir, threads, intra, inter):
+    """One thread is inline (inter-op -1), as the eager peers and ONNX
+    Runtime run: inter-op 1 handed every call to a pool thread and back."""
+    from tf_recopt.peers.runners import SessionRunner
+    config = SessionRunner(zoo_dir("wdl"), "serving_default", threads)._servable._session._config
+    assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == (intra, inter)
+
+
+def test_warm_loop_times_stock_and_recopt(ops, zoo_dir, tmp_path):
+    import tf_recopt
+    from bench import warm_loop
+    optimized = str(tmp_path / "recopt")
+    tf_recopt.optimize(zoo_dir("dlrm"), optimized)
+    result = warm_loop.measure(zoo_dir("dlrm"), optimized, str(tmp_path), batch=2, rounds=2, inner=2)
+    want = {"stock", "recopt"} | ({"onnxruntime"} if "onnxruntime" in INSTALLED else set())
+    assert set(result) == want and all(us > 0 for us in result.values()), result

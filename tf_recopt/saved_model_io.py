@@ -195,8 +195,9 @@ def _choose_frozen(functions, inlined, options):
     freeze_max_bytes (embedding tables under freeze_table_max_bytes too),
     all together under freeze_total_bytes. A frozen table saves the fused
     lookup a variable read per table per call (VarHandleOp, the inliner's
-    Identity, a resource lookup): ~0.3 us each, which DeepCTR's MLR (208
-    tables of 1000 x 1) pays 208 times at batch 1 (216 -> 153 us)."""
+    Identity, a resource lookup) on every call, which DeepCTR's MLR (208
+    tables of 1000 x 1) pays 208 times: batch 1 in 236 -> 187 us
+    (bench.warm_loop, docs/usage.md)."""
     variables = {id(v): v for fn in functions for v in fn.variables}
     tables, pinned = set(), set()
     for fn in functions:
