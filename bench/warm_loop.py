@@ -25,16 +25,23 @@ import numpy as np
 
 
 def measure(src, optimized, workdir, batch, rounds, inner, signature="serving_default"):
-    import tf_recopt
     from tf_recopt.benchmark import feed_maker
-    from tf_recopt.peers import prepare
-    from tf_recopt.peers.runners import OnnxRunner, SessionRunner
-    tf_recopt.load_ops()
-    runners = {"stock": SessionRunner(src, signature, "1"), "recopt": SessionRunner(optimized, signature, "1")}
-    try:
-        runners["onnxruntime"] = OnnxRunner(prepare._onnx(src, os.path.join(workdir, "model")), "1")  # pylint: disable=protected-access
-    except Exception as e:  # noqa: BLE001 - not installed, or not convertible: the TF rows still stand
-        print(f"onnxruntime left out: {e}")
+    from tf_recopt.peers.prepare import prepare
+    from tf_recopt.peers.runners import make_runner
+    peers = {"stock": ("stock_session", src), "recopt": ("recopt_session", optimized)}
+    onnx = prepare(src, workdir, "model", ["onnxruntime"])["onnxruntime"]
+    if "path" in onnx:
+        peers["onnxruntime"] = ("onnxruntime", onnx["path"])
+    runners = {}
+    for label, (peer, path) in peers.items():
+        try:
+            runners[label] = make_runner(peer, path, signature, "1")
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime rejecting a model leaves the TF rows standing
+            if label != "onnxruntime":
+                raise
+            onnx = {"error": str(e)}
+    if "onnxruntime" not in runners:
+        print(f"onnxruntime left out: {onnx.get('error')}")
     feeds = {k: v.numpy() for k, v in feed_maker(src, signature, 0)(batch).items()}
     calls = {label: r.bind(feeds) for label, r in runners.items()}
     for call in calls.values():

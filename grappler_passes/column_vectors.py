@@ -123,8 +123,9 @@ class _Rows:
     def mixture(self, node):
         """BatchMatMul(Pack([a_1..a_E], axis=2), q [B, E, 1]), the experts'
         weighted sum (DCNMix), -> ExpandDims(AddN(a_e * q[:, e]), 2).
-        TensorFlow packs on the inner axis one float at a time (DCNMix at
-        batch 512: 1.9 ms a layer, for a [512, 221, 4] stack)."""
+        TensorFlow packs on the inner axis one float at a time (a step-stats
+        trace of DCNMix at batch 512: 1.9 ms a layer, for a [512, 221, 4]
+        stack)."""
         view = self.view
         if node.attr["adj_x"].b or node.attr["adj_y"].b or node.attr["T"].type != types_pb2.DT_FLOAT or \
                 view.has_control_inputs(node):

@@ -157,7 +157,6 @@ def _table_variables(fn, inlined):
             for node, index in consumers.get(frontier.pop(), ()):
                 if node.op.startswith("Recopt>"):
                     pinned.add(id(var))
-                    tables.add(id(var))
                 elif node.op in _GATHERS and index == 0:
                     tables.add(id(var))
                 elif node.op in _FORWARD:
