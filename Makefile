@@ -19,7 +19,8 @@ $(STAMP): setup.py requirements.txt requirements-tfx.txt
 
 install: $(STAMP)
 
-# Rebuilds the op library after a C++ change (objects are cached in build/).
+# Rebuilds the op library and the C++ request path of `tf-recopt serve`
+# (tf_recopt.serving._native) after a C++ change (objects are cached in build/).
 ops: $(STAMP)
 	$(PY) -m custom_ops.build
 

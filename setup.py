@@ -22,7 +22,8 @@ class BuildOpLibrary(build_ext):
         from custom_ops import build as ops_build
 
         target = pathlib.Path(self.get_ext_fullpath(ext.name))
-        built = ops_build.build(target.parent, build_dir=HERE / "build" / "custom_ops")
+        build = ops_build.build_serving if ext.name == "tf_recopt.serving._native" else ops_build.build
+        built = build(target.parent, build_dir=HERE / "build" / "custom_ops")
         assert built.name == target.name, (built, target)
 
 
@@ -37,7 +38,9 @@ setup(
     # custom_ops itself comes along as its parent package (build scripts only).
     packages=find_packages(include=["tf_recopt", "tf_recopt.*", "grappler_passes", "grappler_passes.*",
                                     "custom_ops", "custom_ops.spec"]),
-    ext_modules=[Extension("tf_recopt.ops._recopt_ops", sources=[])],
+    # The op library, and serving/native/ (the C++ request path of `tf-recopt serve`).
+    ext_modules=[Extension("tf_recopt.ops._recopt_ops", sources=[]),
+                 Extension("tf_recopt.serving._native", sources=[])],
     cmdclass={"build_ext": BuildOpLibrary},
     install_requires=[
         "tensorflow>=2.21,<2.22",

@@ -149,5 +149,44 @@ def build(out_dir, build_dir=None, verbose=True):
     return lib
 
 
+SERVING_NATIVE = ROOT.parent / "serving" / "native"
+
+
+def serving_library_name():
+    return "_native" + sysconfig.get_config_var("EXT_SUFFIX")
+
+
+def build_serving(out_dir, build_dir=None, verbose=True):
+    """serving/native/ (the C++ request path of `tf-recopt serve`) as the
+    Python extension tf_recopt.serving._native; returns its path. Same
+    TensorFlow flags as the op library, plus Python's headers."""
+    out_dir = pathlib.Path(out_dir)
+    tf_version, flags, lflags, build_dir, _ = _setup(build_dir)
+    flags = flags + ["-fvisibility=hidden", "-I" + sysconfig.get_paths()["include"]]
+    cxx = os.environ.get("CXX", "g++")
+    srcs = sorted(SERVING_NATIVE.glob("*.cc"))
+    newest_header = max(p.stat().st_mtime for p in SERVING_NATIVE.glob("*.h"))
+
+    def compile_one(src):
+        obj = build_dir / ("serving_" + src.stem + ".o")
+        if obj.exists() and obj.stat().st_mtime >= max(src.stat().st_mtime, newest_header):
+            return obj
+        result = subprocess.run([cxx, "-c", str(src), "-o", str(obj)] + flags, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"compiling {src.relative_to(ROOT.parent)} failed:\n{result.stderr}")
+        return obj
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        objs = list(pool.map(compile_one, srcs))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lib = out_dir / serving_library_name()
+    tmp = lib.with_suffix(".so.tmp")
+    subprocess.run([cxx, "-shared", "-o", str(tmp)] + [str(o) for o in objs] + lflags + ["-lpthread"], check=True)
+    os.replace(tmp, lib)
+    if verbose:
+        print(f"built {lib} ({len(objs)} objects, TensorFlow {tf_version})", file=sys.stderr)
+    return lib
+
+
 if __name__ == "__main__":
     build(ROOT.parent / "tf_recopt" / "ops")
+    build_serving(ROOT.parent / "tf_recopt" / "serving")

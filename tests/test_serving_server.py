@@ -34,7 +34,7 @@ def _write_warmup(version_dir):
 
 
 @pytest.fixture(scope="module")
-def served(ops, zoo_dir, tmp_path_factory):
+def served_models(ops, zoo_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
     models, sources = {}, {}
     for name in ZOO:
@@ -47,8 +47,15 @@ def served(ops, zoo_dir, tmp_path_factory):
     models["examples"] = str(root / "examples")
     cfg = model_config(str(root / "models.config"), models, labels={"dlrm": {"stable": 1}})
     (root / "monitoring.config").write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }')
+    return root, models, sources, cfg
+
+
+# Every test runs on the C++ request path (the default) and on the Python one.
+@pytest.fixture(scope="module", params=["native", "python"])
+def served(served_models, request):
+    root, models, sources, cfg = served_models
     server = Server(f"--model_config_file={cfg}", f"--monitoring_config_file={root / 'monitoring.config'}",
-                    "--file_system_poll_wait_seconds=0")
+                    "--file_system_poll_wait_seconds=0", f"--native_request_path={request.param == 'native'}")
     try:
         for name in models:
             server.wait_version(name, 1)

@@ -1,6 +1,9 @@
 """gRPC front end: tensorflow.serving.PredictionService and ModelService on
 the generated stubs from tensorflow-serving-api."""
-from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
+import grpc
+from google.protobuf.message import DecodeError
+from tensorflow_serving.apis import (model_management_pb2, model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
 
 from tf_recopt.serving.service import handle
 
@@ -49,6 +52,24 @@ class ModelService(_Base, model_service_pb2_grpc.ModelServiceServicer):
         return self._call("reload_config", request, "", reload, context)
 
 
+class RawPredict(_Base):
+    """Predict as bytes in, bytes out: registered ahead of the generated
+    servicer when the core is native, so grpcio neither parses the request's
+    tensors nor builds the response in Python."""
+
+    def __call__(self, payload, context):
+        try:
+            request = predict_pb2.PredictRequest.FromString(payload)
+        except DecodeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed PredictRequest: {exc}")
+        return self._call("predict", request, request.model_spec.name,
+                          lambda r: self._core.predict_bytes(r, payload), context)
+
+
 def add_services(server, core, metrics, reload_config):
+    if core.native:
+        raw = grpc.unary_unary_rpc_method_handler(RawPredict(core, metrics))
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {"Predict": raw}),))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core, metrics, reload_config), server)

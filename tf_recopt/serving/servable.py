@@ -7,7 +7,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
 
-from tf_recopt.serving import status
+from tf_recopt.serving import native, status
+from tf_recopt.serving.native import _shape_str
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -16,7 +17,7 @@ class Signature:
     """A SignatureDef run through the version's Session, as TF Serving runs
     it, plus the checks it applies first: input names, dtypes, shapes."""
 
-    def __init__(self, model_name, name, sig_def, session):
+    def __init__(self, model_name, name, sig_def, session=None, bundle=None):
         self.model_name = model_name
         self.name = name
         self.inputs: Dict[str, tf.TensorSpec] = {k: _spec(v) for k, v in sig_def.inputs.items()}
@@ -33,16 +34,24 @@ class Signature:
         # Session.run's generic Python feed path: ~3 ms a call for 27 inputs.
         options = config_pb2.CallableOptions(feed=[sig_def.inputs[k].name for k in self._keys],
                                              fetch=[sig_def.outputs[k].name for k in self.outputs])
-        self._call = session._make_callable_from_options(options)  # pylint: disable=protected-access
+        if bundle is not None:
+            self.native_call = native.Call(bundle, options, self._keys, self.inputs, self.outputs, model_name, name,
+                                      self.batchable)
+        else:
+            self.native_call = None
+            self._call = session._make_callable_from_options(options)  # pylint: disable=protected-access
 
-    def check(self, feeds: Dict[str, np.ndarray]):
-        if feeds.keys() != self.inputs.keys():
-            extra = sorted(set(feeds) - set(self.inputs))
-            missing = sorted(set(self.inputs) - set(feeds))
+    def check_names(self, keys):
+        if keys != self.inputs.keys():
+            extra = sorted(set(keys) - set(self.inputs))
+            missing = sorted(set(self.inputs) - set(keys))
             raise status.invalid_argument(
                 f"Request inputs do not match required inputs for model `{self.model_name}` "
                 f"signature `{self.name}`. Send extra: {{{', '.join(extra)}}}. "
                 f"Missing but required: {{{', '.join(missing)}}}.")
+
+    def check(self, feeds: Dict[str, np.ndarray]):
+        self.check_names(feeds.keys())
         for key, value in feeds.items():
             np_dtype, dims = self._expect[key]
             if not (value.dtype == np_dtype or (np_dtype is None and value.dtype.kind in "OSU")):
@@ -55,7 +64,10 @@ class Signature:
                     f"input `{key}` of signature `{self.name}` expects shape {_shape_str(self.inputs[key].shape)}, "
                     f"got {list(value.shape)}")
 
-    def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def run(self, feeds: Dict[str, np.ndarray], batcher=None) -> Dict[str, np.ndarray]:
+        """Outputs by name; `batcher` (a NativeBatcher) only on the C++ path."""
+        if self.native_call is not None:
+            return self.native_call.run(feeds, batcher)
         try:
             values = self._call(*[feeds[k] for k in self._keys])
         except tf.errors.OpError as exc:
@@ -69,30 +81,31 @@ def _spec(info):
     return tf.TensorSpec(tf.TensorShape(info.tensor_shape), tf.as_dtype(info.dtype))
 
 
-def _shape_str(shape):
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape.as_list()) + "]" if shape.rank is not None \
-        else "<unknown>"
-
-
 class Servable:
-    """One version loaded into its own Session (tf.compat.v1 loader, as TF
-    Serving's SavedModelBundle). `acquire`/`release` count requests in
-    flight so an unload waits for them to finish."""
+    """One version loaded into its own Session: by TensorFlow's C++ loader
+    (TF Serving's SavedModelBundle) on the native path, else by the
+    tf.compat.v1 loader. `acquire`/`release` count requests in flight so an
+    unload waits for them to finish."""
 
-    def __init__(self, name, version, path, tags=("serve",), session_config=None):
+    def __init__(self, name, version, path, tags=("serve",), session_config=None, use_native=False):
         self.name = name
         self.version = int(version)
         self.path = path
-        self._graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=self._graph, config=session_config)
-        meta = tf.compat.v1.saved_model.loader.load(self._session, list(tags), path)
-        self.signature_defs = dict(meta.signature_def)
+        self._bundle = self._session = None
+        if use_native:
+            self._bundle = native.Bundle(path, tags, session_config)
+            self.signature_defs = dict(self._bundle.signature_defs)
+        else:
+            self._graph = tf.Graph()
+            self._session = tf.compat.v1.Session(graph=self._graph, config=session_config)
+            meta = tf.compat.v1.saved_model.loader.load(self._session, list(tags), path)
+            self.signature_defs = dict(meta.signature_def)
         self._signatures, self._unusable = {}, {}
         for key, sig_def in self.signature_defs.items():
             if key.startswith("__"):  # __saved_model_init_op and the like
                 continue
             try:
-                self._signatures[key] = Signature(name, key, sig_def, self._session)
+                self._signatures[key] = Signature(name, key, sig_def, self._session, self._bundle)
             except ValueError as exc:
                 self._unusable[key] = str(exc)
         self._in_flight = 0
@@ -124,4 +137,7 @@ class Servable:
 
     def close(self):
         """Frees the version's memory; only after wait_idle()."""
-        self._session.close()
+        if self._bundle is not None:
+            self._bundle.close()
+        else:
+            self._session.close()

@@ -52,6 +52,9 @@ def build_parser():
     add("--load_retry_interval_micros", type=int, default=60_000_000)
     add("--enable_model_warmup", default=True, **boolean)
     add("--num_request_iterations_for_warmup", type=int, default=1)
+    add("--native_request_path", default=True, **boolean,
+        help="load versions with TensorFlow's C++ loader and run Predict and batching in C++ (default true; "
+             "false: the pure-Python path)")
     add("--grpc_max_threads", type=int, default=64, help="gRPC handler threads")
     add("--max_request_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
         help="largest request accepted on either port")
@@ -118,7 +121,7 @@ class RunningServer:
 
 def start(args) -> RunningServer:
     import grpc
-    from tf_recopt.serving import batching, config, grpc_api, rest_api
+    from tf_recopt.serving import batching, config, grpc_api, native, rest_api
     from tf_recopt.serving.manager import ModelConfig, ModelManager
     from tf_recopt.serving.metrics import ServingMetrics
     from tf_recopt.serving.service import ServingCore
@@ -131,9 +134,17 @@ def start(args) -> RunningServer:
     load_op_libraries(args)
 
     metrics = ServingMetrics()
-    scheduler = batching.BatchScheduler(params, on_batch=metrics.record_batch) if params else None
-    core = ServingCore(None, scheduler)
-    manager = ModelManager(_loader(args, core, metrics), args.num_load_threads, args.max_num_load_retries,
+    use_native = args.native_request_path and native.available()
+    if args.native_request_path and not use_native:
+        logging.warning("the C++ request path is not built (%s); serving on the Python path", native.IMPORT_ERROR)
+    if params is None:
+        scheduler = None
+    elif use_native:
+        scheduler = native.NativeBatcher(params, on_batch=metrics.record_batch)
+    else:
+        scheduler = batching.BatchScheduler(params, on_batch=metrics.record_batch)
+    core = ServingCore(None, scheduler, native=use_native)
+    manager = ModelManager(_loader(args, core, metrics, use_native), args.num_load_threads, args.max_num_load_retries,
                            args.load_retry_interval_micros / 1e6)
     core.manager = manager
     manager.configure(configs)
@@ -171,7 +182,7 @@ def start(args) -> RunningServer:
     return RunningServer(grpc_server, rest_server, manager, scheduler, grpc_port, rest_port)
 
 
-def _loader(args, core, metrics):
+def _loader(args, core, metrics, use_native=False):
     from tf_recopt.serving.servable import Servable
     from tf_recopt.serving.warmup import warm_up
     tags = tuple(t for t in args.saved_model_tags.split(",") if t)
@@ -179,7 +190,7 @@ def _loader(args, core, metrics):
 
     def load(name, version, path):
         started = time.monotonic()
-        servable = Servable(name, version, path, tags, config)
+        servable = Servable(name, version, path, tags, config, use_native)
         if args.enable_model_warmup:
             ran = warm_up(servable, core, args.num_request_iterations_for_warmup)
             if ran:

@@ -13,6 +13,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 from tf_recopt.serving import examples, status, tensors
 from tf_recopt.serving.manager import ModelManager
+from tf_recopt.serving.native import NativeBatcher
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,14 @@ def handle(metrics, api, entrypoint, model_name, fn):
     return result, error
 
 
+def _check_filter(sig, output_filter):
+    unknown = sorted(set(output_filter) - set(sig.outputs))
+    if unknown:
+        raise status.invalid_argument(
+            f"output tensor alias not found in signature: {', '.join(unknown)}. Outputs expected to be in "
+            f"the set {{{', '.join(sig.outputs)}}}.")
+
+
 def _fill_spec(spec, servable, signature_name):
     spec.name = servable.name
     spec.version.value = servable.version
@@ -56,21 +65,20 @@ def _fill_spec(spec, servable, signature_name):
 
 
 class ServingCore:
-    def __init__(self, manager: ModelManager, scheduler=None):
+    def __init__(self, manager: ModelManager, scheduler=None, native=False):
         self.manager = manager
         self.scheduler = scheduler
+        self.native = native  # versions load into C++ bundles; Predict can go bytes to bytes
 
     # -- execution --------------------------------------------------------
     def run(self, servable, signature_name, feeds: Dict[str, np.ndarray], output_filter: Sequence[str] = ()):
         sig = servable.signature(signature_name)
         sig.check(feeds)
-        unknown = sorted(set(output_filter) - set(sig.outputs))
-        if unknown:
-            raise status.invalid_argument(
-                f"output tensor alias not found in signature: {', '.join(unknown)}. Outputs expected to be in "
-                f"the set {{{', '.join(sig.outputs)}}}.")
+        _check_filter(sig, output_filter)
         rows = {v.shape[0] if v.ndim else -1 for v in feeds.values()}
-        if self.scheduler is not None and sig.batchable and len(rows) == 1 and rows != {0}:
+        if isinstance(self.scheduler, NativeBatcher):
+            outputs = sig.run(feeds, self.scheduler)  # the C++ batcher decides, by the same rules as below
+        elif self.scheduler is not None and sig.batchable and len(rows) == 1 and rows != {0}:
             key = (id(sig),) + tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in feeds.items()))
             outputs = self.scheduler.run(key, sig.run, feeds, rows.pop(), label=servable.name)
         else:
@@ -94,6 +102,25 @@ class ServingCore:
         for key, value in outputs.items():
             response.outputs[key].CopyFrom(tensors.to_proto(value))
         return response
+
+    def predict_bytes(self, request, payload):
+        """Predict with `payload` (the serialized `request`) decoded, run and
+        answered in C++ when the version is on the native path: returns the
+        serialized PredictResponse."""
+        with self.servable(request.model_spec) as servable:
+            sig = servable.signature(request.model_spec.signature_name)
+            if sig.native_call is None:
+                return self.predict(request).SerializeToString()
+            sig.check_names(set(request.inputs))
+            _check_filter(sig, request.output_filter)
+            want = [sig.outputs.index(k) for k in dict.fromkeys(request.output_filter)] if request.output_filter \
+                else list(range(len(sig.outputs)))
+            batcher = self.scheduler if isinstance(self.scheduler, NativeBatcher) else None
+            outputs = sig.native_call.predict(payload, want, batcher)
+            tail = predict_pb2.PredictResponse()
+            _fill_spec(tail.model_spec, servable, sig.name)
+        # Serialized messages concatenate: outputs (field 1) then model_spec (field 2).
+        return outputs + tail.SerializeToString()
 
     def infer_on(self, servable, signature_name, serialized, method):
         sig = servable.signature(signature_name)

@@ -55,6 +55,11 @@ def unavailable(message):
     return ServingError(grpc.StatusCode.UNAVAILABLE, message)
 
 
+def from_code(code, message):
+    """A TensorFlow status code (numbered as gRPC's) and its message."""
+    return ServingError(_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN), message)
+
+
 def from_tf_error(exc):
     """A tf.errors.OpError raised by a model, with its own code."""
     code = _BY_NUMBER.get(getattr(exc, "error_code", 2), grpc.StatusCode.UNKNOWN)
