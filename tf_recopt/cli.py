@@ -1,4 +1,4 @@
-"""tf-recopt optimize | inspect | validate | bench | serve.
+"""tf-recopt optimize | inspect | validate | bench | serve | tune.
 
 Errors users can fix (bad paths, unknown signatures or passes, parity
 failures) print one line and exit 2; tracebacks are for our bugs.
@@ -93,6 +93,9 @@ def _parser():
     # Parsed by tf_recopt.serving.server (TF Serving's flag names); listed here for --help.
     sub.add_parser("serve", add_help=False,
                    help="TF-Serving-compatible gRPC/REST model server (see `tf-recopt serve --help`)")
+    sub.add_parser("tune", add_help=False,
+                   help="the serving threads and batching with the most QPS within a p99 SLA "
+                        "(see `tf-recopt tune --help`)")
     return p
 
 
@@ -201,6 +204,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["serve"]:
         return _guarded("serve", lambda: cmd_serve(argv[1:]))
+    if argv[:1] == ["tune"]:
+        from tf_recopt.serving import tune
+        return _guarded("tune", lambda: tune.main(argv[1:]))
     args = _parser().parse_args(argv)
     handler = {"optimize": cmd_optimize, "inspect": cmd_inspect, "validate": cmd_validate,
                "bench": cmd_bench}[args.command]
