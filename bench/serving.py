@@ -1,9 +1,12 @@
 """Serving capacity: `tf-recopt serve` on loopback with the zoo's DLRM as
-exported (stock) and optimized (recopt), each with and without server-side
+exported (stock) and optimized (recopt), on the C++ request path (native)
+and the pure-Python one (python), each with and without server-side
 batching; a closed-loop gRPC load generator (bounded in requests and in
-time) reports QPS and p50/p99 latency at several concurrencies.
+time) reports QPS and p50/p99 latency at several concurrencies. The
+reference is the same optimized model called in process (Session callable,
+no server) at batch 1 and at the batching limit.
 
-    python -m bench.serving [--size full] [--concurrency 1,8,32] [--rounds 3] [--requests 1500] [--seconds 5]
+    python -m bench.serving [--size full] [--concurrency 1,8,32,64] [--rounds 3] [--requests 1500] [--seconds 5]
 
 Client and server share the machine's cores, as a sidecar load test does;
 numbers are for the whole loop, not the model alone.
@@ -12,12 +15,12 @@ import argparse
 import os
 import shutil
 import sys
-import threading
 import time
 
 import numpy as np
 
 from bench import common
+from tf_recopt.serving.loadgen import closed_loop as load, predict_request
 
 BATCHING = ("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 1000 }\n"
             "num_batch_threads { value: %d }\nmax_enqueued_batches { value: 1000 }\n")
@@ -27,7 +30,10 @@ def _args(argv):
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="dlrm")
     p.add_argument("--size", default="full", choices=["small", "full"])
-    p.add_argument("--concurrency", default="1,8,32")
+    p.add_argument("--concurrency", default="1,8,32,64")
+    p.add_argument("--variants", default="stock:native,recopt:native,recopt:python",
+                   help="model:path pairs; path native = --native_request_path=true")
+    p.add_argument("--server-flags", default="", help="extra `tf-recopt serve` flags, space separated")
     p.add_argument("--request-batch", type=int, default=1, help="examples per request")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--requests", type=int, default=1500, help="at most this many requests per point and round")
@@ -50,53 +56,10 @@ def _prepare(args):
     return src, {"stock": stock, "recopt": recopt}
 
 
-def _request(src, model, batch):
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
-    from tf_recopt.benchmark import sample_feeds
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model
-    for k, v in sample_feeds(src, "serving_default", batch, seed=1).items():
-        request.inputs[k].CopyFrom(tf.make_tensor_proto(np.asarray(v)))
-    return request
-
-
-def load(stub, request, concurrency, max_requests, seconds):
-    """Closed loop: `concurrency` clients each send the next request when
-    the last one returns. Returns (latencies in s, errors, wall seconds)."""
-    lock = threading.Lock()
-    sent = [0]
-    latencies, errors = [], []
-    deadline = time.monotonic() + seconds
-
-    def client():
-        while True:
-            with lock:
-                if sent[0] >= max_requests or time.monotonic() > deadline:
-                    return
-                sent[0] += 1
-            t0 = time.perf_counter()
-            try:
-                stub.Predict(request, timeout=30)
-            except Exception as exc:  # counted and reported, never fatal for the run
-                with lock:
-                    errors.append(str(exc)[:200])
-                continue
-            dt = time.perf_counter() - t0
-            with lock:
-                latencies.append(dt)
-    started = time.monotonic()
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return latencies, errors, time.monotonic() - started
-
-
-def _flags(args, base, batching):
+def _flags(args, base, path, batching):
     flags = [f"--model_name={args.model}", f"--model_base_path={base}", "--file_system_poll_wait_seconds=0",
-             f"--grpc_max_threads={max(64, 2 * max(map(int, args.concurrency.split(','))))}"]
+             f"--grpc_max_threads={max(64, 2 * max(map(int, args.concurrency.split(','))))}",
+             f"--native_request_path={'true' if path == 'native' else 'false'}", *args.server_flags.split()]
     if batching:
         params = os.path.join(args.workdir, "batching.config")
         with open(params, "w") as f:
@@ -126,45 +89,84 @@ def _measure(servers, request, args):
                 entry["errors"] += errors
                 print(f"round {round_} {key} c={concurrency}: {len(lat) / wall:.0f} QPS", flush=True)
     rows = []
-    for (variant, batching, concurrency), e in samples.items():
-        row = {"variant": variant, "batching": batching, "concurrency": concurrency, "requests": len(e["lat"]),
+    for (variant, path, batching, concurrency), e in samples.items():
+        row = {"variant": variant, "path": path, "batching": batching, "concurrency": concurrency,
+               "requests": len(e["lat"]),
                "errors": len(e["errors"]), "qps": float(np.median(e["qps"])),
                "p50_ms": float(np.median(e["lat"])) * 1e3 if e["lat"] else None,
                "p99_ms": float(np.percentile(e["lat"], 99)) * 1e3 if e["lat"] else None}
         if e["errors"]:
             row["first_error"] = e["errors"][0]
         rows.append(row)
-    return sorted(rows, key=lambda r: (r["batching"], r["concurrency"], r["variant"] != "stock"))
+    return sorted(rows, key=lambda r: (r["batching"], r["concurrency"], r["variant"] != "stock", r["path"]))
+
+
+def in_process(base, request, copies, seconds=3.0):
+    """The optimized model without a server: its Session callable (C++
+    bundle, as the native server holds it) called back to back in one
+    thread on `copies` requests' rows at once; returns (examples per second,
+    p50 ms)."""
+    from tf_recopt.serving import tensors
+    from tf_recopt.serving.servable import Servable
+    servable = Servable("m", 1, os.path.join(base, "1"), use_native=True)
+    sig = servable.signature(request.model_spec.signature_name)
+    feeds = {k: np.concatenate([tensors.to_array(v, k)] * copies) for k, v in request.inputs.items()}
+    batch = next(iter(feeds.values())).shape[0]
+    for _ in range(20):
+        sig.run(feeds)
+    times = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        t0 = time.perf_counter()
+        sig.run(feeds)
+        times.append(time.perf_counter() - t0)
+    servable.close()
+    return batch / float(np.median(times)), float(np.median(times)) * 1e3
 
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = _args(argv)
     src, bases = _prepare(args)
-    request = _request(src, args.model, args.request_batch)
+    request = predict_request(src, args.model, args.request_batch)
     from tf_recopt.serving.launch import Server
     servers = {}
     try:
-        for variant, base in bases.items():
+        for pair in args.variants.split(","):
+            variant, path = pair.split(":")
             for batching in (False, True):
-                servers[(variant, batching)] = Server(*_flags(args, base, batching))
+                servers[(variant, path, batching)] = Server(*_flags(args, bases[variant], path, batching))
         for server in servers.values():
             server.wait_version(args.model, 1, timeout=600)
         rows = _measure(servers, request, args)
     finally:
         for server in servers.values():
             server.stop()
-    stock = {(r["batching"], r["concurrency"]): r for r in rows if r["variant"] == "stock"}
-    unbatched = {(r["variant"], r["concurrency"]): r for r in rows if not r["batching"]}
+    # The reference runs alone, after the servers are gone.
+    max_batch = int(BATCHING.split("max_batch_size { value: ")[1].split()[0])
+    reference = {}
+    for copies in (1, max_batch):
+        eps, p50 = in_process(bases["recopt"], request, copies)
+        reference[copies] = {"batch": copies * args.request_batch, "examples_per_s": eps, "p50_ms": p50}
+    stock = {(r["path"], r["batching"], r["concurrency"]): r for r in rows if r["variant"] == "stock"}
+    unbatched = {(r["variant"], r["path"], r["concurrency"]): r for r in rows if not r["batching"]}
+    python = {(r["variant"], r["batching"], r["concurrency"]): r for r in rows if r["path"] == "python"}
     for r in rows:
-        r["qps_vs_stock"] = r["qps"] / stock[(r["batching"], r["concurrency"])]["qps"]
-        r["qps_vs_unbatched"] = r["qps"] / unbatched[(r["variant"], r["concurrency"])]["qps"]
+        same = stock.get((r["path"], r["batching"], r["concurrency"]))
+        r["qps_vs_stock"] = r["qps"] / same["qps"] if same else None
+        r["qps_vs_unbatched"] = r["qps"] / unbatched[(r["variant"], r["path"], r["concurrency"])]["qps"]
+        py = python.get((r["variant"], r["batching"], r["concurrency"]))
+        r["qps_vs_python"] = r["qps"] / py["qps"] if py else None
+        if r["variant"] == "recopt":
+            ref = reference[max_batch if r["batching"] else 1]
+            r["qps_vs_in_process"] = r["qps"] * args.request_batch / ref["examples_per_s"]
     path = common.write_result("serving", {
         "command": " ".join(["python -m bench.serving", *(argv if argv is not None else sys.argv[1:])]),
         "machine": common.machine(), "setup": f"zoo {args.model} ({args.size}), {args.request_batch} example(s) "
         f"per request, {args.rounds} interleaved rounds of at most {args.requests} requests or {args.seconds:g} s "
         "per point",
-        "batching": BATCHING % (os.cpu_count() or 1), "rows": rows})
+        "batching": BATCHING % (os.cpu_count() or 1), "server_flags": args.server_flags,
+        "in_process": list(reference.values()), "rows": rows})
     print(f"wrote {path}")
 
 
