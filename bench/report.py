@@ -464,8 +464,9 @@ def _tune_section(lines):
         return
     default = next(r for r in data["results"] if r["config"] == data["default"])
     _headed(lines, data, f"### Serving: `tf-recopt tune` on loopback, {data['setup']}, p99 SLA {data['sla_ms']:g} ms",
-            "Each configuration in its own `tf-recopt serve` (C++ request path), servers side by side, closed-loop "
-            "gRPC load at each client count visited in interleaved rounds; `QPS at SLA`: the best median QPS at a "
+            "Each configuration in its own `tf-recopt serve` (C++ request path); the servers of a group (up to 8 "
+            "configurations; groups run one after the other) side by side, a closed-loop gRPC load at each client "
+            "count visiting them in interleaved rounds; `QPS at SLA`: the best median QPS at a "
             "client count whose pooled p99 met the SLA without errors; `vs default`: against the first "
             "configuration (TF Serving's defaults). Machine: "
             f"{data['machine']['cpu']}, {data['machine'].get('cores', '?')} cores, CPU flags "
