@@ -8,7 +8,7 @@ kept index with a fresh one."""
 import collections
 import os
 
-_CHECK_INDEX = os.environ.get("RECOPT_CHECK_INDEX") == "1"
+CHECK_INDEX = os.environ.get("RECOPT_CHECK_INDEX") == "1"
 
 
 class GraphValidityError(ValueError):
@@ -33,6 +33,7 @@ class NodeIndex:
         self.protected = set(protected)
         self._dirty = True
         self._info = None   # GraphView's cached shapes, dropped with any edit
+        self.edits = 0      # edits so far: the pipeline skips validating a graph no edit touched
 
     @property
     def graph_def(self):
@@ -69,6 +70,10 @@ class NodeIndex:
 
     def touch(self):
         self._dirty = True
+        self._edited()
+
+    def _edited(self):
+        self.edits += 1
         self._info = None
 
     def _indexed(self, node):
@@ -89,7 +94,7 @@ class NodeIndex:
     def check_index(self):
         """With RECOPT_CHECK_INDEX=1 (the test suite): raises unless the
         incrementally kept index equals a fresh one."""
-        if not _CHECK_INDEX or self._dirty:
+        if not CHECK_INDEX or self._dirty:
             return
         fresh = collections.defaultdict(set)
         for n in self.graph_def.node:

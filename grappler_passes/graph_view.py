@@ -205,7 +205,7 @@ class GraphView(NodeIndex):
         if not self._dirty:
             self._nodes[node.name] = node
             self._link(node)
-        self._info = None
+        self._edited()
         return node
 
     def add_const(self, name, value, dtype=None):
@@ -228,7 +228,7 @@ class GraphView(NodeIndex):
             node.attr[k].CopyFrom(v)
         if indexed:
             self._link(node)
-            self._info = None
+            self._edited()
         else:
             self.touch()
 
@@ -248,7 +248,7 @@ class GraphView(NodeIndex):
         for n, i, _ in moved:
             n.input[i] = new
             self._consumers[new_node].append((n, i, new_port))
-        self._info = None
+        self._edited()
 
     def remove_nodes(self, names):
         """Removes the named nodes: the index forgets them now, the GraphDef
@@ -266,7 +266,7 @@ class GraphView(NodeIndex):
         # under the same name is not the one removed.
         limit = len(self._graph_def.node)
         self._pending_removals.update(dict.fromkeys(names, limit))
-        self._info = None
+        self._edited()
 
     @property
     def graph_def(self):

@@ -211,6 +211,32 @@ def test_a_stale_index_is_caught(monkeypatch):
     assert "index is out of date" in results[0].error
 
 
+class _Reads(GraphPass):
+    """Reads the graph, finds nothing to rewrite."""
+    name = "test_reads_only"
+
+    def run(self, ctx, result):
+        for node in ctx.view.nodes():
+            ctx.view.consumers(node.name)
+
+
+def test_a_graph_no_edit_touched_is_not_validated_again(monkeypatch):
+    """Outside the suite's RECOPT_CHECK_INDEX mode, a pass that edited
+    nothing skips validation; one that edits (even a sabotaged one) is
+    still validated and dropped."""
+    monkeypatch.setattr(pipeline, "CHECK_INDEX", False)
+    for cls in (_Reads, _OneInputConcat):
+        monkeypatch.setitem(pipeline._PASSES, cls.name, cls)
+    calls = []
+    validate = GraphView.validate
+    monkeypatch.setattr(GraphView, "validate", lambda view: calls.append(view.edits) or validate(view))
+    graph_def, inputs, outputs = frozen_graph(lambda x: tf.concat([x, 2.0 * x], axis=1),
+                                              tf.TensorSpec([None, 3], tf.float32))
+    _, results = optimize_graph(graph_def, inputs, outputs, passes=[_Reads.name, _OneInputConcat.name])
+    assert results[0].error == "" and "below its minimum 2" in results[1].error
+    assert len(calls) == 1 and calls[0] > 0  # only the editing pass was validated
+
+
 def _wide_model(towers, tables):
     """`tables` embedding lookups and `towers` 3-layer MLPs over them: the
     width of DeepCTR's FiBiNET / DeepFEFM exports, in a few seconds."""
