@@ -15,11 +15,17 @@ with the reason of the candidate that got furthest, so a pass written as
 data still reports why a near miss was left alone ("adj_x is set on 'mm'").
 """
 import dataclasses
+import functools
 from typing import Callable, Optional, Sequence
 
 from grappler_passes.pass_base import SkipMatch
 
 COMMUTATIVE = frozenset({"Add", "AddV2", "Mul", "Maximum", "Minimum"})
+
+
+@functools.lru_cache(maxsize=None)
+def _ops(spec):
+    return frozenset(spec.split("|"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +39,7 @@ class P:
     check: Optional[Callable] = None  # check(node, view) -> None or the reason it fails
 
     def ops(self):
-        return frozenset(self.op.split("|"))
+        return _ops(self.op)
 
 
 @dataclasses.dataclass
@@ -59,6 +65,10 @@ class Match:
 def match(pattern, node, view, bound=None):
     """Returns a Match of `pattern` rooted at `node`, or None. `bound`
     pre-binds labels to tensors (label -> tensor name)."""
+    # Most calls offer a node of another op (a pass tries each rule on each
+    # node): refused here, before a Match and its failure message are built.
+    if pattern.op != "*" and node is not None and node.op not in _ops(pattern.op):
+        return None
     m, _ = _attempt(pattern, node, view, bound)
     return m
 
