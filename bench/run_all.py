@@ -32,6 +32,7 @@ STEPS = [
     ["-m", "bench.end_to_end", "--models", "tfrs_dlrm,tfrs_dlrm_garden", "--name", "end_to_end_tfrs_dlrm"],
     ["-m", "bench.optimize_time"],
     ["-m", "bench.serving"],
+    ["-m", "bench.serving_tune"],
     ["-m", "bench.peers"],
 ]
 
