@@ -1,6 +1,8 @@
 """Helpers for the serving tests: the subprocess server (from
 tf_recopt.serving.launch), and a small tf.Example model with classify
 and regress signatures (the zoo's Keras exports only have predict ones)."""
+import threading
+
 import tensorflow as tf
 
 
@@ -62,3 +64,21 @@ def example(x, bucket=None):
     if bucket is not None:
         ex.features.feature["bucket"].int64_list.value.append(bucket)
     return ex
+
+
+def concurrently(fn, args, timeout=60):
+    """fn(*a) for each a in args, each in its own thread; (results, errors)
+    in the order of args."""
+    results, errors = [None] * len(args), [None] * len(args)
+
+    def run(i):
+        try:
+            results[i] = fn(*args[i])
+        except Exception as exc:  # collected and asserted on
+            errors[i] = exc
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(args))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return results, errors

@@ -6,6 +6,7 @@ import grpc
 import numpy as np
 import pytest
 
+from tests.serving_util import concurrently
 from tf_recopt.serving import status
 from tf_recopt.serving.batching import BatchingParameters, BatchScheduler
 
@@ -25,22 +26,6 @@ class Recorder:
         return {"y": feeds["x"] * 10, "row": np.arange(len(feeds["x"]))}
 
 
-def _concurrently(fn, args):
-    results, errors = [None] * len(args), [None] * len(args)
-
-    def run(i):
-        try:
-            results[i] = fn(*args[i])
-        except Exception as exc:  # collected and asserted on
-            errors[i] = exc
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(args))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return results, errors
-
-
 def test_requests_are_merged_padded_and_split_back():
     params = BatchingParameters(max_batch_size=8, batch_timeout_micros=200_000, num_batch_threads=1,
                                 allowed_batch_sizes=(4, 8))
@@ -49,7 +34,7 @@ def test_requests_are_merged_padded_and_split_back():
     sched._on_batch = lambda label, rows, padded, waits: seen.append((rows, padded))
     try:
         inputs = [np.arange(i, i + n, dtype=np.float32).reshape(n, 1) for i, n in ((0, 1), (10, 2), (20, 2))]
-        results, errors = _concurrently(lambda x: sched.run(("k",), model, {"x": x}, len(x), "m"),
+        results, errors = concurrently(lambda x: sched.run(("k",), model, {"x": x}, len(x), "m"),
                                         [(x,) for x in inputs])
     finally:
         sched.stop()
@@ -77,7 +62,7 @@ def test_batch_closes_when_full_without_waiting_for_the_timeout():
     sched, model = BatchScheduler(params), Recorder()
     try:
         started = time.monotonic()
-        results, errors = _concurrently(lambda x: sched.run(("k",), model, {"x": x}, 1),
+        results, errors = concurrently(lambda x: sched.run(("k",), model, {"x": x}, 1),
                                         [(np.ones((1, 1)),), (np.ones((1, 1)),)])
         assert time.monotonic() - started < 10
     finally:
@@ -109,7 +94,7 @@ def test_full_queue_answers_unavailable():
     params = BatchingParameters(max_batch_size=1, max_enqueued_batches=1, num_batch_threads=1)
     sched, model = BatchScheduler(params), Recorder(delay=0.5)
     try:
-        results, errors = _concurrently(lambda x: sched.run(("k",), model, {"x": x}, 1, "dlrm"),
+        results, errors = concurrently(lambda x: sched.run(("k",), model, {"x": x}, 1, "dlrm"),
                                         [(np.ones((1, 1)),)] * 6)
     finally:
         sched.stop()

@@ -2,7 +2,6 @@
 decoded, run and answered in C++, checked against the Python path on the
 same requests; and the C++ batcher against the semantics the Python
 BatchScheduler's tests pin down (test_serving_batching.py)."""
-import threading
 import time
 
 import grpc
@@ -12,7 +11,7 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from tests.serving_util import example, export_example_model
+from tests.serving_util import concurrently, example, export_example_model
 from tf_recopt.serving import native, status
 from tf_recopt.serving.batching import BatchingParameters
 from tf_recopt.serving.servable import Servable
@@ -64,22 +63,6 @@ def _feeds(x, spin=0):
     return {"x": x, "spin": np.full(len(x), spin, np.int32)}
 
 
-def _concurrently(fn, args):
-    results, errors = [None] * len(args), [None] * len(args)
-
-    def run(i):
-        try:
-            results[i] = fn(*args[i])
-        except Exception as exc:  # collected and asserted on
-            errors[i] = exc
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(args))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results, errors
-
-
 def _batcher(seen=None, **kwargs):
     observer = None if seen is None else (lambda label, rows, padded, waits: seen.append((label, rows, padded,
                                                                                           len(waits))))
@@ -95,7 +78,7 @@ def test_requests_are_merged_padded_and_split_back(rows_model):
     sig = rows_model.signature("serving_default")
     inputs = [np.arange(i, i + n, dtype=np.float32) for i, n in ((0, 1), (10, 2), (20, 2))]
     try:
-        results, errors = _concurrently(lambda x: sig.run(_feeds(x), batcher), [(x,) for x in inputs])
+        results, errors = concurrently(lambda x: sig.run(_feeds(x), batcher), [(x,) for x in inputs])
     finally:
         batcher.stop()
     assert errors == [None] * 3
@@ -112,7 +95,7 @@ def test_batch_closes_when_full_without_waiting_for_the_timeout(rows_model):
     sig = rows_model.signature("serving_default")
     try:
         started = time.monotonic()
-        results, errors = _concurrently(lambda x: sig.run(_feeds(x), batcher), [([1.0],), ([2.0],)])
+        results, errors = concurrently(lambda x: sig.run(_feeds(x), batcher), [([1.0],), ([2.0],)])
         assert time.monotonic() - started < 10
     finally:
         batcher.stop()
@@ -142,7 +125,7 @@ def test_full_queue_answers_unavailable(rows_model):
     sig = rows_model.signature("serving_default")
     batcher = _batcher(max_batch_size=1, max_enqueued_batches=1, num_batch_threads=1)
     try:
-        results, errors = _concurrently(lambda: sig.run(_feeds([1.0], spin=300), batcher), [()] * 6)
+        results, errors = concurrently(lambda: sig.run(_feeds([1.0], spin=300), batcher), [()] * 6)
     finally:
         batcher.stop()
     refused = [e for e in errors if e is not None]
@@ -187,7 +170,7 @@ def test_batching_under_load_answers_every_request_its_own_rows(rows_model):
     sig = rows_model.signature("serving_default")
     inputs = [(np.arange(k % 3 + 1, dtype=np.float32) + 100 * k,) for k in range(64)]
     try:
-        results, errors = _concurrently(lambda x: sig.run(_feeds(x), batcher), inputs)
+        results, errors = concurrently(lambda x: sig.run(_feeds(x), batcher), inputs)
     finally:
         batcher.stop()
     assert errors == [None] * 64
