@@ -4,6 +4,7 @@ import json
 import math
 import os
 
+from bench import report_serving
 from bench.common import RESULTS_DIR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -423,69 +424,6 @@ def _corpus_ratios(data, batch, reference=lambda t: t.get("stock_session")):
     return out
 
 
-def _serving_section(lines):
-    data = _load("serving")
-    if not data:
-        return
-    ref = {r["batch"]: r for r in data.get("in_process", [])}
-    ref_text = "; ".join(f"batch {b}: {r['examples_per_s']:.0f} examples/s, p50 {r['p50_ms']:.3f} ms"
-                         for b, r in sorted(ref.items()))
-    _headed(lines, data, f"### Serving: `tf-recopt serve` on loopback, {data['setup']}",
-            "Closed loop over gRPC (TF Serving's stubs): each of `concurrency` clients sends its next request "
-            "when the last returns. Client and server share the machine's cores. `path`: `native` is the C++ "
-            "request path (C++ SavedModel loader, Predict decoded/run/encoded and batched in C++), `python` the "
-            "pure-Python one (`--native_request_path=false`). Batching parameters: "
-            + data["batching"].strip().replace("\n", "; ")
-            + (f". Extra server flags: `{data['server_flags']}`" if data.get("server_flags") else "")
-            + ". `vs stock`: QPS against stock TensorFlow on the same path, batching setting and concurrency; "
-            "`vs python`: against the Python path; `vs unbatched`: against the same model and path without "
-            "batching; `vs in-process`: examples/s against the optimized model's Session callable called back "
-            "to back in one process without a server (" + (ref_text or "not measured") + "), at batch 1 "
-            f"unbatched and at max_batch_size batched. Machine: {data['machine']['cpu']}, "
-            f"{data['machine'].get('cores', '?')} cores, CPU flags {', '.join(data['machine'].get('flags', []))}; "
-            f"RECOPT_ISA path {data['machine']['isa']}.",
-            ["| model | path | batching | concurrency | requests | errors | QPS | p50 ms | p99 ms | vs stock | "
-             "vs python | vs unbatched | vs in-process |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"])
-
-    def ratio(value, digits=2):
-        return "-" if value is None else f"{value:.{digits}f}x"
-    for r in data["rows"]:
-        lines.append(f"| {r['variant']} | {r.get('path', 'python')} | {'on' if r['batching'] else 'off'} | "
-                     f"{r['concurrency']} | {r['requests']} | {r['errors']} | {r['qps']:.0f} | {r['p50_ms']:.2f} | "
-                     f"{r['p99_ms']:.2f} | {ratio(r.get('qps_vs_stock'))} | {ratio(r.get('qps_vs_python'))} | "
-                     f"{ratio(r['qps_vs_unbatched'])} | {ratio(r.get('qps_vs_in_process'), 3)} |")
-    lines.append("")
-
-
-def _tune_section(lines):
-    data = _load("serving_tune")
-    if not data:
-        return
-    default = next(r for r in data["results"] if r["config"] == data["default"])
-    _headed(lines, data, f"### Serving: `tf-recopt tune` on loopback, {data['setup']}, p99 SLA {data['sla_ms']:g} ms",
-            "Each configuration in its own `tf-recopt serve` (C++ request path); the servers of a group (up to 8 "
-            "configurations; groups run one after the other) side by side, a closed-loop gRPC load at each client "
-            "count visiting them in interleaved rounds; `QPS at SLA`: the best median QPS at a "
-            "client count whose pooled p99 met the SLA without errors; `vs default`: against the first "
-            "configuration (TF Serving's defaults). Machine: "
-            f"{data['machine']['cpu']}, {data['machine'].get('cores', '?')} cores, CPU flags "
-            f"{', '.join(data['machine'].get('flags', []))}; RECOPT_ISA path {data['machine']['isa']}. "
-            "p99 against QPS: ![tune](bench/results/serving_tune.png)",
-            ["| configuration | QPS at SLA | vs default | at clients | p99 ms there | clients tried |",
-             "|---|---:|---:|---:|---:|---|"])
-    for r in data["results"]:
-        ok = [p for p in r["points"] if p["errors"] == 0 and p["p99_ms"] is not None
-              and p["p99_ms"] <= data["sla_ms"]]
-        at = max(ok, key=lambda p: p["qps"]) if ok else None
-        ratio = r["qps_at_sla"] / default["qps_at_sla"] if default["qps_at_sla"] else float("nan")
-        best = " (best)" if r["config"] == data["best"] else ""
-        where = f"{at['clients']} | {at['p99_ms']:.2f}" if at else "- | -"
-        tried = ",".join(str(p["clients"]) for p in r["points"])
-        lines.append(f"| {r['config']}{best} | {r['qps_at_sla']:.0f} | {ratio:.2f}x | {where} | {tried} |")
-    lines.append("")
-
-
 def _variants_section(lines):
     data = _load("dense_variants_inline")
     if not data:
@@ -655,8 +593,8 @@ SECTIONS = {"topk": (_topk_section, "### TopK:", None), "retrieval": (_retrieval
             "mlp": (_mlp_section, "### Whole MLP", None),
             "corpus": (_corpus_section, "### Corpus:", "### optimize() time:"),
             "ablation": (_ablation_section, "### Pass ablation:", "### Corpus:"),
-            "serving": (_serving_section, "### Serving: `tf-recopt serve`", "### Pass ablation:"),
-            "serving_tune": (_tune_section, "### Serving: `tf-recopt tune`", "### Serving: `tf-recopt serve`")}
+            "serving": (report_serving.serving_section, "### Serving: `tf-recopt serve`", "### Pass ablation:"),
+            "serving_tune": (report_serving.tune_section, "### Serving: `tf-recopt tune`", "### Serving: `tf-recopt serve`")}
 
 
 def _section_span(lines, prefix):
@@ -729,8 +667,8 @@ def render():
     _optimize_time_section(lines)
     _corpus_section(lines)
     _ablation_section(lines)
-    _serving_section(lines)
-    _tune_section(lines)
+    report_serving.serving_section(lines)
+    report_serving.tune_section(lines)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
