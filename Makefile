@@ -20,7 +20,7 @@ $(STAMP): setup.py requirements.txt requirements-tfx.txt
 install: $(STAMP)
 
 # Rebuilds the op library and the C++ request path of `tf-recopt serve`
-# (tf_recopt.serving._native) after a C++ change (objects are cached in build/).
+# (tf_recopt.serving.request_path) after a C++ change (objects are cached in build/).
 ops: $(STAMP)
 	$(PY) -m custom_ops.build
 

@@ -22,7 +22,7 @@ class BuildOpLibrary(build_ext):
         from custom_ops import build as ops_build
 
         target = pathlib.Path(self.get_ext_fullpath(ext.name))
-        build = ops_build.build_serving if ext.name == "tf_recopt.serving._native" else ops_build.build
+        build = ops_build.build_serving if ext.name == "tf_recopt.serving.request_path" else ops_build.build
         built = build(target.parent, build_dir=HERE / "build" / "custom_ops")
         assert built.name == target.name, (built, target)
 
@@ -40,7 +40,7 @@ setup(
                                     "custom_ops", "custom_ops.spec"]),
     # The op library, and serving/native/ (the C++ request path of `tf-recopt serve`).
     ext_modules=[Extension("tf_recopt.ops._recopt_ops", sources=[]),
-                 Extension("tf_recopt.serving._native", sources=[])],
+                 Extension("tf_recopt.serving.request_path", sources=[])],
     cmdclass={"build_ext": BuildOpLibrary},
     install_requires=[
         "tensorflow>=2.21,<2.22",

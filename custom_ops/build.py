@@ -153,12 +153,12 @@ SERVING_NATIVE = ROOT.parent / "serving" / "native"
 
 
 def serving_library_name():
-    return "_native" + sysconfig.get_config_var("EXT_SUFFIX")
+    return "request_path" + sysconfig.get_config_var("EXT_SUFFIX")
 
 
 def build_serving(out_dir, build_dir=None, verbose=True):
     """serving/native/ (the C++ request path of `tf-recopt serve`) as the
-    Python extension tf_recopt.serving._native; returns its path. Same
+    Python extension tf_recopt.serving.request_path; returns its path. Same
     TensorFlow flags as the op library, plus Python's headers."""
     out_dir = pathlib.Path(out_dir)
     tf_version, flags, lflags, build_dir, _ = _setup(build_dir)

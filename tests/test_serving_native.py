@@ -1,4 +1,4 @@
-"""The C++ request path (tf_recopt.serving._native): PredictRequest bytes
+"""The C++ request path (tf_recopt.serving.request_path): PredictRequest bytes
 decoded, run and answered in C++, checked against the Python path on the
 same requests; and the C++ batcher against the semantics the Python
 BatchScheduler's tests pin down (test_serving_batching.py)."""
@@ -17,7 +17,7 @@ from tf_recopt.serving.batching import BatchingParameters
 from tf_recopt.serving.servable import Servable
 from tf_recopt.serving.service import ServingCore
 
-pytestmark = pytest.mark.skipif(not native.available(), reason=f"_native not built: {native.IMPORT_ERROR}")
+pytestmark = pytest.mark.skipif(not native.available(), reason=f"request_path not built: {native.IMPORT_ERROR}")
 
 
 class Rows(tf.Module):

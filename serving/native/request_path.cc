@@ -1,4 +1,4 @@
-// tf_recopt.serving._native: the request path of `tf-recopt serve` below
+// tf_recopt.serving.request_path: the request path of `tf-recopt serve` below
 // Python. A SavedModel loaded by TensorFlow's C++ loader (the one
 // tensorflow_model_server uses), Session callables, PredictRequest bytes ->
 // Tensors -> RunCallable -> PredictResponse bytes, and the C++ batcher; the
@@ -34,7 +34,7 @@ using recopt_serving::BatchingParams;
 using tensorflow::DataType;
 using tensorflow::Tensor;
 
-PyObject* g_error = nullptr;  // _native.Error(code, message); code is tensorflow.error.Code (= gRPC's)
+PyObject* g_error = nullptr;  // request_path.Error(code, message); code is tensorflow.error.Code (= gRPC's)
 
 PyObject* RaiseStatus(const tensorflow::Status& s) {
   PyObject* args = Py_BuildValue("(is#)", static_cast<int>(s.code()), s.message().data(),
@@ -58,8 +58,8 @@ struct BatcherBox {
   PyObject* observer = nullptr;  // owned; called with the GIL once per batch
 };
 
-constexpr const char* kBundle = "tf_recopt.serving._native.Bundle";
-constexpr const char* kBatcher = "tf_recopt.serving._native.Batcher";
+constexpr const char* kBundle = "tf_recopt.serving.request_path.Bundle";
+constexpr const char* kBatcher = "tf_recopt.serving.request_path.Batcher";
 
 void DeleteBundle(PyObject* capsule) {
   auto* b = static_cast<Bundle*>(PyCapsule_GetPointer(capsule, kBundle));
@@ -481,14 +481,14 @@ PyMethodDef kMethods[] = {
     {"stop_batcher", StopBatcher, METH_VARARGS, "stop_batcher(batcher)"},
     {nullptr, nullptr, 0, nullptr}};
 
-PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_native", "tf-recopt's C++ request path", -1, kMethods};
+PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "request_path", "tf-recopt's C++ request path", -1, kMethods};
 
 }  // namespace
 
-PyMODINIT_FUNC PyInit__native() {
+PyMODINIT_FUNC PyInit_request_path() {
   PyObject* m = PyModule_Create(&kModule);
   if (m == nullptr) return nullptr;
-  g_error = PyErr_NewException("tf_recopt.serving._native.Error", nullptr, nullptr);
+  g_error = PyErr_NewException("tf_recopt.serving.request_path.Error", nullptr, nullptr);
   Py_INCREF(g_error);
   if (PyModule_AddObject(m, "Error", g_error) < 0) {
     Py_DECREF(m);

@@ -2,7 +2,7 @@
 
 status.py     ServingError: gRPC code + message, HTTP mapping
 servable.py   one loaded version: signatures, input checks, the TF call
-native.py     the C++ request path (_native, from serving/native/): C++ loader, Predict bytes, batcher
+native.py     the C++ request path (the request_path extension, from serving/native/): C++ loader, Predict bytes, batcher
 manager.py    versions per model: file-system polling, version policy, hot swap
 batching.py   server-side batch scheduler (TF Serving's BatchingParameters), the Python path's
 service.py    request handling shared by both front ends

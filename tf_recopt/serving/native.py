@@ -1,4 +1,4 @@
-"""The C++ request path (serving/native/, built as tf_recopt.serving._native
+"""The C++ request path (serving/native/, built as tf_recopt.serving.request_path
 by `make ops` / setup.py) seen from Python: a SavedModel loaded by
 TensorFlow's C++ loader, Session callables run with the GIL released,
 PredictRequest bytes decoded and PredictResponse bytes encoded in C++, and
@@ -10,7 +10,7 @@ import tensorflow as tf
 from tf_recopt.serving import status
 
 try:
-    from tf_recopt.serving import _native
+    from tf_recopt.serving import request_path as _native
     IMPORT_ERROR = None
 except ImportError as exc:  # not built: the Python path serves alone
     _native = None
@@ -83,7 +83,7 @@ class Call:
         self._enums = [inputs[k].dtype.as_datatype_enum for k in self._keys]
         self._expects = [(spec.dtype.as_datatype_enum,
                           None if spec.shape.rank is None else tuple(-1 if d is None else d for d in spec.shape.as_list()),
-                          spec.dtype.name, _shape_str(spec.shape)) for spec in (inputs[k] for k in self._keys)]
+                          spec.dtype.name, shape_str(spec.shape)) for spec in (inputs[k] for k in self._keys)]
         self._label, self._signature, self._batchable = model_name, signature_name, batchable
 
     def run(self, feeds, batcher=None):
@@ -118,6 +118,6 @@ class NativeBatcher:
         _native.stop_batcher(self.capsule)
 
 
-def _shape_str(shape):
+def shape_str(shape):
     return "[" + ", ".join("?" if d is None else str(d) for d in shape.as_list()) + "]" if shape.rank is not None \
         else "<unknown>"

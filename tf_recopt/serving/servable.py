@@ -8,7 +8,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
 
 from tf_recopt.serving import native, status
-from tf_recopt.serving.native import _shape_str
+from tf_recopt.serving.native import shape_str
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -61,7 +61,7 @@ class Signature:
             if dims is not None and (len(dims) != value.ndim or
                                      any(d is not None and d != n for d, n in zip(dims, value.shape))):
                 raise status.invalid_argument(
-                    f"input `{key}` of signature `{self.name}` expects shape {_shape_str(self.inputs[key].shape)}, "
+                    f"input `{key}` of signature `{self.name}` expects shape {shape_str(self.inputs[key].shape)}, "
                     f"got {list(value.shape)}")
 
     def run(self, feeds: Dict[str, np.ndarray], batcher=None) -> Dict[str, np.ndarray]:
