@@ -19,23 +19,30 @@ def serving_section(lines):
             + (f". Extra server flags: `{data['server_flags']}`" if data.get("server_flags") else "")
             + ". `vs stock`: QPS against stock TensorFlow on the same path, batching setting and concurrency; "
             "`vs python`: against the Python path; `vs unbatched`: against the same model and path without "
-            "batching; `vs in-process`: examples/s against the optimized model's Session callable called back "
+            "batching; `server CPU` / `client CPU`: microseconds of CPU per request of the server process / the "
+            "load-generating process over the point (/proc); `echo` is a grpcio server answering Predict with an "
+            "empty response and no model, the transport's own cost; `vs in-process`: examples/s against the optimized model's Session callable called back "
             "to back in one process without a server (" + (ref_text or "not measured") + "), at batch 1 "
             f"unbatched and at max_batch_size batched. Machine: {data['machine']['cpu']}, "
             f"{data['machine'].get('cores', '?')} cores, CPU flags {', '.join(data['machine'].get('flags', []))}; "
             f"RECOPT_ISA path {data['machine']['isa']}.",
-            ["| model | path | batching | concurrency | requests | errors | QPS | p50 ms | p99 ms | vs stock | "
-             "vs python | vs unbatched | vs in-process |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"])
+            ["| model | path | batching | concurrency | requests | errors | QPS | p50 ms | p99 ms | server CPU us | "
+             "client CPU us | vs stock | vs python | vs unbatched | vs in-process |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"])
 
     def ratio(value, digits=2):
         return "-" if value is None else f"{value:.{digits}f}x"
     for r in data["rows"]:
         lines.append(f"| {r['variant']} | {r.get('path', 'python')} | {'on' if r['batching'] else 'off'} | "
                      f"{r['concurrency']} | {r['requests']} | {r['errors']} | {r['qps']:.0f} | {r['p50_ms']:.2f} | "
-                     f"{r['p99_ms']:.2f} | {ratio(r.get('qps_vs_stock'))} | {ratio(r.get('qps_vs_python'))} | "
+                     f"{r['p99_ms']:.2f} | {_us(r.get('server_cpu_us'))} | {_us(r.get('client_cpu_us'))} | "
+                     f"{ratio(r.get('qps_vs_stock'))} | {ratio(r.get('qps_vs_python'))} | "
                      f"{ratio(r['qps_vs_unbatched'])} | {ratio(r.get('qps_vs_in_process'), 3)} |")
     lines.append("")
+
+
+def _us(value):
+    return "-" if value is None else f"{value:.0f}"
 
 
 def tune_section(lines):

@@ -14,6 +14,7 @@ numbers are for the whole loop, not the model alone.
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import time
 
@@ -34,6 +35,7 @@ def _args(argv):
     p.add_argument("--variants", default="stock:native,recopt:native,recopt:python",
                    help="model:path pairs; path native = --native_request_path=true")
     p.add_argument("--server-flags", default="", help="extra `tf-recopt serve` flags, space separated")
+    p.add_argument("--no-echo", action="store_true", help="leave out the grpcio server with no model")
     p.add_argument("--request-batch", type=int, default=1, help="examples per request")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--requests", type=int, default=1500, help="at most this many requests per point and round")
@@ -68,10 +70,50 @@ def _flags(args, base, path, batching):
     return flags
 
 
+class EchoServer:
+    """grpcio answering every Predict with an empty PredictResponse and no
+    model: what the transport alone costs the server (and the client)."""
+
+    def __init__(self, threads):
+        from tf_recopt.serving.launch import free_port
+        port = free_port()
+        self.target = f"127.0.0.1:{port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.serving", "--echo-server", str(port), str(threads)])
+
+    def wait(self):
+        import grpc
+        grpc.channel_ready_future(grpc.insecure_channel(self.target)).result(timeout=60)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _echo_main(port, threads):
+    from concurrent import futures
+
+    import grpc
+    server = grpc.server(futures.ThreadPoolExecutor(threads))
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: b"")
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {"Predict": handler}),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+def _cpu_seconds(pid):
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _measure(servers, request, args):
     """Rounds of (concurrency x server) points, interleaved so the host's
     noise lands on every server alike; latencies pooled over rounds, QPS the
-    median of the rounds'."""
+    median of the rounds'. CPU per request: the server process's and this
+    (client) process's CPU time over the point, divided by its requests."""
     import grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
     stubs = {key: prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(s.target))
@@ -82,8 +124,13 @@ def _measure(servers, request, args):
     for round_ in range(args.rounds):
         for concurrency in map(int, args.concurrency.split(",")):
             for key, stub in stubs.items():
+                pid = servers[key].proc.pid
+                server_cpu, client_cpu = _cpu_seconds(pid), time.process_time()
                 lat, errors, wall = load(stub, request, concurrency, args.requests, args.seconds)
-                entry = samples.setdefault(key + (concurrency,), {"lat": [], "qps": [], "errors": []})
+                entry = samples.setdefault(key + (concurrency,), {"lat": [], "qps": [], "errors": [],
+                                                                  "server_cpu": 0.0, "client_cpu": 0.0})
+                entry["server_cpu"] += _cpu_seconds(pid) - server_cpu
+                entry["client_cpu"] += time.process_time() - client_cpu
                 entry["lat"] += lat
                 entry["qps"].append(len(lat) / wall)
                 entry["errors"] += errors
@@ -94,7 +141,9 @@ def _measure(servers, request, args):
                "requests": len(e["lat"]),
                "errors": len(e["errors"]), "qps": float(np.median(e["qps"])),
                "p50_ms": float(np.median(e["lat"])) * 1e3 if e["lat"] else None,
-               "p99_ms": float(np.percentile(e["lat"], 99)) * 1e3 if e["lat"] else None}
+               "p99_ms": float(np.percentile(e["lat"], 99)) * 1e3 if e["lat"] else None,
+               "server_cpu_us": e["server_cpu"] / len(e["lat"]) * 1e6 if e["lat"] else None,
+               "client_cpu_us": e["client_cpu"] / len(e["lat"]) * 1e6 if e["lat"] else None}
         if e["errors"]:
             row["first_error"] = e["errors"][0]
         rows.append(row)
@@ -125,6 +174,9 @@ def in_process(base, request, copies, seconds=3.0):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--echo-server"]:
+        return _echo_main(int(argv[1]), int(argv[2]))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = _args(argv)
     src, bases = _prepare(args)
@@ -136,8 +188,13 @@ def main(argv=None):
             variant, path = pair.split(":")
             for batching in (False, True):
                 servers[(variant, path, batching)] = Server(*_flags(args, bases[variant], path, batching))
+        if not args.no_echo:
+            servers[("echo", "grpcio", False)] = EchoServer(max(64, 2 * max(map(int, args.concurrency.split(",")))))
         for server in servers.values():
-            server.wait_version(args.model, 1, timeout=600)
+            if isinstance(server, EchoServer):
+                server.wait()
+            else:
+                server.wait_version(args.model, 1, timeout=600)
         rows = _measure(servers, request, args)
     finally:
         for server in servers.values():
@@ -161,7 +218,7 @@ def main(argv=None):
             ref = reference[max_batch if r["batching"] else 1]
             r["qps_vs_in_process"] = r["qps"] * args.request_batch / ref["examples_per_s"]
     path = common.write_result("serving", {
-        "command": " ".join(["python -m bench.serving", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["python -m bench.serving", *argv]),
         "machine": common.machine(), "setup": f"zoo {args.model} ({args.size}), {args.request_batch} example(s) "
         f"per request, {args.rounds} interleaved rounds of at most {args.requests} requests or {args.seconds:g} s "
         "per point",

@@ -10,7 +10,7 @@ COLORS = {"stock": "#7f7f7f", "xla": "#1f77b4", "onnxruntime": "#ff7f0e", "recop
           "recopt_int8_session": "#d62728"}
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
     matplotlib.use("Agg")   # files only; no display on servers
     import matplotlib.pyplot as plt
@@ -25,7 +25,7 @@ def write_all(results, out_dir):
 
 
 def latency_plot(label, entry, out_dir):
-    plt = _pyplot()
+    plt = pyplot()
     runs = {m: r for m, r in entry["runs"].items() if r.get("timings")}
     if not runs:
         return None
@@ -40,12 +40,12 @@ def latency_plot(label, entry, out_dir):
                title=f"{label}, intra-op threads {mode}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, plt, os.path.join(out_dir, f"{label}_latency.png"))
+    return save(fig, plt, os.path.join(out_dir, f"{label}_latency.png"))
 
 
 def speedup_plot(results, mode, out_dir):
     """Grouped bars: per model and batch size, each peer's speed-up over stock."""
-    plt = _pyplot()
+    plt = pyplot()
     groups = []
     for label, entry in results["models"].items():
         timings = entry["runs"].get(mode, {}).get("timings", [])
@@ -68,11 +68,11 @@ def speedup_plot(results, mode, out_dir):
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], [name for name, _ in groups], fontsize=7)
     ax.set(ylabel="speed-up over stock TF (x)", title=f"speed-up over stock TensorFlow, intra-op threads {mode}")
     ax.legend(fontsize=8)
-    return _save(fig, plt, os.path.join(out_dir, f"speedup_threads_{mode}.png"))
+    return save(fig, plt, os.path.join(out_dir, f"speedup_threads_{mode}.png"))
 
 
-def _save(fig, plt, path):
+def save(fig, plt, path, dpi=100):
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path

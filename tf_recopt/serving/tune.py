@@ -172,9 +172,8 @@ def qps_at_sla(points, sla_ms):
 
 
 def _plot(results, sla_ms, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from tf_recopt.peers import plots
+    plt = plots.pyplot()
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for r in results:
         pts = [p for p in r["points"] if p["p99_ms"] is not None]
@@ -185,9 +184,7 @@ def _plot(results, sla_ms, path):
     ax.set_yscale("log")
     ax.legend(fontsize=7)
     ax.set_title("tf-recopt tune: p99 against QPS per configuration")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plots.save(fig, plt, path, dpi=110)
 
 
 def _write_winner(best, out, sla_ms):
