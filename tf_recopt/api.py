@@ -142,9 +142,8 @@ def optimize(saved_model_dir, output_dir=None, *, signatures=None, custom_ops=Tr
     report.kept_variables = model.kept_variables
     # The passes re-point captures (sync_captures); a retry starts from these.
     captures = {name: list(sig.captures) for name, sig in model.signatures.items()}
-    with _stage(report, "passes"), _collector_paused():
+    with _stage(report, "passes"):
         graphs = run_passes(model, opts, report)
-    gc.collect()  # the passes' graph imports (shape inference) left cycles behind
     # TF Serving layouts write straight into base/<version>; base may be new.
     os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".recopt_tmp_", dir=os.path.dirname(out))
@@ -224,6 +223,13 @@ def run_passes(model, opts, report):
     """The pipeline over each signature of a loaded model (optimize() and
     inspect() alike): {signature: GraphDef}, with the report's per-signature
     pass results and op counts filled in."""
+    with _collector_paused():
+        graphs = _run_passes(model, opts, report)
+    gc.collect()  # the passes' graph imports (shape inference) left cycles behind
+    return graphs
+
+
+def _run_passes(model, opts, report):
     graphs, derived = {}, {}
     for name, sig in model.signatures.items():
         sreport = SignatureReport(name)
